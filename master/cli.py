@@ -1,0 +1,158 @@
+"""``python -m master`` / ``sio-master``: every option has an environment variable too."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from master.config import DEFAULT_APP, Config, ConfigError
+from wire.logformat import configure_logging
+
+LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
+
+
+@click.command(context_settings={"show_default": True, "max_content_width": 100})
+@click.option(
+    "--workers",
+    type=int,
+    default=os.cpu_count() or 1,
+    envvar="SIO_WORKERS",
+    show_envvar=True,
+    help="Worker processes (default: CPU count).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    envvar="SIO_HOST",
+    show_envvar=True,
+    help="Address the workers listen on.",
+)
+@click.option(
+    "--port",
+    type=int,
+    default=8000,
+    envvar="SIO_PORT",
+    show_envvar=True,
+    help="Worker i listens on PORT+i.",
+)
+@click.option(
+    "--redis-url",
+    default=None,
+    envvar="SIO_REDIS_URL",
+    show_envvar=True,
+    help="redis://, rediss:// or unix:// URL; none = start an embedded Redis.",
+)
+@click.option(
+    "--pattern",
+    "patterns",
+    multiple=True,
+    default=["ch:*"],
+    envvar="SIO_PATTERN",
+    show_envvar=True,
+    help="PSUBSCRIBE pattern (repeatable; env: space-separated).",
+)
+@click.option(
+    "--app",
+    default=DEFAULT_APP,
+    envvar="SIO_APP",
+    show_envvar=True,
+    help="module:callable called with each worker's socketio.AsyncServer.",
+)
+@click.option(
+    "--app-dir",
+    default=".",
+    envvar="SIO_APP_DIR",
+    show_envvar=True,
+    help="Directory put first on the workers' import path for --app.",
+)
+@click.option(
+    "--cors-allowed-origins",
+    "cors",
+    multiple=True,
+    envvar="SIO_CORS_ALLOWED_ORIGINS",
+    show_envvar=True,
+    help="Allowed origin (repeatable; '*' for any). Default: same origin.",
+)
+@click.option(
+    "--max-message-bytes",
+    type=int,
+    default=1024 * 1024,
+    envvar="SIO_MAX_MESSAGE_BYTES",
+    show_envvar=True,
+    help="Larger ch:* messages are rejected.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS),
+    default="info",
+    envvar="SIO_LOG_LEVEL",
+    show_envvar=True,
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=0,
+    envvar="SIO_METRICS_PORT",
+    show_envvar=True,
+    help="Serve Prometheus metrics from the master on this port; 0 = off.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    envvar="SIO_METRICS_HOST",
+    show_envvar=True,
+    help="Address of the metrics endpoint.",
+)
+@click.option(
+    "--worker-buffer-bytes",
+    type=int,
+    default=16 * 1024 * 1024,
+    envvar="SIO_WORKER_BUFFER_BYTES",
+    show_envvar=True,
+    help="Unsent bytes allowed per worker pipe before its messages are dropped.",
+)
+@click.option(
+    "--rejected-key",
+    default="sio-master:rejected",
+    envvar="SIO_REJECTED_KEY",
+    show_envvar=True,
+    help="Redis list keeping the last 1,000 rejected messages.",
+)
+@click.option(
+    "--graceful-timeout",
+    type=float,
+    default=10.0,
+    envvar="SIO_GRACEFUL_TIMEOUT",
+    show_envvar=True,
+    help="Seconds workers get to close their clients on stop.",
+)
+@click.option(
+    "--worker-health-timeout",
+    type=float,
+    default=30.0,
+    envvar="SIO_WORKER_HEALTH_TIMEOUT",
+    show_envvar=True,
+    help="Kill and respawn a worker silent for this long; 0 = off.",
+)
+def main(**options: Any) -> None:
+    """Run one master and its Socket.IO workers on this host."""
+    cors = options.pop("cors")
+    try:
+        config = Config(
+            patterns=tuple(options.pop("patterns")),
+            cors_allowed_origins=tuple(cors),
+            app_dir=os.path.abspath(options.pop("app_dir")),
+            **options,
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    configure_logging("master", config.log_level)
+
+    import uvloop
+
+    from master.server import Master
+
+    sys.exit(uvloop.run(Master(config).run()))

@@ -1,0 +1,72 @@
+"""The one typed configuration, built once by the CLI and passed down (the uvicorn way)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+DEFAULT_APP = "workers.demo:setup"
+MAX_MESSAGE_BYTES_LIMIT = 32 * 1024 * 1024  # stays well under the pipe frame limit
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work; the CLI prints it and exits with status 2."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the master and its workers need to know."""
+
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    redis_url: str | None = None
+    patterns: tuple[str, ...] = ("ch:*",)
+    app: str = DEFAULT_APP
+    app_dir: str = "."
+    cors_allowed_origins: tuple[str, ...] = ()
+    max_message_bytes: int = 1024 * 1024
+    log_level: LogLevel = "info"
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    worker_buffer_bytes: int = 16 * 1024 * 1024
+    rejected_key: str = "sio-master:rejected"
+    graceful_timeout: float = 10.0
+    worker_health_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+        if not 1 <= self.port or self.port + self.workers - 1 > 65535:
+            raise ConfigError(
+                f"--port {self.port} with {self.workers} workers needs ports "
+                f"{self.port}..{self.port + self.workers - 1}, outside 1..65535"
+            )
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"--metrics-port must be 0..65535, got {self.metrics_port}")
+        if self.metrics_port and self.port <= self.metrics_port < self.port + self.workers:
+            raise ConfigError(f"--metrics-port {self.metrics_port} collides with a worker port")
+        if not self.patterns or not all(self.patterns):
+            raise ConfigError("--pattern needs at least one non-empty pattern")
+        if not 1 <= self.max_message_bytes <= MAX_MESSAGE_BYTES_LIMIT:
+            raise ConfigError(f"--max-message-bytes must be 1..{MAX_MESSAGE_BYTES_LIMIT}")
+        if self.worker_buffer_bytes < self.max_message_bytes:
+            raise ConfigError("--worker-buffer-bytes must be at least --max-message-bytes")
+        if ":" not in self.app:
+            raise ConfigError(f"--app must look like 'module:callable', got {self.app!r}")
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError("--redis-url must start with redis://, rediss:// or unix://")
+        if self.graceful_timeout <= 0 or self.worker_health_timeout < 0:
+            raise ConfigError("timeouts must be positive (health timeout 0 = off)")
+
+    def worker_port(self, worker_id: int) -> int:
+        """Worker ``i`` listens on ``port + i`` so an L4 balancer can front them."""
+        return self.port + worker_id
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, handed to each worker on its command line."""
+        return asdict(self)

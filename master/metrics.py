@@ -1,0 +1,103 @@
+"""The master's Prometheus metrics and the tiny HTTP endpoint that serves them.
+
+Counters are incremented on the hot path (cheap label lookups); gauges that
+describe current state (sockets per worker, workers alive) are read from the
+master at scrape time, so they can never drift from the routing table.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+PREFIX = "sio_master"
+
+
+class _StateCollector(Collector):
+    def __init__(
+        self,
+        sockets: Callable[[], Mapping[int, int]],
+        alive: Callable[[], int],
+    ) -> None:
+        self._sockets = sockets
+        self._alive = alive
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        sockets = GaugeMetricFamily(
+            f"{PREFIX}_connected_sockets",
+            "Socket.IO connections (one per namespace) held by each worker",
+            labels=["worker"],
+        )
+        for worker, count in sorted(self._sockets().items()):
+            sockets.add_metric([str(worker)], count)
+        yield sockets
+        yield GaugeMetricFamily(
+            f"{PREFIX}_workers_alive", "Worker processes currently running", value=self._alive()
+        )
+
+
+class Metrics:
+    """Every counter the master keeps, on a private registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.received = Counter(
+            f"{PREFIX}_messages_received", "Messages read from Redis pub/sub", registry=r
+        )
+        self.routed = Counter(
+            f"{PREFIX}_messages_routed",
+            "Messages written to a worker's pipe (Redis and sibling broadcasts)",
+            ["worker"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            f"{PREFIX}_messages_rejected", "Messages rejected, by reason", ["reason"], registry=r
+        )
+        self.dropped = Counter(
+            f"{PREFIX}_messages_dropped",
+            "Messages dropped because a worker's pipe backlog was full",
+            ["worker"],
+            registry=r,
+        )
+        self.worker_broadcasts = Counter(
+            f"{PREFIX}_worker_broadcasts", "Broadcasts emitted by workers' handlers", registry=r
+        )
+        self.restarts = Counter(
+            f"{PREFIX}_worker_restarts", "Workers respawned after dying", ["worker"], registry=r
+        )
+        self.bad_frames = Counter(
+            f"{PREFIX}_bad_frames", "Unreadable frames received from workers", registry=r
+        )
+
+    def watch_state(
+        self, sockets: Callable[[], Mapping[int, int]], alive: Callable[[], int]
+    ) -> None:
+        """Expose the current-state gauges, read from the master at scrape time."""
+        self.registry.register(_StateCollector(sockets, alive))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+async def serve_metrics(metrics: Metrics, host: str, port: int) -> web.AppRunner:
+    """Serve ``GET /metrics`` on ``host:port``; the caller cleans the runner up."""
+
+    async def handle(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
+
+    app = web.Application()
+    app.router.add_get("/metrics", handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    return runner

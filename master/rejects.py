@@ -1,0 +1,82 @@
+"""What happens to a rejected ``ch:*`` message: counted, logged (rate-limited), kept.
+
+The last ``KEEP`` rejected messages are kept, newest first, in the capped Redis
+list named by ``--rejected-key`` (default ``sio-master:rejected``) so an operator can
+see what a misbehaving publisher sent: ``LRANGE sio-master:rejected 0 9``.
+Each entry is JSON: ``{"ts", "channel", "reason", "detail", "size", "body"}`` where
+``body`` is the first ``BODY_PREVIEW_BYTES`` bytes, decoded as UTF-8 with
+replacement. Writing happens off the hot path in a bounded queue: when Redis is
+slow or down, entries beyond the queue are not kept (the counter still counts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from master.messages import Rejected
+from master.metrics import Metrics
+from master.ratelimit import RateLimitedLogger
+
+log = logging.getLogger(__name__)
+
+KEEP = 1000
+BODY_PREVIEW_BYTES = 4096
+QUEUE_SIZE = 1000
+
+
+class RejectSink:
+    """Counts, logs and stores rejected messages."""
+
+    def __init__(self, redis: aioredis.Redis, key: str, metrics: Metrics) -> None:
+        self._redis = redis
+        self._key = key
+        self._metrics = metrics
+        self._limiter = RateLimitedLogger(log)
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_SIZE)
+
+    def reject(self, channel: str, body: bytes, rejected: Rejected) -> None:
+        """Handle one rejected message; never blocks, never raises."""
+        self._metrics.rejected.labels(reason=rejected.reason).inc()
+        self._limiter.log(
+            logging.WARNING,
+            rejected.reason,
+            "rejected a message on %r: %s: %s",
+            channel,
+            rejected.reason,
+            rejected.detail,
+        )
+        entry = orjson.dumps(
+            {
+                "ts": time.time(),
+                "channel": channel,
+                "reason": rejected.reason,
+                "detail": rejected.detail,
+                "size": len(body),
+                "body": body[:BODY_PREVIEW_BYTES].decode("utf-8", "replace"),
+            }
+        )
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(entry)
+
+    async def run(self) -> None:
+        """Write queued entries to the capped list, in small batches, forever."""
+        while True:
+            entries = [await self._queue.get()]
+            while not self._queue.empty() and len(entries) < 100:
+                entries.append(self._queue.get_nowait())
+            try:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.lpush(self._key, *entries)
+                    pipe.ltrim(self._key, 0, KEEP - 1)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self._limiter.log(
+                    logging.WARNING, "store", "could not keep rejected messages: %s", exc
+                )

@@ -1,0 +1,118 @@
+"""An asyncio transport for frames over one end of a socketpair.
+
+Why batching here: a Redis read can bring hundreds of messages; writing each one
+to a worker's pipe separately would cost a syscall per message. :class:`FrameLink`
+queues what is sent during one event-loop tick and writes it with ONE write at the
+start of the next tick. Why a bound: a peer that stops reading must not make its
+sender's memory grow without end, so droppable frames are refused (the caller
+counts and logs them) once the unsent backlog passes ``max_buffer_bytes``.
+Control frames (membership reports, pings, stop) are never droppable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any, cast
+
+from wire.frames import MAX_FRAME_BYTES, FrameDecoder, FrameError, Kind, decode_body
+
+log = logging.getLogger(__name__)
+
+FrameHandler = Callable[[Kind, list[Any], bytes], None]
+
+
+class FrameLink(asyncio.Protocol):
+    """One duplex frame channel; ``on_frame(kind, fields, body)`` is called per frame."""
+
+    def __init__(
+        self,
+        on_frame: FrameHandler,
+        on_lost: Callable[[Exception | None], None],
+        max_buffer_bytes: int,
+        on_bad_frame: Callable[[FrameError], None] | None = None,
+    ) -> None:
+        self._on_frame = on_frame
+        self._on_lost = on_lost
+        self._on_bad_frame = on_bad_frame
+        self._max_buffer = max_buffer_bytes
+        self._decoder = FrameDecoder(MAX_FRAME_BYTES)
+        self._transport: asyncio.Transport | None = None
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._flush_scheduled = False
+        self.closed = False
+
+    @classmethod
+    async def open(cls, sock: socket.socket, *args: Any, **kwargs: Any) -> FrameLink:
+        """Wrap a connected AF_UNIX stream socket (one end of a socketpair)."""
+        loop = asyncio.get_running_loop()
+        _, link = await loop.create_unix_connection(lambda: cls(*args, **kwargs), sock=sock)
+        return link
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            bodies = self._decoder.feed(data)
+        except FrameError as exc:
+            log.error("closing pipe: %s", exc)
+            self._report_bad(exc)
+            self.close()
+            return
+        for body in bodies:
+            try:
+                kind, fields = decode_body(body)
+            except FrameError as exc:
+                self._report_bad(exc)
+                continue
+            self._on_frame(kind, fields, body)
+
+    def _report_bad(self, exc: FrameError) -> None:
+        if self._on_bad_frame is not None:
+            self._on_bad_frame(exc)
+        else:
+            log.warning("dropped a bad frame: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._on_lost(exc)
+
+    def backlog_bytes(self) -> int:
+        """Bytes accepted for sending and not yet taken by the peer."""
+        if self._transport is None:
+            return self._pending_bytes
+        return self._transport.get_write_buffer_size() + self._pending_bytes
+
+    def send(self, frame: bytes, droppable: bool = True) -> bool:
+        """Queue one encoded frame for the next tick's write; False if refused."""
+        if self.closed or self._transport is None:
+            return False
+        if droppable and self.backlog_bytes() + len(frame) > self._max_buffer:
+            return False
+        self._pending.append(frame)
+        self._pending_bytes += len(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return True
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.closed or self._transport is None or not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._transport.write(data)
+
+    def close(self) -> None:
+        """Write what is queued, then close."""
+        if self._transport is not None and not self.closed:
+            self._flush()
+            self._transport.close()

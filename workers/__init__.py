@@ -1,0 +1,1 @@
+"""Worker processes: python-socketio ``AsyncServer`` on aiohttp and uvloop, no Redis."""

@@ -1,0 +1,45 @@
+"""Loading the user's ``--app module:callable`` inside a worker (like uvicorn's app strings)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import socketio
+
+AppSetup = Callable[[socketio.AsyncServer], Awaitable[Any] | Any]
+
+
+class AppLoadError(ImportError):
+    """The ``--app`` string does not name an importable callable."""
+
+
+def load_app(spec: str, app_dir: str) -> AppSetup:
+    """Import ``module:attr`` with ``app_dir`` first on the path and return the callable."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise AppLoadError(f"--app must look like 'module:callable', got {spec!r}")
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AppLoadError(f"cannot import {module_name!r} for --app {spec!r}: {exc}") from exc
+    target: Any = module
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise AppLoadError(f"{module_name!r} has no attribute {attr!r} (--app {spec!r})")
+    if not callable(target):
+        raise AppLoadError(f"--app {spec!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+async def apply_app(setup: AppSetup, sio: socketio.AsyncServer) -> None:
+    """Call the user's setup with the server; await it if it is a coroutine function."""
+    result = setup(sio)
+    if inspect.isawaitable(result):
+        await result

@@ -1,0 +1,143 @@
+"""One worker process: a python-socketio server on aiohttp and uvloop, linked to its master.
+
+Lifecycle: open the pipe, load the user's app, say HELLO (with the namespaces it
+serves), listen, say READY. Then serve until the master sends STOP, SIGTERM
+arrives, or the pipe closes (the master died); then stop accepting, close every
+client properly (engine.io CLOSE, so clients reconnect elsewhere) and exit.
+SIGINT is ignored: a Ctrl-C on the terminal reaches the master, which stops us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections import deque
+from typing import Any
+
+import socketio
+from aiohttp import web
+
+from wire.frames import Kind, encode_frame
+from wire.link import FrameLink
+from workers.app_loader import apply_app, load_app
+from workers.manager import ClusterManager
+
+log = logging.getLogger(__name__)
+
+ORPHAN_EXIT_SECONDS = 1.5
+
+
+class Worker:
+    """Serves Socket.IO on one port and exchanges frames with the master."""
+
+    def __init__(self, worker_id: int, fd: int, config: dict[str, Any]) -> None:
+        self.worker_id = worker_id
+        self.fd = fd
+        self.config = config
+        self.port = int(config["port"]) + worker_id
+        self.manager = ClusterManager()
+        self._stop = asyncio.Event()
+        self._orphaned = False
+        self._deliveries: deque[list[Any]] = deque()
+        self._delivery_wakeup = asyncio.Event()
+
+    def _on_frame(self, kind: Kind, fields: list[Any], body: bytes) -> None:
+        if kind is Kind.BROADCAST:
+            self._deliveries.append(fields)
+            self._delivery_wakeup.set()
+        elif kind is Kind.PING:
+            assert self.manager.link is not None
+            self.manager.link.send(encode_frame(Kind.PONG, *fields), droppable=False)
+        elif kind is Kind.STOP:
+            log.info("stop requested by the master")
+            self._stop.set()
+        else:
+            log.warning("unexpected frame %s from the master", kind.name)
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        if not self._stop.is_set():
+            log.warning("pipe to the master closed; exiting")
+            self._orphaned = True
+            self._stop.set()
+
+    async def _deliver_forever(self) -> None:
+        """Deliver BROADCAST frames in arrival order (one consumer keeps the order)."""
+        while True:
+            await self._delivery_wakeup.wait()
+            self._delivery_wakeup.clear()
+            while self._deliveries:
+                namespace, rooms, exclude, parts = self._deliveries.popleft()
+                try:
+                    await self.manager.deliver(namespace, rooms, exclude, parts)
+                except Exception:
+                    log.exception("delivery to namespace %r failed", namespace)
+
+    def _namespaces(self, sio: socketio.AsyncServer) -> list[str] | str:
+        if sio.namespaces == "*":
+            return "*"
+        names = set(sio.namespaces) | set(sio.handlers) | set(sio.namespace_handlers)
+        return sorted(names)
+
+    async def serve(self) -> None:
+        """Run until stopped; see the module docstring for the sequence."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sock = socket.socket(fileno=self.fd)
+        link = await FrameLink.open(
+            sock, self._on_frame, self._on_lost, int(self.config["worker_buffer_bytes"])
+        )
+        self.manager.link = link
+        origins = list(self.config["cors_allowed_origins"]) or None
+        sio = socketio.AsyncServer(
+            async_mode="aiohttp",
+            client_manager=self.manager,
+            cors_allowed_origins=origins if origins != ["*"] else "*",
+        )
+        await apply_app(load_app(self.config["app"], self.config["app_dir"]), sio)
+        link.send(encode_frame(Kind.HELLO, self.worker_id, os.getpid(), self._namespaces(sio)))
+
+        app = web.Application()
+        sio.attach(app)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config["host"], self.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", self.config["host"], self.port, exc)
+            raise SystemExit(1) from None
+        delivery = asyncio.create_task(self._deliver_forever())
+        log.info("listening on %s:%d", self.config["host"], self.port)
+        link.send(encode_frame(Kind.READY, self.port), droppable=False)
+
+        await self._stop.wait()
+        try:
+            timeout = (
+                ORPHAN_EXIT_SECONDS if self._orphaned else float(self.config["graceful_timeout"])
+            )
+            await asyncio.wait_for(self._shutdown(site, runner, sio), timeout)
+        except TimeoutError:
+            log.warning("graceful shutdown timed out; exiting anyway")
+        delivery.cancel()
+        link.close()
+
+    async def _shutdown(
+        self, site: web.TCPSite, runner: web.AppRunner, sio: socketio.AsyncServer
+    ) -> None:
+        await site.stop()
+        if sio.eio.sockets:
+            await sio.eio.disconnect()
+        await sio.shutdown()
+        await runner.cleanup()
+        log.info("stopped")
+
+
+def run(worker_id: int, fd: int, config: dict[str, Any]) -> None:
+    """Process entry point: serve on uvloop, then exit."""
+    import uvloop
+
+    uvloop.run(Worker(worker_id, fd, config).serve())
