@@ -156,7 +156,9 @@ class Supervisor:
     def _dispatch(self, handle: WorkerHandle, kind: Kind, fields: list[Any], body: bytes) -> None:
         if not handle.alive:
             return  # late frames of a dead generation must not touch the routing table
-        if kind is Kind.PONG:
+        if kind is Kind.SYNC:
+            handle.link.send(encode_frame(Kind.SYNCED, *fields), droppable=False)
+        elif kind is Kind.PONG:
             handle.last_pong = time.monotonic()
         elif kind is Kind.READY:
             handle.ready.set()

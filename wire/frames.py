@@ -20,7 +20,12 @@ BROADCAST  nsp, rooms (list or ``None``), except (list), parts    both
 PING       token                                                  m -> w
 PONG       token                                                  w -> m
 STOP       (none)                                                 m -> w
+SYNC       token                                                  w -> m
+SYNCED     token                                                  m -> w
 =========  =====================================================  =========
+
+SYNC/SYNCED is a barrier: the master handles a worker's frames in order, so when
+it answers SYNCED every report sent before the SYNC is in its routing table.
 
 ``parts`` is the Socket.IO packet already encoded for the wire (a ``str``,
 followed by ``bytes`` attachments for binary events), so a packet is encoded once
@@ -52,6 +57,8 @@ class Kind(IntEnum):
     PING = 6
     PONG = 7
     STOP = 8
+    SYNC = 9
+    SYNCED = 10
 
 
 class FrameError(ValueError):

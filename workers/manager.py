@@ -11,6 +11,10 @@ handlers (and keeps the admin UI, which wraps these methods by name, working).
   target is a socket of this worker, sent ONCE to the master as a BROADCAST frame;
   the master forwards it only to the sibling workers holding recipients.
 - A BROADCAST arriving from the master is delivered to this worker's recipients.
+- Read-your-writes: ``connect``, ``enter_room``, ``leave_room`` and ``close_room``
+  return only once the master has applied the change (a SYNC barrier), so every
+  emit made after them, from any worker, and every ``ch:*`` message the master
+  reads after them, see the new membership.
 
 The packet is encoded once by the emitter; receivers write the same engine.io
 packet object to every recipient (engine.io caches its encoding).
@@ -18,6 +22,8 @@ packet object to every recipient (engine.io caches its encoding).
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -30,6 +36,8 @@ from wire.frames import Kind, encode_frame
 from wire.link import FrameLink
 
 log = logging.getLogger(__name__)
+
+SYNC_TIMEOUT = 5.0
 
 
 def _check_room(room: Hashable) -> None:
@@ -51,6 +59,55 @@ class ClusterManager(socketio.AsyncManager):
     def __init__(self) -> None:
         super().__init__()
         self.link: FrameLink | None = None
+        self._sync_tokens = itertools.count(1)
+        self._sync_waiters: dict[int, asyncio.Future[None]] = {}
+
+    async def sync(self) -> None:
+        """Return once the master has applied every report sent so far."""
+        if self.link is None or self.link.closed:
+            return
+        token = next(self._sync_tokens)
+        waiter = asyncio.get_running_loop().create_future()
+        self._sync_waiters[token] = waiter
+        self.link.send(encode_frame(Kind.SYNC, token), droppable=False)
+        try:
+            await asyncio.wait_for(waiter, SYNC_TIMEOUT)
+        except TimeoutError:
+            log.warning("the master did not confirm a membership change in %.0f s", SYNC_TIMEOUT)
+        finally:
+            self._sync_waiters.pop(token, None)
+
+    def synced(self, token: int) -> None:
+        """The master's answer to :meth:`sync`."""
+        waiter = self._sync_waiters.get(token)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def release_waiters(self) -> None:
+        """The master is gone: nobody will answer, let every waiter go on."""
+        for waiter in self._sync_waiters.values():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def pre_connect(self, eio_sid: str, namespace: str) -> str | None:
+        sid: str | None = await super().pre_connect(eio_sid, namespace)
+        if sid is not None:
+            await self.sync()
+        return sid
+
+    async def enter_room(
+        self, sid: str, namespace: str, room: Hashable, eio_sid: str | None = None
+    ) -> None:
+        await super().enter_room(sid, namespace, room, eio_sid=eio_sid)
+        await self.sync()
+
+    async def leave_room(self, sid: str, namespace: str, room: Hashable) -> None:
+        await super().leave_room(sid, namespace, room)
+        await self.sync()
+
+    async def close_room(self, room: Hashable, namespace: str) -> None:
+        await super().close_room(room, namespace)
+        await self.sync()
 
     def _report(self, kind: Kind, namespace: str, sid: str, room: Hashable) -> None:
         if self.link is not None:

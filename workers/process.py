@@ -48,6 +48,8 @@ class Worker:
         if kind is Kind.BROADCAST:
             self._deliveries.append(fields)
             self._delivery_wakeup.set()
+        elif kind is Kind.SYNCED:
+            self.manager.synced(*fields)
         elif kind is Kind.PING:
             assert self.manager.link is not None
             self.manager.link.send(encode_frame(Kind.PONG, *fields), droppable=False)
@@ -61,6 +63,7 @@ class Worker:
         if not self._stop.is_set():
             log.warning("pipe to the master closed; exiting")
             self._orphaned = True
+            self.manager.release_waiters()
             self._stop.set()
 
     async def _deliver_forever(self) -> None:
