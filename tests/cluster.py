@@ -1,0 +1,267 @@
+"""Test harness: real ``python -m master`` processes and recording python-socketio clients.
+
+Everything here drives real processes over real sockets; waits poll a condition
+with a deadline, never a blind sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import socketio
+
+REPO = Path(__file__).resolve().parent.parent
+PROBE_APP = "tests.probe_app:setup"
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Wait until ``predicate()`` is true, polling; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        await asyncio.sleep(0.01)
+
+
+def free_port_block(count: int) -> int:
+    """A base port P such that P..P+count-1 were all free a moment ago."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = int(s.getsockname()[1])
+        if base + count > 65000:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no block of free ports")
+
+
+def descendants(pid: int) -> set[int]:
+    """Every living descendant of ``pid``, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def is_running(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class MasterProcess:
+    """One ``python -m master`` with its stderr captured line by line."""
+
+    def __init__(
+        self,
+        redis_url: str | None,
+        workers: int = 2,
+        extra: Sequence[str] = (),
+        app: str = PROBE_APP,
+    ) -> None:
+        self.workers = workers
+        self.port = free_port_block(workers + 1)
+        self.metrics_port = self.port + workers
+        self.args = [
+            sys.executable,
+            "-m",
+            "master",
+            "--workers",
+            str(workers),
+            "--port",
+            str(self.port),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--app",
+            app,
+            "--app-dir",
+            str(REPO),
+            "--log-level",
+            "info",
+            "--graceful-timeout",
+            "5",
+        ]
+        if redis_url is not None:
+            self.args += ["--redis-url", redis_url]
+        self.args += list(extra)
+        self.lines: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self.known_pids: set[int] = set()
+
+    def start(self) -> MasterProcess:
+        self.proc = subprocess.Popen(
+            self.args, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def port_of(self, worker: int) -> int:
+        return self.port + worker
+
+    def url(self, worker: int) -> str:
+        return f"http://127.0.0.1:{self.port_of(worker)}"
+
+    def log_matches(self, pattern: str) -> list[re.Match[str]]:
+        regex = re.compile(pattern)
+        return [m for line in list(self.lines) if (m := regex.search(line))]
+
+    async def wait_log(self, pattern: str, timeout: float = 20.0, count: int = 1) -> re.Match[str]:
+        await until(lambda: len(self.log_matches(pattern)) >= count, timeout, f"log {pattern!r}")
+        return self.log_matches(pattern)[count - 1]
+
+    async def ready(self, timeout: float = 30.0) -> MasterProcess:
+        """Wait for workers ready and the Redis subscription."""
+        await until(self._is_ready, timeout, "master ready")
+        self.known_pids |= descendants(self.pid) | {self.pid}
+        return self
+
+    def ready_sync(self, timeout: float = 30.0) -> MasterProcess:
+        """:meth:`ready` for synchronous fixtures."""
+        deadline = time.monotonic() + timeout
+        while not self._is_ready():
+            if time.monotonic() > deadline or (self.proc and self.proc.poll() is not None):
+                raise AssertionError("master not ready:\n" + "\n".join(self.lines[-30:]))
+            time.sleep(0.02)
+        self.known_pids |= descendants(self.pid) | {self.pid}
+        return self
+
+    def _is_ready(self) -> bool:
+        return bool(self.log_matches(r"cluster ready")) and bool(self.log_matches(r"subscribed to"))
+
+    def worker_pids(self) -> dict[int, int]:
+        """worker id -> pid of its latest generation, from the master's log."""
+        pids: dict[int, int] = {}
+        for m in self.log_matches(r"worker (\d+) started \(pid (\d+)"):
+            pids[int(m.group(1))] = int(m.group(2))
+        return pids
+
+    def metrics(self) -> dict[str, float]:
+        """The master's Prometheus samples as ``{'name{labels}': value}``."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def metric(self, name: str) -> float:
+        return self.metrics().get(name, 0.0)
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def wait_exit(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        proc = self.proc
+        await until(lambda: proc.poll() is not None, timeout, "master exit")
+        return int(proc.returncode)
+
+    def cleanup(self) -> None:
+        """Kill the master and everything it started, whatever state the test left."""
+        if self.proc is None:
+            return
+        pids = self.known_pids | descendants(self.proc.pid)
+        for pid in pids | {self.proc.pid}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+
+
+class Recorder:
+    """A python-socketio client (websocket transport) recording every event it gets."""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        self.client = socketio.AsyncClient(reconnection=False)
+        self.events: list[tuple[str, str, tuple[Any, ...]]] = []  # namespace, event, args
+        self.client.on("*", self._record, namespace="*")
+
+    async def _record(self, event: str, namespace: str, *args: Any) -> None:
+        self.events.append((namespace, event, args))
+
+    async def connect(self, url: str, namespaces: Sequence[str] = ("/",)) -> Recorder:
+        await self.client.connect(
+            url, transports=["websocket"], namespaces=list(namespaces), wait_timeout=10
+        )
+        return self
+
+    def sid(self, namespace: str = "/") -> str:
+        sid = self.client.get_sid(namespace)
+        assert sid is not None
+        return sid
+
+    def got(self, event: str, namespace: str = "/") -> list[tuple[Any, ...]]:
+        """The argument tuples of every ``event`` received, in order."""
+        return [args for ns, ev, args in self.events if ev == event and ns == namespace]
+
+    async def wait_count(
+        self, event: str, count: int, namespace: str = "/", timeout: float = 10.0
+    ) -> None:
+        await until(
+            lambda: len(self.got(event, namespace)) >= count,
+            timeout,
+            f"{count} x {event!r} at {self.name}",
+        )
+
+    async def call(self, event: str, data: Any = None, namespace: str = "/") -> Any:
+        return await self.client.call(event, data, namespace=namespace, timeout=10)
+
+    async def close(self) -> None:
+        if self.client.connected:
+            await self.client.disconnect()

@@ -1,0 +1,66 @@
+"""Fixtures: real Redis servers, real masters, real clients; everything torn down."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from master.embedded_redis import EmbeddedRedis
+from tests.cluster import MasterProcess, Recorder
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    """A private redis-server for the test module, on a free loopback port."""
+    server = EmbeddedRedis().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def start_master(redis_server: EmbeddedRedis) -> Iterator[Callable[..., MasterProcess]]:
+    """Start masters on the module's Redis (``redis_url=None`` for an embedded one)."""
+    started: list[MasterProcess] = []
+
+    def start(redis_url: Any = "module", **kwargs: Any) -> MasterProcess:
+        url = redis_server.url if redis_url == "module" else redis_url
+        master = MasterProcess(url, **kwargs).start()
+        started.append(master)
+        return master
+
+    try:
+        yield start
+    finally:
+        for master in started:
+            master.cleanup()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[..., Any]]:
+    """Make connected :class:`Recorder` clients; all are closed after the test."""
+    made: list[Recorder] = []
+
+    async def connect(url: str, name: str = "", namespaces: tuple[str, ...] = ("/",)) -> Recorder:
+        recorder = Recorder(name or f"client{len(made)}")
+        made.append(recorder)
+        return await recorder.connect(url, namespaces)
+
+    try:
+        yield connect
+    finally:
+        for recorder in made:
+            await recorder.close()
