@@ -94,9 +94,11 @@ class Supervisor:
             await self._spawn(worker_id)
         waits = [asyncio.create_task(h.ready.wait()) for h in self.handles.values()]
         exits = [asyncio.create_task(h.process.wait()) for h in self.handles.values()]
+        all_ready: asyncio.Future[Any] = asyncio.gather(*waits)
+        watched: list[asyncio.Future[Any]] = [all_ready, *exits]
         try:
-            done, _ = await asyncio.wait(
-                [asyncio.gather(*waits), *exits],
+            await asyncio.wait(
+                watched,
                 timeout=STARTUP_TIMEOUT,
                 return_when=asyncio.FIRST_COMPLETED,
             )
@@ -109,8 +111,8 @@ class Supervisor:
                 )
                 raise StartupError(reason)
         finally:
-            for task in [*waits, *exits]:
-                task.cancel()
+            for future in [*waits, *watched]:
+                future.cancel()
         self._starting = False
         self._health_task = asyncio.create_task(self._health_loop())
 

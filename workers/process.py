@@ -132,8 +132,13 @@ class Worker:
         self, site: web.TCPSite, runner: web.AppRunner, sio: socketio.AsyncServer
     ) -> None:
         await site.stop()
-        if sio.eio.sockets:
-            await sio.eio.disconnect()
+        sockets = list(sio.eio.sockets.values())
+        if sockets:
+            await sio.eio.disconnect()  # engine.io CLOSE to each client: they reconnect elsewhere
+        for eio_socket in sockets:
+            # engine.io's writer closes the websocket (close frame) once it dequeues None;
+            # without this the connection lingers until the client hangs up.
+            eio_socket.queue.put_nowait(None)
         await sio.shutdown()
         await runner.cleanup()
         log.info("stopped")
