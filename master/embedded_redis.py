@@ -56,11 +56,18 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _ping(host: str, port: int) -> bool:
+def _ping(host: str, port: int, password: str | None) -> bool:
+    command = f"AUTH {password}\r\nPING\r\n" if password else "PING\r\n"
     try:
         with socket.create_connection((host, port), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            s.sendall(command.encode())
+            replies = b""
+            while not replies.endswith(b"+PONG\r\n"):
+                chunk = s.recv(64)
+                if not chunk or b"-" in chunk[:1]:
+                    return False
+                replies += chunk
+            return True
     except OSError:
         return False
 
@@ -68,15 +75,30 @@ def _ping(host: str, port: int) -> bool:
 class EmbeddedRedis:
     """One redis-server child process on 127.0.0.1; :meth:`start`, :meth:`stop`, :meth:`restart`."""
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        password: str | None = None,
+        unix_socket: bool = False,
+    ) -> None:
         self.host = host
         self.port = port or 0
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="sio-redis-")
+        self.socket_path = f"{self._dir.name}/redis.sock" if unix_socket else None
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        """The ``unix://`` URL, when started with ``unix_socket=True``."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"unix://{auth}{self.socket_path}?db=0"
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         """Start on the chosen port, or on a free one (retrying if it gets taken)."""
@@ -89,24 +111,17 @@ class EmbeddedRedis:
         raise EmbeddedRedisError(f"redis-server would not start on {self.host}")
 
     def _try_start(self, port: int, timeout: float) -> bool:
+        args = [
+            redis_server_binary(),
+            "--port", str(port), "--bind", self.host, "--save", "", "--appendonly", "no",
+            "--daemonize", "no", "--dir", self._dir.name, "--loglevel", "warning",
+        ]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
+        if self.socket_path:
+            args += ["--unixsocket", self.socket_path, "--unixsocketperm", "700"]
         self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(port),
-                "--bind",
-                self.host,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--dir",
-                self._dir.name,
-                "--loglevel",
-                "warning",
-            ],
+            args,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
@@ -115,7 +130,7 @@ class EmbeddedRedis:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 return False
-            if _ping(self.host, port):
+            if _ping(self.host, port, self.password):
                 return True
             time.sleep(0.02)
         self.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -24,6 +25,13 @@ MessageHandler = Callable[[bytes, bytes, bytes], None]  # pattern, channel, body
 
 BACKOFF_FIRST = 0.2
 BACKOFF_CAP = 5.0
+
+
+def client_from_url(url: str, **kwargs: Any) -> aioredis.Redis:
+    """A redis.asyncio client for ``url``; TCP connections get keepalive (unix ones cannot)."""
+    if not url.startswith("unix://"):
+        kwargs.setdefault("socket_keepalive", True)
+    return aioredis.Redis.from_url(url, **kwargs)
 
 
 def backoff_delays(first: float = BACKOFF_FIRST, cap: float = BACKOFF_CAP) -> Callable[[], float]:
@@ -59,9 +67,7 @@ class RedisSource:
         next_delay = backoff_delays()
         outage_logged = False
         while True:
-            client = aioredis.Redis.from_url(
-                self._url, socket_keepalive=True, health_check_interval=30
-            )
+            client = client_from_url(self._url, health_check_interval=30)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(*self._patterns)
@@ -84,6 +90,10 @@ class RedisSource:
             except RedisError as exc:
                 self.connected = False
                 log.error("Redis subscriber error (%s); reconnecting", exc)
+                await asyncio.sleep(next_delay())
+            except Exception:  # never let the host's only subscriber die silently
+                self.connected = False
+                log.exception("unexpected error in the Redis subscriber; reconnecting")
                 await asyncio.sleep(next_delay())
             finally:
                 self.connected = False

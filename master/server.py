@@ -23,7 +23,7 @@ from master.embedded_redis import EmbeddedRedis
 from master.messages import ANY_NAMESPACE, Rejected, event_prefix, parse_message
 from master.metrics import Metrics, serve_metrics
 from master.ratelimit import RateLimitedLogger
-from master.redis_source import RedisSource
+from master.redis_source import RedisSource, client_from_url
 from master.rejects import RejectSink
 from master.router import RoutingTable
 from master.supervisor import StartupError, Supervisor, WorkerHandle
@@ -184,11 +184,13 @@ class Master:
                 except OSError as exc:
                     log.error("cannot serve metrics on port %d: %s", self.config.metrics_port, exc)
                     return 1
-            commands = aioredis.Redis.from_url(url, max_connections=1, socket_keepalive=True)
+            commands = client_from_url(url, max_connections=1)
             self.rejects = RejectSink(commands, self.config.rejected_key, self.metrics)
             source = RedisSource(url, self.config.patterns, self._on_redis_message)
             if not await self._start_workers():
                 return 1
+            if self._stop.is_set():
+                return 0
             log.info(
                 "cluster ready: %d workers on %s ports %d-%d",
                 self.config.workers,

@@ -83,6 +83,7 @@ class Supervisor:
         self._starting = True
         self._tasks: set[asyncio.Task[None]] = set()
         self._health_task: asyncio.Task[None] | None = None
+        self._startup_progress = asyncio.Event()  # a worker got ready or exited
         self._fast_deaths: dict[int, int] = {}
 
     def alive_count(self) -> int:
@@ -92,27 +93,18 @@ class Supervisor:
         """Spawn every worker and wait until each accepts connections."""
         for worker_id in range(self.config.workers):
             await self._spawn(worker_id)
-        waits = [asyncio.create_task(h.ready.wait()) for h in self.handles.values()]
-        exits = [asyncio.create_task(h.process.wait()) for h in self.handles.values()]
-        all_ready: asyncio.Future[Any] = asyncio.gather(*waits)
-        watched: list[asyncio.Future[Any]] = [all_ready, *exits]
-        try:
-            await asyncio.wait(
-                watched,
-                timeout=STARTUP_TIMEOUT,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if not all(h.ready.is_set() for h in self.handles.values()):
-                dead = [h for h in self.handles.values() if h.process.returncode is not None]
-                reason = (
-                    f"worker {dead[0].worker_id} exited with code {dead[0].process.returncode}"
-                    if dead
-                    else f"workers not ready after {STARTUP_TIMEOUT:.0f} s"
-                )
-                raise StartupError(reason)
-        finally:
-            for future in [*waits, *watched]:
-                future.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STARTUP_TIMEOUT
+        while not all(h.ready.is_set() for h in self.handles.values()):
+            dead = [h for h in self.handles.values() if h.process.returncode is not None]
+            if dead:
+                code = dead[0].process.returncode
+                raise StartupError(f"worker {dead[0].worker_id} exited with code {code}")
+            if loop.time() > deadline:
+                raise StartupError(f"workers not ready after {STARTUP_TIMEOUT:.0f} s")
+            self._startup_progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._startup_progress.wait(), deadline - loop.time())
         self._starting = False
         self._health_task = asyncio.create_task(self._health_loop())
 
@@ -164,6 +156,7 @@ class Supervisor:
             handle.last_pong = time.monotonic()
         elif kind is Kind.READY:
             handle.ready.set()
+            self._startup_progress.set()
             handle.last_pong = time.monotonic()
             if not self._starting:
                 log.info("worker %d ready again on port %d", handle.worker_id, handle.port)
@@ -177,6 +170,7 @@ class Supervisor:
     async def _watch(self, handle: WorkerHandle) -> None:
         code = await handle.process.wait()
         handle.alive = False
+        self._startup_progress.set()
         handle.link.close()
         self._on_exit(handle)
         if self._stopping or self._starting:

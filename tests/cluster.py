@@ -161,7 +161,10 @@ class MasterProcess:
 
     async def ready(self, timeout: float = 30.0) -> MasterProcess:
         """Wait for workers ready and the Redis subscription."""
-        await until(self._is_ready, timeout, "master ready")
+        try:
+            await until(self._is_ready, timeout, "master ready")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; master log:\n" + "\n".join(self.lines[-30:])) from None
         self.known_pids |= descendants(self.pid) | {self.pid}
         return self
 

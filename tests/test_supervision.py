@@ -7,10 +7,13 @@ import os
 import signal
 import socket
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from master.embedded_redis import EmbeddedRedis
 from tests.cluster import descendants, is_running, until
 
 
@@ -153,3 +156,40 @@ async def test_bad_configuration_is_refused_before_starting(start_master: Any) -
         cluster = start_master(workers=1, extra=extra)
         assert await cluster.wait_exit() == 2
         assert cluster.log_matches(message), cluster.lines
+
+
+async def test_unix_socket_url_with_password(start_master: Any, clients: Any) -> None:
+    server = EmbeddedRedis(password="s3cret", unix_socket=True).start()
+    try:
+        cluster = await start_master(redis_url=server.unix_url, workers=1).ready()
+        client = await clients(cluster.url(0), "c")
+        publisher = aioredis.Redis.from_url(server.url)
+        try:
+            await publisher.publish("ch:hello", json.dumps({"data": "over unix"}))
+            await client.wait_count("hello", 1)
+            assert client.got("hello") == [("over unix",)]
+            subscribers = await publisher.client_list(_type="pubsub")
+            assert [c["addr"].startswith("/") for c in subscribers] == [True]  # over the socket
+        finally:
+            await publisher.aclose()
+    finally:
+        server.close()
+
+
+async def test_cors_allowed_origins_reach_the_workers(start_master: Any) -> None:
+    cluster = await start_master(
+        workers=1, extra=["--cors-allowed-origins", "http://app.example"]
+    ).ready()
+
+    def preflight(origin: str) -> str | None:
+        request = urllib.request.Request(
+            cluster.url(0) + "/socket.io/?EIO=4&transport=polling", headers={"Origin": origin}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.headers.get("Access-Control-Allow-Origin")
+        except urllib.error.HTTPError as error:
+            return f"HTTP {error.code}"
+
+    assert preflight("http://app.example") == "http://app.example"
+    assert preflight("http://evil.example") == "HTTP 400"
