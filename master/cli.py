@@ -137,6 +137,28 @@ LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
     show_envvar=True,
     help="Kill and respawn a worker silent for this long; 0 = off.",
 )
+@click.option(
+    "--store/--no-store",
+    default=False,
+    envvar="SIO_STORE",
+    show_envvar=True,
+    help="Mirror sockets and rooms into the legacy set-based keys (P#sid, P#room).",
+)
+@click.option(
+    "--key-prefix",
+    default="socket.io",
+    envvar="SIO_KEY_PREFIX",
+    show_envvar=True,
+    help="Prefix P of the --store keys.",
+)
+@click.option(
+    "--node-ttl",
+    type=float,
+    default=15.0,
+    envvar="SIO_NODE_TTL",
+    show_envvar=True,
+    help="TTL of this master's heartbeat key with --store (1..15 s).",
+)
 def main(**options: Any) -> None:
     """Run one master and its Socket.IO workers on this host."""
     cors = options.pop("cors")

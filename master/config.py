@@ -35,6 +35,9 @@ class Config:
     rejected_key: str = "sio-master:rejected"
     graceful_timeout: float = 10.0
     worker_health_timeout: float = 30.0
+    store: bool = False
+    key_prefix: str = "socket.io"
+    node_ttl: float = 15.0
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -60,6 +63,10 @@ class Config:
             ("redis://", "rediss://", "unix://")
         ):
             raise ConfigError("--redis-url must start with redis://, rediss:// or unix://")
+        if not 1 <= self.node_ttl <= 15:
+            raise ConfigError("--node-ttl must be 1..15 seconds")
+        if not self.key_prefix:
+            raise ConfigError("--key-prefix must not be empty")
         if self.graceful_timeout <= 0 or self.worker_health_timeout < 0:
             raise ConfigError("timeouts must be positive (health timeout 0 = off)")
 

@@ -48,12 +48,12 @@ class RoutingTable:
                 if not rooms:
                     del self._rooms[namespace]
 
-    def drop_worker(self, worker: WorkerId) -> int:
-        """Forget everything ``worker`` held (it died); return how many sockets it had."""
-        dropped = 0
+    def drop_worker(self, worker: WorkerId) -> list[tuple[str, str]]:
+        """Forget everything ``worker`` held (it died); return its ``(namespace, sid)``s."""
+        dropped: list[tuple[str, str]] = []
         for namespace in list(self._rooms):
             rooms = self._rooms[namespace]
-            dropped += len(rooms.get(None, {}).get(worker, ()))
+            dropped += [(namespace, sid) for sid in rooms.get(None, {}).get(worker, ())]
             for room in list(rooms):
                 members = rooms[room]
                 if members.pop(worker, None) is not None and not members:
@@ -97,6 +97,22 @@ class RoutingTable:
             if not excluded or any(sid not in excluded for sids in sid_sets for sid in sids):
                 chosen.append(worker)
         return sorted(chosen)
+
+    def sockets(self) -> list[tuple[str, str, list[Room]]]:
+        """Every connected socket as ``(namespace, sid, rooms)``; rooms exclude None and sid."""
+        found: dict[tuple[str, str], list[Room]] = {}
+        for namespace, rooms in self._rooms.items():
+            for sids in rooms.get(None, {}).values():
+                for sid in sids:
+                    found[(namespace, sid)] = []
+            for room, members in rooms.items():
+                if room is None:
+                    continue
+                for sids in members.values():
+                    for sid in sids:
+                        if sid != room and (namespace, sid) in found:
+                            found[(namespace, sid)].append(room)
+        return [(namespace, sid, rooms) for (namespace, sid), rooms in found.items()]
 
     def sockets_per_worker(self) -> dict[WorkerId, int]:
         """Connected sockets (one per namespace connection) held by each worker."""

@@ -13,11 +13,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 
+from legacy_store.schema import Schema
+from legacy_store.socket_store import SocketStore
 from master.config import Config
 from master.embedded_redis import EmbeddedRedis
 from master.messages import ANY_NAMESPACE, Rejected, event_prefix, parse_message
@@ -58,6 +61,7 @@ class Master:
         self._drop_log = RateLimitedLogger(log)
         self._stop = asyncio.Event()
         self.rejects: RejectSink | None = None
+        self.store: SocketStore | None = None
 
     # ---- workers -> master ----------------------------------------------------
 
@@ -73,7 +77,10 @@ class Master:
     def _on_worker_exit(self, handle: WorkerHandle) -> None:
         dropped = self.table.drop_worker(handle.worker_id)
         if dropped:
-            log.info("forgot %d sockets of worker %d", dropped, handle.worker_id)
+            log.info("forgot %d sockets of worker %d", len(dropped), handle.worker_id)
+        if self.store is not None:
+            for namespace, sid in dropped:
+                self.store.leave(namespace, sid, None)
 
     def _on_worker_frame(
         self, handle: WorkerHandle, kind: Kind, fields: list[Any], body: bytes
@@ -84,8 +91,12 @@ class Master:
             if isinstance(namespace, str) and isinstance(sid, str) and _is_room(room):
                 if kind is Kind.JOIN:
                     self.table.join(worker, namespace, sid, room)
+                    if self.store is not None:
+                        self.store.join(namespace, sid, room)
                 else:
                     self.table.leave(worker, namespace, sid, room)
+                    if self.store is not None:
+                        self.store.leave(namespace, sid, room)
                 return
         elif kind is Kind.BROADCAST and len(fields) == 4:
             namespace, rooms, exclude, _ = fields
@@ -199,6 +210,16 @@ class Master:
                 self.config.worker_port(self.config.workers - 1),
             )
             tasks = [asyncio.create_task(source.run()), asyncio.create_task(self.rejects.run())]
+            if self.config.store:
+                self.store = SocketStore(
+                    commands,
+                    Schema(self.config.key_prefix),
+                    uuid.uuid4().hex,
+                    self.config.node_ttl,
+                    self.table.sockets,
+                )
+                log.info("store: node %s, keys %s#...", self.store.node_id, self.config.key_prefix)
+                tasks.append(asyncio.create_task(self.store.run()))
             await self._stop.wait()
             log.info("stopping")
             return 0
@@ -208,6 +229,8 @@ class Master:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.supervisor.stop()
             self.supervisor.kill_all()
+            if self.store is not None:
+                await self.store.close()
             if commands is not None:
                 with contextlib.suppress(Exception):
                     await commands.aclose()

@@ -97,12 +97,22 @@ def test_disconnect_is_leaving_every_room_including_none() -> None:
 def test_drop_worker_forgets_everything_it_held() -> None:
     table = build()
     table.join(0, "/chat", "q", None)
-    assert table.drop_worker(0) == 4  # a, b, c on "/" and q on "/chat"
+    assert sorted(table.drop_worker(0)) == [("/", "a"), ("/", "b"), ("/", "c"), ("/chat", "q")]
     assert table.route("/", None) == [1, 2]
     assert table.route("/", ["a", "b"]) == []
     assert table.route("/chat", None) == []
     assert table.sockets_per_worker() == {1: 2, 2: 1}
-    assert table.drop_worker(0) == 0
+    assert table.drop_worker(0) == []
+
+
+def test_sockets_lists_each_socket_with_its_rooms() -> None:
+    table = build()
+    table.join(7, "/chat", "z", None)
+    got = {(ns, sid): sorted(map(str, rooms)) for ns, sid, rooms in table.sockets()}
+    assert got == {
+        **{("/", sid): sorted(rooms) for sids in LAYOUT.values() for sid, rooms in sids.items()},
+        ("/chat", "z"): [],
+    }
 
 
 def test_except_of_every_target_on_a_worker_skips_that_worker() -> None:

@@ -1,0 +1,100 @@
+"""``sio-cleanup`` / ``python scripts/cleanup.py``: remove stale socket keys, safely.
+
+Exit status 0 after printing the summary (also in a dry run), 1 when Redis
+cannot be reached, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import TextIO
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from legacy_store.cleanup import Cleanup, CleanupReport
+from legacy_store.schema import Schema
+
+BAR_WIDTH = 30
+
+
+class ProgressPrinter:
+    """A bar redrawn in place on a terminal; a plain line per 10% otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._last_decile = -1
+        self._started = time.monotonic()
+
+    def __call__(self, scanned: int, total: int) -> None:
+        fraction = min(scanned / total, 1.0) if total else 1.0
+        rate = scanned / max(time.monotonic() - self._started, 1e-9)
+        if self.tty:
+            filled = int(fraction * BAR_WIDTH)
+            bar = "#" * filled + "." * (BAR_WIDTH - filled)
+            self.stream.write(f"\r[{bar}] {fraction:4.0%} {scanned:,}/{total:,} keys {rate:,.0f}/s")
+            self.stream.flush()
+        elif int(fraction * 10) > self._last_decile:
+            self._last_decile = int(fraction * 10)
+            self.stream.write(f"scanned {scanned:,} of ~{total:,} keys ({fraction:.0%})\n")
+            self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+def summary(report: CleanupReport, seconds: float) -> str:
+    verb = "would remove" if report.dry_run else "removed"
+    return "\n".join(
+        [
+            f"nodes seen: {report.live_nodes + report.dead_nodes} "
+            f"({report.live_nodes} live, {report.dead_nodes} dead)",
+            f"keys scanned: {report.keys_scanned:,} in {seconds:.1f} s",
+            f"stale sockets: {report.stale_sockets:,}",
+            f"memberships {verb}: {report.memberships_removed:,}",
+            f"keys {verb}: {report.keys_deleted:,}",
+            f"owner entries {verb}: {report.owner_entries_removed:,}",
+            "dry run: nothing was changed" if report.dry_run else "done",
+        ]
+    )
+
+
+async def run(args: argparse.Namespace) -> int:
+    client = aioredis.Redis.from_url(args.redis_url)
+    progress = ProgressPrinter(sys.stderr)
+    started = time.monotonic()
+    try:
+        report = await Cleanup(client, Schema(args.prefix), args.dry_run, args.batch).run(progress)
+    except (RedisError, OSError) as exc:
+        print(f"\ncleanup: cannot use Redis at {args.redis_url}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await client.aclose()
+    progress.done()
+    seconds = time.monotonic() - started
+    print(summary(report, seconds))
+    if args.json:
+        print(json.dumps({**report.as_dict(), "seconds": round(seconds, 3)}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="sio-cleanup",
+        description="Remove the socket keys of dead nodes and of no known node (SCAN, batched).",
+    )
+    parser.add_argument("--redis-url", required=True, help="redis://, rediss:// or unix:// URL")
+    parser.add_argument("--prefix", default="socket.io", help="key prefix (default: socket.io)")
+    parser.add_argument("--dry-run", action="store_true", help="report only, change nothing")
+    parser.add_argument("--batch", type=int, default=1000, help="SCAN COUNT per round trip")
+    parser.add_argument("--json", action="store_true", help="also print the report as JSON")
+    args = parser.parse_args(argv)
+    if args.batch < 1:
+        parser.error("--batch must be positive")
+    sys.exit(asyncio.run(run(args)))

@@ -1,0 +1,209 @@
+"""The master's writer of the set-based socket/room store (``--store``).
+
+The master already learns every connect, join, leave and disconnect of its
+workers' sockets; this module mirrors them into the legacy key schema
+(:mod:`legacy_store.schema`) for tools that read it, and keeps the node's
+liveness so stale keys can be told from live ones.
+
+Why a queue and batches: the routing hot path must never wait on Redis. Changes
+are queued synchronously and written by one task, each batch in ONE MULTI/EXEC
+(so every join/leave updates both the room set and the socket set atomically,
+and a disconnect runs the atomic Lua script). Why a full resync: when a write
+fails, or the heartbeat finds its key gone (Redis restarted, or the node was
+presumed dead and cleaned), queued changes are no longer a reliable delta; the
+master's routing table is the truth, so the whole live state is written back
+and this node's leftovers are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from legacy_store.lua import DISCONNECT
+from legacy_store.schema import Schema
+
+log = logging.getLogger(__name__)
+
+LiveSockets = Callable[[], Iterable[tuple[str, str, list[Hashable]]]]
+MAX_QUEUED = 100_000  # beyond this a full resync is cheaper than the backlog
+RESYNC_CHUNK = 500
+RETRY_DELAY = 1.0
+
+Op = tuple[str, str, str, Hashable]  # kind, namespace, sid, room
+
+
+class SocketStore:
+    """Mirrors the master's sockets into Redis and keeps its heartbeat alive."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        schema: Schema,
+        node_id: str,
+        ttl: float,
+        live_sockets: LiveSockets,
+    ) -> None:
+        self._redis = redis
+        self.schema = schema
+        self.node_id = node_id
+        self._ttl = ttl
+        self._live_sockets = live_sockets
+        self._ops: deque[Op] = deque()
+        self._wakeup = asyncio.Event()
+        self._dirty = True  # the first pass writes the heartbeat and the (empty) state
+        self._wakeup.set()
+        self._disconnect = redis.register_script(DISCONNECT)
+        self._info = json.dumps(
+            {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        )
+        self.resyncs = 0
+
+    # ---- called on the routing hot path (synchronous, never blocks) -----------
+
+    def _queue(self, op: Op) -> None:
+        if self._dirty:
+            return  # the pending resync will write the current state anyway
+        if len(self._ops) >= MAX_QUEUED:
+            log.warning("store backlog over %d changes; a full resync replaces it", MAX_QUEUED)
+            self._mark_dirty()
+            return
+        self._ops.append(op)
+        self._wakeup.set()
+
+    def join(self, namespace: str, sid: str, room: Hashable) -> None:
+        """A membership change reported by a worker; ``None`` means connected."""
+        if room is None:
+            self._queue(("connect", namespace, sid, None))
+        elif room != sid:
+            self._queue(("join", namespace, sid, room))
+
+    def leave(self, namespace: str, sid: str, room: Hashable) -> None:
+        """A membership ended; ``None`` means the socket disconnected."""
+        if room is None:
+            self._queue(("disconnect", namespace, sid, None))
+        elif room != sid:
+            self._queue(("leave", namespace, sid, room))
+
+    def _mark_dirty(self) -> None:
+        self._dirty = True
+        self._ops.clear()
+        self._wakeup.set()
+
+    # ---- the writer task -------------------------------------------------------
+
+    async def run(self) -> None:
+        """Write queued changes, resync when needed, refresh the heartbeat; forever."""
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                try:
+                    if self._dirty:
+                        await self._resync()
+                    while self._ops:
+                        await self._flush()
+                except (RedisError, OSError) as exc:
+                    log.warning("store write failed (%s); will write the full state again", exc)
+                    self._mark_dirty()
+                    await asyncio.sleep(RETRY_DELAY)
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self) -> None:
+        key = self.schema.node_key(self.node_id)
+        while True:
+            await asyncio.sleep(self._ttl / 3)
+            if self._dirty:
+                continue
+            try:
+                refreshed = await self._redis.set(key, self._info, ex=int(self._ttl), xx=True)
+            except (RedisError, OSError) as exc:
+                log.warning("store heartbeat failed: %s", exc)
+                continue
+            if not refreshed:
+                log.warning("this node's heartbeat key was gone; writing its sockets back")
+                self._mark_dirty()
+
+    async def _add_op(self, pipe: Any, op: Op) -> None:
+        kind, namespace, sid, room = op
+        socket_key = self.schema.socket_key(namespace, sid)
+        if kind == "connect":
+            pipe.sadd(socket_key, sid)
+            pipe.hset(self.schema.owners_key, socket_key, self.node_id)
+        elif kind == "join":
+            pipe.sadd(self.schema.room_key(namespace, str(room)), sid)
+            pipe.sadd(socket_key, str(room))
+        elif kind == "leave":
+            pipe.srem(self.schema.room_key(namespace, str(room)), sid)
+            pipe.srem(socket_key, str(room))
+        else:
+            await self._disconnect(
+                keys=[socket_key, self.schema.owners_key],
+                args=[sid, self.schema.room_prefix(namespace)],
+                client=pipe,
+            )
+
+    async def _flush(self) -> None:
+        ops = list(self._ops)
+        self._ops.clear()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for op in ops:
+                await self._add_op(pipe, op)
+            await pipe.execute()
+
+    async def _resync(self) -> None:
+        """Write the whole live state, then remove this node's keys that are not live."""
+        self._dirty = False
+        self._ops.clear()
+        snapshot = list(self._live_sockets())
+        self.resyncs += 1
+        await self._redis.set(self.schema.node_key(self.node_id), self._info, ex=int(self._ttl))
+        live_keys: set[str] = set()
+        for start in range(0, len(snapshot), RESYNC_CHUNK):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for namespace, sid, rooms in snapshot[start : start + RESYNC_CHUNK]:
+                    live_keys.add(self.schema.socket_key(namespace, sid))
+                    await self._add_op(pipe, ("connect", namespace, sid, None))
+                    for room in rooms:
+                        await self._add_op(pipe, ("join", namespace, sid, room))
+                await pipe.execute()
+        await self._remove_owned(keep=live_keys)
+        if snapshot:
+            log.info("store: wrote %d live sockets", len(snapshot))
+
+    async def _remove_owned(self, keep: set[str]) -> int:
+        """Remove every socket this node owns in Redis except those in ``keep``."""
+        stale = []
+        async for key, owner in self._redis.hscan_iter(self.schema.owners_key, count=1000):
+            if owner.decode() == self.node_id and key.decode() not in keep:
+                stale.append(key.decode())
+        for key in stale:
+            split = self.schema.split(key)
+            if split is not None:
+                prefix, sid = split
+                await self._disconnect(keys=[key, self.schema.owners_key], args=[sid, prefix])
+        return len(stale)
+
+    async def close(self) -> None:
+        """Graceful stop: write what is queued, remove every key of this node."""
+        try:
+            if not self._dirty:
+                while self._ops:
+                    await self._flush()
+            await self._remove_owned(keep=set())
+            await self._redis.delete(self.schema.node_key(self.node_id))
+            log.info("store: removed this node's keys")
+        except (RedisError, OSError) as exc:
+            log.warning("store: could not remove this node's keys (%s); cleanup will", exc)
