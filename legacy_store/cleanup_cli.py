@@ -50,7 +50,7 @@ class ProgressPrinter:
 
 
 def summary(report: CleanupReport, seconds: float) -> str:
-    verb = "would remove" if report.dry_run else "removed"
+    verb = "to remove" if report.dry_run else "removed"
     return "\n".join(
         [
             f"nodes seen: {report.live_nodes + report.dead_nodes} "

@@ -245,7 +245,7 @@ async def test_cleanup_removes_a_dead_masters_sockets_and_keeps_a_live_ones(
     dry = run_cleanup(own_redis.url, "--dry-run")
     assert await contents(r) == before  # the dry run changed nothing
     assert "stale sockets: 4" in dry.stdout  # 3 of the dead node, 1 orphan
-    assert "memberships would remove: 7" in dry.stdout  # 3 shared + 3 dead-only + 1 stable
+    assert "memberships to remove: 7" in dry.stdout  # 3 shared + 3 dead-only + 1 stable
 
     churn = asyncio.create_task(_churn(live_a, rounds=40))
     cleaned = await asyncio.to_thread(run_cleanup, own_redis.url)
