@@ -27,7 +27,7 @@ from workers.manager import ClusterManager
 
 log = logging.getLogger(__name__)
 
-ORPHAN_EXIT_SECONDS = 1.5
+ORPHAN_EXIT_SECONDS = 1.0  # the master is gone: close clients briefly, then exit
 
 
 class Worker:
@@ -84,8 +84,8 @@ class Worker:
         names = set(sio.namespaces) | set(sio.handlers) | set(sio.namespace_handlers)
         return sorted(names)
 
-    async def serve(self) -> None:
-        """Run until stopped; see the module docstring for the sequence."""
+    async def serve(self) -> bool:
+        """Run until stopped (see the module docstring); True if the master is gone."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -127,6 +127,7 @@ class Worker:
             log.warning("graceful shutdown timed out; exiting anyway")
         delivery.cancel()
         link.close()
+        return self._orphaned
 
     async def _shutdown(
         self, site: web.TCPSite, runner: web.AppRunner, sio: socketio.AsyncServer
@@ -148,4 +149,8 @@ def run(worker_id: int, fd: int, config: dict[str, Any]) -> None:
     """Process entry point: serve on uvloop, then exit."""
     import uvloop
 
-    uvloop.run(Worker(worker_id, fd, config).serve())
+    orphaned = uvloop.run(Worker(worker_id, fd, config).serve())
+    if orphaned:
+        # Nobody supervises us any more: skip interpreter teardown so the exit is prompt.
+        logging.shutdown()
+        os._exit(0)
