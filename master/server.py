@@ -23,6 +23,7 @@ from legacy_store.schema import Schema
 from legacy_store.socket_store import SocketStore
 from master.config import Config
 from master.embedded_redis import EmbeddedRedis
+from master.host_ops import HostOperations
 from master.messages import ANY_NAMESPACE, Rejected, event_prefix, parse_message
 from master.metrics import Metrics, serve_metrics
 from master.ratelimit import RateLimitedLogger
@@ -51,8 +52,14 @@ class Master:
         self.metrics = Metrics()
         self.table = RoutingTable()
         self.supervisor = Supervisor(
-            config, self.metrics, self._on_worker_frame, self._on_worker_exit, self._on_hello
+            config,
+            self.metrics,
+            self._on_worker_frame,
+            self._on_worker_exit,
+            self._on_hello,
+            self._on_worker_request,
         )
+        self.operations = HostOperations(self.table, self.supervisor)
         self.metrics.watch_state(self.table.sockets_per_worker, self.supervisor.alive_count)
         self.namespaces: frozenset[str] | str = frozenset()
         self._prefixes = {p.encode(): event_prefix(p) for p in config.patterns}
@@ -73,6 +80,11 @@ class Master:
                 return
             names.update(handle.namespaces)
         self.namespaces = frozenset(names)
+
+    async def _on_worker_request(
+        self, handle: WorkerHandle, operation: str, args: dict[str, Any]
+    ) -> Any:
+        return await self.operations.handle(handle, operation, args)
 
     def _on_worker_exit(self, handle: WorkerHandle) -> None:
         dropped = self.table.drop_worker(handle.worker_id)

@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from master.metrics import Metrics
 from wire import WORKER_CONFIG_ENV
 from wire.frames import FrameError, Kind, encode_frame
 from wire.link import FrameLink
+from wire.rpc import Rpc
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class WorkerHandle:
     alive: bool = True
     namespaces: list[str] | str = field(default_factory=list)
     last_pong: float = field(default_factory=time.monotonic)
+    rpc: Rpc | None = None
 
     @property
     def pid(self) -> int:
@@ -60,6 +62,7 @@ class WorkerHandle:
 
 
 FrameCallback = Callable[[WorkerHandle, Kind, list[Any], bytes], None]
+RequestHandler = Callable[[WorkerHandle, str, dict[str, Any]], Awaitable[Any]]
 
 
 class Supervisor:
@@ -72,6 +75,7 @@ class Supervisor:
         on_frame: FrameCallback,
         on_exit: Callable[[WorkerHandle], None],
         on_hello: Callable[[], None],
+        on_request: RequestHandler,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -79,6 +83,7 @@ class Supervisor:
         self._on_frame = on_frame
         self._on_exit = on_exit
         self._on_hello = on_hello
+        self._on_request = on_request
         self._stopping = False
         self._starting = True
         self._tasks: set[asyncio.Task[None]] = set()
@@ -137,6 +142,10 @@ class Supervisor:
             on_bad_frame=self._bad_frame,
         )
         handle = WorkerHandle(worker_id, port, process, link)
+        handle.rpc = Rpc(
+            lambda frame: link.send(frame, droppable=False),
+            lambda operation, args: self._on_request(handle, operation, args),
+        )
         holder.append(handle)
         self.handles[worker_id] = handle
         log.info("worker %d started (pid %d, port %d)", worker_id, process.pid, port)
@@ -150,7 +159,10 @@ class Supervisor:
     def _dispatch(self, handle: WorkerHandle, kind: Kind, fields: list[Any], body: bytes) -> None:
         if not handle.alive:
             return  # late frames of a dead generation must not touch the routing table
-        if kind is Kind.SYNC:
+        if kind is Kind.REQUEST or kind is Kind.RESPONSE:
+            assert handle.rpc is not None
+            handle.rpc.on_frame(kind, fields)
+        elif kind is Kind.SYNC:
             handle.link.send(encode_frame(Kind.SYNCED, *fields), droppable=False)
         elif kind is Kind.PONG:
             handle.last_pong = time.monotonic()
@@ -171,6 +183,8 @@ class Supervisor:
         code = await handle.process.wait()
         handle.alive = False
         self._startup_progress.set()
+        if handle.rpc is not None:
+            handle.rpc.fail_all(f"worker {handle.worker_id} died")
         handle.link.close()
         self._on_exit(handle)
         if self._stopping or self._starting:

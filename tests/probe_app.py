@@ -47,3 +47,66 @@ def _register(sio: socketio.AsyncServer, namespace: str) -> None:
     @sio.on("pid", namespace=namespace)
     async def pid(sid: str) -> int:
         return os.getpid()
+
+    @sio.on("op", namespace=namespace)
+    async def op(sid: str, spec: dict[str, Any]) -> Any:
+        """Run one server-side API call named by the client, for any sid; errors come back."""
+        try:
+            return await _operation(sio, namespace, spec)
+        except Exception as exc:  # the test asserts on the error text
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
+    async def announce(*args: Any) -> None:
+        await sio.emit(
+            "announced",
+            {"pid": os.getpid(), "args": list(args)},
+            namespace=namespace,
+            ignore_queue=True,
+        )
+
+    sio.manager.on_server_event("announce", announce, namespace=namespace)
+
+
+async def _operation(sio: socketio.AsyncServer, namespace: str, spec: dict[str, Any]) -> Any:
+    name = spec["name"]
+    manager = sio.manager
+    if name == "enter_room":
+        await sio.enter_room(spec["sid"], spec["room"], namespace=namespace)
+    elif name == "leave_room":
+        await sio.leave_room(spec["sid"], spec["room"], namespace=namespace)
+    elif name == "close_room":
+        await sio.close_room(spec["room"], namespace=namespace)
+    elif name == "disconnect":
+        await sio.disconnect(spec["sid"], namespace=namespace)
+    elif name == "call":
+        return await sio.call(
+            spec["event"],
+            spec.get("data"),
+            to=spec["sid"],
+            namespace=namespace,
+            timeout=spec.get("timeout", 10),
+        )
+    elif name == "fetch_sockets":
+        sockets = await manager.fetch_sockets(spec.get("to"), spec.get("exclude"), namespace)
+        return sorted(
+            ({"id": s["id"], "rooms": sorted(s["rooms"])} for s in sockets), key=lambda s: s["id"]
+        )
+    elif name == "sockets_join":
+        return await manager.sockets_join(
+            spec["rooms"], spec.get("to"), spec.get("exclude"), namespace
+        )
+    elif name == "sockets_leave":
+        return await manager.sockets_leave(
+            spec["rooms"], spec.get("to"), spec.get("exclude"), namespace
+        )
+    elif name == "disconnect_sockets":
+        return await manager.disconnect_sockets(
+            spec.get("to"), spec.get("exclude"), spec.get("close", False), namespace
+        )
+    elif name == "server_side_emit":
+        return await manager.server_side_emit(
+            "announce", *spec.get("args", []), namespace=namespace
+        )
+    else:
+        raise ValueError(f"unknown probe operation {name!r}")
+    return "ok"

@@ -22,6 +22,8 @@ PONG       token                                                  w -> m
 STOP       (none)                                                 m -> w
 SYNC       token                                                  w -> m
 SYNCED     token                                                  m -> w
+REQUEST    request_id, operation, arguments (map)                 both
+RESPONSE   request_id, error (``None`` or text), result           both
 =========  =====================================================  =========
 
 SYNC/SYNCED is a barrier: the master handles a worker's frames in order, so when
@@ -59,6 +61,8 @@ class Kind(IntEnum):
     STOP = 8
     SYNC = 9
     SYNCED = 10
+    REQUEST = 11
+    RESPONSE = 12
 
 
 class FrameError(ValueError):

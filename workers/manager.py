@@ -1,4 +1,4 @@
-"""The client manager that makes one python-socketio server a member of the host's cluster.
+"""The client manager that makes one python-socketio server a member of the cluster.
 
 Why a manager: python-socketio routes every membership change through
 ``basic_enter_room``/``basic_leave_room`` and every emit through ``emit``, so
@@ -9,12 +9,19 @@ handlers (and keeps the admin UI, which wraps these methods by name, working).
   the host's routing table. Reports are never dropped.
 - An emit is delivered at once to this worker's own recipients and, unless every
   target is a socket of this worker, sent ONCE to the master as a BROADCAST frame;
-  the master forwards it only to the sibling workers holding recipients.
+  the master forwards it only to the workers (and hosts) holding recipients.
 - A BROADCAST arriving from the master is delivered to this worker's recipients.
 - Read-your-writes: ``connect``, ``enter_room``, ``leave_room`` and ``close_room``
-  return only once the master has applied the change (a SYNC barrier), so every
-  emit made after them, from any worker, and every ``ch:*`` message the master
-  reads after them, see the new membership.
+  return only once the master has applied the change (a SYNC barrier, or the
+  answer to a request for a socket of another worker or host), so every emit made
+  after them, from any worker, and every ``ch:*`` message the master reads after
+  them, see the new membership.
+- The same calls for a socket held elsewhere (``enter_room``, ``leave_room``,
+  ``disconnect``, ``emit(..., callback=...)``/``call``) become requests that the
+  master carries to the owner; the cluster-wide operations of Node's adapter are
+  here too: :meth:`ClusterManager.fetch_sockets`, :meth:`~ClusterManager.sockets_join`,
+  :meth:`~ClusterManager.sockets_leave`, :meth:`~ClusterManager.disconnect_sockets`,
+  :meth:`~ClusterManager.server_side_emit`.
 
 The packet is encoded once by the emitter; receivers write the same engine.io
 packet object to every recipient (engine.io caches its encoding).
@@ -25,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import socketio
@@ -34,15 +41,24 @@ from socketio import packet as sio_packet
 
 from wire.frames import Kind, encode_frame
 from wire.link import FrameLink
+from wire.rpc import Rpc, RpcError
 
 log = logging.getLogger(__name__)
 
 SYNC_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 10.0  # a cluster operation (the master waits 5 s for other hosts)
+ACK_CEILING = 300.0  # pending remote acks are forgotten after this; call() times out sooner
+
+ServerEventHandler = Callable[..., Any]
 
 
 def _check_room(room: Hashable) -> None:
     if room is not None and not isinstance(room, str | int):
         raise TypeError(f"room names must be str or int to be routed in a cluster, got {room!r}")
+
+
+def _rooms_or_none(value: Any) -> list[Any] | None:
+    return None if value is None else _as_list(value)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -59,6 +75,9 @@ class ClusterManager(socketio.AsyncManager):
     def __init__(self) -> None:
         super().__init__()
         self.link: FrameLink | None = None
+        self.rpc: Rpc | None = None
+        self._server_events: dict[tuple[str, str], ServerEventHandler] = {}
+        self._ack_tasks: set[asyncio.Task[None]] = set()
         self._sync_tokens = itertools.count(1)
         self._sync_waiters: dict[int, asyncio.Future[None]] = {}
 
@@ -95,19 +114,128 @@ class ClusterManager(socketio.AsyncManager):
             await self.sync()
         return sid
 
+    def is_local(self, sid: str, namespace: str) -> bool:
+        """True if this worker holds ``sid`` in ``namespace``."""
+        return sid in self.rooms.get(namespace, {}).get(None, {})
+
+    async def cluster(self, operation: str, timeout: float = REQUEST_TIMEOUT, **args: Any) -> Any:
+        """Ask the master to carry out ``operation`` across the cluster."""
+        if self.rpc is None:
+            raise RpcError("not connected to a master")
+        return await self.rpc.call(operation, args, timeout)
+
     async def enter_room(
         self, sid: str, namespace: str, room: Hashable, eio_sid: str | None = None
     ) -> None:
+        _check_room(room)
+        if eio_sid is None and not self.is_local(sid, namespace):
+            await self._remote_membership("join", sid, namespace, room)
+            return
         await super().enter_room(sid, namespace, room, eio_sid=eio_sid)
         await self.sync()
 
     async def leave_room(self, sid: str, namespace: str, room: Hashable) -> None:
+        if not self.is_local(sid, namespace):
+            await self._remote_membership("leave", sid, namespace, room)
+            return
         await super().leave_room(sid, namespace, room)
         await self.sync()
 
+    async def _remote_membership(
+        self, operation: str, sid: str, namespace: str, room: Hashable
+    ) -> None:
+        found = await self.cluster(
+            operation, namespace=namespace, rooms=[sid], exclude=[], targets=[room]
+        )
+        if not found:
+            raise KeyError(f"no socket {sid!r} in namespace {namespace!r} in the cluster")
+
     async def close_room(self, room: Hashable, namespace: str) -> None:
-        await super().close_room(room, namespace)
-        await self.sync()
+        """Empty ``room`` on every worker and host (python-socketio: this process only)."""
+        _check_room(room)
+        if self.is_sid_room(namespace, room):
+            raise ValueError("cannot close a sid room")
+        await self.cluster("leave", namespace=namespace, rooms=[room], exclude=[], targets=[room])
+
+    async def can_disconnect(self, sid: str, namespace: str) -> bool:
+        """Local sockets disconnect here; others are disconnected by their owner."""
+        if self.is_local(sid, namespace):
+            return bool(await super().can_disconnect(sid, namespace))
+        found = await self.cluster(
+            "disconnect", namespace=namespace, rooms=[sid], exclude=[], close=False
+        )
+        if not found:
+            raise KeyError(f"no socket {sid!r} in namespace {namespace!r} in the cluster")
+        return False
+
+    # ---- Node adapter's cluster-wide operations --------------------------------
+
+    async def fetch_sockets(
+        self, to: Any = None, exclude: Any = None, namespace: str = "/"
+    ) -> list[dict[str, Any]]:
+        """Every socket of the cluster in ``to`` (rooms/sids; None = all) minus ``exclude``.
+
+        Each is ``{"id": sid, "rooms": [...]}`` (rooms include the sid's own room).
+        """
+        sockets: list[dict[str, Any]] = await self.cluster(
+            "fetch", namespace=namespace, rooms=_rooms_or_none(to), exclude=_as_list(exclude)
+        )
+        return sockets
+
+    async def sockets_join(
+        self, rooms: Any, to: Any = None, exclude: Any = None, namespace: str = "/"
+    ) -> int:
+        """Make the matching sockets of the whole cluster join ``rooms``; return how many."""
+        count: int = await self.cluster(
+            "join",
+            namespace=namespace,
+            rooms=_rooms_or_none(to),
+            exclude=_as_list(exclude),
+            targets=_as_list(rooms),
+        )
+        return count
+
+    async def sockets_leave(
+        self, rooms: Any, to: Any = None, exclude: Any = None, namespace: str = "/"
+    ) -> int:
+        """Make the matching sockets of the whole cluster leave ``rooms``; return how many."""
+        count: int = await self.cluster(
+            "leave",
+            namespace=namespace,
+            rooms=_rooms_or_none(to),
+            exclude=_as_list(exclude),
+            targets=_as_list(rooms),
+        )
+        return count
+
+    async def disconnect_sockets(
+        self, to: Any = None, exclude: Any = None, close: bool = False, namespace: str = "/"
+    ) -> int:
+        """Disconnect the matching sockets of the whole cluster; ``close`` ends the connection."""
+        count: int = await self.cluster(
+            "disconnect",
+            namespace=namespace,
+            rooms=_rooms_or_none(to),
+            exclude=_as_list(exclude),
+            close=close,
+        )
+        return count
+
+    def server_event_handler(self, namespace: str, event: str) -> ServerEventHandler | None:
+        return self._server_events.get((namespace, event))
+
+    def on_server_event(
+        self, event: str, handler: ServerEventHandler, namespace: str = "/"
+    ) -> None:
+        """Call ``handler(*args)`` when another server emits ``event`` with server_side_emit."""
+        self._server_events[(namespace, event)] = handler
+
+    async def server_side_emit(self, event: str, *args: Any, namespace: str = "/") -> int:
+        """Send ``event`` to every OTHER worker and host (not to clients); return how many."""
+        count: int = await self.cluster(
+            "server_emit", namespace=namespace, event=event, args=list(args)
+        )
+        return count
 
     def _report(self, kind: Kind, namespace: str, sid: str, room: Hashable) -> None:
         if self.link is not None:
@@ -143,6 +271,9 @@ class ClusterManager(socketio.AsyncManager):
         """Deliver to this worker's recipients, then hand the rest to the master."""
         room = to or room
         namespace = namespace or "/"
+        if callback is not None and isinstance(room, str) and not self.is_local(room, namespace):
+            self._emit_remote_with_ack(event, data, namespace, room, callback)
+            return
         if callback is not None or kwargs.get("ignore_queue"):
             await super().emit(
                 event, data, namespace, room=room, skip_sid=skip_sid, callback=callback
@@ -171,6 +302,50 @@ class ClusterManager(socketio.AsyncManager):
                 "master pipe backlog full: emit of %r not forwarded to sibling workers", event
             )
 
+    def _emit_remote_with_ack(
+        self, event: str, data: Any, namespace: str, sid: str, callback: Callable[..., Any]
+    ) -> None:
+        """Emit to a socket of another worker or host; run ``callback`` with its ack."""
+        args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
+
+        async def wait_for_ack() -> None:
+            try:
+                ack = await self.cluster(
+                    "emit_ack",
+                    timeout=ACK_CEILING + 5,
+                    namespace=namespace,
+                    sid=sid,
+                    data=[event, *args],
+                    ack_timeout=ACK_CEILING,
+                )
+            except (RpcError, TimeoutError) as exc:
+                log.info("no ack from %s for %r: %s", sid, event, exc)
+                return
+            result = callback(*ack)
+            if asyncio.iscoroutine(result):
+                await result
+
+        task = asyncio.create_task(wait_for_ack())
+        self._ack_tasks.add(task)
+        task.add_done_callback(self._ack_tasks.discard)
+
+    def select(
+        self, namespace: str, rooms: Sequence[Hashable] | None, exclude: Sequence[Hashable]
+    ) -> list[tuple[str, str]]:
+        """This worker's ``(sid, eio_sid)`` in any of ``rooms`` (None: all) minus ``exclude``."""
+        ns_rooms = self.rooms.get(namespace)
+        if not ns_rooms:
+            return []
+        excluded: set[str] = set()
+        for r in exclude:
+            excluded.update(ns_rooms.get(r, {}).keys())
+        target = None if rooms is None else list(rooms)
+        return [
+            (sid, eio_sid)
+            for sid, eio_sid in self.get_participants(namespace, target)
+            if sid not in excluded
+        ]
+
     async def deliver(
         self,
         namespace: str,
@@ -183,19 +358,9 @@ class ClusterManager(socketio.AsyncManager):
         Recipients: the sockets in any of ``rooms`` (``None``: all of the
         namespace) minus the sockets in any room of ``exclude``.
         """
-        ns_rooms = self.rooms.get(namespace)
-        if not ns_rooms:
-            return 0
-        excluded: set[str] = set()
-        for r in exclude:
-            excluded.update(ns_rooms.get(r, {}).keys())
-        target = None if rooms is None else list(rooms)
+        recipients = self.select(namespace, rooms, exclude)
         packets = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]
-        count = 0
-        for sid, eio_sid in self.get_participants(namespace, target):
-            if sid in excluded:
-                continue
+        for _, eio_sid in recipients:
             for p in packets:
                 await self.server._send_eio_packet(eio_sid, p)
-            count += 1
-        return count
+        return len(recipients)

@@ -22,7 +22,9 @@ from aiohttp import web
 
 from wire.frames import Kind, encode_frame
 from wire.link import FrameLink
+from wire.rpc import Rpc
 from workers.app_loader import apply_app, load_app
+from workers.local_ops import handle_request
 from workers.manager import ClusterManager
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,9 @@ class Worker:
         if kind is Kind.BROADCAST:
             self._deliveries.append(fields)
             self._delivery_wakeup.set()
+        elif kind is Kind.REQUEST or kind is Kind.RESPONSE:
+            assert self.manager.rpc is not None
+            self.manager.rpc.on_frame(kind, fields)
         elif kind is Kind.SYNCED:
             self.manager.synced(*fields)
         elif kind is Kind.PING:
@@ -64,6 +69,8 @@ class Worker:
             log.warning("pipe to the master closed; exiting")
             self._orphaned = True
             self.manager.release_waiters()
+            if self.manager.rpc is not None:
+                self.manager.rpc.fail_all("the master is gone")
             self._stop.set()
 
     async def _deliver_forever(self) -> None:
@@ -94,6 +101,10 @@ class Worker:
             sock, self._on_frame, self._on_lost, int(self.config["worker_buffer_bytes"])
         )
         self.manager.link = link
+        self.manager.rpc = Rpc(
+            lambda frame: link.send(frame, droppable=False),
+            lambda operation, args: handle_request(self.manager, operation, args),
+        )
         origins = list(self.config["cors_allowed_origins"]) or None
         sio = socketio.AsyncServer(
             async_mode="aiohttp",
