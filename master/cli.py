@@ -159,6 +159,21 @@ LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
     show_envvar=True,
     help="TTL of this master's heartbeat key with --store (1..15 s).",
 )
+@click.option(
+    "--adapter-key",
+    default="socket.io",
+    envvar="SIO_ADAPTER_KEY",
+    show_envvar=True,
+    help="Channel prefix of the redis-adapter protocol between hosts.",
+)
+@click.option(
+    "--redis-buffer-bytes",
+    type=int,
+    default=16 * 1024 * 1024,
+    envvar="SIO_REDIS_BUFFER_BYTES",
+    show_envvar=True,
+    help="Outbound Redis messages kept while Redis is unreachable.",
+)
 def main(**options: Any) -> None:
     """Run one master and its Socket.IO workers on this host."""
     cors = options.pop("cors")

@@ -38,6 +38,8 @@ class Config:
     store: bool = False
     key_prefix: str = "socket.io"
     node_ttl: float = 15.0
+    adapter_key: str = "socket.io"
+    redis_buffer_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -65,6 +67,8 @@ class Config:
             raise ConfigError("--redis-url must start with redis://, rediss:// or unix://")
         if not 1 <= self.node_ttl <= 15:
             raise ConfigError("--node-ttl must be 1..15 seconds")
+        if not self.adapter_key or self.redis_buffer_bytes < 1:
+            raise ConfigError("--adapter-key must not be empty; --redis-buffer-bytes positive")
         if not self.key_prefix:
             raise ConfigError("--key-prefix must not be empty")
         if self.graceful_timeout <= 0 or self.worker_health_timeout < 0:

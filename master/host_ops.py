@@ -70,6 +70,23 @@ class HostOperations:
             return local + int(await self.remote.request(operation, args))
         raise ValueError(f"unknown operation {operation!r}")
 
+    async def server_emit_here(self, namespace: str, event: str, args: list[Any]) -> int:
+        """Run the server-event handlers of every worker of this host."""
+        workers = [w for w, h in self.supervisor.handles.items() if h.alive]
+        request = {"namespace": namespace, "event": event, "args": args}
+        return int(await self._fan_out(workers, "server_emit", request))
+
+    async def emit_ack_here(
+        self, namespace: str, sid: str, data: list[Any], timeout: float
+    ) -> list[Any]:
+        """Emit to a socket of this host and return its ack."""
+        owners = self.table.route(namespace, [sid])
+        if not owners:
+            raise KeyError(f"no socket {sid!r} here")
+        request = {"namespace": namespace, "sid": sid, "data": data, "ack_timeout": timeout}
+        ack: list[Any] = await self._call(owners[0], "emit_ack", request, timeout + 1)
+        return ack
+
     async def on_workers(self, operation: str, args: dict[str, Any]) -> Any:
         """Run a selector operation on this host's workers that hold matching sockets."""
         workers = self.table.route(args["namespace"], args["rooms"], args["exclude"])

@@ -73,6 +73,11 @@ class Metrics:
         self.restarts = Counter(
             f"{PREFIX}_worker_restarts", "Workers respawned after dying", ["worker"], registry=r
         )
+        self.redis_buffer_dropped = Counter(
+            f"{PREFIX}_redis_buffer_dropped",
+            "Outbound Redis messages dropped because the outage buffer was full",
+            registry=r,
+        )
         self.bad_frames = Counter(
             f"{PREFIX}_bad_frames", "Unreadable frames received from workers", registry=r
         )

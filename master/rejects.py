@@ -3,7 +3,8 @@
 The last ``KEEP`` rejected messages are kept, newest first, in the capped Redis
 list named by ``--rejected-key`` (default ``sio-master:rejected``) so an operator can
 see what a misbehaving publisher sent: ``LRANGE sio-master:rejected 0 9``.
-Each entry is JSON: ``{"ts", "channel", "reason", "detail", "size", "body"}`` where
+Each entry is JSON: ``{"ts", "host", "pid", "channel", "reason", "detail", "size", "body"}``
+(``host`` and ``pid`` name the master that rejected it) where
 ``body`` is the first ``BODY_PREVIEW_BYTES`` bytes, decoded as UTF-8 with
 replacement. Writing happens off the hot path in a bounded queue: when Redis is
 slow or down, entries beyond the queue are not kept (the counter still counts).
@@ -14,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 
 import orjson
@@ -40,6 +43,8 @@ class RejectSink:
         self._metrics = metrics
         self._limiter = RateLimitedLogger(log)
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_SIZE)
+        self._host = socket.gethostname()
+        self._pid = os.getpid()
 
     def reject(self, channel: str, body: bytes, rejected: Rejected) -> None:
         """Handle one rejected message; never blocks, never raises."""
@@ -55,6 +60,8 @@ class RejectSink:
         entry = orjson.dumps(
             {
                 "ts": time.time(),
+                "host": self._host,
+                "pid": self._pid,
                 "channel": channel,
                 "reason": rejected.reason,
                 "detail": rejected.detail,

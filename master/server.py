@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import uuid
 from typing import Any
 
@@ -21,6 +23,8 @@ from prometheus_client import Counter
 
 from legacy_store.schema import Schema
 from legacy_store.socket_store import SocketStore
+from master.adapter_wire import Channels
+from master.cluster_bus import ClusterBus
 from master.config import Config
 from master.embedded_redis import EmbeddedRedis
 from master.host_ops import HostOperations
@@ -34,6 +38,8 @@ from master.supervisor import StartupError, Supervisor, WorkerHandle
 from wire.frames import HEADER, Kind, encode_frame
 
 log = logging.getLogger(__name__)
+
+COMMAND_CONNECTIONS = 2  # plus the subscriber: 3 Redis connections per host, whatever N
 
 
 def _is_room(value: Any) -> bool:
@@ -69,6 +75,11 @@ class Master:
         self._stop = asyncio.Event()
         self.rejects: RejectSink | None = None
         self.store: SocketStore | None = None
+        self.bus: ClusterBus | None = None
+        self.source: RedisSource | None = None
+        self._adapter_pattern = b""
+        self._subscribed_namespaces: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- workers -> master ----------------------------------------------------
 
@@ -102,6 +113,8 @@ class Master:
             namespace, sid, room = fields
             if isinstance(namespace, str) and isinstance(sid, str) and _is_room(room):
                 if kind is Kind.JOIN:
+                    if room is None and namespace not in self._subscribed_namespaces:
+                        self._subscribe_namespaces([namespace])
                     self.table.join(worker, namespace, sid, room)
                     if self.store is not None:
                         self.store.join(namespace, sid, room)
@@ -121,17 +134,24 @@ class Master:
                 targets = self.table.route(namespace, rooms, exclude, skip_worker=worker)
                 if targets:
                     self._send(targets, HEADER.pack(len(body)) + body)
+                if self.bus is not None:
+                    self.bus.relay_worker_broadcast(rooms, exclude, fields[3])
                 return
         self.metrics.bad_frames.inc()
         log.error("malformed %s frame from worker %d: %r", kind.name, worker, fields[:4])
 
     # ---- Redis -> workers -----------------------------------------------------
 
-    def _on_redis_message(self, pattern: bytes, channel: bytes, body: bytes) -> None:
+    def _on_redis_message(self, pattern: bytes | None, channel: bytes, body: bytes) -> None:
         self.metrics.received.inc()
         name = channel.decode("utf-8", "replace")
         try:
-            self._route_message(pattern, name, body)
+            if self.bus is not None and pattern is None:
+                self.bus.on_request_or_response(name, body)
+            elif self.bus is not None and pattern == self._adapter_pattern:
+                self.bus.on_broadcast(name, body)
+            else:
+                self._route_message(pattern or b"", name, body)
         except Exception:  # a bug here must cost one message, never the subscriber
             self.metrics.rejected.labels(reason="internal_error").inc()
             log.exception("internal error on a message from %r", name)
@@ -207,9 +227,28 @@ class Master:
                 except OSError as exc:
                     log.error("cannot serve metrics on port %d: %s", self.config.metrics_port, exc)
                     return 1
-            commands = client_from_url(url, max_connections=1)
+            name = f"sio-master:{socket.gethostname()}:{os.getpid()}"
+            commands = client_from_url(
+                url, max_connections=COMMAND_CONNECTIONS, client_name=f"{name}:cmd"
+            )
             self.rejects = RejectSink(commands, self.config.rejected_key, self.metrics)
-            source = RedisSource(url, self.config.patterns, self._on_redis_message)
+            channels = Channels(self.config.adapter_key)
+            self._adapter_pattern = channels.broadcast_pattern.encode()
+            self.bus = ClusterBus(
+                commands,
+                channels,
+                self.table,
+                self.operations,
+                self._send,
+                self.metrics,
+                self.config.redis_buffer_bytes,
+            )
+            self.source = RedisSource(
+                url,
+                [*self.config.patterns, channels.broadcast_pattern],
+                self._on_redis_message,
+                client_name=f"{name}:sub",
+            )
             if not await self._start_workers():
                 return 1
             if self._stop.is_set():
@@ -221,7 +260,21 @@ class Master:
                 self.config.port,
                 self.config.worker_port(self.config.workers - 1),
             )
-            tasks = [asyncio.create_task(source.run()), asyncio.create_task(self.rejects.run())]
+            self._subscribe_namespaces(
+                sorted(
+                    {
+                        n
+                        for h in self.supervisor.handles.values()
+                        if h.namespaces != "*"
+                        for n in h.namespaces
+                    }
+                )
+            )
+            tasks = [
+                asyncio.create_task(self.source.run()),
+                asyncio.create_task(self.rejects.run()),
+                asyncio.create_task(self.bus.run_publisher()),
+            ]
             if self.config.store:
                 self.store = SocketStore(
                     commands,
@@ -268,6 +321,16 @@ class Master:
             log.error("cluster failed to start: %s", exc)
             return False
         return True
+
+    def _subscribe_namespaces(self, namespaces: list[str]) -> None:
+        """SUBSCRIBE the adapter's request/response channels of newly seen namespaces."""
+        new = [n for n in namespaces if n not in self._subscribed_namespaces]
+        if not new or self.bus is None or self.source is None:
+            return
+        self._subscribed_namespaces.update(new)
+        task = asyncio.create_task(self.source.add_channels(self.bus.subscriptions(new)))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _handle_stop_signal(self, sig: signal.Signals) -> None:
         if self._stop.is_set():

@@ -145,7 +145,12 @@ class ClusterManager(socketio.AsyncManager):
         self, operation: str, sid: str, namespace: str, room: Hashable
     ) -> None:
         found = await self.cluster(
-            operation, namespace=namespace, rooms=[sid], exclude=[], targets=[room]
+            operation,
+            namespace=namespace,
+            rooms=[sid],
+            exclude=[],
+            targets=[room],
+            single_sid=True,
         )
         if not found:
             raise KeyError(f"no socket {sid!r} in namespace {namespace!r} in the cluster")
@@ -162,7 +167,12 @@ class ClusterManager(socketio.AsyncManager):
         if self.is_local(sid, namespace):
             return bool(await super().can_disconnect(sid, namespace))
         found = await self.cluster(
-            "disconnect", namespace=namespace, rooms=[sid], exclude=[], close=False
+            "disconnect",
+            namespace=namespace,
+            rooms=[sid],
+            exclude=[],
+            close=False,
+            single_sid=True,
         )
         if not found:
             raise KeyError(f"no socket {sid!r} in namespace {namespace!r} in the cluster")
