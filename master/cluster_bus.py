@@ -123,6 +123,7 @@ class ClusterBus:
             _, dropped = self._outbox.popleft()
             self._outbox_size -= len(dropped)
             self.metrics.redis_buffer_dropped.inc()
+        self.metrics.redis_outbox.set(len(self._outbox))
         self._wakeup.set()
 
     async def run_publisher(self) -> None:
@@ -151,6 +152,7 @@ class ClusterBus:
                     if self._outbox:
                         _, body = self._outbox.popleft()
                         self._outbox_size -= len(body)
+                self.metrics.redis_outbox.set(len(self._outbox))
 
     # ---- broadcasts -----------------------------------------------------------
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -77,6 +77,14 @@ class Metrics:
             f"{PREFIX}_redis_buffer_dropped",
             "Outbound Redis messages dropped because the outage buffer was full",
             registry=r,
+        )
+        self.redis_outbox = Gauge(
+            f"{PREFIX}_redis_outbox_messages",
+            "Messages waiting to be published to Redis (grows during an outage)",
+            registry=r,
+        )
+        self.redis_reconnects = Counter(
+            f"{PREFIX}_redis_reconnects", "Times the subscriber subscribed again", registry=r
         )
         self.bad_frames = Counter(
             f"{PREFIX}_bad_frames", "Unreadable frames received from workers", registry=r

@@ -79,6 +79,7 @@ class Master:
         self.source: RedisSource | None = None
         self._adapter_pattern = b""
         self._subscribed_namespaces: set[str] = set()
+        self._subscriptions = 0
         self._background: set[asyncio.Task[None]] = set()
 
     # ---- workers -> master ----------------------------------------------------
@@ -247,6 +248,7 @@ class Master:
                 url,
                 [*self.config.patterns, channels.broadcast_pattern],
                 self._on_redis_message,
+                on_subscribed=self._on_subscribed,
                 client_name=f"{name}:sub",
             )
             if not await self._start_workers():
@@ -321,6 +323,11 @@ class Master:
             log.error("cluster failed to start: %s", exc)
             return False
         return True
+
+    def _on_subscribed(self) -> None:
+        if self._subscriptions:
+            self.metrics.redis_reconnects.inc()
+        self._subscriptions += 1
 
     def _subscribe_namespaces(self, namespaces: list[str]) -> None:
         """SUBSCRIBE the adapter's request/response channels of newly seen namespaces."""

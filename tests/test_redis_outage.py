@@ -1,0 +1,129 @@
+"""Redis goes away and comes back; a master that falls behind is cut off by Redis and recovers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from master.embedded_redis import EmbeddedRedis
+from tests.cluster import MasterProcess, until
+
+
+@pytest.fixture
+def own_redis() -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def publisher(own_redis: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(own_redis.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def publish_until_delivered(
+    publisher: aioredis.Redis, channel: str, body: dict[str, Any], done: Any, timeout: float = 15
+) -> None:
+    """Publish (again) until ``done()``: the subscriber may be resubscribing right now."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not done():
+        assert loop.time() < deadline, f"{channel} never delivered"
+        with contextlib.suppress(RedisError, OSError):
+            await publisher.publish(channel, json.dumps(body))
+        await asyncio.sleep(0.1)
+
+
+async def test_outage_keeps_local_traffic_buffers_outbound_and_resumes(
+    start_master: Any, own_redis: EmbeddedRedis, publisher: aioredis.Redis, clients: Any
+) -> None:
+    cluster: MasterProcess = await start_master(redis_url=own_redis.url, workers=2).ready()
+    a = await clients(cluster.url(0), "a")
+    b = await clients(cluster.url(1), "b")
+    await a.call("join", "team")
+    await b.call("join", "team")
+    await publisher.publish("ch:before", json.dumps({"to": "team", "data": 0}))
+    await b.wait_count("before", 1)
+
+    traffic = asyncio.create_task(_background_publishes(publisher, count=300))
+    own_redis.kill()
+    await cluster.wait_log(r"Redis subscriber lost")
+    # while Redis is down, a handler emit still reaches the sibling worker...
+    await a.call("emit", {"event": "during", "args": [1], "to": "team"})
+    await b.wait_count("during", 1)
+    # ...and its copy for other hosts waits in the outbound buffer
+    await until(lambda: cluster.metric("sio_master_redis_outbox_messages") >= 1, what="buffered")
+
+    own_redis.start()  # same port, empty
+    await cluster.wait_log(r"Redis is back", timeout=20)
+    await until(lambda: cluster.metric("sio_master_redis_outbox_messages") == 0, what="flushed")
+    assert cluster.metric("sio_master_redis_buffer_dropped_total") == 0
+    await traffic
+    fresh = aioredis.Redis.from_url(own_redis.url)
+    try:
+        await publish_until_delivered(
+            fresh, "ch:after", {"to": "team", "data": 2}, lambda: len(b.got("after")) >= 1
+        )
+    finally:
+        await fresh.aclose()
+    assert cluster.metric("sio_master_redis_reconnects_total") >= 1
+    assert cluster.metric("sio_master_workers_alive") == 2
+    assert cluster.proc is not None and cluster.proc.poll() is None
+    ids = [args[0] for args in b.got("load")]
+    assert len(ids) == len(set(ids))  # at most once, whatever the outage cut
+
+
+async def _background_publishes(publisher: aioredis.Redis, count: int) -> None:
+    """Bounded traffic across the outage; failures while Redis is down are expected."""
+    for i in range(count):
+        with contextlib.suppress(RedisError, OSError):
+            await publisher.publish("ch:load", json.dumps({"to": "team", "data": i}))
+        await asyncio.sleep(0.005)
+
+
+async def test_subscriber_cut_by_output_buffer_limit_reconnects(
+    start_master: Any, own_redis: EmbeddedRedis, publisher: aioredis.Redis, clients: Any
+) -> None:
+    cluster: MasterProcess = await start_master(redis_url=own_redis.url, workers=1).ready()
+    a = await clients(cluster.url(0), "a")
+    await publisher.config_set("client-output-buffer-limit", "pubsub 256kb 128kb 1")
+
+    async def subscriber_count() -> int:
+        listed = await publisher.client_list()
+        return sum(1 for c in listed if c.get("name", "").endswith(f":{cluster.pid}:sub"))
+
+    assert await subscriber_count() == 1
+    os.kill(cluster.pid, signal.SIGSTOP)  # the master falls behind
+    try:
+        payload = "x" * 10_000
+        for _ in range(100):  # at most ~100 MB; kernel buffers absorb the first megabytes
+            if await subscriber_count() == 0:
+                break
+            async with publisher.pipeline(transaction=False) as pipe:
+                for i in range(100):
+                    pipe.publish(
+                        "ch:flood", json.dumps({"data": i, "to": "nobody", "except": payload})
+                    )
+                await pipe.execute()
+        assert await subscriber_count() == 0  # Redis cut the slow subscriber
+    finally:
+        os.kill(cluster.pid, signal.SIGCONT)
+    await cluster.wait_log(r"Redis subscriber lost", timeout=10)
+    await cluster.wait_log(r"Redis is back", timeout=20)
+    await publish_until_delivered(publisher, "ch:ok", {"data": 1}, lambda: len(a.got("ok")) >= 1)
+    assert await subscriber_count() == 1
