@@ -177,8 +177,7 @@ class ClusterBus:
         try:
             message = decode_broadcast(body)
         except AdapterFormatError as exc:
-            self.metrics.rejected.labels(reason="bad_adapter_message").inc()
-            self._limiter.log(logging.WARNING, "broadcast", "bad broadcast on %r: %s", channel, exc)
+            self._unreadable(channel, exc)
             return
         if message.uid == self.uid or message.namespace != namespace:
             return
@@ -195,6 +194,11 @@ class ClusterBus:
             self._send_to_workers(
                 targets, encode_frame(Kind.BROADCAST, namespace, rooms, exclude, parts)
             )
+
+    def _unreadable(self, channel: str, exc: AdapterFormatError) -> None:
+        """Count and log (rate-limited) an adapter message we cannot read."""
+        self.metrics.rejected.labels(reason="bad_adapter_message").inc()
+        self._limiter.log(logging.WARNING, channel, "unreadable message on %r: %s", channel, exc)
 
     # ---- requests to other hosts ------------------------------------------------
 
@@ -295,8 +299,7 @@ class ClusterBus:
         try:
             message = decode_request(body)
         except AdapterFormatError as exc:
-            self.metrics.rejected.labels(reason="bad_adapter_message").inc()
-            self._limiter.log(logging.WARNING, "request", "bad message on %r: %s", channel, exc)
+            self._unreadable(channel, exc)
             return
         if kind == "response":
             self._on_response(message)

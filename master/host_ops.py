@@ -52,8 +52,8 @@ class HostOperations:
             raise ValueError("a request needs a namespace")
         if operation in FANOUT_OPERATIONS:
             local = await self.on_workers(operation, args)
-            if self.remote is None:
-                return local
+            if self.remote is None or (args.get("single_sid") and local):
+                return local  # a socket lives on one host only: found here, done
             return combine(operation, [local, await self.remote.request(operation, args)])
         if operation == "emit_ack":
             owners = self.table.route(namespace, [args["sid"]])

@@ -23,6 +23,26 @@ def redis_server() -> Iterator[EmbeddedRedis]:
 
 
 @pytest.fixture
+def own_redis() -> Iterator[EmbeddedRedis]:
+    """A private redis-server for one test (it may kill or restart it)."""
+    server = EmbeddedRedis().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: EmbeddedRedis) -> Iterator[MasterProcess]:
+    """One master with two workers, shared by the tests of a module."""
+    master = MasterProcess(redis_server.url, workers=2).start()
+    try:
+        yield master.ready_sync()
+    finally:
+        master.cleanup()
+
+
+@pytest.fixture
 async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_server.url)
     try:

@@ -4,23 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 
-from master.embedded_redis import EmbeddedRedis
 from tests.cluster import MasterProcess, Recorder, until
-
-
-@pytest.fixture(scope="module")
-def cluster(redis_server: EmbeddedRedis) -> Iterator[MasterProcess]:
-    master = MasterProcess(redis_server.url, workers=2).start()
-    try:
-        yield master.ready_sync()
-    finally:
-        master.cleanup()
 
 
 async def op(client: Recorder, name: str, **spec: Any) -> Any:

@@ -86,6 +86,11 @@ async def test_remote_room_operations_and_acks_across_hosts(
     assert await b0.call("join", "probe") == ["far-room", "probe"]
     assert await op(a0, "leave_room", sid=b0.sid(), room="far-room") == "ok"
     assert await b0.call("join", "probe") == ["probe"]
+    # a socket of this host is handled here, without waiting for other hosts
+    started = asyncio.get_running_loop().time()
+    assert await op(a0, "enter_room", sid=a1.sid(), room="near-room") == "ok"
+    assert asyncio.get_running_loop().time() - started < 2.5  # the remote timeout is 5 s
+    assert await a1.call("join", "probe") == ["near-room", "probe"]
     # an unknown sid is an error once every host has had its chance to answer
     result = await op(a0, "enter_room", sid="nobody", room="r")
     assert result["error"].startswith("KeyError")

@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,15 +16,6 @@ from redis.exceptions import RedisError
 
 from master.embedded_redis import EmbeddedRedis
 from tests.cluster import MasterProcess, until
-
-
-@pytest.fixture
-def own_redis() -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis().start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -10,25 +10,13 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 
-from master.embedded_redis import EmbeddedRedis
 from tests.cluster import MasterProcess, Recorder, until
 
 _tokens = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def cluster(redis_server: EmbeddedRedis) -> Iterator[MasterProcess]:
-    master = MasterProcess(redis_server.url, workers=2).start()
-    try:
-        yield master.ready_sync()
-    finally:
-        master.cleanup()
 
 
 async def publish(redis: aioredis.Redis, channel: str, body: Any) -> None:

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,15 +21,6 @@ from tests.cluster import REPO, MasterProcess, Recorder, is_running, until
 
 TTL = "2"
 SCHEMA = Schema("socket.io")
-
-
-@pytest.fixture
-def own_redis() -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis().start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

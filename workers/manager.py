@@ -196,21 +196,19 @@ class ClusterManager(socketio.AsyncManager):
         self, rooms: Any, to: Any = None, exclude: Any = None, namespace: str = "/"
     ) -> int:
         """Make the matching sockets of the whole cluster join ``rooms``; return how many."""
-        count: int = await self.cluster(
-            "join",
-            namespace=namespace,
-            rooms=_rooms_or_none(to),
-            exclude=_as_list(exclude),
-            targets=_as_list(rooms),
-        )
-        return count
+        return await self._sockets_membership("join", rooms, to, exclude, namespace)
 
     async def sockets_leave(
         self, rooms: Any, to: Any = None, exclude: Any = None, namespace: str = "/"
     ) -> int:
         """Make the matching sockets of the whole cluster leave ``rooms``; return how many."""
+        return await self._sockets_membership("leave", rooms, to, exclude, namespace)
+
+    async def _sockets_membership(
+        self, operation: str, rooms: Any, to: Any, exclude: Any, namespace: str
+    ) -> int:
         count: int = await self.cluster(
-            "leave",
+            operation,
             namespace=namespace,
             rooms=_rooms_or_none(to),
             exclude=_as_list(exclude),
