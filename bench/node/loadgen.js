@@ -1,0 +1,74 @@
+// The load generator of scripts/bench.py: C websocket clients speaking engine.io v4 frames
+// directly (about twice as light as socket.io-client), spread over the given ports; client i
+// joins room r{i % rooms} and waits for the ack. Prints "READY <json sids>" once all joined.
+// Commands on stdin, one per line:
+//   STATS -> prints one JSON line {received, latencies_ms} and resets both
+//   QUIT  -> closes every client and exits
+// A received event whose first argument has "t" (ms since the epoch, as a float) adds
+// now - t to the latencies (the publisher and this process share the machine's clock).
+// Usage: node loadgen.js '{"ports":[8000,8001],"clients":200,"rooms":20}'
+"use strict";
+const WebSocket = require("ws");
+const readline = require("readline");
+const { performance } = require("perf_hooks");
+
+const config = JSON.parse(process.argv[2]);
+const now = () => performance.timeOrigin + performance.now();
+let received = 0;
+let latencies = [];
+const sockets = [];
+
+function connect(i) {
+  return new Promise((resolve, reject) => {
+    const port = config.ports[i % config.ports.length];
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket`, {
+      perMessageDeflate: false,
+    });
+    let sid = null;
+    ws.on("error", reject);
+    ws.on("message", (buffer) => {
+      const text = buffer.toString();
+      if (text.startsWith("42")) {
+        received++;
+        const at = text.indexOf('"t":');
+        if (at > 0) latencies.push(now() - parseFloat(text.slice(at + 4)));
+      } else if (text === "2") {
+        ws.send("3");
+      } else if (text.startsWith("0")) {
+        ws.send("40");
+      } else if (text.startsWith("40")) {
+        sid = JSON.parse(text.slice(2)).sid;
+        ws.send(`421["join","r${i % config.rooms}"]`);
+      } else if (text.startsWith("431")) {
+        resolve(sid);
+      }
+    });
+    sockets.push(ws);
+  });
+}
+
+async function main() {
+  const sids = [];
+  for (let start = 0; start < config.clients; start += 50) {
+    const batch = [];
+    for (let i = start; i < Math.min(start + 50, config.clients); i++) batch.push(connect(i));
+    sids.push(...(await Promise.all(batch)));
+  }
+  console.log("READY " + JSON.stringify(sids));
+  const rl = readline.createInterface({ input: process.stdin });
+  rl.on("line", (line) => {
+    if (line === "STATS") {
+      console.log(JSON.stringify({ received, latencies_ms: latencies }));
+      received = 0;
+      latencies = [];
+    } else if (line === "QUIT") {
+      for (const ws of sockets) ws.terminate();
+      process.exit(0);
+    }
+  });
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,547 @@
+"""Benchmark this cluster against its peers in one run, on one machine.
+
+Systems, each with the same number of server processes and the same tiny app (a
+``join`` event that puts the socket in a room):
+
+- ``ours``: ``python -m master --workers N``;
+- ``python-socketio``: ``AsyncServer`` + ``AsyncRedisManager``, one process per port;
+- ``node``: socket.io 4.x + @socket.io/redis-adapter 8.x (``bench/node``, ``npm ci``).
+
+C websocket clients (a Node load generator speaking engine.io frames) spread over
+the ports; client i joins room ``r{i % 20}``. An external publisher sends, in each
+system's own format (our ``ch:*`` JSON; python-socketio's pub/sub JSON; the Node
+emitter's msgpack), to one random sid, to one room of C/20, and to everyone: at
+the highest rate (pipelined) and at a fixed rate for latency. It prints a markdown
+table, writes JSON and draws a PNG chart.
+
+    python scripts/bench.py            # full run
+    python scripts/bench.py --quick    # under 2 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hiredis
+import orjson
+import redis.asyncio as aioredis
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from master.adapter_wire import Channels, broadcast_channel, encode_broadcast  # noqa: E402
+from master.embedded_redis import EmbeddedRedis  # noqa: E402
+from tests.cluster import descendants, free_port_block  # noqa: E402
+
+NODE_DIR = REPO / "bench" / "node"
+ROOMS = 20
+SCENARIOS = ("sid", "room", "all")
+CLK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pids: set[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK
+        except OSError:
+            pass
+    return total
+
+
+def rss_bytes(pids: set[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except OSError:
+            pass
+    return total
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class System:
+    """One system under test: start, its server pids, and its publishing format."""
+
+    name = ""
+
+    def __init__(self, url: str, processes: int) -> None:
+        self.url = url
+        self.processes = processes
+        self.base = free_port_block(processes + 1)
+        self.ports = [self.base + i for i in range(processes)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def pids(self) -> set[int]:
+        found = {p.pid for p in self.procs}
+        for p in self.procs:
+            found |= descendants(p.pid)
+        return found
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def message(self, target: str | None, payload: dict[str, Any]) -> tuple[str, bytes]:
+        raise NotImplementedError
+
+
+class Ours(System):
+    name = "ours"
+
+    def __init__(self, url: str, processes: int, extra: list[str] | None = None) -> None:
+        super().__init__(url, processes)
+        self.extra = extra or []
+
+    def start(self) -> None:
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "master",
+                    "--workers",
+                    str(self.processes),
+                    "--port",
+                    str(self.base),
+                    "--redis-url",
+                    self.url,
+                    "--app",
+                    "bench.app:setup",
+                    "--app-dir",
+                    str(REPO),
+                    "--log-level",
+                    "warning",
+                    *self.extra,
+                ],
+                cwd=REPO,
+            )
+        )
+        for port in self.ports:
+            wait_port(port)
+
+    def message(self, target: str | None, payload: dict[str, Any]) -> tuple[str, bytes]:
+        body: dict[str, Any] = {"data": payload}
+        if target is not None:
+            body["to"] = target
+        return "ch:bench", orjson.dumps(body)
+
+
+class PythonSocketIO(System):
+    name = "python-socketio"
+
+    def start(self) -> None:
+        for port in self.ports:
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(REPO / "bench" / "pysio_server.py"), str(port), self.url],
+                    cwd=REPO,
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+        for port in self.ports:
+            wait_port(port)
+
+    def message(self, target: str | None, payload: dict[str, Any]) -> tuple[str, bytes]:
+        return "socketio", orjson.dumps(
+            {
+                "method": "emit",
+                "event": "bench",
+                "data": [payload],
+                "binary": False,
+                "namespace": "/",
+                "room": target,
+                "skip_sid": None,
+                "callback": None,
+                "host_id": "bench-publisher",
+            }
+        )
+
+
+class Node(System):
+    name = "node"
+    channels = Channels()
+
+    def start(self) -> None:
+        for port in self.ports:
+            self.procs.append(
+                subprocess.Popen(
+                    ["node", str(NODE_DIR / "server.js"), str(port), self.url],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+        for port in self.ports:
+            wait_port(port)
+
+    def message(self, target: str | None, payload: dict[str, Any]) -> tuple[str, bytes]:
+        rooms = None if target is None else [target]
+        body = encode_broadcast("emitter", "/", ["bench", payload], rooms, [])
+        return broadcast_channel(self.channels, "/", rooms), body
+
+
+class LoadGenerator:
+    """The Node websocket clients; counts what they receive and the latencies."""
+
+    def __init__(self, ports: list[int], clients: int) -> None:
+        config = json.dumps({"ports": ports, "clients": clients, "rooms": ROOMS})
+        self.proc = subprocess.Popen(
+            ["node", str(NODE_DIR / "loadgen.js"), config],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY "):
+            raise RuntimeError(f"load generator failed: {line!r}")
+        self.sids: list[str] = json.loads(line[6:])
+
+    def stats(self) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("STATS\n")
+        self.proc.stdin.flush()
+        result: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        return result
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("QUIT\n")
+        self.proc.stdin.flush()
+        self.proc.wait(10)
+
+
+@dataclass
+class Scenario:
+    name: str
+    per_message: int  # deliveries each message makes
+
+    def target(self, sids: list[str]) -> str | None:
+        if self.name == "sid":
+            return random.choice(sids)
+        if self.name == "room":
+            return f"r{random.randrange(ROOMS)}"
+        return None
+
+
+async def publish(r: aioredis.Redis, messages: list[tuple[str, bytes]]) -> float:
+    started = time.perf_counter()
+    for i in range(0, len(messages), 1000):
+        async with r.pipeline(transaction=False) as pipe:
+            for channel, body in messages[i : i + 1000]:
+                pipe.publish(channel, body)
+            await pipe.execute()
+    return time.perf_counter() - started
+
+
+async def drain(
+    load: LoadGenerator, expected: int, stall: float = 2.0, limit: float = 60
+) -> tuple[int, float, list[float]]:
+    """Collect deliveries until ``expected`` or no progress for ``stall`` seconds."""
+    started = time.perf_counter()
+    received, latencies, last_progress = 0, [], started
+    while received < expected:
+        await asyncio.sleep(0.05)
+        stats = load.stats()
+        if stats["received"]:
+            received += stats["received"]
+            latencies += stats["latencies_ms"]
+            last_progress = time.perf_counter()
+        elif time.perf_counter() - last_progress > stall or time.perf_counter() - started > limit:
+            break
+    return received, last_progress - started, latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+
+async def subscribed(r: aioredis.Redis, system: System) -> None:
+    """Wait until the system's Redis subscriptions exist, so no published message is lost."""
+    for _ in range(1000):
+        if system.name == "python-socketio":
+            counts = await r.pubsub_numsub("socketio")
+            ready = bool(counts) and counts[0][1] >= system.processes
+        else:
+            ready = await r.pubsub_numpat() >= (2 if system.name == "ours" else system.processes)
+        if ready:
+            return
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"{system.name} never subscribed")
+
+
+async def run_system(system: System, r: aioredis.Redis, args: argparse.Namespace) -> dict[str, Any]:
+    system.start()
+    pids = system.pids()
+    idle_rss = rss_bytes(pids)
+    load = LoadGenerator(system.ports, args.clients)
+    await subscribed(r, system)
+
+    result: dict[str, Any] = {
+        "rss_per_connection_kb": round(
+            (rss_bytes(system.pids()) - idle_rss) / args.clients / 1024, 1
+        ),
+        "redis_connections": sum(1 for c in await r.client_list() if c.get("name") != "bench"),
+        "scenarios": {},
+    }
+    try:
+        for scenario in (
+            Scenario("sid", 1),
+            Scenario("room", args.clients // ROOMS),
+            Scenario("all", args.clients),
+        ):
+            count = args.messages[scenario.name]
+            messages = [system.message(scenario.target(load.sids), {"i": i}) for i in range(count)]
+            pids = system.pids()
+            cpu0, load_cpu0 = cpu_seconds(pids), cpu_seconds({load.proc.pid})
+            publish_seconds = await publish(r, messages)
+            delivered, seconds, _ = await drain(load, count * scenario.per_message)
+            cpu = cpu_seconds(pids) - cpu0
+            load_cpu = cpu_seconds({load.proc.pid}) - load_cpu0
+            rate = args.rates[scenario.name]
+            latency_count = int(rate * args.latency_seconds)
+            sent = 0
+            started = time.perf_counter()
+            while sent < latency_count:
+                due = int((time.perf_counter() - started) * rate) + 1
+                batch = [
+                    system.message(scenario.target(load.sids), {"t": time.time() * 1000, "i": i})
+                    for i in range(sent, min(due, latency_count))
+                ]
+                if batch:
+                    await publish(r, batch)
+                    sent += len(batch)
+                await asyncio.sleep(0.002)
+            _, _, latencies = await drain(load, latency_count * scenario.per_message)
+            result["scenarios"][scenario.name] = {
+                "published_per_s": round(count / publish_seconds),
+                "delivered_per_s": round(delivered / seconds) if seconds else 0,
+                "fraction_delivered": round(delivered / (count * scenario.per_message), 4),
+                "cpu_ms_per_1k": round(cpu * 1000 / max(delivered, 1) * 1000, 1),
+                "loadgen_cpu_share": round(load_cpu / seconds, 2) if seconds else 0,
+                "latency_rate_per_s": rate,
+                "p50_ms": round(percentile(latencies, 0.50), 2),
+                "p99_ms": round(percentile(latencies, 0.99), 2),
+                "max_ms": round(max(latencies), 2) if latencies else float("nan"),
+            }
+    finally:
+        load.close()
+        system.stop()
+    return result
+
+
+def ceiling_stream(count: int) -> list[tuple[str, bytes]]:
+    """ch:* messages to sid-like targets: what both readers of the ceiling take."""
+    return [
+        ("ch:bench", orjson.dumps({"to": f"sid{i % 997:019d}", "data": {"i": i}}))
+        for i in range(count)
+    ]
+
+
+async def raw_reader_rate(url: str, r: aioredis.Redis, count: int) -> float:
+    """Drain rate of a bare hiredis PSUBSCRIBE reader: messages queued first, then read."""
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$4\r\nch:*\r\n")
+    parser = hiredis.Reader()
+    while parser.gets() is False:
+        parser.feed(await reader.read(1024))
+    await publish(r, ceiling_stream(count))  # queued in Redis and the socket meanwhile
+    got = 0
+    started = time.perf_counter()
+    while got < count:
+        parser.feed(await reader.read(1 << 16))
+        while parser.gets() is not False:
+            got += 1
+    seconds = time.perf_counter() - started
+    writer.close()
+    return count / seconds
+
+
+async def master_rate(url: str, r: aioredis.Redis, count: int) -> float:
+    """Drain rate of our master on the same stream: it is stopped while the stream queues."""
+    metrics_port = free_port_block(1)
+    system = Ours(url, 2, ["--metrics-port", str(metrics_port)])
+    system.start()
+    master_pid = system.procs[0].pid
+
+    def received() -> float:
+        url_ = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url_, timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith("sio_master_messages_received_total"):
+                    return float(line.split()[-1])
+        return 0.0
+
+    try:
+        await subscribed(r, system)
+        base = received()
+        os.kill(master_pid, signal.SIGSTOP)
+        try:
+            await publish(r, ceiling_stream(count))
+        finally:
+            os.kill(master_pid, signal.SIGCONT)
+        started = time.perf_counter()
+        while received() - base < count and time.perf_counter() - started < 60:
+            await asyncio.sleep(0.005)
+        return count / (time.perf_counter() - started)
+    finally:
+        system.stop()
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = list(results["systems"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / len(systems)
+    for i, name in enumerate(systems):
+        scenarios = results["systems"][name]["scenarios"]
+        xs = [j + i * width for j in range(len(SCENARIOS))]
+        axes[0].bar(xs, [scenarios[s]["delivered_per_s"] for s in SCENARIOS], width, label=name)
+        axes[1].bar(xs, [scenarios[s]["p99_ms"] for s in SCENARIOS], width, label=name)
+    for ax, title in zip(
+        axes, ("delivered messages/s (max rate)", "p99 latency ms (fixed rate)"), strict=True
+    ):
+        ax.set_xticks([j + width * (len(systems) - 1) / 2 for j in range(len(SCENARIOS))])
+        ax.set_xticklabels(["to one sid", "to a room", "to everyone"])
+        ax.set_title(title)
+        ax.legend()
+    fig.suptitle(
+        f"{results['clients']} clients, {results['processes']} processes, {results['machine']}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| system | scenario | published/s | delivered/s | delivered | CPU ms per 1k | "
+        "loadgen CPU | p50 ms | p99 ms | max ms | RSS KB/conn | Redis conns |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, system in results["systems"].items():
+        for scenario in SCENARIOS:
+            s = system["scenarios"][scenario]
+            cells = [
+                name,
+                scenario,
+                f"{s['published_per_s']:,}",
+                f"{s['delivered_per_s']:,}",
+                f"{s['fraction_delivered']:.1%}",
+                s["cpu_ms_per_1k"],
+                f"{s['loadgen_cpu_share']:.0%}",
+                s["p50_ms"],
+                s["p99_ms"],
+                s["max_ms"],
+                system["rss_per_connection_kb"],
+                system["redis_connections"],
+            ]
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    ceiling = results["master_ceiling"]
+    lines.append("")
+    lines.append(
+        f"Master ceiling: {ceiling['master_per_s']:,} msgs/s routed vs "
+        f"{ceiling['raw_reader_per_s']:,} msgs/s for a raw hiredis PSUBSCRIBE reader "
+        f"({ceiling['ratio']:.2f}x)."
+    )
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR, check=True)
+    server = EmbeddedRedis().start()
+    r = aioredis.Redis.from_url(server.url, client_name="bench")
+    results: dict[str, Any] = {
+        "clients": args.clients,
+        "processes": args.processes,
+        "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
+        "systems": {},
+    }
+    try:
+        for cls in (Ours, PythonSocketIO, Node):
+            if args.only and cls.name not in args.only:
+                continue
+            print(f"running {cls.name} ...", file=sys.stderr)
+            results["systems"][cls.name] = await run_system(
+                cls(server.url, args.processes), r, args
+            )
+        raw = await raw_reader_rate(server.url, r, args.ceiling_messages)
+        routed = await master_rate(server.url, r, args.ceiling_messages)
+        results["master_ceiling"] = {
+            "raw_reader_per_s": round(raw),
+            "master_per_s": round(routed),
+            "ratio": round(routed / raw, 3),
+        }
+    finally:
+        await r.aclose()
+        server.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="smaller counts: under 2 minutes")
+    parser.add_argument("--only", nargs="*", help="run only these systems")
+    parser.add_argument("--out", default="bench-results", help="folder for JSON and PNG")
+    args = parser.parse_args()
+    scale = 0.2 if args.quick else 1.0
+    args.messages = {"sid": int(20000 * scale), "room": int(5000 * scale), "all": int(1000 * scale)}
+    args.rates = {"sid": 2000, "room": 2000, "all": 100}
+    args.latency_seconds = 1.0 if args.quick else 3.0
+    args.ceiling_messages = int(50000 * scale)
+    results = asyncio.run(main_async(args))
+    out = Path(args.out)
+    out.mkdir(exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(results, indent=2))
+    chart(results, out / "bench.png")
+    print(table(results))
+    print(f"\nJSON: {out / 'bench.json'}  chart: {out / 'bench.png'}")
+
+
+if __name__ == "__main__":
+    main()
