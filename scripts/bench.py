@@ -271,13 +271,16 @@ async def publish(r: aioredis.Redis, messages: list[tuple[str, bytes]]) -> float
 
 
 async def drain(
-    load: LoadGenerator, expected: int, stall: float = 2.0, limit: float = 60
+    load: LoadGenerator, expected: int, started: float, stall: float = 2.0, limit: float = 60
 ) -> tuple[int, float, list[float]]:
-    """Collect deliveries until ``expected`` or no progress for ``stall`` seconds."""
-    started = time.perf_counter()
+    """Collect deliveries until ``expected`` or no progress for ``stall`` seconds.
+
+    Returns what arrived, the seconds from ``started`` (before publishing began) to the
+    last delivery seen, and the latencies the load generator measured.
+    """
     received, latencies, last_progress = 0, [], started
     while received < expected:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)
         stats = load.stats()
         if stats["received"]:
             received += stats["received"]
@@ -298,11 +301,12 @@ def percentile(values: list[float], q: float) -> float:
 async def subscribed(r: aioredis.Redis, system: System) -> None:
     """Wait until the system's Redis subscriptions exist, so no published message is lost."""
     for _ in range(1000):
-        if system.name == "python-socketio":
-            counts = await r.pubsub_numsub("socketio")
-            ready = bool(counts) and counts[0][1] >= system.processes
+        if system.name == "ours":
+            ready = await r.pubsub_numpat() >= 2  # unique patterns: ch:* and socket.io#*
         else:
-            ready = await r.pubsub_numpat() >= (2 if system.name == "ours" else system.processes)
+            channel = "socketio" if system.name == "python-socketio" else "socket.io-request#/#"
+            counts = await r.pubsub_numsub(channel)
+            ready = bool(counts) and counts[0][1] >= system.processes
         if ready:
             return
         await asyncio.sleep(0.01)
@@ -313,17 +317,23 @@ async def run_system(system: System, r: aioredis.Redis, args: argparse.Namespace
     system.start()
     pids = system.pids()
     idle_rss = rss_bytes(pids)
-    load = LoadGenerator(system.ports, args.clients)
-    await subscribed(r, system)
+    try:
+        load = LoadGenerator(system.ports, args.clients)
+    except BaseException:
+        system.stop()
+        raise
 
     result: dict[str, Any] = {
         "rss_per_connection_kb": round(
             (rss_bytes(system.pids()) - idle_rss) / args.clients / 1024, 1
         ),
-        "redis_connections": sum(1 for c in await r.client_list() if c.get("name") != "bench"),
         "scenarios": {},
     }
     try:
+        await subscribed(r, system)
+        result["redis_connections"] = sum(
+            1 for c in await r.client_list() if c.get("name") != "bench"
+        )
         for scenario in (
             Scenario("sid", 1),
             Scenario("room", args.clients // ROOMS),
@@ -333,8 +343,9 @@ async def run_system(system: System, r: aioredis.Redis, args: argparse.Namespace
             messages = [system.message(scenario.target(load.sids), {"i": i}) for i in range(count)]
             pids = system.pids()
             cpu0, load_cpu0 = cpu_seconds(pids), cpu_seconds({load.proc.pid})
+            publish_started = time.perf_counter()
             publish_seconds = await publish(r, messages)
-            delivered, seconds, _ = await drain(load, count * scenario.per_message)
+            delivered, seconds, _ = await drain(load, count * scenario.per_message, publish_started)
             cpu = cpu_seconds(pids) - cpu0
             load_cpu = cpu_seconds({load.proc.pid}) - load_cpu0
             rate = args.rates[scenario.name]
@@ -351,7 +362,9 @@ async def run_system(system: System, r: aioredis.Redis, args: argparse.Namespace
                     await publish(r, batch)
                     sent += len(batch)
                 await asyncio.sleep(0.002)
-            _, _, latencies = await drain(load, latency_count * scenario.per_message)
+            _, _, latencies = await drain(
+                load, latency_count * scenario.per_message, time.perf_counter()
+            )
             result["scenarios"][scenario.name] = {
                 "published_per_s": round(count / publish_seconds),
                 "delivered_per_s": round(delivered / seconds) if seconds else 0,

@@ -10,6 +10,7 @@ async function main() {
   const [port, url] = [Number(process.argv[2]), process.argv[3]];
   const pub = createClient({ url });
   const sub = pub.duplicate();
+  for (const client of [pub, sub]) client.on("error", (err) => console.error(`redis: ${err.message}`));
   await Promise.all([pub.connect(), sub.connect()]);
   const io = new Server({ transports: ["websocket"], adapter: createAdapter(pub, sub) });
   io.on("connection", (socket) => {
