@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -25,9 +26,11 @@ class _StateCollector(Collector):
         self,
         sockets: Callable[[], Mapping[int, int]],
         alive: Callable[[], int],
+        worker_stats: Callable[[], Mapping[int, Mapping[str, Any]]],
     ) -> None:
         self._sockets = sockets
         self._alive = alive
+        self._worker_stats = worker_stats
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         sockets = GaugeMetricFamily(
@@ -41,6 +44,14 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             f"{PREFIX}_workers_alive", "Worker processes currently running", value=self._alive()
         )
+        slow = GaugeMetricFamily(
+            f"{PREFIX}_slow_clients_dropped",
+            "Connections a worker aborted for not reading (since that worker started)",
+            labels=["worker"],
+        )
+        for worker, stats in sorted(self._worker_stats().items()):
+            slow.add_metric([str(worker)], stats.get("slow_clients_dropped", 0))
+        yield slow
 
 
 class Metrics:
@@ -91,10 +102,13 @@ class Metrics:
         )
 
     def watch_state(
-        self, sockets: Callable[[], Mapping[int, int]], alive: Callable[[], int]
+        self,
+        sockets: Callable[[], Mapping[int, int]],
+        alive: Callable[[], int],
+        worker_stats: Callable[[], Mapping[int, Mapping[str, Any]]],
     ) -> None:
         """Expose the current-state gauges, read from the master at scrape time."""
-        self.registry.register(_StateCollector(sockets, alive))
+        self.registry.register(_StateCollector(sockets, alive, worker_stats))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

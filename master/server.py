@@ -66,7 +66,11 @@ class Master:
             self._on_worker_request,
         )
         self.operations = HostOperations(self.table, self.supervisor)
-        self.metrics.watch_state(self.table.sockets_per_worker, self.supervisor.alive_count)
+        self.metrics.watch_state(
+            self.table.sockets_per_worker,
+            self.supervisor.alive_count,
+            lambda: {w: h.stats for w, h in self.supervisor.handles.items()},
+        )
         self.namespaces: frozenset[str] | str = frozenset()
         self._prefixes = {p.encode(): event_prefix(p) for p in config.patterns}
         self._routed: dict[int, Counter] = {}

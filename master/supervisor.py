@@ -55,6 +55,7 @@ class WorkerHandle:
     namespaces: list[str] | str = field(default_factory=list)
     last_pong: float = field(default_factory=time.monotonic)
     rpc: Rpc | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -166,6 +167,8 @@ class Supervisor:
             handle.link.send(encode_frame(Kind.SYNCED, *fields), droppable=False)
         elif kind is Kind.PONG:
             handle.last_pong = time.monotonic()
+            if len(fields) > 1 and isinstance(fields[1], dict):
+                handle.stats = fields[1]
         elif kind is Kind.READY:
             handle.ready.set()
             self._startup_progress.set()

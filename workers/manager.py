@@ -301,10 +301,10 @@ class ClusterManager(socketio.AsyncManager):
         encoded = pkt.encode()
         parts = encoded if isinstance(encoded, list) else [encoded]
         if rooms is not None and all(self._is_local_sid(namespace, r) for r in rooms):
-            await self.deliver(namespace, rooms, exclude, parts)
+            self.deliver(namespace, rooms, exclude, parts)
             return
         frame = encode_frame(Kind.BROADCAST, namespace, rooms, exclude, parts)
-        await self.deliver(namespace, rooms, exclude, parts)
+        self.deliver(namespace, rooms, exclude, parts)
         if self.link is not None and not self.link.send(frame):
             log.warning(
                 "master pipe backlog full: emit of %r not forwarded to sibling workers", event
@@ -354,7 +354,7 @@ class ClusterManager(socketio.AsyncManager):
             if sid not in excluded
         ]
 
-    async def deliver(
+    def deliver(
         self,
         namespace: str,
         rooms: Sequence[Hashable] | None,
@@ -368,7 +368,11 @@ class ClusterManager(socketio.AsyncManager):
         """
         recipients = self.select(namespace, rooms, exclude)
         packets = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]
+        sockets = self.server.eio.sockets
         for _, eio_sid in recipients:
-            for p in packets:
-                await self.server._send_eio_packet(eio_sid, p)
+            eio_socket = sockets.get(eio_sid)
+            if eio_socket is None or eio_socket.closed:
+                continue
+            for p in packets:  # straight onto the socket's queue: no task, no await
+                eio_socket.queue.put_nowait(p)
         return len(recipients)

@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import socket
-from collections import deque
 from typing import Any
 
 import socketio
@@ -24,6 +23,7 @@ from wire.frames import Kind, encode_frame
 from wire.link import FrameLink
 from wire.rpc import Rpc
 from workers.app_loader import apply_app, load_app
+from workers.fast_ws import CoalescingWebSocket, SlowClients
 from workers.local_ops import handle_request
 from workers.manager import ClusterManager
 
@@ -43,13 +43,13 @@ class Worker:
         self.manager = ClusterManager()
         self._stop = asyncio.Event()
         self._orphaned = False
-        self._deliveries: deque[list[Any]] = deque()
-        self._delivery_wakeup = asyncio.Event()
 
     def _on_frame(self, kind: Kind, fields: list[Any], body: bytes) -> None:
         if kind is Kind.BROADCAST:
-            self._deliveries.append(fields)
-            self._delivery_wakeup.set()
+            try:
+                self.manager.deliver(*fields)
+            except Exception:  # one bad delivery must not stop the link
+                log.exception("delivery to namespace %r failed", fields[0] if fields else None)
         elif kind is Kind.REQUEST or kind is Kind.RESPONSE:
             assert self.manager.rpc is not None
             self.manager.rpc.on_frame(kind, fields)
@@ -57,7 +57,8 @@ class Worker:
             self.manager.synced(*fields)
         elif kind is Kind.PING:
             assert self.manager.link is not None
-            self.manager.link.send(encode_frame(Kind.PONG, *fields), droppable=False)
+            stats = {"slow_clients_dropped": SlowClients.dropped}
+            self.manager.link.send(encode_frame(Kind.PONG, *fields, stats), droppable=False)
         elif kind is Kind.STOP:
             log.info("stop requested by the master")
             self._stop.set()
@@ -72,18 +73,6 @@ class Worker:
             if self.manager.rpc is not None:
                 self.manager.rpc.fail_all("the master is gone")
             self._stop.set()
-
-    async def _deliver_forever(self) -> None:
-        """Deliver BROADCAST frames in arrival order (one consumer keeps the order)."""
-        while True:
-            await self._delivery_wakeup.wait()
-            self._delivery_wakeup.clear()
-            while self._deliveries:
-                namespace, rooms, exclude, parts = self._deliveries.popleft()
-                try:
-                    await self.manager.deliver(namespace, rooms, exclude, parts)
-                except Exception:
-                    log.exception("delivery to namespace %r failed", namespace)
 
     def _namespaces(self, sio: socketio.AsyncServer) -> list[str] | str:
         if sio.namespaces == "*":
@@ -111,6 +100,8 @@ class Worker:
             client_manager=self.manager,
             cors_allowed_origins=origins if origins != ["*"] else "*",
         )
+        # each tick's frames to a connection in one write (see workers.fast_ws)
+        sio.eio._async = {**sio.eio._async, "websocket": CoalescingWebSocket}
         await apply_app(load_app(self.config["app"], self.config["app_dir"]), sio)
         link.send(encode_frame(Kind.HELLO, self.worker_id, os.getpid(), self._namespaces(sio)))
 
@@ -124,7 +115,6 @@ class Worker:
         except OSError as exc:
             log.error("cannot listen on %s:%d: %s", self.config["host"], self.port, exc)
             raise SystemExit(1) from None
-        delivery = asyncio.create_task(self._deliver_forever())
         log.info("listening on %s:%d", self.config["host"], self.port)
         link.send(encode_frame(Kind.READY, self.port), droppable=False)
 
@@ -136,7 +126,6 @@ class Worker:
             await asyncio.wait_for(self._shutdown(site, runner, sio), timeout)
         except TimeoutError:
             log.warning("graceful shutdown timed out; exiting anyway")
-        delivery.cancel()
         link.close()
         return self._orphaned
 
