@@ -9,6 +9,7 @@ import socket
 import struct
 from typing import Any
 
+import aiohttp
 import redis.asyncio as aioredis
 
 from tests.cluster import MasterProcess, until
@@ -72,3 +73,24 @@ async def test_slow_client_is_aborted_and_counted_while_others_receive(
         assert healthy.client.connected
     finally:
         stalled.close()
+
+
+async def test_permessage_deflate_clients_still_get_every_message(
+    cluster: MasterProcess, redis_client: aioredis.Redis
+) -> None:
+    url = f"ws://127.0.0.1:{cluster.port_of(1)}/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url, compress=15) as ws:
+        assert ws.compress == 15  # the server accepted permessage-deflate
+        assert (await ws.receive_str()).startswith("0")
+        await ws.send_str("40")
+        assert (await ws.receive_str()).startswith("40{")
+        for i in range(3):
+            await redis_client.publish("ch:zipped", json.dumps({"data": ["y" * 5000, i]}))
+        got = []
+        while len(got) < 3:
+            text = await ws.receive_str()
+            if text == "2":
+                await ws.send_str("3")
+            else:
+                got.append(text)
+        assert got == [f'42["zipped",["{"y" * 5000}",{i}]]' for i in range(3)]
