@@ -1,5 +1,7 @@
 """The host's one Redis subscriber: PSUBSCRIBE the patterns, hand every message on, reconnect.
 
+The connection itself is :mod:`master.resp_subscriber` (hiredis, no client library).
+
 Why reconnect by hand: a pub/sub connection that Redis closes (restart, failover,
 ``client-output-buffer-limit pubsub``) loses every subscription; the well-known
 failure of other adapters is to keep running deaf. Here any connection error
@@ -11,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from master.resp_subscriber import SubscriberError, SubscriberProtocol, connect
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,7 @@ MessageHandler = Callable[[bytes | None, bytes, bytes], None]  # pattern (None: 
 
 BACKOFF_FIRST = 0.2
 BACKOFF_CAP = 5.0
+HEALTH_INTERVAL = 15.0  # a quiet subscriber is PINGed; no answer in 2x this: reconnect
 
 
 def client_from_url(url: str, max_connections: int | None = None, **kwargs: Any) -> aioredis.Redis:
@@ -67,38 +70,31 @@ class RedisSource:
         client_name: str | None = None,
     ) -> None:
         self._url = url
-        self._client_name = client_name
         self._patterns = list(patterns)
         self._channels: set[str] = set()
         self._on_message = on_message
         self._on_subscribed = on_subscribed
-        self._pubsub: aioredis.client.PubSub | None = None
+        self._client_name = client_name
+        self._protocol: SubscriberProtocol | None = None
         self.connected = False
 
     async def add_channels(self, names: Sequence[str]) -> None:
         """SUBSCRIBE more exact channels, now and after every reconnect."""
         new = [n for n in names if n not in self._channels]
         self._channels.update(new)
-        if new and self._pubsub is not None and self.connected:
-            try:
-                await self._pubsub.subscribe(*new)
-            except (RedisError, OSError) as exc:
-                log.warning("could not subscribe to %s now (%s); will on reconnect", new, exc)
+        if new and self._protocol is not None and self.connected:
+            self._protocol.send("SUBSCRIBE", *new)
 
     async def run(self) -> None:
         """Subscribe and read until cancelled; never returns on Redis errors."""
         next_delay = backoff_delays()
         outage_logged = False
         while True:
-            client = client_from_url(
-                self._url, health_check_interval=30, client_name=self._client_name
-            )
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            protocol: SubscriberProtocol | None = None
             try:
-                await pubsub.psubscribe(*self._patterns)
-                if self._channels:
-                    await pubsub.subscribe(*sorted(self._channels))
-                self._pubsub = pubsub
+                protocol = await connect(self._url, self._on_message)
+                await self._subscribe(protocol)
+                self._protocol = protocol
                 self.connected = True
                 if outage_logged:
                     log.warning("Redis is back: subscribed again to %s", self._patterns)
@@ -108,42 +104,39 @@ class RedisSource:
                 outage_logged = False
                 next_delay = backoff_delays()
                 self._on_subscribed()
-                await self._read(pubsub)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                self.connected = False
-                delay = next_delay()
+                reason = await self._watch(protocol)
+                raise SubscriberError(str(reason or "connection closed by Redis"))
+            except (SubscriberError, OSError, TimeoutError) as exc:
                 if not outage_logged:
                     log.error("Redis subscriber lost (%s); reconnecting", exc)
                     outage_logged = True
-                await asyncio.sleep(delay)
-            except RedisError as exc:
-                self.connected = False
-                log.error("Redis subscriber error (%s); reconnecting", exc)
                 await asyncio.sleep(next_delay())
             except Exception:  # never let the host's only subscriber die silently
-                self.connected = False
                 log.exception("unexpected error in the Redis subscriber; reconnecting")
                 await asyncio.sleep(next_delay())
             finally:
                 self.connected = False
-                self._pubsub = None
-                await _close_quietly(pubsub, client)
+                self._protocol = None
+                if protocol is not None and protocol.transport is not None:
+                    protocol.transport.abort()
 
-    async def _read(self, pubsub: aioredis.client.PubSub) -> None:
-        on_message = self._on_message
+    async def _subscribe(self, protocol: SubscriberProtocol) -> None:
+        if self._client_name:
+            await asyncio.wait_for(protocol.call("CLIENT", "SETNAME", self._client_name), 10)
+        await asyncio.wait_for(
+            protocol.call("PSUBSCRIBE", *self._patterns, replies=len(self._patterns)), 10
+        )
+        if self._channels:
+            channels = sorted(self._channels)
+            await asyncio.wait_for(protocol.call("SUBSCRIBE", *channels, replies=len(channels)), 10)
+
+    async def _watch(self, protocol: SubscriberProtocol) -> Exception | None:
+        """Wait for the connection to end; PING it when quiet and drop it if Redis is mute."""
         while True:
-            message = await pubsub.get_message(timeout=None)
-            if message is None:
-                continue
-            if message["type"] == "pmessage":
-                on_message(message["pattern"], message["channel"], message["data"])
-            elif message["type"] == "message":
-                on_message(None, message["channel"], message["data"])
-
-
-async def _close_quietly(pubsub: aioredis.client.PubSub, client: aioredis.Redis) -> None:
-    try:
-        await pubsub.aclose()
-        await client.aclose()
-    except (RedisError, OSError):
-        pass
+            done, _ = await asyncio.wait({protocol.closed}, timeout=HEALTH_INTERVAL)
+            if done:
+                return protocol.closed.result()
+            if time.monotonic() - protocol.last_read > HEALTH_INTERVAL * 2:
+                return SubscriberError("no answer to PING")
+            if time.monotonic() - protocol.last_read > HEALTH_INTERVAL:
+                protocol.send("PING")
