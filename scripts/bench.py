@@ -26,7 +26,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ import redis.asyncio as aioredis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.measure import cpu_seconds, rss_bytes, wait_port  # noqa: E402
 from master.adapter_wire import Channels, broadcast_channel, encode_broadcast  # noqa: E402
 from master.embedded_redis import EmbeddedRedis  # noqa: E402
 from tests.cluster import descendants, free_port_block  # noqa: E402
@@ -49,43 +49,6 @@ from tests.cluster import descendants, free_port_block  # noqa: E402
 NODE_DIR = REPO / "bench" / "node"
 ROOMS = 20
 SCENARIOS = ("sid", "room", "all")
-CLK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def cpu_seconds(pids: set[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK
-        except OSError:
-            pass
-    return total
-
-
-def rss_bytes(pids: set[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
-        except OSError:
-            pass
-    return total
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 class System:

@@ -16,13 +16,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.measure import cpu_seconds, wait_port  # noqa: E402
+from master.embedded_redis import free_port  # noqa: E402
 
 STACKS = ("aiohttp", "uvicorn-websockets-sansio", "uvicorn-wsproto")
 
@@ -70,18 +74,6 @@ def serve(stack: str, port: int) -> None:
     uvloop.run(main())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def client(
     session: aiohttp.ClientSession,
     url: str,
@@ -113,15 +105,7 @@ async def run_stack(stack: str, clients: int, messages: int) -> dict[str, float 
     proc = subprocess.Popen([sys.executable, __file__, "--serve", stack, "--port", str(port)])
     try:
         url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
+        await asyncio.to_thread(wait_port, port)
         counts = [0] * clients
         n_ready = [0]
         ready = asyncio.Event()
@@ -134,13 +118,13 @@ async def run_stack(stack: str, clients: int, messages: int) -> dict[str, float 
             ]
             await asyncio.wait_for(ready.wait(), 60)
             expected = clients * messages
-            cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+            cpu0, t0 = cpu_seconds([proc.pid]), time.perf_counter()
             await wss[0].send_str(f'42["blast",{messages}]')
             deadline = time.monotonic() + 120
             while sum(counts) < expected and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             elapsed = time.perf_counter() - t0
-            cpu = cpu_seconds(proc.pid) - cpu0
+            cpu = cpu_seconds([proc.pid]) - cpu0
             delivered = sum(counts)
             for t in tasks:
                 t.cancel()
