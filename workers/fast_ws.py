@@ -7,6 +7,10 @@ connection gets during one tick are joined and written once, at the start of the
 next tick. The frame bytes are built here (servers do not mask); a connection that
 negotiated permessage-deflate goes through aiohttp's own compressing path.
 
+Deliveries may skip engine.io's per-socket queue and writer task altogether
+(:meth:`CoalescingWebSocket.can_write_now`): only when that writer is idle, waiting
+on an empty queue, so nothing can be ahead of the new frame.
+
 Backpressure: a client that does not read lets the transport's buffer grow; past
 ``slow_client_bytes`` the connection is aborted and counted instead of growing
 the worker's memory without bound.
@@ -53,6 +57,37 @@ class CoalescingWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         super().__init__(handler, server)
         self._frames: list[bytes] = []
         self._flush_scheduled = False
+        owner = getattr(handler, "__self__", None)  # the engine.io socket this serves
+        if owner is not None:
+            owner.fast_ws = self
+
+    def can_write_now(self, eio_socket: Any) -> bool:
+        """True if a frame may bypass ``eio_socket``'s queue without overtaking anything.
+
+        That is when its writer task is parked on an empty queue (a getter still
+        waiting), the websocket is the live transport and needs no compression.
+        """
+        queue = eio_socket.queue
+        if queue.qsize() or not eio_socket.upgraded:
+            return False
+        if not any(not getter.done() for getter in queue._getters):
+            return False  # the writer holds packets it has not written yet
+        sock = self._sock
+        writer = getattr(sock, "_writer", None)
+        if sock is None or writer is None or sock.compress or sock.closed:
+            return False
+        transport = writer.transport
+        return transport is not None and not transport.is_closing()
+
+    def write_now(self, message: str | bytes) -> None:
+        """Queue a frame for this tick's write; call only after :meth:`can_write_now`."""
+        if isinstance(message, str):
+            self._frames.append(frame(message.encode(), 0x1))
+        else:
+            self._frames.append(frame(message, 0x2))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     async def send(self, message: str | bytes) -> None:
         sock = self._sock
@@ -63,13 +98,7 @@ class CoalescingWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         transport = writer.transport
         if sock.closed or transport is None or transport.is_closing():
             raise ConnectionResetError("websocket is closed")
-        if isinstance(message, str):
-            self._frames.append(frame(message.encode(), 0x1))
-        else:
-            self._frames.append(frame(message, 0x2))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self.write_now(message)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

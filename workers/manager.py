@@ -373,6 +373,11 @@ class ClusterManager(socketio.AsyncManager):
             eio_socket = sockets.get(eio_sid)
             if eio_socket is None or eio_socket.closed:
                 continue
-            for p in packets:  # straight onto the socket's queue: no task, no await
-                eio_socket.queue.put_nowait(p)
+            fast_ws = getattr(eio_socket, "fast_ws", None)
+            if fast_ws is not None and fast_ws.can_write_now(eio_socket):
+                for p in packets:  # straight to the websocket: nothing is queued ahead
+                    fast_ws.write_now(p.encode())
+            else:
+                for p in packets:  # onto the socket's queue: no task, no await
+                    eio_socket.queue.put_nowait(p)
         return len(recipients)
