@@ -15,9 +15,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import redis.asyncio as aioredis
 
 from master.resp_subscriber import SubscriberError, SubscriberProtocol, connect
 
@@ -28,22 +25,6 @@ MessageHandler = Callable[[bytes | None, bytes, bytes], None]  # pattern (None: 
 BACKOFF_FIRST = 0.2
 BACKOFF_CAP = 5.0
 HEALTH_INTERVAL = 15.0  # a quiet subscriber is PINGed; no answer in 2x this: reconnect
-
-
-def client_from_url(url: str, max_connections: int | None = None, **kwargs: Any) -> aioredis.Redis:
-    """A redis.asyncio client for ``url``; TCP connections get keepalive (unix ones cannot).
-
-    With ``max_connections``, callers beyond it wait for a free connection instead
-    of failing, so the number of connections stays fixed.
-    """
-    if not url.startswith("unix://"):
-        kwargs.setdefault("socket_keepalive", True)
-    if max_connections is None:
-        return aioredis.Redis.from_url(url, **kwargs)
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=None, **kwargs
-    )
-    return aioredis.Redis(connection_pool=pool)
 
 
 def backoff_delays(first: float = BACKOFF_FIRST, cap: float = BACKOFF_CAP) -> Callable[[], float]:

@@ -31,7 +31,8 @@ from master.host_ops import HostOperations
 from master.messages import ANY_NAMESPACE, Rejected, event_prefix, parse_message
 from master.metrics import Metrics, serve_metrics
 from master.ratelimit import RateLimitedLogger
-from master.redis_source import RedisSource, client_from_url
+from master.redis_commands import command_client
+from master.redis_source import RedisSource
 from master.rejects import RejectSink
 from master.router import RoutingTable
 from master.supervisor import StartupError, Supervisor, WorkerHandle
@@ -233,7 +234,7 @@ class Master:
                     log.error("cannot serve metrics on port %d: %s", self.config.metrics_port, exc)
                     return 1
             name = f"sio-master:{socket.gethostname()}:{os.getpid()}"
-            commands = client_from_url(
+            commands = command_client(
                 url, max_connections=COMMAND_CONNECTIONS, client_name=f"{name}:cmd"
             )
             self.rejects = RejectSink(commands, self.config.rejected_key, self.metrics)
