@@ -67,7 +67,6 @@ class SocketStore:
         self._info = json.dumps(
             {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
         )
-        self.resyncs = 0
 
     # ---- called on the routing hot path (synchronous, never blocks) -----------
 
@@ -168,7 +167,6 @@ class SocketStore:
         self._dirty = False
         self._ops.clear()
         snapshot = list(self._live_sockets())
-        self.resyncs += 1
         await self._redis.set(self.schema.node_key(self.node_id), self._info, ex=int(self._ttl))
         live_keys: set[str] = set()
         for start in range(0, len(snapshot), RESYNC_CHUNK):
