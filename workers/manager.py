@@ -36,12 +36,12 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import socketio
-from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from wire.frames import Kind, encode_frame
 from wire.link import FrameLink
 from wire.rpc import Rpc, RpcError
+from workers import delivery
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,23 @@ class ClusterManager(socketio.AsyncManager):
 
     def is_local(self, sid: str, namespace: str) -> bool:
         """True if this worker holds ``sid`` in ``namespace``."""
-        return sid in self.rooms.get(namespace, {}).get(None, {})
+        return delivery.is_member(self, namespace, None, sid)
+
+    def select(
+        self, namespace: str, rooms: Sequence[Hashable] | None, exclude: Sequence[Hashable]
+    ) -> list[tuple[str, str]]:
+        """This worker's ``(sid, eio_sid)`` in any of ``rooms`` (None: all) minus ``exclude``."""
+        return delivery.select(self, namespace, rooms, exclude)
+
+    def deliver(
+        self,
+        namespace: str,
+        rooms: Sequence[Hashable] | None,
+        exclude: Sequence[Hashable],
+        parts: Sequence[str | bytes],
+    ) -> int:
+        """Write an encoded packet to this worker's recipients; return how many got it."""
+        return delivery.deliver(self, namespace, rooms, exclude, parts)
 
     async def cluster(self, operation: str, timeout: float = REQUEST_TIMEOUT, **args: Any) -> Any:
         """Ask the master to carry out ``operation`` across the cluster."""
@@ -257,13 +273,10 @@ class ClusterManager(socketio.AsyncManager):
         self._report(Kind.JOIN, namespace, sid, room)
 
     def basic_leave_room(self, sid: str, namespace: str, room: Hashable) -> None:
-        member = sid in self.rooms.get(namespace, {}).get(room, {})
+        member = delivery.is_member(self, namespace, room, sid)
         super().basic_leave_room(sid, namespace, room)
         if member:
             self._report(Kind.LEAVE, namespace, sid, room)
-
-    def _is_local_sid(self, namespace: str, room: Hashable) -> bool:
-        return room in self.rooms.get(namespace, {}).get(None, {})
 
     async def emit(
         self,
@@ -300,7 +313,7 @@ class ClusterManager(socketio.AsyncManager):
         pkt = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args])
         encoded = pkt.encode()
         parts = encoded if isinstance(encoded, list) else [encoded]
-        if rooms is not None and all(self._is_local_sid(namespace, r) for r in rooms):
+        if rooms is not None and all(self.is_local(r, namespace) for r in rooms):
             self.deliver(namespace, rooms, exclude, parts)
             return
         frame = encode_frame(Kind.BROADCAST, namespace, rooms, exclude, parts)
@@ -336,48 +349,3 @@ class ClusterManager(socketio.AsyncManager):
         task = asyncio.create_task(wait_for_ack())
         self._ack_tasks.add(task)
         task.add_done_callback(self._ack_tasks.discard)
-
-    def select(
-        self, namespace: str, rooms: Sequence[Hashable] | None, exclude: Sequence[Hashable]
-    ) -> list[tuple[str, str]]:
-        """This worker's ``(sid, eio_sid)`` in any of ``rooms`` (None: all) minus ``exclude``."""
-        ns_rooms = self.rooms.get(namespace)
-        if not ns_rooms:
-            return []
-        excluded: set[str] = set()
-        for r in exclude:
-            excluded.update(ns_rooms.get(r, {}).keys())
-        target = None if rooms is None else list(rooms)
-        return [
-            (sid, eio_sid)
-            for sid, eio_sid in self.get_participants(namespace, target)
-            if sid not in excluded
-        ]
-
-    def deliver(
-        self,
-        namespace: str,
-        rooms: Sequence[Hashable] | None,
-        exclude: Sequence[Hashable],
-        parts: Sequence[str | bytes],
-    ) -> int:
-        """Write an encoded packet to this worker's recipients; return how many got it.
-
-        Recipients: the sockets in any of ``rooms`` (``None``: all of the
-        namespace) minus the sockets in any room of ``exclude``.
-        """
-        recipients = self.select(namespace, rooms, exclude)
-        packets = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]
-        sockets = self.server.eio.sockets
-        for _, eio_sid in recipients:
-            eio_socket = sockets.get(eio_sid)
-            if eio_socket is None or eio_socket.closed:
-                continue
-            fast_ws = getattr(eio_socket, "fast_ws", None)
-            if fast_ws is not None and fast_ws.can_write_now(eio_socket):
-                for p in packets:  # straight to the websocket: nothing is queued ahead
-                    fast_ws.write_now(p.encode())
-            else:
-                for p in packets:  # onto the socket's queue: no task, no await
-                    eio_socket.queue.put_nowait(p)
-        return len(recipients)
