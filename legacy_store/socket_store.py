@@ -23,15 +23,15 @@ import logging
 import os
 import socket
 import time
-from collections import deque
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from legacy_store.lua import DISCONNECT
 from legacy_store.schema import Schema
+from master.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,35 @@ RESYNC_CHUNK = 500
 RETRY_DELAY = 1.0
 
 Op = tuple[str, str, str, Hashable]  # kind, namespace, sid, room
+RESYNC: Op = ("resync", "", "", None)
+
+
+class MembershipStore(Protocol):
+    """What the master tells a store about its sockets (``--store``, or nothing)."""
+
+    def join(self, namespace: str, sid: str, room: Hashable) -> None: ...
+
+    def leave(self, namespace: str, sid: str, room: Hashable) -> None: ...
+
+    async def run(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class NoStore:
+    """The master's store without ``--store``: membership is kept nowhere but in memory."""
+
+    def join(self, namespace: str, sid: str, room: Hashable) -> None:
+        pass
+
+    def leave(self, namespace: str, sid: str, room: Hashable) -> None:
+        pass
+
+    async def run(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
 
 
 class SocketStore:
@@ -59,10 +88,18 @@ class SocketStore:
         self.node_id = node_id
         self._ttl = ttl
         self._live_sockets = live_sockets
-        self._ops: deque[Op] = deque()
-        self._wakeup = asyncio.Event()
-        self._dirty = True  # the first pass writes the heartbeat and the (empty) state
-        self._wakeup.set()
+        self._ops: Outbox[Op] = Outbox(
+            "the socket store",
+            self._write,
+            limit=MAX_QUEUED,
+            overflow="newest",
+            keep_on_failure=False,
+            on_failure=self._write_failed,
+            batch=RESYNC_CHUNK,
+            retry_delay=RETRY_DELAY,
+        )
+        self._dirty = False
+        self._mark_dirty()  # the first write is the heartbeat and the (empty) state
         self._disconnect = redis.register_script(DISCONNECT)
         self._info = json.dumps(
             {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
@@ -77,8 +114,7 @@ class SocketStore:
             log.warning("store backlog over %d changes; a full resync replaces it", MAX_QUEUED)
             self._mark_dirty()
             return
-        self._ops.append(op)
-        self._wakeup.set()
+        self._ops.put(op)
 
     def join(self, namespace: str, sid: str, room: Hashable) -> None:
         """A membership change reported by a worker; ``None`` means connected."""
@@ -95,30 +131,35 @@ class SocketStore:
             self._queue(("leave", namespace, sid, room))
 
     def _mark_dirty(self) -> None:
+        """Queued changes are no longer a reliable delta: write the whole state instead."""
         self._dirty = True
         self._ops.clear()
-        self._wakeup.set()
+        self._ops.put(RESYNC)
+
+    def _write_failed(self, exc: Exception) -> None:
+        log.warning("store write failed (%s); will write the full state again", exc)
+        self._mark_dirty()
 
     # ---- the writer task -------------------------------------------------------
 
     async def run(self) -> None:
         """Write queued changes, resync when needed, refresh the heartbeat; forever."""
+        log.info("store: node %s, keys %s#...", self.node_id, self.schema.prefix)
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                try:
-                    if self._dirty:
-                        await self._resync()
-                    while self._ops:
-                        await self._flush()
-                except (RedisError, OSError) as exc:
-                    log.warning("store write failed (%s); will write the full state again", exc)
-                    self._mark_dirty()
-                    await asyncio.sleep(RETRY_DELAY)
+            await self._ops.run()
         finally:
             heartbeat.cancel()
+
+    async def _write(self, ops: list[Op]) -> None:
+        if ops[0] is RESYNC:
+            await self._resync()
+            ops = ops[1:]
+        if ops:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for op in ops:
+                    await self._add_op(pipe, op)
+                await pipe.execute()
 
     async def _heartbeat(self) -> None:
         key = self.schema.node_key(self.node_id)
@@ -154,18 +195,9 @@ class SocketStore:
                 client=pipe,
             )
 
-    async def _flush(self) -> None:
-        ops = list(self._ops)
-        self._ops.clear()
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for op in ops:
-                await self._add_op(pipe, op)
-            await pipe.execute()
-
     async def _resync(self) -> None:
         """Write the whole live state, then remove this node's keys that are not live."""
         self._dirty = False
-        self._ops.clear()
         snapshot = list(self._live_sockets())
         await self._redis.set(self.schema.node_key(self.node_id), self._info, ex=int(self._ttl))
         live_keys: set[str] = set()
@@ -197,9 +229,6 @@ class SocketStore:
     async def close(self) -> None:
         """Graceful stop: write what is queued, remove every key of this node."""
         try:
-            if not self._dirty:
-                while self._ops:
-                    await self._flush()
             await self._remove_owned(keep=set())
             await self._redis.delete(self.schema.node_key(self.node_id))
             log.info("store: removed this node's keys")

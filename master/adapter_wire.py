@@ -1,8 +1,8 @@
 """The @socket.io/redis-adapter wire format (8.x, non-sharded), pure and I/O-free.
 
-Why: masters of different hosts talk through Redis in this format so that, in a
-later step, Node servers and the Node/PyPI/PHP emitters can join the same
-cluster. Broadcasts are msgpack (notepack flavour) ``[uid, packet, opts]`` on
+Why: masters of different hosts talk through Redis in this format, so Node
+servers and the Node/PyPI/PHP emitters are members of the same cluster.
+Broadcasts are msgpack (notepack flavour) ``[uid, packet, opts]`` on
 ``<key>#<nsp>#`` (or ``<key>#<nsp>#<room>#`` for exactly one room); requests and
 responses are JSON (or msgpack when the first byte is not ``{``) on
 ``<key>-request#<nsp>#`` and ``<key>-response#<nsp>#``.
@@ -10,6 +10,10 @@ responses are JSON (or msgpack when the first byte is not ``{``) on
 Receivers must be lenient: emitters send missing, null, ``''`` or ``[]`` for
 empty rooms/except/flags, notepack encodes ``undefined`` as ext type 0 and Dates
 as msgpack timestamps (we turn them into JSON's ISO strings).
+
+The mapping between our cluster operations (:mod:`wire.operations`) and the
+adapter's request types lives here, in :func:`encode_requests` and
+:func:`decode_operation`, and nowhere else.
 """
 
 from __future__ import annotations
@@ -22,7 +26,18 @@ from typing import Any
 import msgpack
 import orjson
 
-from master.router import Room
+from wire.frames import Room
+from wire.operations import (
+    ClusterOperation,
+    DisconnectSockets,
+    EmitWithAck,
+    FetchSockets,
+    JoinRooms,
+    LeaveRooms,
+    Operation,
+    Selector,
+    ServerEmit,
+)
 
 
 class RequestType(IntEnum):
@@ -62,6 +77,11 @@ class Channels:
     def response(self, namespace: str, uid: str | None = None) -> str:
         base = f"{self.key}-response#{namespace}#"
         return base if uid is None else f"{base}{uid}#"
+
+    def masters(self, namespace: str) -> str:
+        """Subscribed by our masters only (never published to): ``PUBSUB NUMSUB`` counts
+        them apart from Node servers, which answer fewer request types."""
+        return f"{self.key}-masters#{namespace}#"
 
     def parse_broadcast(self, channel: str) -> tuple[str, str | None] | None:
         """``(namespace, room or None)`` of a broadcast channel, else None."""
@@ -193,3 +213,109 @@ def decode_request(body: bytes) -> dict[str, Any]:
 
 def encode_json(value: dict[str, Any]) -> bytes:
     return orjson.dumps(value)
+
+
+def room_matches(channel_room: str, room: Room) -> bool:
+    """A channel names a room as text: ``42`` is the integer room 42 or the string "42"."""
+    return room == channel_room or str(room) == channel_room
+
+
+def channel_room_candidates(channel_room: str) -> list[Room]:
+    """The rooms a channel's room part may stand for (Node's ``hasRoom`` does the same)."""
+    try:
+        number = int(channel_room)
+    except ValueError:
+        return [channel_room]
+    return [channel_room, number] if str(number) == channel_room else [channel_room]
+
+
+# ---- cluster operations <-> adapter requests: the one mapping ---------------------
+
+REQUEST_TYPES: dict[Operation, RequestType] = {
+    Operation.JOIN: RequestType.REMOTE_JOIN,
+    Operation.LEAVE: RequestType.REMOTE_LEAVE,
+    Operation.DISCONNECT: RequestType.REMOTE_DISCONNECT,
+    Operation.FETCH: RequestType.REMOTE_FETCH,
+    Operation.EMIT_WITH_ACK: RequestType.BROADCAST,
+    Operation.SERVER_EMIT: RequestType.SERVER_SIDE_EMIT,
+}
+
+
+def _opts(selector: Selector) -> dict[str, Any]:
+    return {"rooms": list(selector.rooms or []), "except": list(selector.exclude)}
+
+
+def encode_requests(operation: ClusterOperation) -> list[dict[str, Any]]:
+    """The adapter request bodies (without uid and requestId) that carry ``operation``.
+
+    The per-socket join/leave form names one room, so joining several rooms is
+    several requests.
+    """
+    kind = REQUEST_TYPES[operation.OPERATION]
+    match operation:
+        case JoinRooms() | LeaveRooms():
+            if operation.single_sid:
+                sid = operation.selector.rooms[0] if operation.selector.rooms else ""
+                return [{"type": kind, "sid": sid, "room": room} for room in operation.rooms]
+            opts = _opts(operation.selector)
+            return [{"type": kind, "opts": opts, "rooms": list(operation.rooms)}]
+        case DisconnectSockets():
+            if operation.single_sid:
+                sid = operation.selector.rooms[0] if operation.selector.rooms else ""
+                return [{"type": kind, "sid": sid, "close": operation.close}]
+            return [{"type": kind, "opts": _opts(operation.selector), "close": operation.close}]
+        case FetchSockets():
+            return [{"type": kind, "opts": _opts(operation.selector)}]
+        case EmitWithAck():
+            flags = {"timeout": int(operation.timeout * 1000)}
+            return [
+                {
+                    "type": kind,
+                    "packet": {"type": 2, "data": operation.data, "nsp": operation.namespace},
+                    "opts": {"rooms": [operation.sid], "except": [], "flags": flags},
+                }
+            ]
+        case ServerEmit():
+            return [{"type": kind, "data": [operation.event, *operation.args]}]
+    raise ValueError(f"no adapter request for {operation!r}")
+
+
+def _selector(opts: dict[str, Any]) -> Selector:
+    rooms = _room_list(opts.get("rooms"))
+    return Selector(tuple(rooms) or None, tuple(_room_list(opts.get("except"))))
+
+
+def decode_operation(namespace: str, request: dict[str, Any]) -> ClusterOperation | None:
+    """The operation an adapter request asks of this server, or None if it is not one.
+
+    SOCKETS, ALL_ROOMS and BROADCAST (with acks) are answered apart, by the bus.
+    """
+    kind = request.get("type")
+    opts = request.get("opts")
+    if kind in (RequestType.REMOTE_JOIN, RequestType.REMOTE_LEAVE):
+        cls = JoinRooms if kind == RequestType.REMOTE_JOIN else LeaveRooms
+        if isinstance(opts, dict):
+            return cls(namespace, _selector(opts), tuple(_room_list(request.get("rooms"))))
+        sid, room = request.get("sid"), request.get("room")
+        if not isinstance(sid, str) or not isinstance(room, str | int):
+            raise AdapterFormatError("a per-socket join/leave needs 'sid' and 'room'")
+        return cls(namespace, Selector((sid,)), (room,), single_sid=True)
+    if kind == RequestType.REMOTE_DISCONNECT:
+        close = bool(request.get("close"))
+        if isinstance(opts, dict):
+            return DisconnectSockets(namespace, _selector(opts), close)
+        sid = request.get("sid")
+        if not isinstance(sid, str):
+            raise AdapterFormatError("a per-socket disconnect needs 'sid'")
+        return DisconnectSockets(namespace, Selector((sid,)), close, single_sid=True)
+    if kind == RequestType.REMOTE_FETCH:
+        return FetchSockets(namespace, _selector(opts if isinstance(opts, dict) else {}))
+    if kind == RequestType.SOCKETS:
+        rooms = tuple(_room_list(request.get("rooms")))
+        return FetchSockets(namespace, Selector(rooms or None))
+    if kind == RequestType.SERVER_SIDE_EMIT:
+        data = request.get("data")
+        if not isinstance(data, list) or not data or not isinstance(data[0], str):
+            raise AdapterFormatError("a server-side emit needs data [event, ...args]")
+        return ServerEmit(namespace, data[0], data[1:])
+    return None

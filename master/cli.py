@@ -190,6 +190,6 @@ def main(**options: Any) -> None:
 
     import uvloop
 
-    from master.server import Master
+    from master.server import serve
 
-    sys.exit(uvloop.run(Master(config).run()))
+    sys.exit(uvloop.run(serve(config)))

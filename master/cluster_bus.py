@@ -5,9 +5,15 @@
   decoding. Room channels for rooms we hold no socket of are skipped undecoded.
 - Cross-host operations go out as adapter requests and come back as responses;
   a master answers as ONE server, combining its workers
-  (:class:`master.host_ops.HostOperations`).
-- Outbound messages wait in a bounded buffer while Redis is unreachable and are
-  published on recovery; what overflows is counted (oldest dropped first).
+  (:class:`master.host_ops.HostOperations`). The request/operation mapping is
+  :mod:`master.adapter_wire`'s.
+- Node servers on the same Redis are members too. They answer per-socket
+  requests, fetches and acks, but treat room-wide join/leave/disconnect as
+  fire-and-forget: those wait only for our other masters' counts, which a
+  channel only our masters subscribe to lets us count (``PUBSUB NUMSUB``).
+- Outbound messages wait in a bounded :class:`master.outbox.Outbox` while Redis
+  is unreachable and are published on recovery; what overflows is counted
+  (oldest dropped first).
 """
 
 from __future__ import annotations
@@ -15,13 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from socketio import packet as sio_packet
 
 from master.adapter_wire import (
@@ -29,33 +32,60 @@ from master.adapter_wire import (
     Channels,
     RequestType,
     broadcast_channel,
+    channel_room_candidates,
     decode_broadcast,
+    decode_operation,
     decode_request,
     encode_broadcast,
     encode_json,
+    encode_requests,
     pack,
+    room_matches,
 )
+from master.fanout import Fanout
 from master.host_ops import HostOperations
 from master.metrics import Metrics
+from master.outbox import Outbox
 from master.ratelimit import RateLimitedLogger
 from master.router import RoutingTable
-from wire.frames import Kind, encode_frame
+from wire.frames import Broadcast
+from wire.operations import (
+    ClusterOperation,
+    DisconnectSockets,
+    EmitWithAck,
+    FetchSockets,
+    JoinRooms,
+    LeaveRooms,
+    ServerEmit,
+    SocketInfo,
+)
 
 log = logging.getLogger(__name__)
 
 REQUESTS_TIMEOUT = 5.0  # the Node adapter's default requestsTimeout
 PUBLISH_BATCH = 500
-SendToWorkers = Callable[[list[int], bytes], None]
 
 
 @dataclass
 class Pending:
-    """A request we sent, waiting for answers from other servers."""
+    """A request we sent, waiting for ``expected`` answers from other servers."""
 
-    kind: str
+    request_type: int
     expected: int
-    future: asyncio.Future[Any]
+    future: asyncio.Future[None]
     answers: list[Any] = field(default_factory=list)
+
+    def accept(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if self.request_type == RequestType.BROADCAST:
+            if kind != RequestType.BROADCAST_ACK:
+                return  # BROADCAST_CLIENT_COUNT: we wait for one ack, not for a count
+            args = message.get("args")
+            self.answers.append(args if isinstance(args, list) else [message.get("packet")])
+        elif kind is None or kind == self.request_type:
+            self.answers.append(message)
+        if len(self.answers) >= self.expected and not self.future.done():
+            self.future.set_result(None)
 
 
 def decode_parts(parts: list[Any]) -> tuple[str, list[Any]]:
@@ -80,8 +110,8 @@ class ClusterBus:
         redis: aioredis.Redis,
         channels: Channels,
         table: RoutingTable,
-        operations: HostOperations,
-        send_to_workers: SendToWorkers,
+        host: HostOperations,
+        fanout: Fanout,
         metrics: Metrics,
         buffer_bytes: int,
     ) -> None:
@@ -89,27 +119,34 @@ class ClusterBus:
         self.redis = redis
         self.channels = channels
         self.table = table
-        self.operations = operations
-        self._send_to_workers = send_to_workers
+        self.host = host
+        self.fanout = fanout
         self.metrics = metrics
-        self._buffer_bytes = buffer_bytes
-        self._outbox: deque[tuple[str, bytes]] = deque()
-        self._outbox_size = 0
-        self._wakeup = asyncio.Event()
+        self.outbox: Outbox[tuple[str, bytes]] = Outbox(
+            "publishing to other hosts",
+            self._publish_batch,
+            limit=buffer_bytes,
+            size=lambda item: len(item[1]),
+            overflow="oldest",
+            keep_on_failure=True,
+            on_drop=metrics.redis_buffer_dropped.inc,
+            batch=PUBLISH_BATCH,
+        )
+        metrics.redis_outbox.set_function(lambda: len(self.outbox))
         self._pending: dict[str, Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._echo_prefix = b"\x93" + pack(self.uid)
         self._limiter = RateLimitedLogger(log)
-        operations.remote = self
 
     def subscriptions(self, namespaces: list[str]) -> list[str]:
-        """The exact channels to SUBSCRIBE for ``namespaces`` (requests and responses)."""
+        """The exact channels to SUBSCRIBE for ``namespaces``."""
         names = []
         for namespace in namespaces:
             names += [
                 self.channels.request(namespace),
                 self.channels.response(namespace),
                 self.channels.response(namespace, self.uid),
+                self.channels.masters(namespace),
             ]
         return names
 
@@ -117,52 +154,25 @@ class ClusterBus:
 
     def publish(self, channel: str, body: bytes) -> None:
         """Queue a publish; never blocks. Over the bound the oldest are dropped."""
-        self._outbox.append((channel, body))
-        self._outbox_size += len(body)
-        while self._outbox_size > self._buffer_bytes and len(self._outbox) > 1:
-            _, dropped = self._outbox.popleft()
-            self._outbox_size -= len(dropped)
-            self.metrics.redis_buffer_dropped.inc()
-        self.metrics.redis_outbox.set(len(self._outbox))
-        self._wakeup.set()
+        self.outbox.put((channel, body))
 
-    async def run_publisher(self) -> None:
+    async def _publish_batch(self, batch: list[tuple[str, bytes]]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for channel, body in batch:
+                pipe.publish(channel, body)
+            await pipe.execute()
+
+    async def run(self) -> None:
         """Publish queued messages in pipelined batches; hold them while Redis is away."""
-        outage = False
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._outbox:
-                batch = [self._outbox[i] for i in range(min(PUBLISH_BATCH, len(self._outbox)))]
-                try:
-                    async with self.redis.pipeline(transaction=False) as pipe:
-                        for channel, body in batch:
-                            pipe.publish(channel, body)
-                        await pipe.execute()
-                except (RedisError, OSError) as exc:
-                    if not outage:
-                        log.error("publishing to Redis failed (%s); buffering", exc)
-                        outage = True
-                    await asyncio.sleep(0.5)
-                    continue
-                if outage:
-                    log.warning("publishing to Redis again (%d buffered)", len(self._outbox))
-                    outage = False
-                for _ in batch:
-                    if self._outbox:
-                        _, body = self._outbox.popleft()
-                        self._outbox_size -= len(body)
-                self.metrics.redis_outbox.set(len(self._outbox))
+        await self.outbox.run()
 
     # ---- broadcasts -----------------------------------------------------------
 
-    def relay_worker_broadcast(
-        self, rooms: list[Any] | None, exclude: list[Any], parts: list[Any]
-    ) -> None:
+    def relay_worker_broadcast(self, broadcast: Broadcast) -> None:
         """Publish a worker's broadcast for the other hosts."""
-        namespace, data = decode_parts(parts)
-        body = encode_broadcast(self.uid, namespace, data, rooms, exclude)
-        self.publish(broadcast_channel(self.channels, namespace, rooms), body)
+        namespace, data = decode_parts(broadcast.parts)
+        body = encode_broadcast(self.uid, namespace, data, broadcast.rooms, broadcast.exclude)
+        self.publish(broadcast_channel(self.channels, namespace, broadcast.rooms), body)
 
     def on_broadcast(self, channel: str, body: bytes) -> None:
         """A broadcast from another server or an emitter: deliver to our sockets."""
@@ -172,7 +182,7 @@ class ClusterBus:
         if parsed is None:
             return
         namespace, room = parsed
-        if room and not self.table.route(namespace, [room]):
+        if room and not self.table.route(namespace, channel_room_candidates(room)):
             return  # no socket of that room here: not worth decoding
         try:
             message = decode_broadcast(body)
@@ -183,17 +193,16 @@ class ClusterBus:
             return
         rooms: list[Any] | None = message.rooms or None
         exclude = list(message.exclude)
-        if room and rooms and len(rooms) > 1 and room in rooms:
-            # old emitters publish one copy per room, each with all rooms: this copy is
-            # for ``room`` only, minus the rooms listed before it, so nobody gets two
-            exclude += rooms[: rooms.index(room)]
-            rooms = [room]
-        targets = self.table.route(namespace, rooms, exclude)
-        if targets:
-            parts = encode_parts(namespace, message.data)
-            self._send_to_workers(
-                targets, encode_frame(Kind.BROADCAST, namespace, rooms, exclude, parts)
-            )
+        if room and rooms and len(rooms) > 1:
+            index = next((i for i, r in enumerate(rooms) if room_matches(room, r)), None)
+            if index is not None:
+                # old emitters publish one copy per room, each with all rooms: this copy is
+                # for that room only, minus the rooms listed before it, so nobody gets two
+                exclude += rooms[:index]
+                rooms = [rooms[index]]
+        self.fanout.deliver(
+            namespace, rooms, exclude, lambda: encode_parts(namespace, message.data)
+        )
 
     def _unreadable(self, channel: str, exc: AdapterFormatError) -> None:
         """Count and log (rate-limited) an adapter message we cannot read."""
@@ -202,92 +211,76 @@ class ClusterBus:
 
     # ---- requests to other hosts ------------------------------------------------
 
-    async def _other_servers(self, namespace: str) -> int:
-        counts = await self.redis.pubsub_numsub(self.channels.request(namespace))
-        return max(int(counts[0][1]) - 1, 0) if counts else 0
+    async def _other_servers(self, namespace: str) -> tuple[int, int]:
+        """How many other servers serve ``namespace``, and how many of them are our masters."""
+        counts = await self.redis.pubsub_numsub(
+            self.channels.request(namespace), self.channels.masters(namespace)
+        )
+        servers = {name.decode() if isinstance(name, bytes) else name: int(n) for name, n in counts}
+        total = servers.get(self.channels.request(namespace), 0)
+        ours = servers.get(self.channels.masters(namespace), 0)
+        return max(total - 1, 0), max(ours - 1, 0)
 
     async def _ask(
-        self, namespace: str, kind: str, request: dict[str, Any], expected: int, timeout: float
+        self, namespace: str, request: dict[str, Any], expected: int, timeout: float
     ) -> list[Any]:
+        """Publish a request and collect up to ``expected`` answers within ``timeout``."""
         request_id = secrets.token_hex(6)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        pending = Pending(kind, expected, future)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pending = Pending(int(request["type"]), expected, future)
         self._pending[request_id] = pending
         body = {"uid": self.uid, "requestId": request_id, **request}
-        raw = pack(body) if request.get("type") == RequestType.BROADCAST else encode_json(body)
+        raw = pack(body) if request["type"] == RequestType.BROADCAST else encode_json(body)
         self.publish(self.channels.request(namespace), raw)
         try:
-            await asyncio.wait_for(future, timeout)
+            if expected > 0:
+                await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            log.debug("request %s: %d of %d answers", kind, len(pending.answers), expected)
+            log.debug("request %s: %d of %d answers", body["type"], len(pending.answers), expected)
         finally:
             self._pending.pop(request_id, None)
         return pending.answers
 
-    async def request(self, operation: str, args: dict[str, Any]) -> Any:
-        """Carry out ``operation`` on the other hosts; the answer combines theirs."""
-        namespace = args["namespace"]
-        others = await self._other_servers(namespace)
-        if others == 0:
-            return [] if operation == "fetch" else 0
-        opts = {"rooms": args.get("rooms") or [], "except": args.get("exclude") or []}
-        if operation in ("join", "leave", "disconnect"):
-            kind = {
-                "join": RequestType.REMOTE_JOIN,
-                "leave": RequestType.REMOTE_LEAVE,
-                "disconnect": RequestType.REMOTE_DISCONNECT,
-            }[operation]
-            if args.get("single_sid"):
-                return await self._ask_for_sid(namespace, kind, args)
-            request: dict[str, Any] = {"type": kind, "opts": opts}
-            if operation == "disconnect":
-                request["close"] = bool(args.get("close"))
-            else:
-                request["rooms"] = args["targets"]
-            answers = await self._ask(namespace, "count", request, others, REQUESTS_TIMEOUT)
-            return sum(int(a.get("count", 0)) for a in answers)
-        if operation == "fetch":
-            request = {"type": RequestType.REMOTE_FETCH, "opts": opts}
-            answers = await self._ask(namespace, "fetch", request, others, REQUESTS_TIMEOUT)
-            return [
-                {"id": s.get("id"), "rooms": s.get("rooms", [])}
-                for a in answers
-                for s in a.get("sockets", [])
-                if isinstance(s, dict)
-            ]
-        if operation == "emit_ack":
-            request = {
-                "type": RequestType.BROADCAST,
-                "packet": {"type": 2, "data": args["data"], "nsp": namespace},
-                "opts": {
-                    "rooms": [args["sid"]],
-                    "except": [],
-                    "flags": {"timeout": int(float(args["ack_timeout"]) * 1000)},
-                },
-            }
-            answers = await self._ask(namespace, "ack", request, 1, float(args["ack_timeout"]))
-            if not answers:
-                raise TimeoutError(f"no ack from {args['sid']!r}")
-            return answers[0]
-        if operation == "server_emit":
-            request = {"type": RequestType.SERVER_SIDE_EMIT, "data": [args["event"], *args["args"]]}
-            self.publish(
-                self.channels.request(namespace), encode_json({"uid": self.uid, **request})
-            )
-            return others
-        raise ValueError(f"unknown operation {operation!r}")
+    def _tell(self, namespace: str, request: dict[str, Any]) -> None:
+        """Publish a request that nobody answers."""
+        self.publish(self.channels.request(namespace), encode_json({"uid": self.uid, **request}))
 
-    async def _ask_for_sid(self, namespace: str, kind: RequestType, args: dict[str, Any]) -> int:
-        """The Node adapter's per-socket form: only the owner answers."""
-        sid = args["rooms"][0]
-        if kind == RequestType.REMOTE_DISCONNECT:
-            requests = [{"type": kind, "sid": sid, "close": bool(args.get("close"))}]
-        else:
-            requests = [{"type": kind, "sid": sid, "room": room} for room in args["targets"]]
-        answers = await asyncio.gather(
-            *(self._ask(namespace, "count", r, 1, REQUESTS_TIMEOUT) for r in requests)
-        )
-        return 1 if all(answers) else 0
+    async def request(self, operation: ClusterOperation) -> Any:
+        """Carry out ``operation`` on the other hosts; the answer combines theirs."""
+        namespace = operation.namespace
+        others, masters = await self._other_servers(namespace)
+        requests = encode_requests(operation)
+        if others == 0:
+            if isinstance(operation, EmitWithAck):
+                raise KeyError(f"no socket {operation.sid!r} in the cluster")
+            return operation.combine([])
+        match operation:
+            case JoinRooms() | LeaveRooms() | DisconnectSockets() if operation.single_sid:
+                owners = await asyncio.gather(
+                    *(self._ask(namespace, r, 1, REQUESTS_TIMEOUT) for r in requests)
+                )
+                return 1 if all(owners) else 0
+            case JoinRooms() | LeaveRooms() | DisconnectSockets():
+                # Node servers carry these out without answering: wait for our masters only
+                answers = await self._ask(namespace, requests[0], masters, REQUESTS_TIMEOUT)
+                return sum(int(a.get("count", 0)) for a in answers)
+            case FetchSockets():
+                answers = await self._ask(namespace, requests[0], others, REQUESTS_TIMEOUT)
+                return [
+                    SocketInfo.from_wire(s).to_wire()
+                    for a in answers
+                    for s in a.get("sockets") or []
+                    if isinstance(s, dict)
+                ]
+            case EmitWithAck():
+                answers = await self._ask(namespace, requests[0], 1, operation.timeout)
+                if not answers:
+                    raise TimeoutError(f"no ack from {operation.sid!r}")
+                return answers[0]
+            case ServerEmit():
+                self._tell(namespace, requests[0])
+                return others
+        raise ValueError(f"unknown operation {operation!r}")
 
     # ---- requests from other servers, and their responses -----------------------
 
@@ -302,148 +295,93 @@ class ClusterBus:
             self._unreadable(channel, exc)
             return
         if kind == "response":
-            self._on_response(message)
+            pending = self._pending.get(str(message.get("requestId")))
+            if pending is not None:
+                pending.accept(message)
         elif message.get("uid") != self.uid:
-            task = asyncio.create_task(self._answer(namespace, message))
+            task = asyncio.create_task(self._answer(channel, namespace, message))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _on_response(self, message: dict[str, Any]) -> None:
-        pending = self._pending.get(str(message.get("requestId")))
-        if pending is None:
-            return
-        if pending.kind == "ack":
-            if message.get("type") == RequestType.BROADCAST_ACK:
-                args = message.get("args")
-                pending.answers.append(args if isinstance(args, list) else [message.get("packet")])
-        elif message.get("type") in (
-            None,
-            RequestType.REMOTE_FETCH,
-            RequestType.REMOTE_JOIN,
-            RequestType.REMOTE_LEAVE,
-            RequestType.REMOTE_DISCONNECT,
-        ):
-            pending.answers.append(message)
-        if len(pending.answers) >= pending.expected and not pending.future.done():
-            pending.future.set_result(None)
+    def _respond(self, namespace: str, body: dict[str, Any], binary: bool = False) -> None:
+        self.publish(self.channels.response(namespace), pack(body) if binary else encode_json(body))
 
-    def _respond(self, namespace: str, body: bytes) -> None:
-        self.publish(self.channels.response(namespace), body)
-
-    async def _answer(self, namespace: str, request: dict[str, Any]) -> None:
+    async def _answer(self, channel: str, namespace: str, request: dict[str, Any]) -> None:
         try:
             await self._answer_unsafe(namespace, request)
+        except AdapterFormatError as exc:
+            self._unreadable(channel, exc)
         except Exception:  # a bad request costs its answer, never the master
             log.exception("could not answer a request of type %r", request.get("type"))
 
     async def _answer_unsafe(self, namespace: str, request: dict[str, Any]) -> None:
         kind = request.get("type")
         request_id = request.get("requestId")
-        opts = request.get("opts") if isinstance(request.get("opts"), dict) else None
-        selector = {
-            "namespace": namespace,
-            "rooms": (opts.get("rooms") or None) if opts else None,
-            "exclude": (opts.get("except") or []) if opts else [],
-        }
-        ops = self.operations
-        if kind in (
-            RequestType.REMOTE_JOIN,
-            RequestType.REMOTE_LEAVE,
-            RequestType.REMOTE_DISCONNECT,
-        ):
-            operation = {
-                RequestType.REMOTE_JOIN: "join",
-                RequestType.REMOTE_LEAVE: "leave",
-                RequestType.REMOTE_DISCONNECT: "disconnect",
-            }[RequestType(kind)]
-            if opts is None:  # per-socket form: answer only if the socket is ours
-                selector["rooms"] = [request.get("sid")]
-                targets = [request.get("room")]
-            else:
-                targets = request.get("rooms") or []
-            count = await ops.on_workers(
-                operation, {**selector, "targets": targets, "close": bool(request.get("close"))}
-            )
-            if request_id is not None and (opts is not None or count):
-                self._respond(namespace, encode_json({"requestId": request_id, "count": count}))
-        elif kind == RequestType.REMOTE_FETCH:
-            sockets = await ops.on_workers("fetch", selector)
-            self._respond(
-                namespace,
-                encode_json(
-                    {
-                        "requestId": request_id,
-                        "sockets": [
-                            {"id": s["id"], "handshake": {}, "rooms": s["rooms"], "data": {}}
-                            for s in sockets
-                        ],
-                    }
-                ),
-            )
-        elif kind == RequestType.SOCKETS:
-            sockets = await ops.on_workers(
-                "fetch", {**selector, "rooms": request.get("rooms") or None}
-            )
-            self._respond(
-                namespace,
-                encode_json({"requestId": request_id, "sockets": [s["id"] for s in sockets]}),
-            )
-        elif kind == RequestType.SERVER_SIDE_EMIT:
-            data = request.get("data")
-            if isinstance(data, list) and data and isinstance(data[0], str):
-                await ops.server_emit_here(namespace, data[0], data[1:])
+        if kind == RequestType.ALL_ROOMS:
             if request_id is not None:
-                self._respond(
-                    namespace,
-                    encode_json(
-                        {
-                            "type": RequestType.SERVER_SIDE_EMIT,
-                            "requestId": request_id,
-                            "data": None,
-                        }
-                    ),
-                )
-        elif kind == RequestType.BROADCAST:
-            await self._answer_broadcast_with_ack(namespace, request, selector)
+                rooms = self.table.room_names(namespace)
+                self._respond(namespace, {"requestId": request_id, "rooms": rooms})
+            return
+        if kind == RequestType.BROADCAST:
+            await self._answer_broadcast_with_ack(namespace, request)
+            return
+        operation = decode_operation(namespace, request)
+        if operation is None:
+            return  # a type for servers only (BROADCAST_CLIENT_COUNT, ...) or unknown
+        result = await self.host.on_host(operation)
+        if request_id is None:
+            return
+        match operation:
+            case JoinRooms() | LeaveRooms() | DisconnectSockets():
+                if operation.single_sid and not result:
+                    return  # not ours: only the owner answers
+                self._respond(namespace, {"type": kind, "requestId": request_id, "count": result})
+            case FetchSockets() if kind == RequestType.SOCKETS:
+                sockets = [s["id"] for s in result]
+                self._respond(namespace, {"requestId": request_id, "sockets": sockets})
+            case FetchSockets():
+                self._respond(namespace, {"requestId": request_id, "sockets": result})
+            case ServerEmit():
+                self._respond(namespace, {"type": kind, "requestId": request_id, "data": None})
 
-    async def _answer_broadcast_with_ack(
-        self, namespace: str, request: dict[str, Any], selector: dict[str, Any]
-    ) -> None:
+    async def _answer_broadcast_with_ack(self, namespace: str, request: dict[str, Any]) -> None:
+        """An emit with acks from another server: count our recipients, relay each ack."""
         packet = request.get("packet") or {}
         data = packet.get("data")
-        if not isinstance(data, list) or not data:
-            return
-        flags = (request.get("opts") or {}).get("flags") or {}
+        if not isinstance(data, list) or not data or not isinstance(data[0], str):
+            raise AdapterFormatError("a broadcast needs packet.data [event, ...args]")
+        opts: dict[str, Any] = request.get("opts") or {}
+        if not isinstance(opts, dict):
+            raise AdapterFormatError("a broadcast's opts must be a map")
+        flags = opts.get("flags") or {}
         timeout = float(flags.get("timeout") or REQUESTS_TIMEOUT * 1000) / 1000
-        sockets = await self.operations.on_workers("fetch", selector)
+        fetch = decode_operation(namespace, {"type": RequestType.REMOTE_FETCH, "opts": opts})
+        sockets = await self.host.on_host(fetch) if fetch is not None else []
         request_id = request.get("requestId")
         self._respond(
             namespace,
-            encode_json(
-                {
-                    "type": RequestType.BROADCAST_CLIENT_COUNT,
-                    "requestId": request_id,
-                    "clientCount": len(sockets),
-                }
-            ),
+            {
+                "type": RequestType.BROADCAST_CLIENT_COUNT,
+                "requestId": request_id,
+                "clientCount": len(sockets),
+            },
         )
 
         async def one(sid: str) -> None:
             try:
-                ack = await self.operations.emit_ack_here(namespace, sid, data, timeout)
+                ack = await self.host.on_host(EmitWithAck(namespace, sid, data, timeout))
             except Exception as exc:  # no ack from that client: nothing to answer
                 log.debug("no ack from %s: %s", sid, exc)
                 return
             self._respond(
                 namespace,
-                pack(
-                    {
-                        "type": RequestType.BROADCAST_ACK,
-                        "requestId": request_id,
-                        "packet": ack[0] if ack else None,
-                        "args": ack,
-                    }
-                ),
+                {
+                    "type": RequestType.BROADCAST_ACK,
+                    "requestId": request_id,
+                    "packet": ack[0] if ack else None,
+                    "args": ack,
+                },
+                binary=True,
             )
 
         await asyncio.gather(*(one(s["id"]) for s in sockets))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
@@ -78,6 +79,19 @@ class Config:
         """Worker ``i`` listens on ``port + i`` so an L4 balancer can front them."""
         return self.port + worker_id
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, handed to each worker on its command line."""
-        return asdict(self)
+    def to_json(self) -> str:
+        """The form a worker receives in its environment (see :meth:`from_json`)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        """The same typed, validated Config the master has, in a worker process."""
+        values: dict[str, Any] = json.loads(text)
+        known = {f.name: f for f in fields(cls)}
+        unknown = values.keys() - known.keys()
+        if unknown:
+            raise ConfigError(f"unknown configuration keys {sorted(unknown)}")
+        for name in ("patterns", "cors_allowed_origins"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)

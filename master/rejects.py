@@ -6,14 +6,13 @@ see what a misbehaving publisher sent: ``LRANGE sio-master:rejected 0 9``.
 Each entry is JSON: ``{"ts", "host", "pid", "channel", "reason", "detail", "size", "body"}``
 (``host`` and ``pid`` name the master that rejected it) where
 ``body`` is the first ``BODY_PREVIEW_BYTES`` bytes, decoded as UTF-8 with
-replacement. Writing happens off the hot path in a bounded queue: when Redis is
-slow or down, entries beyond the queue are not kept (the counter still counts).
+replacement. Writing happens off the hot path through a bounded
+:class:`master.outbox.Outbox`: when Redis is slow or down, entries beyond it are
+not kept (the counter still counts).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -21,10 +20,10 @@ import time
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from master.messages import Rejected
 from master.metrics import Metrics
+from master.outbox import Outbox
 from master.ratelimit import RateLimitedLogger
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,14 @@ class RejectSink:
         self._key = key
         self._metrics = metrics
         self._limiter = RateLimitedLogger(log)
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_SIZE)
+        self._entries: Outbox[bytes] = Outbox(
+            "keeping rejected messages",
+            self._write,
+            limit=QUEUE_SIZE,
+            overflow="newest",
+            keep_on_failure=False,
+            batch=100,
+        )
         self._host = socket.gethostname()
         self._pid = os.getpid()
 
@@ -69,21 +75,14 @@ class RejectSink:
                 "body": body[:BODY_PREVIEW_BYTES].decode("utf-8", "replace"),
             }
         )
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(entry)
+        self._entries.put(entry)
 
     async def run(self) -> None:
         """Write queued entries to the capped list, in small batches, forever."""
-        while True:
-            entries = [await self._queue.get()]
-            while not self._queue.empty() and len(entries) < 100:
-                entries.append(self._queue.get_nowait())
-            try:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.lpush(self._key, *entries)
-                    pipe.ltrim(self._key, 0, KEEP - 1)
-                    await pipe.execute()
-            except (RedisError, OSError) as exc:
-                self._limiter.log(
-                    logging.WARNING, "store", "could not keep rejected messages: %s", exc
-                )
+        await self._entries.run()
+
+    async def _write(self, entries: list[bytes]) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(self._key, *entries)
+            pipe.ltrim(self._key, 0, KEEP - 1)
+            await pipe.execute()

@@ -114,6 +114,10 @@ class RoutingTable:
                             found[(namespace, sid)].append(room)
         return [(namespace, sid, rooms) for (namespace, sid), rooms in found.items()]
 
+    def room_names(self, namespace: str) -> list[Room]:
+        """Every room of ``namespace`` with a socket in it, sid rooms included (Node's allRooms)."""
+        return [room for room in self._rooms.get(namespace, {}) if room is not None]
+
     def sockets_per_worker(self) -> dict[WorkerId, int]:
         """Connected sockets (one per namespace connection) held by each worker."""
         counts: dict[WorkerId, int] = {}

@@ -1,10 +1,16 @@
 """The master: wires Redis, the routing table, the workers and the metrics together.
 
+Lifecycle (the uvicorn shape): :func:`serve` resolves what the master needs from
+outside (the Redis URL, starting the embedded Redis if none is given; the metrics
+endpoint; the command connections), then :class:`Master` builds every component
+once, so nothing on the hot path is optional, and runs startup, main loop and
+shutdown.
+
 Hot path, all synchronous within one event-loop tick: a ``ch:*`` message is
-parsed once (:mod:`master.messages`), routed once (:mod:`master.router`), framed
-once, and the same frame bytes are queued on the pipe of each target worker;
-each pipe is written once per tick (:mod:`wire.link`). A worker's broadcast is
-routed the same way and forwarded byte for byte.
+parsed once (:mod:`master.messages`), then routed, framed once and queued on
+the pipe of each target worker (:mod:`master.fanout`); each pipe is written once
+per tick (:mod:`wire.link`). A worker's broadcast takes the same path and is
+forwarded byte for byte.
 """
 
 from __future__ import annotations
@@ -19,132 +25,117 @@ import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
-from prometheus_client import Counter
 
 from legacy_store.schema import Schema
-from legacy_store.socket_store import SocketStore
+from legacy_store.socket_store import MembershipStore, NoStore, SocketStore
 from master.adapter_wire import Channels
 from master.cluster_bus import ClusterBus
 from master.config import Config
 from master.embedded_redis import EmbeddedRedis
-from master.host_ops import HostOperations
-from master.messages import ANY_NAMESPACE, Rejected, event_prefix, parse_message
+from master.fanout import Fanout
+from master.host_ops import ClusterOperations, HostOperations
+from master.messages import Rejected, event_prefix, parse_message
 from master.metrics import Metrics, serve_metrics
-from master.ratelimit import RateLimitedLogger
 from master.redis_commands import command_client
 from master.redis_source import RedisSource
 from master.rejects import RejectSink
 from master.router import RoutingTable
-from master.supervisor import StartupError, Supervisor, WorkerHandle
-from wire.frames import HEADER, Kind, encode_frame
+from master.supervisor import StartupError, Supervisor
+from wire.frames import HEADER, Broadcast, Join, Leave
+from wire.operations import ClusterOperation
 
 log = logging.getLogger(__name__)
 
 COMMAND_CONNECTIONS = 2  # plus the subscriber: 3 Redis connections per host, whatever N
 
 
-def _is_room(value: Any) -> bool:
-    return value is None or isinstance(value, str | int)
-
-
-def _is_room_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str | int) for v in value)
-
-
 class Master:
-    """One per host. :meth:`run` returns the process exit status."""
+    """One per host: every component, built once; :meth:`run` returns the exit status."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, redis_url: str, commands: aioredis.Redis, metrics: Metrics
+    ) -> None:
         self.config = config
-        self.metrics = Metrics()
+        self.metrics = metrics
         self.table = RoutingTable()
-        self.supervisor = Supervisor(
-            config,
-            self.metrics,
-            self._on_worker_frame,
-            self._on_worker_exit,
-            self._on_hello,
-            self._on_worker_request,
+        self.supervisor = Supervisor(config, metrics, self)
+        self.fanout = Fanout(self.table, self.supervisor, metrics, config.worker_buffer_bytes)
+        self.host = HostOperations(self.table, self.supervisor)
+        channels = Channels(config.adapter_key)
+        self.bus = ClusterBus(
+            commands,
+            channels,
+            self.table,
+            self.host,
+            self.fanout,
+            metrics,
+            config.redis_buffer_bytes,
         )
-        self.operations = HostOperations(self.table, self.supervisor)
-        self.metrics.watch_state(
-            self.table.sockets_per_worker,
-            self.supervisor.alive_count,
-            lambda: {w: h.stats for w, h in self.supervisor.handles.items()},
+        self.operations = ClusterOperations(self.host, self.bus)
+        self.rejects = RejectSink(commands, config.rejected_key, metrics)
+        self.store: MembershipStore = NoStore()
+        if config.store:
+            self.store = SocketStore(
+                commands,
+                Schema(config.key_prefix),
+                uuid.uuid4().hex,
+                config.node_ttl,
+                self.table.sockets,
+            )
+        self.source = RedisSource(
+            redis_url,
+            [*config.patterns, channels.broadcast_pattern],
+            self._on_redis_message,
+            on_subscribed=self._on_subscribed,
+            client_name=f"{client_name()}:sub",
+        )
+        metrics.watch_state(
+            self.table.sockets_per_worker, self.supervisor.alive_count, self.supervisor.stats
         )
         self.namespaces: frozenset[str] | str = frozenset()
         self._prefixes = {p.encode(): event_prefix(p) for p in config.patterns}
-        self._routed: dict[int, Counter] = {}
-        self._dropped: dict[int, Counter] = {}
-        self._drop_log = RateLimitedLogger(log)
-        self._stop = asyncio.Event()
-        self.rejects: RejectSink | None = None
-        self.store: SocketStore | None = None
-        self.bus: ClusterBus | None = None
-        self.source: RedisSource | None = None
-        self._adapter_pattern = b""
+        self._adapter_pattern = channels.broadcast_pattern.encode()
         self._subscribed_namespaces: set[str] = set()
         self._subscriptions = 0
         self._background: set[asyncio.Task[None]] = set()
 
-    # ---- workers -> master ----------------------------------------------------
+    # ---- workers -> master (called by the supervisor's dispatch) ----------------
 
-    def _on_hello(self) -> None:
-        names: set[str] = set()
-        for handle in self.supervisor.handles.values():
-            if handle.namespaces == ANY_NAMESPACE:
-                self.namespaces = ANY_NAMESPACE
-                return
-            names.update(handle.namespaces)
-        self.namespaces = frozenset(names)
+    def on_hello(self) -> None:
+        self.namespaces = self.supervisor.namespaces()
 
-    async def _on_worker_request(
-        self, handle: WorkerHandle, operation: str, args: dict[str, Any]
-    ) -> Any:
-        return await self.operations.handle(handle, operation, args)
+    def on_membership(self, worker: int, report: Join | Leave) -> None:
+        namespace, sid, room = report.namespace, report.sid, report.room
+        if isinstance(report, Join):
+            if room is None and namespace not in self._subscribed_namespaces:
+                self._subscribe_namespaces([namespace])
+            self.table.join(worker, namespace, sid, room)
+            self.store.join(namespace, sid, room)
+        else:
+            self.table.leave(worker, namespace, sid, room)
+            self.store.leave(namespace, sid, room)
 
-    def _on_worker_exit(self, handle: WorkerHandle) -> None:
-        dropped = self.table.drop_worker(handle.worker_id)
+    def on_broadcast(self, worker: int, broadcast: Broadcast, body: bytes) -> None:
+        self.metrics.worker_broadcasts.inc()
+        self.fanout.deliver(
+            broadcast.namespace,
+            broadcast.rooms,
+            broadcast.exclude,
+            broadcast.parts,
+            skip_worker=worker,
+            frame=HEADER.pack(len(body)) + body,
+        )
+        self.bus.relay_worker_broadcast(broadcast)
+
+    def on_worker_exit(self, worker: int) -> None:
+        dropped = self.table.drop_worker(worker)
         if dropped:
-            log.info("forgot %d sockets of worker %d", len(dropped), handle.worker_id)
-        if self.store is not None:
-            for namespace, sid in dropped:
-                self.store.leave(namespace, sid, None)
+            log.info("forgot %d sockets of worker %d", len(dropped), worker)
+        for namespace, sid in dropped:
+            self.store.leave(namespace, sid, None)
 
-    def _on_worker_frame(
-        self, handle: WorkerHandle, kind: Kind, fields: list[Any], body: bytes
-    ) -> None:
-        worker = handle.worker_id
-        if kind in (Kind.JOIN, Kind.LEAVE) and len(fields) == 3:
-            namespace, sid, room = fields
-            if isinstance(namespace, str) and isinstance(sid, str) and _is_room(room):
-                if kind is Kind.JOIN:
-                    if room is None and namespace not in self._subscribed_namespaces:
-                        self._subscribe_namespaces([namespace])
-                    self.table.join(worker, namespace, sid, room)
-                    if self.store is not None:
-                        self.store.join(namespace, sid, room)
-                else:
-                    self.table.leave(worker, namespace, sid, room)
-                    if self.store is not None:
-                        self.store.leave(namespace, sid, room)
-                return
-        elif kind is Kind.BROADCAST and len(fields) == 4:
-            namespace, rooms, exclude, _ = fields
-            if (
-                isinstance(namespace, str)
-                and (rooms is None or _is_room_list(rooms))
-                and (_is_room_list(exclude))
-            ):
-                self.metrics.worker_broadcasts.inc()
-                targets = self.table.route(namespace, rooms, exclude, skip_worker=worker)
-                if targets:
-                    self._send(targets, HEADER.pack(len(body)) + body)
-                if self.bus is not None:
-                    self.bus.relay_worker_broadcast(rooms, exclude, fields[3])
-                return
-        self.metrics.bad_frames.inc()
-        log.error("malformed %s frame from worker %d: %r", kind.name, worker, fields[:4])
+    async def handle_request(self, worker: int, operation: ClusterOperation) -> Any:
+        return await self.operations.handle(worker, operation)
 
     # ---- Redis -> workers -----------------------------------------------------
 
@@ -152,12 +143,12 @@ class Master:
         self.metrics.received.inc()
         name = channel.decode("utf-8", "replace")
         try:
-            if self.bus is not None and pattern is None:
+            if pattern is None:
                 self.bus.on_request_or_response(name, body)
-            elif self.bus is not None and pattern == self._adapter_pattern:
+            elif pattern == self._adapter_pattern:
                 self.bus.on_broadcast(name, body)
             else:
-                self._route_message(pattern or b"", name, body)
+                self._route_message(pattern, name, body)
         except Exception:  # a bug here must cost one message, never the subscriber
             self.metrics.rejected.labels(reason="internal_error").inc()
             log.exception("internal error on a message from %r", name)
@@ -172,127 +163,52 @@ class Master:
                 self.namespaces,
             )
         except Rejected as rejected:
-            assert self.rejects is not None
             self.rejects.reject(name, body, rejected)
             return
-        targets = self.table.route(delivery.namespace, delivery.to, delivery.exclude)
-        if targets:
-            frame = encode_frame(
-                Kind.BROADCAST,
-                delivery.namespace,
-                delivery.to,
-                delivery.exclude,
-                [delivery.packet],
-            )
-            self._send(targets, frame)
+        self.fanout.deliver(delivery.namespace, delivery.to, delivery.exclude, [delivery.packet])
 
-    def _send(self, targets: list[int], frame: bytes) -> None:
-        handles = self.supervisor.handles
-        for worker in targets:
-            handle = handles.get(worker)
-            if handle is not None and handle.alive and handle.link.send(frame):
-                counter = self._routed.get(worker)
-                if counter is None:
-                    counter = self._routed[worker] = self.metrics.routed.labels(str(worker))
-                counter.inc()
-            else:
-                counter = self._dropped.get(worker)
-                if counter is None:
-                    counter = self._dropped[worker] = self.metrics.dropped.labels(str(worker))
-                counter.inc()
-                self._drop_log.log(
-                    logging.WARNING,
-                    worker,
-                    "worker %d is not keeping up (pipe backlog over %d bytes): dropping messages",
-                    worker,
-                    self.config.worker_buffer_bytes,
-                )
+    def _on_subscribed(self) -> None:
+        if self._subscriptions:
+            self.metrics.redis_reconnects.inc()
+        self._subscriptions += 1
+
+    def _subscribe_namespaces(self, namespaces: list[str]) -> None:
+        """SUBSCRIBE the adapter's request/response channels of newly seen namespaces."""
+        new = [n for n in namespaces if n not in self._subscribed_namespaces]
+        if not new:
+            return
+        self._subscribed_namespaces.update(new)
+        task = asyncio.create_task(self.source.add_channels(self.bus.subscriptions(new)))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # ---- lifecycle ------------------------------------------------------------
 
-    async def run(self) -> int:
-        """Start everything, serve until SIGTERM/SIGINT, stop gracefully; return 0."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._handle_stop_signal, sig)
-        embedded: EmbeddedRedis | None = None
-        metrics_runner = None
-        commands: aioredis.Redis | None = None
+    async def run(self, stop: asyncio.Event) -> int:
+        """Startup, main loop until ``stop`` is set, shutdown; return the exit status."""
         tasks: list[asyncio.Task[None]] = []
         try:
-            url = self.config.redis_url
-            if url is None:
-                embedded = EmbeddedRedis().start()
-                url = embedded.url
-                log.info("no --redis-url: started an embedded Redis at %s", url)
-            if self.config.metrics_port:
-                try:
-                    metrics_runner = await serve_metrics(
-                        self.metrics, self.config.metrics_host, self.config.metrics_port
-                    )
-                except OSError as exc:
-                    log.error("cannot serve metrics on port %d: %s", self.config.metrics_port, exc)
-                    return 1
-            name = f"sio-master:{socket.gethostname()}:{os.getpid()}"
-            commands = command_client(
-                url, max_connections=COMMAND_CONNECTIONS, client_name=f"{name}:cmd"
-            )
-            self.rejects = RejectSink(commands, self.config.rejected_key, self.metrics)
-            channels = Channels(self.config.adapter_key)
-            self._adapter_pattern = channels.broadcast_pattern.encode()
-            self.bus = ClusterBus(
-                commands,
-                channels,
-                self.table,
-                self.operations,
-                self._send,
-                self.metrics,
-                self.config.redis_buffer_bytes,
-            )
-            self.source = RedisSource(
-                url,
-                [*self.config.patterns, channels.broadcast_pattern],
-                self._on_redis_message,
-                on_subscribed=self._on_subscribed,
-                client_name=f"{name}:sub",
-            )
-            if not await self._start_workers():
+            if not await self._start_workers(stop):
                 return 1
-            if self._stop.is_set():
+            if stop.is_set():
                 return 0
+            config = self.config
             log.info(
                 "cluster ready: %d workers on %s ports %d-%d",
-                self.config.workers,
-                self.config.host,
-                self.config.port,
-                self.config.worker_port(self.config.workers - 1),
+                config.workers,
+                config.host,
+                config.port,
+                config.worker_port(config.workers - 1),
             )
-            self._subscribe_namespaces(
-                sorted(
-                    {
-                        n
-                        for h in self.supervisor.handles.values()
-                        if h.namespaces != "*"
-                        for n in h.namespaces
-                    }
-                )
-            )
+            served = self.namespaces
+            self._subscribe_namespaces(sorted(served) if isinstance(served, frozenset) else [])
             tasks = [
                 asyncio.create_task(self.source.run()),
                 asyncio.create_task(self.rejects.run()),
-                asyncio.create_task(self.bus.run_publisher()),
+                asyncio.create_task(self.bus.run()),
+                asyncio.create_task(self.store.run()),
             ]
-            if self.config.store:
-                self.store = SocketStore(
-                    commands,
-                    Schema(self.config.key_prefix),
-                    uuid.uuid4().hex,
-                    self.config.node_ttl,
-                    self.table.sockets,
-                )
-                log.info("store: node %s, keys %s#...", self.store.node_id, self.config.key_prefix)
-                tasks.append(asyncio.create_task(self.store.run()))
-            await self._stop.wait()
+            await stop.wait()
             log.info("stopping")
             return 0
         finally:
@@ -301,23 +217,14 @@ class Master:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.supervisor.stop()
             self.supervisor.kill_all()
-            if self.store is not None:
-                await self.store.close()
-            if commands is not None:
-                with contextlib.suppress(Exception):
-                    await commands.aclose()
-            if metrics_runner is not None:
-                await metrics_runner.cleanup()
-            if embedded is not None:
-                embedded.close()
-            log.info("stopped")
+            await self.store.close()
 
-    async def _start_workers(self) -> bool:
+    async def _start_workers(self, stop: asyncio.Event) -> bool:
         """Start the workers unless a stop signal comes first; False if they cannot start."""
         start = asyncio.create_task(self.supervisor.start())
-        stop = asyncio.create_task(self._stop.wait())
-        await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
         if not start.done():
             start.cancel()
             await asyncio.gather(start, return_exceptions=True)
@@ -329,25 +236,54 @@ class Master:
             return False
         return True
 
-    def _on_subscribed(self) -> None:
-        if self._subscriptions:
-            self.metrics.redis_reconnects.inc()
-        self._subscriptions += 1
 
-    def _subscribe_namespaces(self, namespaces: list[str]) -> None:
-        """SUBSCRIBE the adapter's request/response channels of newly seen namespaces."""
-        new = [n for n in namespaces if n not in self._subscribed_namespaces]
-        if not new or self.bus is None or self.source is None:
-            return
-        self._subscribed_namespaces.update(new)
-        task = asyncio.create_task(self.source.add_channels(self.bus.subscriptions(new)))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+def client_name() -> str:
+    """How this master's Redis connections are named in ``CLIENT LIST``."""
+    return f"sio-master:{socket.gethostname()}:{os.getpid()}"
 
-    def _handle_stop_signal(self, sig: signal.Signals) -> None:
-        if self._stop.is_set():
+
+async def serve(config: Config) -> int:
+    """Run a master until SIGTERM/SIGINT; a second signal kills the workers at once."""
+    stop = asyncio.Event()
+    master: Master | None = None
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
             log.warning("%s again: killing workers now", sig.name)
-            self.supervisor.kill_all()
+            if master is not None:
+                master.supervisor.kill_all()
             return
         log.info("%s received: stopping gracefully", sig.name)
-        self._stop.set()
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(log.info, "stopped")
+        url = config.redis_url
+        if url is None:
+            embedded = EmbeddedRedis().start()
+            stack.callback(embedded.close)
+            url = embedded.url
+            log.info("no --redis-url: started an embedded Redis at %s", url)
+        metrics = Metrics()
+        if config.metrics_port:
+            try:
+                runner = await serve_metrics(metrics, config.metrics_host, config.metrics_port)
+            except OSError as exc:
+                log.error("cannot serve metrics on port %d: %s", config.metrics_port, exc)
+                return 1
+            stack.push_async_callback(runner.cleanup)
+        commands = command_client(
+            url, max_connections=COMMAND_CONNECTIONS, client_name=f"{client_name()}:cmd"
+        )
+        stack.push_async_callback(_close_quietly, commands)
+        master = Master(config, url, commands, metrics)
+        return await master.run(stop)
+    return 1  # unreachable: the exit stack does not swallow exceptions
+
+
+async def _close_quietly(client: aioredis.Redis) -> None:
+    with contextlib.suppress(Exception):
+        await client.aclose()

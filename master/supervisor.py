@@ -12,23 +12,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from master.config import Config
+from master.messages import ANY_NAMESPACE
 from master.metrics import Metrics
 from wire import WORKER_CONFIG_ENV
-from wire.frames import FrameError, Kind, encode_frame
+from wire.frames import (
+    Broadcast,
+    Frame,
+    FrameError,
+    Hello,
+    Join,
+    Leave,
+    Ping,
+    Pong,
+    Ready,
+    Request,
+    Response,
+    Sync,
+    Synced,
+)
 from wire.link import FrameLink
-from wire.rpc import Rpc
+from wire.operations import ClusterOperation
+from wire.rpc import Rpc, RpcError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +55,30 @@ class StartupError(RuntimeError):
     """A worker died or did not get ready while the cluster was starting."""
 
 
+class WorkerEvents(Protocol):
+    """What the master does with its workers' frames (the one dispatch is :meth:`_dispatch`)."""
+
+    def on_hello(self) -> None: ...
+
+    def on_membership(self, worker: int, report: Join | Leave) -> None: ...
+
+    def on_broadcast(self, worker: int, broadcast: Broadcast, body: bytes) -> None: ...
+
+    def on_worker_exit(self, worker: int) -> None: ...
+
+    async def handle_request(self, worker: int, operation: ClusterOperation) -> Any: ...
+
+
+class WorkerPool(Protocol):
+    """The master's view of its workers: who is alive, send a frame, ask for an answer."""
+
+    def alive(self) -> list[int]: ...
+
+    def send(self, worker: int, frame: bytes, droppable: bool = True) -> bool: ...
+
+    async def call(self, worker: int, operation: ClusterOperation, timeout: float) -> Any: ...
+
+
 @dataclass(eq=False)
 class WorkerHandle:
     """One generation of worker ``worker_id``: a new handle per (re)spawn."""
@@ -49,12 +87,12 @@ class WorkerHandle:
     port: int
     process: asyncio.subprocess.Process
     link: FrameLink
+    rpc: Rpc
     started_at: float = field(default_factory=time.monotonic)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     alive: bool = True
-    namespaces: list[str] | str = field(default_factory=list)
+    namespaces: tuple[str, ...] | str = ()
     last_pong: float = field(default_factory=time.monotonic)
-    rpc: Rpc | None = None
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -62,29 +100,14 @@ class WorkerHandle:
         return self.process.pid
 
 
-FrameCallback = Callable[[WorkerHandle, Kind, list[Any], bytes], None]
-RequestHandler = Callable[[WorkerHandle, str, dict[str, Any]], Awaitable[Any]]
-
-
 class Supervisor:
-    """Keeps ``config.workers`` workers alive on ports ``port .. port+N-1``."""
+    """Keeps ``config.workers`` workers alive on ports ``port .. port+N-1``; a WorkerPool."""
 
-    def __init__(
-        self,
-        config: Config,
-        metrics: Metrics,
-        on_frame: FrameCallback,
-        on_exit: Callable[[WorkerHandle], None],
-        on_hello: Callable[[], None],
-        on_request: RequestHandler,
-    ) -> None:
+    def __init__(self, config: Config, metrics: Metrics, events: WorkerEvents) -> None:
         self.config = config
         self.metrics = metrics
-        self.handles: dict[int, WorkerHandle] = {}
-        self._on_frame = on_frame
-        self._on_exit = on_exit
-        self._on_hello = on_hello
-        self._on_request = on_request
+        self._handles: dict[int, WorkerHandle] = {}
+        self._events = events
         self._stopping = False
         self._starting = True
         self._tasks: set[asyncio.Task[None]] = set()
@@ -92,8 +115,41 @@ class Supervisor:
         self._startup_progress = asyncio.Event()  # a worker got ready or exited
         self._fast_deaths: dict[int, int] = {}
 
+    # ---- the WorkerPool view ----------------------------------------------------
+
+    def alive(self) -> list[int]:
+        return [w for w, h in self._handles.items() if h.alive]
+
     def alive_count(self) -> int:
-        return sum(1 for h in self.handles.values() if h.alive)
+        return sum(1 for h in self._handles.values() if h.alive)
+
+    def send(self, worker: int, frame: bytes, droppable: bool = True) -> bool:
+        handle = self._handles.get(worker)
+        return handle is not None and handle.alive and handle.link.send(frame, droppable)
+
+    async def call(self, worker: int, operation: ClusterOperation, timeout: float) -> Any:
+        handle = self._handles.get(worker)
+        if handle is None or not handle.alive:
+            raise RpcError(f"worker {worker} is not running")
+        return await handle.rpc.call(operation, timeout)
+
+    def namespaces(self) -> frozenset[str] | str:
+        """The namespaces the workers serve, or ``"*"`` if any worker accepts any."""
+        names: set[str] = set()
+        for handle in self._handles.values():
+            if handle.namespaces == ANY_NAMESPACE:
+                return ANY_NAMESPACE
+            names.update(handle.namespaces)
+        return frozenset(names)
+
+    def stats(self) -> dict[int, dict[str, Any]]:
+        """What each worker reported with its last pong."""
+        return {w: h.stats for w, h in self._handles.items()}
+
+    def pids(self) -> dict[int, int]:
+        return {w: h.pid for w, h in self._handles.items() if h.alive}
+
+    # ---- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
         """Spawn every worker and wait until each accepts connections."""
@@ -101,8 +157,8 @@ class Supervisor:
             await self._spawn(worker_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STARTUP_TIMEOUT
-        while not all(h.ready.is_set() for h in self.handles.values()):
-            dead = [h for h in self.handles.values() if h.process.returncode is not None]
+        while not all(h.ready.is_set() for h in self._handles.values()):
+            dead = [h for h in self._handles.values() if h.process.returncode is not None]
             if dead:
                 code = dead[0].process.returncode
                 raise StartupError(f"worker {dead[0].worker_id} exited with code {code}")
@@ -130,25 +186,25 @@ class Supervisor:
                 str(child_sock.fileno()),
                 str(worker_id),
                 pass_fds=(child_sock.fileno(),),
-                env={**os.environ, WORKER_CONFIG_ENV: json.dumps(self.config.to_dict())},
+                env={**os.environ, WORKER_CONFIG_ENV: self.config.to_json()},
             )
         finally:
             child_sock.close()
         holder: list[WorkerHandle] = []
         link = await FrameLink.open(
             parent_sock,
-            lambda kind, fields, body: self._dispatch(holder[0], kind, fields, body),
+            lambda frame, body: self._dispatch(holder[0], frame, body),
             lambda exc: None,
             self.config.worker_buffer_bytes,
             on_bad_frame=self._bad_frame,
         )
-        handle = WorkerHandle(worker_id, port, process, link)
-        handle.rpc = Rpc(
+        rpc = Rpc(
             lambda frame: link.send(frame, droppable=False),
-            lambda operation, args: self._on_request(handle, operation, args),
+            lambda operation: self._events.handle_request(worker_id, operation),
         )
+        handle = WorkerHandle(worker_id, port, process, link, rpc)
         holder.append(handle)
-        self.handles[worker_id] = handle
+        self._handles[worker_id] = handle
         log.info("worker %d started (pid %d, port %d)", worker_id, process.pid, port)
         self._spawn_task(self._watch(handle))
         return handle
@@ -157,39 +213,45 @@ class Supervisor:
         self.metrics.bad_frames.inc()
         log.error("unreadable frame from a worker: %s", exc)
 
-    def _dispatch(self, handle: WorkerHandle, kind: Kind, fields: list[Any], body: bytes) -> None:
+    def _dispatch(self, handle: WorkerHandle, frame: Frame, body: bytes) -> None:
+        """Every frame a worker sends is handled here, by its class."""
         if not handle.alive:
             return  # late frames of a dead generation must not touch the routing table
-        if kind is Kind.REQUEST or kind is Kind.RESPONSE:
-            assert handle.rpc is not None
-            handle.rpc.on_frame(kind, fields)
-        elif kind is Kind.SYNC:
-            handle.link.send(encode_frame(Kind.SYNCED, *fields), droppable=False)
-        elif kind is Kind.PONG:
-            handle.last_pong = time.monotonic()
-            if len(fields) > 1 and isinstance(fields[1], dict):
-                handle.stats = fields[1]
-        elif kind is Kind.READY:
-            handle.ready.set()
-            self._startup_progress.set()
-            handle.last_pong = time.monotonic()
-            if not self._starting:
-                log.info("worker %d ready again on port %d", handle.worker_id, handle.port)
-        elif kind is Kind.HELLO:
-            names = fields[2] if len(fields) > 2 else []
-            handle.namespaces = names if names == "*" else [n for n in names if isinstance(n, str)]
-            self._on_hello()
-        else:
-            self._on_frame(handle, kind, fields, body)
+        worker = handle.worker_id
+        match frame:
+            case Join() | Leave():
+                self._events.on_membership(worker, frame)
+            case Broadcast():
+                self._events.on_broadcast(worker, frame, body)
+            case Request():
+                handle.rpc.on_request(frame)
+            case Response():
+                handle.rpc.on_response(frame)
+            case Sync(token):
+                handle.link.send(Synced(token).encode(), droppable=False)
+            case Pong(_, stats):
+                handle.last_pong = time.monotonic()
+                handle.stats = stats
+            case Ready():
+                handle.ready.set()
+                self._startup_progress.set()
+                handle.last_pong = time.monotonic()
+                if not self._starting:
+                    log.info("worker %d ready again on port %d", worker, handle.port)
+            case Hello(_, _, namespaces):
+                handle.namespaces = namespaces
+                self._events.on_hello()
+            case _:
+                self.metrics.bad_frames.inc()
+                log.error("unexpected %s frame from worker %d", type(frame).__name__, worker)
 
     async def _watch(self, handle: WorkerHandle) -> None:
         code = await handle.process.wait()
         handle.alive = False
         self._startup_progress.set()
-        if handle.rpc is not None:
-            handle.rpc.fail_all(f"worker {handle.worker_id} died")
+        handle.rpc.fail_all(f"worker {handle.worker_id} died")
         handle.link.close()
-        self._on_exit(handle)
+        self._events.on_worker_exit(handle.worker_id)
         if self._stopping or self._starting:
             return
         how = f"signal {-code}" if code < 0 else f"code {code}"
@@ -217,7 +279,7 @@ class Supervisor:
             await asyncio.sleep(timeout / 3)
             now = time.monotonic()
             token += 1
-            for handle in list(self.handles.values()):
+            for handle in list(self._handles.values()):
                 if not (handle.alive and handle.ready.is_set()):
                     continue
                 if now - handle.last_pong > timeout:
@@ -230,14 +292,14 @@ class Supervisor:
                     with contextlib.suppress(ProcessLookupError):
                         handle.process.kill()
                 else:
-                    handle.link.send(encode_frame(Kind.PING, token), droppable=False)
+                    handle.link.send(Ping(token).encode(), droppable=False)
 
     async def stop(self) -> None:
         """SIGTERM every worker, wait for the graceful timeout, SIGKILL what is left."""
         self._stopping = True
         if self._health_task is not None:
             self._health_task.cancel()
-        handles = [h for h in self.handles.values() if h.process.returncode is None]
+        handles = [h for h in self._handles.values() if h.process.returncode is None]
         for handle in handles:
             with contextlib.suppress(ProcessLookupError):
                 handle.process.send_signal(signal.SIGTERM)
@@ -254,12 +316,12 @@ class Supervisor:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for handle in self.handles.values():
+        for handle in self._handles.values():
             handle.link.close()
 
     def kill_all(self) -> None:
         """Last resort on an unexpected master error: no worker may outlive us."""
-        for handle in self.handles.values():
+        for handle in self._handles.values():
             with contextlib.suppress(ProcessLookupError):
                 if handle.process.returncode is None:
                     os.kill(handle.pid, signal.SIGKILL)

@@ -10,46 +10,59 @@ import pytest
 from wire.frames import (
     HEADER,
     MAX_FRAME_BYTES,
+    Broadcast,
+    Frame,
     FrameDecoder,
     FrameError,
+    Hello,
+    Join,
     Kind,
+    Leave,
+    Ping,
+    Pong,
+    Ready,
+    Request,
+    Response,
+    Stop,
+    Sync,
+    Synced,
     decode_body,
     encode_frame,
 )
 
-FRAMES = [
-    (Kind.HELLO, [0, 1234, ["/", "/chat"]]),
-    (Kind.HELLO, [1, 99, "*"]),
-    (Kind.READY, [8000]),
-    (Kind.JOIN, ["/", "sid1", None]),
-    (Kind.JOIN, ["/chat", "sid2", "room é"]),
-    (Kind.LEAVE, ["/", "sid1", 7]),
-    (Kind.BROADCAST, ["/", None, [], ['2["ev",1]']]),
-    (
-        Kind.BROADCAST,
-        ["/", ["r1", "r2"], ["s"], ['451-["ev",{"_placeholder":true,"num":0}]', b"\x00\xff"]],
-    ),
-    (Kind.PING, [3]),
-    (Kind.PONG, [3]),
-    (Kind.STOP, []),
-    (Kind.SYNC, [10]),
-    (Kind.SYNCED, [10]),
+FRAMES: list[Frame] = [
+    Hello(0, 1234, ("/", "/chat")),
+    Hello(1, 99, "*"),
+    Ready(8000),
+    Join("/", "sid1", None),
+    Join("/chat", "sid2", "room é"),
+    Leave("/", "sid1", 7),
+    Broadcast("/", None, [], ['2["ev",1]']),
+    Broadcast("/", ["r1", 2], ["s"], ['451-["ev",{"_placeholder":true,"num":0}]', b"\x00\xff"]),
+    Ping(3),
+    Pong(3, {"slow_clients_dropped": 1}),
+    Stop(),
+    Sync(10),
+    Synced(10),
+    Request(5, 4, ["/", None, []]),
+    Response(5, None, [{"id": "a"}]),
+    Response(6, "KeyError: 'x'", None),
 ]
 
 
-@pytest.mark.parametrize(("kind", "fields"), FRAMES)
-def test_round_trip(kind: Kind, fields: list[object]) -> None:
-    frame = encode_frame(kind, *fields)
-    (length,) = HEADER.unpack_from(frame)
-    assert length == len(frame) - HEADER.size
-    bodies = FrameDecoder().feed(frame)
+@pytest.mark.parametrize("frame", FRAMES, ids=lambda f: type(f).__name__)
+def test_round_trip(frame: Frame) -> None:
+    data = frame.encode()
+    (length,) = HEADER.unpack_from(data)
+    assert length == len(data) - HEADER.size
+    bodies = FrameDecoder().feed(data)
     assert len(bodies) == 1
-    assert decode_body(bodies[0]) == (kind, fields)
+    assert decode_body(bodies[0]) == frame
 
 
 def test_any_chunking_yields_the_same_frames_in_order() -> None:
-    stream = b"".join(encode_frame(k, *f) for k, f in FRAMES * 20)
-    expected = [(k, f) for k, f in FRAMES * 20]
+    stream = b"".join(f.encode() for f in FRAMES * 20)
+    expected = FRAMES * 20
     rng = random.Random(7)
     for _ in range(50):
         decoder = FrameDecoder()
@@ -64,7 +77,7 @@ def test_any_chunking_yields_the_same_frames_in_order() -> None:
 
 
 def test_partial_frame_waits_for_the_rest() -> None:
-    frame = encode_frame(Kind.READY, 1)
+    frame = Ready(1).encode()
     decoder = FrameDecoder()
     assert decoder.feed(frame[:-1]) == []
     assert decoder.pending_bytes == len(frame) - 1
@@ -79,7 +92,7 @@ def test_oversized_header_is_an_error_before_buffering() -> None:
 
 def test_encoding_refuses_frames_over_the_limit() -> None:
     with pytest.raises(FrameError, match="exceeds"):
-        encode_frame(Kind.BROADCAST, "/", None, [], ["x" * (MAX_FRAME_BYTES + 1)])
+        Broadcast("/", None, [], ["x" * (MAX_FRAME_BYTES + 1)]).encode()
 
 
 @pytest.mark.parametrize(
@@ -96,3 +109,28 @@ def test_encoding_refuses_frames_over_the_limit() -> None:
 def test_malformed_bodies_raise_frame_error(body: bytes, message: str) -> None:
     with pytest.raises(FrameError, match=message):
         decode_body(body)
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields"),
+    [
+        (Kind.HELLO, [0, 1]),  # too few fields
+        (Kind.HELLO, [0, 1, "?"]),  # namespaces neither "*" nor a list
+        (Kind.READY, ["8000"]),
+        (Kind.READY, [True]),  # a bool is not a port
+        (Kind.JOIN, ["/", "sid", 1.5]),  # rooms are str, int or None
+        (Kind.JOIN, ["/", None, "room"]),
+        (Kind.LEAVE, ["/", "sid", ["room"]]),
+        (Kind.BROADCAST, ["/", "room", [], ["2[]"]]),  # rooms must be a list
+        (Kind.BROADCAST, ["/", None, [None], ["2[]"]]),  # None is not a room to exclude
+        (Kind.BROADCAST, ["/", None, [], []]),  # no packet
+        (Kind.BROADCAST, ["/", None, [], [b"bin"]]),  # the packet head must be text
+        (Kind.PONG, [1, [1]]),
+        (Kind.STOP, [1]),
+        (Kind.REQUEST, ["1", 4, []]),
+        (Kind.RESPONSE, [1, 5, None]),  # an error is text or None
+    ],
+)
+def test_fields_of_the_wrong_shape_raise_frame_error(kind: Kind, fields: list[object]) -> None:
+    with pytest.raises(FrameError, match="malformed"):
+        decode_body(encode_frame(kind, *fields)[HEADER.size :])

@@ -7,7 +7,7 @@ import socket
 from typing import Any
 
 from tests.cluster import until
-from wire.frames import Kind, encode_frame
+from wire.frames import Broadcast, Ping, Ready, Stop
 from wire.link import FrameLink
 
 
@@ -16,10 +16,10 @@ async def make_pair(max_buffer: int = 1 << 20) -> tuple[FrameLink, FrameLink, li
     got_a: list[Any] = []
     got_b: list[Any] = []
     a = await FrameLink.open(
-        a_sock, lambda k, f, b: got_a.append((k, f)), lambda e: None, max_buffer
+        a_sock, lambda frame, body: got_a.append(frame), lambda e: None, max_buffer
     )
     b = await FrameLink.open(
-        b_sock, lambda k, f, b: got_b.append((k, f)), lambda e: None, max_buffer
+        b_sock, lambda frame, body: got_b.append(frame), lambda e: None, max_buffer
     )
     return a, b, got_a, got_b
 
@@ -32,11 +32,11 @@ async def test_frames_sent_in_one_tick_go_out_in_one_write_and_arrive_in_order()
     original = transport.write
     transport.write = lambda data: (writes.append(len(data)), original(data))[1]  # type: ignore[method-assign]
     for i in range(100):
-        assert a.send(encode_frame(Kind.PING, i))
+        assert a.send(Ping(i).encode())
     assert writes == []  # nothing written until the next tick
     await until(lambda: len(got_b) == 100)
     assert len(writes) == 1
-    assert got_b == [(Kind.PING, [i]) for i in range(100)]
+    assert got_b == [Ping(i) for i in range(100)]
     a.close()
     b.close()
 
@@ -44,17 +44,17 @@ async def test_frames_sent_in_one_tick_go_out_in_one_write_and_arrive_in_order()
 async def test_backlog_bound_refuses_droppable_frames_but_not_control_frames() -> None:
     a, b, _, got_b = await make_pair(max_buffer=64 * 1024)
     b._transport.pause_reading()  # type: ignore[union-attr]  # the peer stops reading
-    frame = encode_frame(Kind.BROADCAST, "/", None, [], ["x" * 1000])
+    frame = Broadcast("/", None, [], ["x" * 1000]).encode()
     accepted = 0
     for _ in range(2000):
         accepted += a.send(frame)
         await asyncio.sleep(0)
     assert 0 < accepted < 2000
     assert a.backlog_bytes() <= 64 * 1024 + len(frame)
-    assert a.send(encode_frame(Kind.STOP), droppable=False)
+    assert a.send(Stop().encode(), droppable=False)
     b._transport.resume_reading()  # type: ignore[union-attr]
     await until(lambda: len(got_b) == accepted + 1)
-    assert got_b[-1] == (Kind.STOP, [])
+    assert got_b[-1] == Stop()
     a.close()
     b.close()
 
@@ -62,10 +62,10 @@ async def test_backlog_bound_refuses_droppable_frames_but_not_control_frames() -
 async def test_peer_close_is_reported_and_sends_are_refused() -> None:
     lost: list[Any] = []
     a_sock, b_sock = socket.socketpair()
-    a = await FrameLink.open(a_sock, lambda k, f, b: None, lambda e: lost.append(e), 1 << 20)
+    a = await FrameLink.open(a_sock, lambda frame, body: None, lambda e: lost.append(e), 1 << 20)
     b_sock.close()
     await until(lambda: lost == [None])
-    assert a.closed and not a.send(encode_frame(Kind.PING, 1))
+    assert a.closed and not a.send(Ping(1).encode())
 
 
 async def test_garbage_is_counted_and_the_stream_goes_on() -> None:
@@ -73,10 +73,10 @@ async def test_garbage_is_counted_and_the_stream_goes_on() -> None:
     got: list[Any] = []
     a_sock, b_sock = socket.socketpair()
     a = await FrameLink.open(
-        a_sock, lambda k, f, b: got.append(k), lambda e: None, 1 << 20, bad.append
+        a_sock, lambda frame, body: got.append(frame), lambda e: None, 1 << 20, bad.append
     )
-    b_sock.sendall(b"\x00\x00\x00\x01\xc1" + encode_frame(Kind.READY, 1))
-    await until(lambda: got == [Kind.READY])
+    b_sock.sendall(b"\x00\x00\x00\x01\xc1" + Ready(1).encode())
+    await until(lambda: got == [Ready(1)])
     assert len(bad) == 1
     b_sock.sendall(b"\xff\xff\xff\xff")  # announces 4 GiB: unrecoverable, link closes
     await until(lambda: a.closed)

@@ -56,4 +56,18 @@ def test_bad_configuration_is_refused(kwargs: dict[str, Any], message: str) -> N
 def test_worker_ports_follow_the_base_port() -> None:
     config = Config(workers=3, port=9000, redis_url="unix:///tmp/r.sock")
     assert [config.worker_port(i) for i in range(3)] == [9000, 9001, 9002]
-    assert config.to_dict()["patterns"] == ("ch:*",)
+
+
+
+def test_a_worker_gets_the_same_typed_config() -> None:
+    config = Config(
+        workers=3, port=9000, redis_url="unix:///tmp/r.sock", cors_allowed_origins=("a", "b")
+    )
+    assert Config.from_json(config.to_json()) == config
+
+
+def test_a_worker_refuses_a_config_it_does_not_know() -> None:
+    with pytest.raises(ConfigError, match="unknown configuration keys"):
+        Config.from_json('{"workers": 1, "colour": "blue"}')
+    with pytest.raises(ConfigError, match="--workers"):
+        Config.from_json('{"workers": 0}')

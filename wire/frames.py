@@ -1,51 +1,62 @@
-"""The pipe frame format between the master and its workers.
+"""The pipe frame format between the master and its workers: one frozen class per kind.
 
 Why a format of our own: the master and the workers exchange many small messages
 (membership reports, deliveries) and must never unpickle anything, so each frame
-is a 4-byte big-endian length followed by a msgpack array whose first element is
-the frame :class:`Kind`. Frames are self-delimiting, so the master can batch many
-of them into one pipe write and the reader can split a single read into many.
+is a 4-byte big-endian length followed by a msgpack array ``[kind, *fields]``.
+Frames are self-delimiting, so the master can batch many of them into one pipe
+write and the reader can split a single read into many.
 
-Frame layouts (``nsp`` is a namespace, ``room`` ``None`` means "every socket of
-the namespace", exactly as in python-socketio's room table):
+Why classes (the h11 way): every frame kind is a small frozen class, produced by
+the pure :func:`decode_body` only once its fields have the right types, so the
+code that handles a frame matches on its class and reads named, typed fields;
+no positional list or bare string is shared by convention across modules.
 
-=========  =====================================================  =========
-kind       fields after the kind                                  direction
-=========  =====================================================  =========
-HELLO      worker_id, pid, namespaces (list, or ``"*"``)          w -> m
-READY      port                                                   w -> m
-JOIN       nsp, sid, room                                         w -> m
-LEAVE      nsp, sid, room                                         w -> m
-BROADCAST  nsp, rooms (list or ``None``), except (list), parts    both
-PING       token                                                  m -> w
-PONG       token                                                  w -> m
-STOP       (none)                                                 m -> w
-SYNC       token                                                  w -> m
-SYNCED     token                                                  m -> w
-REQUEST    request_id, operation, arguments (map)                 both
-RESPONSE   request_id, error (``None`` or text), result           both
-=========  =====================================================  =========
+=============  ==================================================  =========
+class          fields                                              direction
+=============  ==================================================  =========
+Hello          worker_id, pid, namespaces (tuple, or ``"*"``)      w -> m
+Ready          port                                                w -> m
+Join           namespace, sid, room                                w -> m
+Leave          namespace, sid, room                                w -> m
+Broadcast      namespace, rooms (tuple or ``None``), exclude,      both
+               parts
+Ping           token                                               m -> w
+Pong           token, stats (map)                                  w -> m
+Stop           (none)                                              m -> w
+Sync           token                                               w -> m
+Synced         token                                               m -> w
+Request        request_id, operation, payload (see wire.operations)  both
+Response       request_id, error (``None`` or text), result        both
+=============  ==================================================  =========
 
-SYNC/SYNCED is a barrier: the master handles a worker's frames in order, so when
-it answers SYNCED every report sent before the SYNC is in its routing table.
+``room`` ``None`` means "connected" (the room of every socket of the namespace),
+exactly as in python-socketio's room table; ``rooms`` ``None`` means "every socket
+of the namespace". Rooms are ``str`` or ``int``.
+
+Sync/Synced is a barrier: the master handles a worker's frames in order, so when
+it answers Synced every report sent before the Sync is in its routing table.
 
 ``parts`` is the Socket.IO packet already encoded for the wire (a ``str``,
 followed by ``bytes`` attachments for binary events), so a packet is encoded once
 by whoever produced it and each receiving worker only writes it to its sockets.
-A worker-originated BROADCAST is forwarded by the master to the sibling workers
+A worker-originated Broadcast is forwarded by the master to the sibling workers
 byte for byte.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from dataclasses import astuple, dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, ClassVar
 
 import msgpack
 
 HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+Room = str | int
 
 
 class Kind(IntEnum):
@@ -69,6 +80,185 @@ class FrameError(ValueError):
     """A frame that cannot be read: oversized, not msgpack, or of an unknown shape."""
 
 
+def _is_room(value: Any) -> bool:
+    return type(value) is str or (type(value) is int)
+
+
+def _room_or_none(value: Any) -> bool:
+    return value is None or _is_room(value)
+
+
+def _rooms(value: Any) -> bool:
+    return type(value) is list and all(_is_room(v) for v in value)
+
+
+def _rooms_or_none(value: Any) -> bool:
+    return value is None or _rooms(value)
+
+
+def _parts(value: Any) -> bool:
+    return (
+        type(value) is list
+        and bool(value)
+        and type(value[0]) is str
+        and all(type(p) is bytes for p in value[1:])
+    )
+
+
+def _namespaces(value: Any) -> bool:
+    return value == "*" or (type(value) is list and all(type(v) is str for v in value))
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _is_str(value: Any) -> bool:
+    return type(value) is str
+
+
+def _is_map(value: Any) -> bool:
+    return type(value) is dict
+
+
+def _anything(value: Any) -> bool:
+    return True
+
+
+def _error_text(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
+class Frame:
+    """Base of every frame class; ``KIND`` and ``CHECKS`` describe the wire layout."""
+
+    __slots__ = ()
+    KIND: ClassVar[Kind]
+    CHECKS: ClassVar[tuple[Callable[[Any], bool], ...]] = ()
+
+    def encode(self) -> bytes:
+        """This frame, header and body, ready for the pipe."""
+        return encode_frame(self.KIND, *astuple(self))  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Frame):
+    KIND = Kind.HELLO
+    CHECKS = (_is_int, _is_int, _namespaces)
+    worker_id: int
+    pid: int
+    namespaces: tuple[str, ...] | str
+
+    def encode(self) -> bytes:
+        names = self.namespaces if isinstance(self.namespaces, str) else list(self.namespaces)
+        return encode_frame(self.KIND, self.worker_id, self.pid, names)
+
+
+@dataclass(frozen=True, slots=True)
+class Ready(Frame):
+    KIND = Kind.READY
+    CHECKS = (_is_int,)
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Join(Frame):
+    KIND = Kind.JOIN
+    CHECKS = (_is_str, _is_str, _room_or_none)
+    namespace: str
+    sid: str
+    room: Room | None
+
+
+@dataclass(frozen=True, slots=True)
+class Leave(Frame):
+    KIND = Kind.LEAVE
+    CHECKS = (_is_str, _is_str, _room_or_none)
+    namespace: str
+    sid: str
+    room: Room | None
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast(Frame):
+    KIND = Kind.BROADCAST
+    CHECKS = (_is_str, _rooms_or_none, _rooms, _parts)
+    namespace: str
+    rooms: list[Room] | None
+    exclude: list[Room]
+    parts: list[str | bytes]
+
+    def encode(self) -> bytes:  # the hot path: no astuple deep copy
+        return encode_frame(self.KIND, self.namespace, self.rooms, self.exclude, self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(Frame):
+    KIND = Kind.PING
+    CHECKS = (_is_int,)
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(Frame):
+    KIND = Kind.PONG
+    CHECKS = (_is_int, _is_map)
+    token: int
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Stop(Frame):
+    KIND = Kind.STOP
+
+
+@dataclass(frozen=True, slots=True)
+class Sync(Frame):
+    KIND = Kind.SYNC
+    CHECKS = (_is_int,)
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class Synced(Frame):
+    KIND = Kind.SYNCED
+    CHECKS = (_is_int,)
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class Request(Frame):
+    """``payload`` is an operation's wire form; :mod:`wire.operations` reads it."""
+
+    KIND = Kind.REQUEST
+    CHECKS = (_is_int, _is_int, _anything)
+    request_id: int
+    operation: int
+    payload: Any
+
+    def encode(self) -> bytes:
+        return encode_frame(self.KIND, self.request_id, self.operation, self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class Response(Frame):
+    KIND = Kind.RESPONSE
+    CHECKS = (_is_int, _error_text, _anything)
+    request_id: int
+    error: str | None
+    result: Any
+
+    def encode(self) -> bytes:
+        return encode_frame(self.KIND, self.request_id, self.error, self.result)
+
+
+FRAME_CLASSES: dict[Kind, type[Frame]] = {
+    cls.KIND: cls
+    for cls in (Hello, Ready, Join, Leave, Broadcast, Ping, Pong, Stop, Sync, Synced)
+    + (Request, Response)
+}
+
+
 def encode_frame(kind: Kind, *fields: Any) -> bytes:
     """Return one complete frame (header and body) for ``kind`` and its fields."""
     body = msgpack.packb([int(kind), *fields], use_bin_type=True)
@@ -77,19 +267,26 @@ def encode_frame(kind: Kind, *fields: Any) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-def decode_body(body: bytes) -> tuple[Kind, list[Any]]:
-    """Split a frame body into its kind and fields; raise :class:`FrameError` if malformed."""
+def decode_body(body: bytes) -> Frame:
+    """The frame a body holds; raise :class:`FrameError` if it is malformed in any way."""
     try:
         items = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=False)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise FrameError(f"frame body is not msgpack: {exc}") from exc
-    if not isinstance(items, list) or not items or not isinstance(items[0], int):
+    if type(items) is not list or not items or type(items[0]) is not int:
         raise FrameError("frame body is not an array starting with a kind")
-    try:
-        kind = Kind(items[0])
-    except ValueError as exc:
-        raise FrameError(f"unknown frame kind {items[0]!r}") from exc
-    return kind, items[1:]
+    cls = FRAME_CLASSES.get(items[0])  # type: ignore[call-overload]
+    if cls is None:
+        raise FrameError(f"unknown frame kind {items[0]!r}")
+    fields = items[1:]
+    checks = cls.CHECKS
+    if len(fields) != len(checks) or not all(
+        check(value) for check, value in zip(checks, fields, strict=True)
+    ):
+        raise FrameError(f"malformed {cls.__name__} frame: {fields[:4]!r}"[:300])
+    if cls is Hello and fields[2] != "*":
+        fields[2] = tuple(fields[2])
+    return cls(*fields)
 
 
 class FrameDecoder:

@@ -17,15 +17,15 @@ import socket
 from collections.abc import Callable
 from typing import Any, cast
 
-from wire.frames import MAX_FRAME_BYTES, FrameDecoder, FrameError, Kind, decode_body
+from wire.frames import MAX_FRAME_BYTES, Frame, FrameDecoder, FrameError, decode_body
 
 log = logging.getLogger(__name__)
 
-FrameHandler = Callable[[Kind, list[Any], bytes], None]
+FrameHandler = Callable[[Frame, bytes], None]
 
 
 class FrameLink(asyncio.Protocol):
-    """One duplex frame channel; ``on_frame(kind, fields, body)`` is called per frame."""
+    """One duplex frame channel; ``on_frame(frame, body)`` is called per decoded frame."""
 
     def __init__(
         self,
@@ -65,11 +65,11 @@ class FrameLink(asyncio.Protocol):
             return
         for body in bodies:
             try:
-                kind, fields = decode_body(body)
+                frame = decode_body(body)
             except FrameError as exc:
                 self._report_bad(exc)
                 continue
-            self._on_frame(kind, fields, body)
+            self._on_frame(frame, body)
 
     def _report_bad(self, exc: FrameError) -> None:
         if self._on_bad_frame is not None:

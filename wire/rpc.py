@@ -14,11 +14,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from wire.frames import Kind, encode_frame
+from wire.frames import Request, Response
+from wire.operations import ClusterOperation, OperationError, decode_operation
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+Handler = Callable[[ClusterOperation], Awaitable[Any]]
+EXPECTED_ERRORS = (OperationError, TimeoutError, KeyError, ValueError)
 
 
 class RpcError(RuntimeError):
@@ -35,42 +37,43 @@ class Rpc:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def call(self, operation: str, args: dict[str, Any], timeout: float) -> Any:
+    async def call(self, operation: ClusterOperation, timeout: float) -> Any:
         """Ask the other side; raise :class:`RpcError` or ``TimeoutError``."""
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            if not self._send(encode_frame(Kind.REQUEST, request_id, operation, args)):
+            frame = Request(request_id, operation.OPERATION, operation.to_wire()).encode()
+            if not self._send(frame):
                 raise RpcError("the link is closed")
             return await asyncio.wait_for(future, timeout)
         finally:
             self._pending.pop(request_id, None)
 
-    def on_frame(self, kind: Kind, fields: list[Any]) -> None:
-        """Feed REQUEST and RESPONSE frames here."""
-        if kind is Kind.RESPONSE and len(fields) == 3:
-            future = self._pending.get(fields[0])
-            if future is not None and not future.done():
-                if fields[1] is None:
-                    future.set_result(fields[2])
-                else:
-                    future.set_exception(RpcError(str(fields[1])))
-        elif kind is Kind.REQUEST and len(fields) == 3 and isinstance(fields[2], dict):
-            task = asyncio.create_task(self._answer(fields[0], str(fields[1]), fields[2]))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        else:
-            log.warning("malformed %s frame: %r", kind.name, fields[:3])
+    def on_response(self, response: Response) -> None:
+        """Complete the pending call the response answers (late answers are ignored)."""
+        future = self._pending.get(response.request_id)
+        if future is not None and not future.done():
+            if response.error is None:
+                future.set_result(response.result)
+            else:
+                future.set_exception(RpcError(response.error))
 
-    async def _answer(self, request_id: Any, operation: str, args: dict[str, Any]) -> None:
+    def on_request(self, request: Request) -> None:
+        """Answer a request in a task of its own."""
+        task = asyncio.create_task(self._answer(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, request: Request) -> None:
         try:
-            result = await self._handler(operation, args)
-            frame = encode_frame(Kind.RESPONSE, request_id, None, result)
+            operation = decode_operation(request.operation, request.payload)
+            result = await self._handler(operation)
+            frame = Response(request.request_id, None, result).encode()
         except Exception as exc:  # the requester gets the reason; we keep serving
-            if not isinstance(exc, RpcError | TimeoutError | KeyError | ValueError):
-                log.exception("request %r failed", operation)
-            frame = encode_frame(Kind.RESPONSE, request_id, f"{type(exc).__name__}: {exc}", None)
+            if not isinstance(exc, RpcError | EXPECTED_ERRORS):
+                log.exception("request %r failed", request.operation)
+            frame = Response(request.request_id, f"{type(exc).__name__}: {exc}", None).encode()
         self._send(frame)
 
     def fail_all(self, reason: str) -> None:

@@ -32,16 +32,29 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import socketio
 from socketio import packet as sio_packet
 
-from wire.frames import Kind, encode_frame
+from wire.frames import Broadcast, Join, Leave, Room, Sync
 from wire.link import FrameLink
+from wire.operations import (
+    ClusterOperation,
+    DisconnectSockets,
+    EmitWithAck,
+    FetchSockets,
+    JoinRooms,
+    LeaveRooms,
+    Selector,
+    ServerEmit,
+)
 from wire.rpc import Rpc, RpcError
 from workers import delivery
+from workers.handshake import handshake_of
+from workers.local_ops import handle_request
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +65,22 @@ ACK_CEILING = 300.0  # pending remote acks are forgotten after this; call() time
 ServerEventHandler = Callable[..., Any]
 
 
-def _check_room(room: Hashable) -> None:
-    if room is not None and not isinstance(room, str | int):
+def _room(room: Hashable) -> Room:
+    """``room`` as a routable room name; rooms must be str or int to cross processes."""
+    if not isinstance(room, str | int):
         raise TypeError(f"room names must be str or int to be routed in a cluster, got {room!r}")
+    return room
 
 
-def _rooms_or_none(value: Any) -> list[Any] | None:
-    return None if value is None else _as_list(value)
+def _check_room(room: Hashable) -> None:
+    if room is not None:
+        _room(room)
+
+
+def _selector(to: Any, exclude: Any) -> Selector:
+    """Sockets in any of ``to`` (None: all) minus those in any room of ``exclude``."""
+    rooms = None if to is None else tuple(_room(r) for r in _as_list(to))
+    return Selector(rooms, tuple(_room(r) for r in _as_list(exclude)))
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -72,23 +94,27 @@ def _as_list(value: Any) -> list[Any]:
 class ClusterManager(socketio.AsyncManager):
     """An ``AsyncManager`` whose rooms and emits span every worker of the host."""
 
-    def __init__(self) -> None:
+    def __init__(self, link: FrameLink) -> None:
         super().__init__()
-        self.link: FrameLink | None = None
-        self.rpc: Rpc | None = None
+        self.link = link
+        self.rpc = Rpc(
+            lambda frame: link.send(frame, droppable=False),
+            lambda operation: handle_request(self, operation),
+        )
         self._server_events: dict[tuple[str, str], ServerEventHandler] = {}
         self._ack_tasks: set[asyncio.Task[None]] = set()
         self._sync_tokens = itertools.count(1)
         self._sync_waiters: dict[int, asyncio.Future[None]] = {}
+        self._connected_at: dict[str, int] = {}  # sid -> ms since the epoch
 
     async def sync(self) -> None:
         """Return once the master has applied every report sent so far."""
-        if self.link is None or self.link.closed:
+        if self.link.closed:
             return
         token = next(self._sync_tokens)
         waiter = asyncio.get_running_loop().create_future()
         self._sync_waiters[token] = waiter
-        self.link.send(encode_frame(Kind.SYNC, token), droppable=False)
+        self.link.send(Sync(token).encode(), droppable=False)
         try:
             await asyncio.wait_for(waiter, SYNC_TIMEOUT)
         except TimeoutError:
@@ -118,6 +144,12 @@ class ClusterManager(socketio.AsyncManager):
         """True if this worker holds ``sid`` in ``namespace``."""
         return delivery.is_member(self, namespace, None, sid)
 
+    def handshake(self, sid: str, namespace: str) -> dict[str, Any]:
+        """``sid``'s handshake as Node's socket.io describes one (see workers.handshake)."""
+        environ = self.server.get_environ(sid, namespace=namespace) or {}
+        issued = self._connected_at.get(sid) or int(time.time() * 1000)
+        return handshake_of(environ, issued)
+
     def select(
         self, namespace: str, rooms: Sequence[Hashable] | None, exclude: Sequence[Hashable]
     ) -> list[tuple[str, str]]:
@@ -134,61 +166,49 @@ class ClusterManager(socketio.AsyncManager):
         """Write an encoded packet to this worker's recipients; return how many got it."""
         return delivery.deliver(self, namespace, rooms, exclude, parts)
 
-    async def cluster(self, operation: str, timeout: float = REQUEST_TIMEOUT, **args: Any) -> Any:
+    async def cluster(self, operation: ClusterOperation, timeout: float = REQUEST_TIMEOUT) -> Any:
         """Ask the master to carry out ``operation`` across the cluster."""
-        if self.rpc is None:
-            raise RpcError("not connected to a master")
-        return await self.rpc.call(operation, args, timeout)
+        return await self.rpc.call(operation, timeout)
 
     async def enter_room(
         self, sid: str, namespace: str, room: Hashable, eio_sid: str | None = None
     ) -> None:
         _check_room(room)
         if eio_sid is None and not self.is_local(sid, namespace):
-            await self._remote_membership("join", sid, namespace, room)
+            await self._remote_membership(JoinRooms, sid, namespace, room)
             return
         await super().enter_room(sid, namespace, room, eio_sid=eio_sid)
         await self.sync()
 
     async def leave_room(self, sid: str, namespace: str, room: Hashable) -> None:
         if not self.is_local(sid, namespace):
-            await self._remote_membership("leave", sid, namespace, room)
+            await self._remote_membership(LeaveRooms, sid, namespace, room)
             return
         await super().leave_room(sid, namespace, room)
         await self.sync()
 
     async def _remote_membership(
-        self, operation: str, sid: str, namespace: str, room: Hashable
+        self, operation: type[JoinRooms | LeaveRooms], sid: str, namespace: str, room: Hashable
     ) -> None:
         found = await self.cluster(
-            operation,
-            namespace=namespace,
-            rooms=[sid],
-            exclude=[],
-            targets=[room],
-            single_sid=True,
+            operation(namespace, Selector((sid,)), (_room(room),), single_sid=True)
         )
         if not found:
             raise KeyError(f"no socket {sid!r} in namespace {namespace!r} in the cluster")
 
     async def close_room(self, room: Hashable, namespace: str) -> None:
         """Empty ``room`` on every worker and host (python-socketio: this process only)."""
-        _check_room(room)
-        if self.is_sid_room(namespace, room):
+        name = _room(room)
+        if self.is_sid_room(namespace, name):
             raise ValueError("cannot close a sid room")
-        await self.cluster("leave", namespace=namespace, rooms=[room], exclude=[], targets=[room])
+        await self.cluster(LeaveRooms(namespace, Selector((name,)), (name,)))
 
     async def can_disconnect(self, sid: str, namespace: str) -> bool:
         """Local sockets disconnect here; others are disconnected by their owner."""
         if self.is_local(sid, namespace):
             return bool(await super().can_disconnect(sid, namespace))
         found = await self.cluster(
-            "disconnect",
-            namespace=namespace,
-            rooms=[sid],
-            exclude=[],
-            close=False,
-            single_sid=True,
+            DisconnectSockets(namespace, Selector((sid,)), close=False, single_sid=True)
         )
         if not found:
             raise KeyError(f"no socket {sid!r} in namespace {namespace!r} in the cluster")
@@ -201,10 +221,11 @@ class ClusterManager(socketio.AsyncManager):
     ) -> list[dict[str, Any]]:
         """Every socket of the cluster in ``to`` (rooms/sids; None = all) minus ``exclude``.
 
-        Each is ``{"id": sid, "rooms": [...]}`` (rooms include the sid's own room).
+        Each is ``{"id", "rooms", "handshake", "data"}`` as Node's adapter gives them
+        (rooms include the sid's own room).
         """
         sockets: list[dict[str, Any]] = await self.cluster(
-            "fetch", namespace=namespace, rooms=_rooms_or_none(to), exclude=_as_list(exclude)
+            FetchSockets(namespace, _selector(to, exclude))
         )
         return sockets
 
@@ -212,24 +233,24 @@ class ClusterManager(socketio.AsyncManager):
         self, rooms: Any, to: Any = None, exclude: Any = None, namespace: str = "/"
     ) -> int:
         """Make the matching sockets of the whole cluster join ``rooms``; return how many."""
-        return await self._sockets_membership("join", rooms, to, exclude, namespace)
+        return await self._sockets_membership(JoinRooms, rooms, to, exclude, namespace)
 
     async def sockets_leave(
         self, rooms: Any, to: Any = None, exclude: Any = None, namespace: str = "/"
     ) -> int:
         """Make the matching sockets of the whole cluster leave ``rooms``; return how many."""
-        return await self._sockets_membership("leave", rooms, to, exclude, namespace)
+        return await self._sockets_membership(LeaveRooms, rooms, to, exclude, namespace)
 
     async def _sockets_membership(
-        self, operation: str, rooms: Any, to: Any, exclude: Any, namespace: str
+        self,
+        operation: type[JoinRooms | LeaveRooms],
+        rooms: Any,
+        to: Any,
+        exclude: Any,
+        namespace: str,
     ) -> int:
-        count: int = await self.cluster(
-            operation,
-            namespace=namespace,
-            rooms=_rooms_or_none(to),
-            exclude=_as_list(exclude),
-            targets=_as_list(rooms),
-        )
+        targets = tuple(_room(room) for room in _as_list(rooms))
+        count: int = await self.cluster(operation(namespace, _selector(to, exclude), targets))
         return count
 
     async def disconnect_sockets(
@@ -237,11 +258,7 @@ class ClusterManager(socketio.AsyncManager):
     ) -> int:
         """Disconnect the matching sockets of the whole cluster; ``close`` ends the connection."""
         count: int = await self.cluster(
-            "disconnect",
-            namespace=namespace,
-            rooms=_rooms_or_none(to),
-            exclude=_as_list(exclude),
-            close=close,
+            DisconnectSockets(namespace, _selector(to, exclude), close=close)
         )
         return count
 
@@ -256,27 +273,28 @@ class ClusterManager(socketio.AsyncManager):
 
     async def server_side_emit(self, event: str, *args: Any, namespace: str = "/") -> int:
         """Send ``event`` to every OTHER worker and host (not to clients); return how many."""
-        count: int = await self.cluster(
-            "server_emit", namespace=namespace, event=event, args=list(args)
-        )
+        count: int = await self.cluster(ServerEmit(namespace, event, list(args)))
         return count
 
-    def _report(self, kind: Kind, namespace: str, sid: str, room: Hashable) -> None:
-        if self.link is not None:
-            self.link.send(encode_frame(kind, namespace, sid, room), droppable=False)
+    def _report(self, report: Join | Leave) -> None:
+        self.link.send(report.encode(), droppable=False)
 
     def basic_enter_room(
         self, sid: str, namespace: str, room: Hashable, eio_sid: str | None = None
     ) -> None:
         _check_room(room)
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-        self._report(Kind.JOIN, namespace, sid, room)
+        if room is None:
+            self._connected_at[sid] = int(time.time() * 1000)
+        self._report(Join(namespace, sid, room))  # type: ignore[arg-type]  # checked above
 
     def basic_leave_room(self, sid: str, namespace: str, room: Hashable) -> None:
         member = delivery.is_member(self, namespace, room, sid)
         super().basic_leave_room(sid, namespace, room)
+        if room is None:
+            self._connected_at.pop(sid, None)
         if member:
-            self._report(Kind.LEAVE, namespace, sid, room)
+            self._report(Leave(namespace, sid, room))  # type: ignore[arg-type]  # a member
 
     async def emit(
         self,
@@ -300,10 +318,8 @@ class ClusterManager(socketio.AsyncManager):
                 event, data, namespace, room=room, skip_sid=skip_sid, callback=callback
             )
             return
-        rooms = None if room is None else _as_list(room)
-        for r in rooms or ():
-            _check_room(r)
-        exclude = [s for s in _as_list(skip_sid) if s is not None]
+        rooms = None if room is None else [_room(r) for r in _as_list(room)]
+        exclude = [_room(s) for s in _as_list(skip_sid) if s is not None]
         if isinstance(data, tuple):
             args = list(data)
         elif data is not None:
@@ -313,12 +329,14 @@ class ClusterManager(socketio.AsyncManager):
         pkt = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args])
         encoded = pkt.encode()
         parts = encoded if isinstance(encoded, list) else [encoded]
-        if rooms is not None and all(self.is_local(r, namespace) for r in rooms):
+        if rooms is not None and all(
+            isinstance(r, str) and self.is_local(r, namespace) for r in rooms
+        ):
             self.deliver(namespace, rooms, exclude, parts)
             return
-        frame = encode_frame(Kind.BROADCAST, namespace, rooms, exclude, parts)
+        frame = Broadcast(namespace, rooms, exclude, parts).encode()
         self.deliver(namespace, rooms, exclude, parts)
-        if self.link is not None and not self.link.send(frame):
+        if not self.link.send(frame):
             log.warning(
                 "master pipe backlog full: emit of %r not forwarded to sibling workers", event
             )
@@ -332,12 +350,8 @@ class ClusterManager(socketio.AsyncManager):
         async def wait_for_ack() -> None:
             try:
                 ack = await self.cluster(
-                    "emit_ack",
+                    EmitWithAck(namespace, sid, [event, *args], ACK_CEILING),
                     timeout=ACK_CEILING + 5,
-                    namespace=namespace,
-                    sid=sid,
-                    data=[event, *args],
-                    ack_timeout=ACK_CEILING,
                 )
             except (RpcError, TimeoutError) as exc:
                 log.info("no ack from %s for %r: %s", sid, event, exc)

@@ -1,7 +1,7 @@
 """One worker process: a python-socketio server on aiohttp and uvloop, linked to its master.
 
-Lifecycle: open the pipe, load the user's app, say HELLO (with the namespaces it
-serves), listen, say READY. Then serve until the master sends STOP, SIGTERM
+Lifecycle: open the pipe, load the user's app, say Hello (with the namespaces it
+serves), listen, say Ready. Then serve until the master sends Stop, SIGTERM
 arrives, or the pipe closes (the master died); then stop accepting, close every
 client properly (engine.io CLOSE, so clients reconnect elsewhere) and exit.
 SIGINT is ignored: a Ctrl-C on the terminal reaches the master, which stops us.
@@ -14,17 +14,15 @@ import logging
 import os
 import signal
 import socket
-from typing import Any
 
 import socketio
 from aiohttp import web
 
-from wire.frames import Kind, encode_frame
+from master.config import Config
+from wire.frames import Broadcast, Frame, Hello, Ping, Pong, Ready, Request, Response, Stop, Synced
 from wire.link import FrameLink
-from wire.rpc import Rpc
 from workers.app_loader import apply_app, load_app
 from workers.fast_ws import CoalescingWebSocket, SlowClients
-from workers.local_ops import handle_request
 from workers.manager import ClusterManager
 
 log = logging.getLogger(__name__)
@@ -35,66 +33,59 @@ ORPHAN_EXIT_SECONDS = 1.0  # the master is gone: close clients briefly, then exi
 class Worker:
     """Serves Socket.IO on one port and exchanges frames with the master."""
 
-    def __init__(self, worker_id: int, fd: int, config: dict[str, Any]) -> None:
+    def __init__(self, worker_id: int, link: FrameLink, config: Config) -> None:
         self.worker_id = worker_id
-        self.fd = fd
+        self.link = link
         self.config = config
-        self.port = int(config["port"]) + worker_id
-        self.manager = ClusterManager()
+        self.port = config.worker_port(worker_id)
+        self.manager = ClusterManager(link)
         self._stop = asyncio.Event()
         self._orphaned = False
 
-    def _on_frame(self, kind: Kind, fields: list[Any], body: bytes) -> None:
-        if kind is Kind.BROADCAST:
-            try:
-                self.manager.deliver(*fields)
-            except Exception:  # one bad delivery must not stop the link
-                log.exception("delivery to namespace %r failed", fields[0] if fields else None)
-        elif kind is Kind.REQUEST or kind is Kind.RESPONSE:
-            assert self.manager.rpc is not None
-            self.manager.rpc.on_frame(kind, fields)
-        elif kind is Kind.SYNCED:
-            self.manager.synced(*fields)
-        elif kind is Kind.PING:
-            assert self.manager.link is not None
-            stats = {"slow_clients_dropped": SlowClients.dropped}
-            self.manager.link.send(encode_frame(Kind.PONG, *fields, stats), droppable=False)
-        elif kind is Kind.STOP:
-            log.info("stop requested by the master")
-            self._stop.set()
-        else:
-            log.warning("unexpected frame %s from the master", kind.name)
+    def on_frame(self, frame: Frame, body: bytes) -> None:
+        """Every frame the master sends is handled here, by its class."""
+        match frame:
+            case Broadcast(namespace, rooms, exclude, parts):
+                try:
+                    self.manager.deliver(namespace, rooms, exclude, parts)
+                except Exception:  # one bad delivery must not stop the link
+                    log.exception("delivery to namespace %r failed", namespace)
+            case Request():
+                self.manager.rpc.on_request(frame)
+            case Response():
+                self.manager.rpc.on_response(frame)
+            case Synced(token):
+                self.manager.synced(token)
+            case Ping(token):
+                stats = {"slow_clients_dropped": SlowClients.dropped}
+                self.link.send(Pong(token, stats).encode(), droppable=False)
+            case Stop():
+                log.info("stop requested by the master")
+                self._stop.set()
+            case _:
+                log.warning("unexpected %s frame from the master", type(frame).__name__)
 
-    def _on_lost(self, exc: Exception | None) -> None:
+    def on_lost(self, exc: Exception | None) -> None:
         if not self._stop.is_set():
             log.warning("pipe to the master closed; exiting")
             self._orphaned = True
             self.manager.release_waiters()
-            if self.manager.rpc is not None:
-                self.manager.rpc.fail_all("the master is gone")
+            self.manager.rpc.fail_all("the master is gone")
             self._stop.set()
 
-    def _namespaces(self, sio: socketio.AsyncServer) -> list[str] | str:
+    def _namespaces(self, sio: socketio.AsyncServer) -> tuple[str, ...] | str:
         if sio.namespaces == "*":
             return "*"
         names = set(sio.namespaces) | set(sio.handlers) | set(sio.namespace_handlers)
-        return sorted(names)
+        return tuple(sorted(names))
 
     async def serve(self) -> bool:
         """Run until stopped (see the module docstring); True if the master is gone."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        sock = socket.socket(fileno=self.fd)
-        link = await FrameLink.open(
-            sock, self._on_frame, self._on_lost, int(self.config["worker_buffer_bytes"])
-        )
-        self.manager.link = link
-        self.manager.rpc = Rpc(
-            lambda frame: link.send(frame, droppable=False),
-            lambda operation, args: handle_request(self.manager, operation, args),
-        )
-        origins = list(self.config["cors_allowed_origins"]) or None
+        config = self.config
+        origins = list(config.cors_allowed_origins) or None
         sio = socketio.AsyncServer(
             async_mode="aiohttp",
             client_manager=self.manager,
@@ -102,31 +93,29 @@ class Worker:
         )
         # each tick's frames to a connection in one write (see workers.fast_ws)
         sio.eio._async = {**sio.eio._async, "websocket": CoalescingWebSocket}
-        await apply_app(load_app(self.config["app"], self.config["app_dir"]), sio)
-        link.send(encode_frame(Kind.HELLO, self.worker_id, os.getpid(), self._namespaces(sio)))
+        await apply_app(load_app(config.app, config.app_dir), sio)
+        self.link.send(Hello(self.worker_id, os.getpid(), self._namespaces(sio)).encode())
 
         app = web.Application()
         sio.attach(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.config["host"], self.port, reuse_address=True)
+        site = web.TCPSite(runner, config.host, self.port, reuse_address=True)
         try:
             await site.start()
         except OSError as exc:
-            log.error("cannot listen on %s:%d: %s", self.config["host"], self.port, exc)
+            log.error("cannot listen on %s:%d: %s", config.host, self.port, exc)
             raise SystemExit(1) from None
-        log.info("listening on %s:%d", self.config["host"], self.port)
-        link.send(encode_frame(Kind.READY, self.port), droppable=False)
+        log.info("listening on %s:%d", config.host, self.port)
+        self.link.send(Ready(self.port).encode(), droppable=False)
 
         await self._stop.wait()
         try:
-            timeout = (
-                ORPHAN_EXIT_SECONDS if self._orphaned else float(self.config["graceful_timeout"])
-            )
+            timeout = ORPHAN_EXIT_SECONDS if self._orphaned else config.graceful_timeout
             await asyncio.wait_for(self._shutdown(site, runner, sio), timeout)
         except TimeoutError:
             log.warning("graceful shutdown timed out; exiting anyway")
-        link.close()
+        self.link.close()
         return self._orphaned
 
     async def _shutdown(
@@ -145,11 +134,24 @@ class Worker:
         log.info("stopped")
 
 
-def run(worker_id: int, fd: int, config: dict[str, Any]) -> None:
+async def _serve(worker_id: int, fd: int, config: Config) -> bool:
+    holder: list[Worker] = []
+    link = await FrameLink.open(
+        socket.socket(fileno=fd),
+        lambda frame, body: holder[0].on_frame(frame, body),
+        lambda exc: holder[0].on_lost(exc),
+        config.worker_buffer_bytes,
+    )
+    worker = Worker(worker_id, link, config)
+    holder.append(worker)
+    return await worker.serve()
+
+
+def run(worker_id: int, fd: int, config: Config) -> None:
     """Process entry point: serve on uvloop, then exit."""
     import uvloop
 
-    orphaned = uvloop.run(Worker(worker_id, fd, config).serve())
+    orphaned = uvloop.run(_serve(worker_id, fd, config))
     if orphaned:
         # Nobody supervises us any more: skip interpreter teardown so the exit is prompt.
         logging.shutdown()

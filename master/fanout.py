@@ -1,0 +1,87 @@
+"""The one route-encode-send path: every delivery the master makes goes through here.
+
+Why one path: ``ch:*`` messages, workers' broadcasts and other hosts' broadcasts
+all end the same way. The routing table names the workers holding at least one
+recipient; the frame is built once (or forwarded byte for byte, as a worker's
+own broadcast is); the same bytes are queued on each target's pipe, counted per
+worker; a worker whose pipe is over its bound loses the message, counted and
+logged at a limited rate, and never slows the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+
+from prometheus_client import Counter
+
+from master.metrics import Metrics
+from master.ratelimit import RateLimitedLogger
+from master.router import RoutingTable
+from master.supervisor import WorkerPool
+from wire.frames import Broadcast, Room
+
+log = logging.getLogger(__name__)
+
+Parts = list[str | bytes]
+
+
+class Fanout:
+    """Delivers encoded packets to the workers that hold their recipients."""
+
+    def __init__(
+        self, table: RoutingTable, workers: WorkerPool, metrics: Metrics, pipe_bound: int
+    ) -> None:
+        self.table = table
+        self._workers = workers
+        self._metrics = metrics
+        self._pipe_bound = pipe_bound
+        self._routed: dict[int, Counter] = {}
+        self._dropped: dict[int, Counter] = {}
+        self._drop_log = RateLimitedLogger(log)
+
+    def deliver(
+        self,
+        namespace: str,
+        rooms: Sequence[Room] | None,
+        exclude: Iterable[Room],
+        parts: Parts | Callable[[], Parts],
+        skip_worker: int | None = None,
+        frame: bytes | None = None,
+    ) -> int:
+        """Send the packet to every worker holding a recipient; return how many workers.
+
+        ``parts`` may be a callable, so a packet nobody here receives is never
+        encoded; ``frame`` is a ready Broadcast frame to forward as it is.
+        """
+        exclude = list(exclude)
+        targets = self.table.route(namespace, rooms, exclude, skip_worker)
+        if not targets:
+            return 0
+        if frame is None:
+            encoded = parts() if callable(parts) else parts
+            listed = None if rooms is None else list(rooms)
+            frame = Broadcast(namespace, listed, exclude, encoded).encode()
+        send = self._workers.send
+        for worker in targets:
+            if send(worker, frame):
+                counter = self._routed.get(worker)
+                if counter is None:
+                    counter = self._routed[worker] = self._metrics.routed.labels(str(worker))
+                counter.inc()
+            else:
+                self._drop(worker)
+        return len(targets)
+
+    def _drop(self, worker: int) -> None:
+        counter = self._dropped.get(worker)
+        if counter is None:
+            counter = self._dropped[worker] = self._metrics.dropped.labels(str(worker))
+        counter.inc()
+        self._drop_log.log(
+            logging.WARNING,
+            worker,
+            "worker %d is not keeping up (pipe backlog over %d bytes): dropping messages",
+            worker,
+            self._pipe_bound,
+        )

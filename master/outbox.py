@@ -1,0 +1,123 @@
+"""A bounded queue between the synchronous hot path and one task that writes to Redis.
+
+Why one abstraction: the master writes to Redis from three places (publishes to
+other hosts, the rejected-messages list, the legacy socket store) and each must
+never block the hot path, never grow without bound while Redis is slow or away,
+count what it drops, and log an outage once rather than per item. Each user
+chooses two policies:
+
+- ``overflow``: over the bound, drop the ``"oldest"`` items (stale broadcasts
+  are worth less than new ones) or refuse the ``"newest"`` (keep the first
+  evidence, as for rejected messages);
+- ``keep_on_failure``: after a failed write, put the batch back and retry it
+  (publishes held through an outage) or drop it (best-effort writes). A user
+  that repairs state its own way (the socket store resyncs) gets ``on_failure``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic, Literal, TypeVar
+
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Overflow = Literal["oldest", "newest"]
+WRITE_ERRORS = (RedisError, OSError)
+
+
+class Outbox(Generic[T]):
+    """Items queued by :meth:`put` are written in batches by :meth:`run`."""
+
+    def __init__(
+        self,
+        name: str,
+        write: Callable[[list[T]], Awaitable[None]],
+        *,
+        limit: int,
+        size: Callable[[T], int] = lambda _: 1,
+        overflow: Overflow = "oldest",
+        keep_on_failure: bool = True,
+        on_drop: Callable[[int], None] = lambda _: None,
+        on_failure: Callable[[Exception], None] = lambda _: None,
+        batch: int = 500,
+        retry_delay: float = 0.5,
+    ) -> None:
+        self.name = name
+        self._write = write
+        self._limit = limit
+        self._size = size
+        self._overflow = overflow
+        self._keep = keep_on_failure
+        self._on_drop = on_drop
+        self._on_failure = on_failure
+        self._batch = batch
+        self._retry_delay = retry_delay
+        self._items: deque[T] = deque()
+        self._bytes = 0
+        self._wakeup = asyncio.Event()
+        self._outage = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: T) -> bool:
+        """Queue ``item``; never blocks. False if it was refused (``overflow="newest"``)."""
+        size = self._size(item)
+        if self._bytes + size > self._limit and self._items:
+            if self._overflow == "newest":
+                self._on_drop(1)
+                return False
+            dropped = 0
+            while self._bytes + size > self._limit and self._items:
+                self._bytes -= self._size(self._items.popleft())
+                dropped += 1
+            self._on_drop(dropped)
+        self._items.append(item)
+        self._bytes += size
+        self._wakeup.set()
+        return True
+
+    def clear(self) -> None:
+        """Forget every queued item (the owner will write the state another way)."""
+        self._items.clear()
+        self._bytes = 0
+
+    def _take(self) -> list[T]:
+        count = min(self._batch, len(self._items))
+        batch = [self._items.popleft() for _ in range(count)]
+        self._bytes -= sum(self._size(item) for item in batch)
+        return batch
+
+    def _put_back(self, batch: list[T]) -> None:
+        self._items.extendleft(reversed(batch))
+        self._bytes += sum(self._size(item) for item in batch)
+
+    async def run(self) -> None:
+        """Write queued items in batches, forever; hold or drop them while Redis fails."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._items:
+                batch = self._take()
+                try:
+                    await self._write(batch)
+                except WRITE_ERRORS as exc:
+                    if not self._outage:
+                        self._outage = True
+                        log.error("%s: writing to Redis failed (%s)", self.name, exc)
+                    if self._keep:
+                        self._put_back(batch)
+                    else:
+                        self._on_drop(len(batch))
+                    self._on_failure(exc)
+                    await asyncio.sleep(self._retry_delay)
+                    continue
+                if self._outage:
+                    self._outage = False
+                    log.warning("%s: writing to Redis again (%d queued)", self.name, len(self))
