@@ -1,4 +1,11 @@
-"""Process measurements shared by the benchmarks: CPU and memory from /proc, port readiness."""
+"""Process and port helpers of the tests and the benchmarks, in one place.
+
+/proc readings (CPU time, resident memory, descendants, liveness) and loopback ports
+(a free block, readiness). No third-party imports, so the test harness
+(``tests/cluster.py``) and every benchmark import it without pulling in each other's
+machinery. A single free port comes from the runtime's own picker,
+:func:`master.embedded_redis.free_port`.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,16 @@ import socket
 import time
 from collections.abc import Iterable
 
+from master.embedded_redis import free_port
+
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
 
 
 def cpu_seconds(pids: Iterable[int]) -> float:
@@ -16,8 +31,7 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     total = 0.0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            fields = _stat_fields(pid)
             total += (int(fields[11]) + int(fields[12])) / CLK
         except OSError:
             pass
@@ -34,6 +48,56 @@ def rss_bytes(pids: Iterable[int]) -> int:
         except OSError:
             pass
     return total
+
+
+def descendants(pid: int) -> set[int]:
+    """Every living descendant of ``pid``, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = int(_stat_fields(int(entry))[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def is_running(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        return _stat_fields(pid)[0] != "Z"
+    except OSError:
+        return False
+
+
+def free_port_block(count: int) -> int:
+    """A base port P such that P..P+count-1 were all free a moment ago."""
+    for _ in range(200):
+        base = free_port()
+        if base + count > 65000:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no block of free ports")
 
 
 def wait_port(port: int, timeout: float = 30) -> None:

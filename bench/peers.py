@@ -41,10 +41,15 @@ import redis.asyncio as aioredis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.measure import cpu_seconds, rss_bytes, wait_port  # noqa: E402
+from bench.measure import (  # noqa: E402
+    cpu_seconds,
+    descendants,
+    free_port_block,
+    rss_bytes,
+    wait_port,
+)
 from master.adapter_wire import Channels, broadcast_channel, encode_broadcast  # noqa: E402
 from master.embedded_redis import EmbeddedRedis  # noqa: E402
-from tests.cluster import descendants, free_port_block  # noqa: E402
 
 NODE_DIR = REPO / "bench" / "node"
 ROOMS = 20

@@ -14,10 +14,11 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from bench.measure import is_running
 from legacy_store.cleanup import Cleanup
 from legacy_store.schema import Schema
 from master.embedded_redis import EmbeddedRedis
-from tests.cluster import REPO, MasterProcess, Recorder, is_running, until
+from tests.cluster import REPO, MasterProcess, Recorder, until
 
 TTL = "2"
 SCHEMA = Schema("socket.io")

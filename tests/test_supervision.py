@@ -13,8 +13,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from bench.measure import descendants, is_running
 from master.embedded_redis import EmbeddedRedis
-from tests.cluster import descendants, is_running, until
+from tests.cluster import until
 
 
 def port_is_free(port: int) -> bool:
