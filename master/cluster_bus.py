@@ -22,7 +22,7 @@ import asyncio
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from socketio import packet as sio_packet
@@ -66,6 +66,33 @@ REQUESTS_TIMEOUT = 5.0  # the Node adapter's default requestsTimeout
 PUBLISH_BATCH = 500
 
 
+class BusTransport(Protocol):
+    """What the bus needs of Redis: the narrow edge that unit tests replace in memory."""
+
+    async def publish(self, messages: list[tuple[str, bytes]]) -> None: ...
+
+    async def subscribers(self, channels: list[str]) -> dict[str, int]: ...
+
+
+class RedisTransport:
+    """The bus's edge on the master's command connections."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+
+    async def publish(self, messages: list[tuple[str, bytes]]) -> None:
+        """PUBLISH each message, pipelined, in order."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for channel, body in messages:
+                pipe.publish(channel, body)
+            await pipe.execute()
+
+    async def subscribers(self, channels: list[str]) -> dict[str, int]:
+        """``PUBSUB NUMSUB`` of each channel."""
+        counts = await self._redis.pubsub_numsub(*channels)
+        return {name.decode() if isinstance(name, bytes) else name: int(n) for name, n in counts}
+
+
 @dataclass
 class Pending:
     """A request we sent, waiting for ``expected`` answers from other servers."""
@@ -107,7 +134,7 @@ class ClusterBus:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        transport: BusTransport,
         channels: Channels,
         table: RoutingTable,
         host: HostOperations,
@@ -116,7 +143,7 @@ class ClusterBus:
         buffer_bytes: int,
     ) -> None:
         self.uid = secrets.token_hex(4)
-        self.redis = redis
+        self.transport = transport
         self.channels = channels
         self.table = table
         self.host = host
@@ -124,7 +151,7 @@ class ClusterBus:
         self.metrics = metrics
         self.outbox: Outbox[tuple[str, bytes]] = Outbox(
             "publishing to other hosts",
-            self._publish_batch,
+            transport.publish,
             limit=buffer_bytes,
             size=lambda item: len(item[1]),
             overflow="oldest",
@@ -155,12 +182,6 @@ class ClusterBus:
     def publish(self, channel: str, body: bytes) -> None:
         """Queue a publish; never blocks. Over the bound the oldest are dropped."""
         self.outbox.put((channel, body))
-
-    async def _publish_batch(self, batch: list[tuple[str, bytes]]) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for channel, body in batch:
-                pipe.publish(channel, body)
-            await pipe.execute()
 
     async def run(self) -> None:
         """Publish queued messages in pipelined batches; hold them while Redis is away."""
@@ -213,10 +234,9 @@ class ClusterBus:
 
     async def _other_servers(self, namespace: str) -> tuple[int, int]:
         """How many other servers serve ``namespace``, and how many of them are our masters."""
-        counts = await self.redis.pubsub_numsub(
-            self.channels.request(namespace), self.channels.masters(namespace)
+        servers = await self.transport.subscribers(
+            [self.channels.request(namespace), self.channels.masters(namespace)]
         )
-        servers = {name.decode() if isinstance(name, bytes) else name: int(n) for name, n in counts}
         total = servers.get(self.channels.request(namespace), 0)
         ours = servers.get(self.channels.masters(namespace), 0)
         return max(total - 1, 0), max(ours - 1, 0)

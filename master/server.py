@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from legacy_store.schema import Schema
 from legacy_store.socket_store import MembershipStore, NoStore, SocketStore
 from master.adapter_wire import Channels
-from master.cluster_bus import ClusterBus
+from master.cluster_bus import ClusterBus, RedisTransport
 from master.config import Config
 from master.embedded_redis import EmbeddedRedis
 from master.fanout import Fanout
@@ -63,7 +63,7 @@ class Master:
         self.host = HostOperations(self.table, self.supervisor)
         channels = Channels(config.adapter_key)
         self.bus = ClusterBus(
-            commands,
+            RedisTransport(commands),
             channels,
             self.table,
             self.host,

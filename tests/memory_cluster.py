@@ -1,0 +1,203 @@
+"""In-memory stand-ins for the two I/O edges of a master, for sans-I/O unit tests.
+
+Why (the httpcore way): the cluster bus and host operations are protocol logic;
+with their edges replaced by in-memory pairs, every decision they make is tested
+without processes, pipes or Redis, beside the real-process integration tests.
+
+- :class:`MemoryWorkers` is a :class:`master.supervisor.WorkerPool` whose
+  workers keep their sockets in dictionaries and carry out operations the way
+  ``workers.local_ops`` does, reporting membership to the routing table as a
+  real worker's Join/Leave frames would.
+- :class:`MemoryRedis` is a pub/sub hub with the :class:`master.cluster_bus.BusTransport`
+  shape: a publish reaches every bus subscribed to the channel (or, for
+  broadcasts, to the pattern), on a later loop tick as over a network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from master.adapter_wire import Channels
+from master.cluster_bus import ClusterBus
+from master.fanout import Fanout
+from master.host_ops import ClusterOperations, HostOperations
+from master.metrics import Metrics
+from master.router import RoutingTable
+from wire.frames import Broadcast, Room, decode_body
+from wire.operations import (
+    ClusterOperation,
+    DisconnectSockets,
+    EmitWithAck,
+    FetchSockets,
+    JoinRooms,
+    LeaveRooms,
+    Selector,
+    ServerEmit,
+    SocketInfo,
+)
+
+
+@dataclass
+class MemoryWorker:
+    """One worker's sockets: namespace -> sid -> rooms (the sid's own room included)."""
+
+    sockets: dict[str, dict[str, set[Room]]] = field(default_factory=dict)
+    received: list[Broadcast] = field(default_factory=list)
+    calls: list[ClusterOperation] = field(default_factory=list)
+    server_events: list[tuple[str, list[Any]]] = field(default_factory=list)
+    acks: dict[str, list[Any]] = field(default_factory=dict)
+    broken: bool = False
+
+    def select(self, namespace: str, selector: Selector) -> list[str]:
+        chosen = []
+        for sid, rooms in self.sockets.get(namespace, {}).items():
+            wanted = selector.rooms is None or any(r in rooms for r in selector.rooms)
+            if wanted and not any(r in rooms for r in selector.exclude):
+                chosen.append(sid)
+        return chosen
+
+
+class MemoryWorkers:
+    """A WorkerPool of in-memory workers that report membership to ``table``."""
+
+    def __init__(self, table: RoutingTable, count: int) -> None:
+        self.table = table
+        self.workers = {w: MemoryWorker() for w in range(count)}
+
+    def connect(self, worker: int, namespace: str, sid: str, *rooms: Room) -> None:
+        self.workers[worker].sockets.setdefault(namespace, {})[sid] = {sid}
+        self.table.join(worker, namespace, sid, None)
+        self.table.join(worker, namespace, sid, sid)
+        for room in rooms:
+            self._join(worker, namespace, sid, room)
+
+    def _join(self, worker: int, namespace: str, sid: str, room: Room) -> None:
+        self.workers[worker].sockets[namespace][sid].add(room)
+        self.table.join(worker, namespace, sid, room)
+
+    def _leave(self, worker: int, namespace: str, sid: str, room: Room) -> None:
+        self.workers[worker].sockets[namespace][sid].discard(room)
+        self.table.leave(worker, namespace, sid, room)
+
+    def rooms_of(self, worker: int, namespace: str, sid: str) -> set[Room]:
+        return self.workers[worker].sockets[namespace][sid]
+
+    # ---- the WorkerPool view ----------------------------------------------------
+
+    def alive(self) -> list[int]:
+        return list(self.workers)
+
+    def send(self, worker: int, frame: bytes, droppable: bool = True) -> bool:
+        decoded = decode_body(frame[4:])
+        assert isinstance(decoded, Broadcast)
+        self.workers[worker].received.append(decoded)
+        return True
+
+    async def call(self, worker: int, operation: ClusterOperation, timeout: float) -> Any:
+        await asyncio.sleep(0)  # an answer comes back on a later tick, as over a pipe
+        memory = self.workers[worker]
+        memory.calls.append(operation)
+        if memory.broken:
+            raise RuntimeError(f"worker {worker} is broken")
+        namespace = operation.namespace
+        match operation:
+            case JoinRooms(_, selector, rooms):
+                chosen = memory.select(namespace, selector)
+                for sid in chosen:
+                    for room in rooms:
+                        self._join(worker, namespace, sid, room)
+                return len(chosen)
+            case LeaveRooms(_, selector, rooms):
+                chosen = memory.select(namespace, selector)
+                for sid in chosen:
+                    for room in rooms:
+                        if room != sid:
+                            self._leave(worker, namespace, sid, room)
+                return len(chosen)
+            case DisconnectSockets(_, selector):
+                chosen = memory.select(namespace, selector)
+                for sid in chosen:
+                    for room in list(memory.sockets[namespace].pop(sid)):
+                        self.table.leave(worker, namespace, sid, room)
+                    self.table.leave(worker, namespace, sid, None)
+                return len(chosen)
+            case FetchSockets(_, selector):
+                return [
+                    SocketInfo(
+                        sid,
+                        tuple(sorted(memory.sockets[namespace][sid], key=str)),
+                        {"address": f"127.0.0.{worker + 1}"},
+                        {"worker": worker},
+                    ).to_wire()
+                    for sid in memory.select(namespace, selector)
+                ]
+            case EmitWithAck(_, sid, data):
+                return [*memory.acks.get(sid, ["ack"]), data[0]]
+            case ServerEmit(_, event, args):
+                memory.server_events.append((event, args))
+                return 1
+        raise ValueError(f"unknown operation {operation!r}")
+
+
+class MemoryRedis:
+    """Pub/sub between buses in one process; also lets a test act as a Node server."""
+
+    def __init__(self) -> None:
+        self.subscriptions: dict[str, list[Callable[[str, bytes], None]]] = {}
+        self.patterns: list[tuple[str, Callable[[str, bytes], None]]] = []
+        self.published: list[tuple[str, bytes]] = []
+
+    def attach(self, bus: ClusterBus, namespaces: list[str]) -> None:
+        """Subscribe ``bus`` as the master's subscriber connection would."""
+        self.patterns.append((bus.channels.broadcast_pattern[:-1], bus.on_broadcast))
+        for channel in bus.subscriptions(namespaces):
+            self.subscribe(channel, bus.on_request_or_response)
+
+    def subscribe(self, channel: str, handler: Callable[[str, bytes], None]) -> None:
+        self.subscriptions.setdefault(channel, []).append(handler)
+
+    async def publish(self, messages: list[tuple[str, bytes]]) -> None:
+        loop = asyncio.get_running_loop()
+        for channel, body in messages:
+            self.published.append((channel, body))
+            for handler in self.subscriptions.get(channel, []):
+                loop.call_soon(handler, channel, body)
+            for prefix, handler in self.patterns:
+                if channel.startswith(prefix):
+                    loop.call_soon(handler, channel, body)
+
+    async def subscribers(self, channels: list[str]) -> dict[str, int]:
+        return {c: len(self.subscriptions.get(c, [])) for c in channels}
+
+
+@dataclass
+class MemoryHost:
+    """One master's logic on in-memory edges."""
+
+    table: RoutingTable
+    workers: MemoryWorkers
+    bus: ClusterBus
+    operations: ClusterOperations
+    task: asyncio.Task[None]
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+def memory_host(
+    redis: MemoryRedis, workers: int = 2, namespaces: tuple[str, ...] = ("/",)
+) -> MemoryHost:
+    """A master's table, workers, bus and operations, subscribed on ``redis``."""
+    table = RoutingTable()
+    pool = MemoryWorkers(table, workers)
+    metrics = Metrics()
+    host = HostOperations(table, pool)
+    fanout = Fanout(table, pool, metrics, 1 << 20)
+    bus = ClusterBus(redis, Channels(), table, host, fanout, metrics, 1 << 20)
+    redis.attach(bus, list(namespaces))
+    task = asyncio.create_task(bus.run())
+    return MemoryHost(table, pool, bus, ClusterOperations(host, bus), task)
