@@ -1,1 +1,1 @@
-"""The legacy socket.io RedisStore and the set-based socket/room store (see issue 4)."""
+"""The legacy socket.io RedisStore and the set-based socket/room store written by the master."""
