@@ -7,6 +7,7 @@ with a deadline, never a blind sleep.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,27 @@ REPO = Path(__file__).resolve().parent.parent
 PROBE_APP = "tests.probe_app:setup"
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Wait until ``predicate()`` is true, polling; fail after ``timeout`` seconds."""
+async def until(
+    predicate: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 10.0,
+    what: str = "",
+    interval: float = 0.01,
+) -> None:
+    """Wait until ``predicate()`` is true, polling; fail after ``timeout`` seconds.
+
+    A predicate may be async (or return an awaitable): it is awaited, so a test polls Redis
+    or HTTP with the same helper as in-process state.
+    """
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(interval)
 
 
 class MasterProcess:

@@ -150,10 +150,10 @@ async def test_redis_connections_per_host_do_not_grow_with_workers(
             entries = await redis_client.lrange("sio-master:rejected", 0, -1)
             return sum(1 for e in entries if json.loads(e)["pid"] == pid)
 
-        for _ in range(500):  # until this master kept them all (its command connections did)
-            if await kept() == 50:
-                break
-            await asyncio.sleep(0.01)
+        async def all_kept() -> bool:  # by this master's command connections
+            return await kept() >= 50
+
+        await until(all_kept, what=f"50 rejected messages kept by {workers} worker(s)' master")
         assert await kept() == 50
         named = [
             c["name"].rsplit(":", 1)[1]

@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -28,16 +28,22 @@ async def publisher(own_redis: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
 
 
 async def publish_until_delivered(
-    publisher: aioredis.Redis, channel: str, body: dict[str, Any], done: Any, timeout: float = 15
+    publisher: aioredis.Redis,
+    channel: str,
+    body: dict[str, Any],
+    done: Callable[[], bool],
+    timeout: float = 15,
 ) -> None:
     """Publish (again) until ``done()``: the subscriber may be resubscribing right now."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not done():
-        assert loop.time() < deadline, f"{channel} never delivered"
+
+    async def delivered() -> bool:
+        if done():
+            return True
         with contextlib.suppress(RedisError, OSError):
             await publisher.publish(channel, json.dumps(body))
-        await asyncio.sleep(0.1)
+        return False
+
+    await until(delivered, timeout, f"{channel} delivered", interval=0.1)
 
 
 async def test_outage_keeps_local_traffic_buffers_outbound_and_resumes(

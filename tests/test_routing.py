@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from tests.cluster import MasterProcess, Recorder, until
 
+REJECTED = "sio-master:rejected"
 _tokens = itertools.count()
 
 
@@ -207,6 +208,7 @@ async def test_bad_bodies_are_rejected_and_valid_traffic_flows(
         ("ch:x", json.dumps({"data": "x" * (1024 * 1024)}), "too_large"),
     ]
     before = cluster.metrics()
+    kept_before = await redis_client.llen(REJECTED)
     for channel, body, _ in bad:
         await publish(redis_client, channel, body)
     await publish(redis_client, "ch:ok", {"data": "still fine"})
@@ -220,7 +222,13 @@ async def test_bad_bodies_are_rejected_and_valid_traffic_flows(
     for reason, count in expected.items():
         key = f'sio_master_messages_rejected_total{{reason="{reason}"}}'
         assert after.get(key, 0) - before.get(key, 0) == count, reason
-    stored = [json.loads(e) for e in await redis_client.lrange("sio-master:rejected", 0, -1)]
+
+    async def all_kept() -> bool:  # pushed on a command connection, maybe after the fence
+        return int(await redis_client.llen(REJECTED)) >= kept_before + len(bad)
+
+    await until(all_kept, what="every rejected message kept")
+    stored = [json.loads(e) for e in await redis_client.lrange(REJECTED, 0, -1)]
+    assert len(stored) == kept_before + len(bad)
     newest = stored[: len(bad)][::-1]
     assert [(e["channel"], e["reason"]) for e in newest] == [(c, r) for c, _, r in bad]
     assert newest[-1]["size"] > 1024 * 1024 and len(newest[-1]["body"]) == 4096

@@ -96,6 +96,7 @@ async def test_keys_follow_connect_join_leave_disconnect_exactly(
 
 
 async def until_contents(r: aioredis.Redis, expected: dict[str, Any]) -> None:
+    """Wait until :func:`contents` is exactly ``expected``; on timeout, show the difference."""
     last: list[dict[str, Any]] = [{}]
 
     async def check() -> bool:
@@ -105,11 +106,11 @@ async def until_contents(r: aioredis.Redis, expected: dict[str, Any]) -> None:
             return False
         return last[0] == expected
 
-    deadline = asyncio.get_running_loop().time() + 10
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            assert last[0] == expected
-        await asyncio.sleep(0.02)
+    try:
+        await until(check, what="the store's keys")
+    except AssertionError:
+        assert last[0] == expected
+        raise
 
 
 async def test_graceful_stop_removes_every_key_of_the_node(
@@ -226,12 +227,15 @@ async def test_cleanup_removes_a_dead_masters_sockets_and_keeps_a_live_ones(
 
     dead.signal(signal.SIGKILL)
     await dead.wait_exit()
-    for pid in dead.known_pids:
-        await until(lambda pid=pid: not is_running(pid), what="dead master's workers exit")
-    deadline = asyncio.get_running_loop().time() + 10
-    while await r.exists(SCHEMA.node_key(dead_node)):
-        assert asyncio.get_running_loop().time() < deadline, "heartbeat never expired"
-        await asyncio.sleep(0.1)
+    await until(
+        lambda: not any(is_running(pid) for pid in dead.known_pids),
+        what="dead master's workers exit",
+    )
+
+    async def heartbeat_expired() -> bool:
+        return not await r.exists(SCHEMA.node_key(dead_node))
+
+    await until(heartbeat_expired, what="the dead node's heartbeat expired")
     before = await contents(r)
 
     dry = run_cleanup(own_redis.url, "--dry-run")
