@@ -6,22 +6,23 @@ read to ``hiredis.Reader`` and hands every message to a synchronous callback in
 the same tick, so one socket read of many messages is handled in one go.
 
 The connection speaks just what a subscriber needs: AUTH, CLIENT SETNAME,
-PSUBSCRIBE, SUBSCRIBE and PING (for liveness). URLs are parsed by redis-py, so
-``redis://``, ``rediss://`` (TLS) and ``unix://`` with passwords work as elsewhere.
+PSUBSCRIBE, SUBSCRIBE and PING (for liveness). URLs are read as redis-py reads them
+(:func:`wire.compat.parse_redis_url`), so ``redis://``, ``rediss://`` (TLS, with
+redis-py's ``ssl_*`` query options) and ``unix://`` with passwords work as elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import hiredis
-from redis.connection import SSLConnection, parse_url
+
+from wire.compat import parse_redis_url
 
 ItemHandler = Callable[[bytes | None, bytes, bytes], None]
 
@@ -110,36 +111,28 @@ class SubscriberProtocol(asyncio.Protocol):
 
 async def connect(url: str, on_message: ItemHandler, timeout: float = 10) -> SubscriberProtocol:
     """Open a subscriber connection to ``url`` and authenticate; not yet subscribed."""
-    options = parse_url(url)
     loop = asyncio.get_running_loop()
 
     def factory() -> SubscriberProtocol:
         return SubscriberProtocol(on_message)
 
     try:
-        if "path" in options:
-            coro = loop.create_unix_connection(factory, options["path"])
+        target = parse_redis_url(url)
+        if target.path is not None:
+            coro = loop.create_unix_connection(factory, target.path)
         else:
-            context = None
-            if options.get("connection_class") is SSLConnection:
-                context = ssl.create_default_context()
-                if str(options.get("ssl_cert_reqs", "")).lower() in ("none", "cert_none"):
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-            host = options.get("host", "localhost")
             coro = loop.create_connection(
                 factory,
-                host,
-                options.get("port", 6379),
-                ssl=context,
-                server_hostname=host if context else None,
+                target.host,
+                target.port,
+                ssl=target.tls,
+                server_hostname=target.host if target.tls else None,
             )
         _, protocol = await asyncio.wait_for(coro, timeout)
     except (OSError, TimeoutError) as exc:
         raise SubscriberError(f"cannot connect: {exc}") from None
-    password = options.get("password")
-    if password:
-        username = options.get("username")
+    if target.password:
+        username, password = target.username, target.password
         args = ("AUTH", username, password) if username else ("AUTH", password)
         await asyncio.wait_for(protocol.call(*args), timeout)
     return protocol

@@ -8,22 +8,27 @@ next tick. The frame bytes are built here (servers do not mask); a connection th
 negotiated permessage-deflate goes through aiohttp's own compressing path.
 
 Deliveries may skip engine.io's per-socket queue and writer task altogether
-(:meth:`CoalescingWebSocket.can_write_now`): only when that writer is idle, waiting
-on an empty queue, so nothing can be ahead of the new frame.
+(:data:`direct_writers`, :meth:`CoalescingWebSocket.idle`): only when that writer is
+idle, waiting on an empty queue, so nothing can be ahead of the new frame.
 
 Backpressure: a client that does not read lets the transport's buffer grow; past
-``slow_client_bytes`` the connection is aborted and counted instead of growing
+:data:`SLOW_CLIENT_BYTES` the connection is aborted and counted instead of growing
 the worker's memory without bound.
+
+The engine.io and aiohttp internals this needs are reached through :mod:`wire.compat`,
+which checks them at start; :func:`install` applies what that check allows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
+from collections.abc import Sequence
 from typing import Any
 
-from engineio.async_drivers import aiohttp as eio_aiohttp
+from wire import compat
 
 log = logging.getLogger(__name__)
 
@@ -44,74 +49,114 @@ def frame(payload: bytes, opcode: int) -> bytes:
     return _LEN3.pack(first, 127, size) + payload
 
 
-class SlowClients:
-    """How many connections were aborted for not reading (reported to the master)."""
+def frames(packets: Sequence[Any]) -> bytes:
+    """engine.io ``packets`` as websocket frames, ready for :meth:`~CoalescingWebSocket.write`."""
+    out = []
+    for pkt in packets:
+        data = pkt.encode()
+        out.append(frame(data, 0x2) if isinstance(data, bytes) else frame(data.encode(), 0x1))
+    return out[0] if len(out) == 1 else b"".join(out)
 
-    dropped = 0
+
+class Counters:
+    """Per-process counts that show each fast path really runs (tests read them)."""
+
+    direct_writes = 0  # deliveries to one connection that skipped engine.io's queue
+    flushes = 0  # transport writes made here: at most one per connection per tick
+    coalesced_flushes = 0  # of those, the writes that carried several deliveries
+    dropped = 0  # connections aborted for not reading (reported to the master)
 
 
-class CoalescingWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
-    """Drop-in for engine.io's aiohttp ``WebSocket`` (set as ``eio._async['websocket']``)."""
+SlowClients = Counters  # workers/process.py reports SlowClients.dropped to the master
 
-    def __init__(self, handler: Any, server: Any) -> None:
-        super().__init__(handler, server)
+direct_writers: dict[str, CoalescingWebSocket] = {}
+"""This process's websockets that accept direct writes, by engine.io sid."""
+
+
+def install(eio: Any, paths: compat.FastPaths) -> None:
+    """Serve ``eio``'s websockets with :class:`CoalescingWebSocket`, as far as ``paths`` allow.
+
+    ``paths`` is what :func:`wire.compat.check` returned; with no coalesced writes,
+    engine.io keeps its own websocket class.
+    """
+    if paths.coalesced_writes:
+        factory = functools.partial(CoalescingWebSocket, direct_writes=paths.direct_writes)
+        compat.install_websocket_class(eio, factory)
+
+
+class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
+    """Drop-in for engine.io's aiohttp ``WebSocket`` (see :func:`install`)."""
+
+    def __init__(self, handler: Any, server: Any, direct_writes: bool = False) -> None:
+        super().__init__(self._serve, server)
+        self._eio_handler = handler
+        served = compat.served_socket(handler) if direct_writes else None
+        self._sid: str | None = None if served is None else served[0]
+        self._eio_socket: Any = None if served is None else served[1]
+        self._transport: asyncio.Transport | None = None  # None: aiohttp's own send path
         self._frames: list[bytes] = []
         self._flush_scheduled = False
-        owner = getattr(handler, "__self__", None)  # the engine.io socket this serves
-        if owner is not None:
-            owner.fast_ws = self
 
-    def can_write_now(self, eio_socket: Any) -> bool:
-        """True if a frame may bypass ``eio_socket``'s queue without overtaking anything.
+    async def _serve(self, ws: Any) -> None:
+        """engine.io's handler, run once the websocket is open: its transport is known here."""
+        response = compat.aiohttp_response(self)
+        if not response.compress:
+            self._transport = compat.ws_transport(response)
+        sid = self._sid if self._transport is not None else None
+        if sid is not None:
+            direct_writers[sid] = self
+        try:
+            await self._eio_handler(ws)
+        finally:
+            if sid is not None:
+                direct_writers.pop(sid, None)
 
-        That is when its writer task is parked on an empty queue (a getter still
-        waiting), the websocket is the live transport and needs no compression.
-        """
-        queue = eio_socket.queue
-        if queue.qsize() or not eio_socket.upgraded:
-            return False
-        if not any(not getter.done() for getter in queue._getters):
-            return False  # the writer holds packets it has not written yet
-        sock = self._sock
-        writer = getattr(sock, "_writer", None)
-        if sock is None or writer is None or sock.compress or sock.closed:
-            return False
-        transport = writer.transport
-        return transport is not None and not transport.is_closing()
+    def idle(self) -> bool:
+        """True if a delivery may be written now, bypassing engine.io without overtaking it."""
+        transport = self._transport
+        return (
+            transport is not None
+            and not transport.is_closing()
+            and compat.writer_is_parked(self._eio_socket)
+        )
 
-    def write_now(self, message: str | bytes) -> None:
-        """Queue a frame for this tick's write; call only after :meth:`can_write_now`."""
-        if isinstance(message, str):
-            self._frames.append(frame(message.encode(), 0x1))
-        else:
-            self._frames.append(frame(message, 0x2))
+    def write(self, data: bytes) -> None:
+        """Queue a delivery's :func:`frames` for this tick's write; call only when :meth:`idle`."""
+        Counters.direct_writes += 1
+        self._append(data)
+
+    def _append(self, data: bytes) -> None:
+        self._frames.append(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     async def send(self, message: str | bytes) -> None:
-        sock = self._sock
-        writer = getattr(sock, "_writer", None)
-        if sock is None or writer is None or sock.compress:
+        """engine.io's writer task sending one packet: joins this tick's write."""
+        transport = self._transport
+        if transport is None:
             await super().send(message)
-            return
-        transport = writer.transport
-        if sock.closed or transport is None or transport.is_closing():
+        elif transport.is_closing():
             raise ConnectionResetError("websocket is closed")
-        self.write_now(message)
+        elif isinstance(message, str):
+            self._append(frame(message.encode(), 0x1))
+        else:
+            self._append(frame(message, 0x2))
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        frames, self._frames = self._frames, []
-        if not frames or self._sock is None:
+        pending, self._frames = self._frames, []
+        transport = self._transport
+        if not pending or transport is None or transport.is_closing():
             return
-        writer = getattr(self._sock, "_writer", None)
-        transport = None if writer is None else writer.transport
-        if transport is None or transport.is_closing():
-            return
-        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        if len(pending) == 1:
+            transport.write(pending[0])
+        else:
+            transport.write(b"".join(pending))
+            Counters.coalesced_flushes += 1
+        Counters.flushes += 1
         if transport.get_write_buffer_size() > SLOW_CLIENT_BYTES:
-            SlowClients.dropped += 1
+            Counters.dropped += 1
             log.warning(
                 "a client is not reading (over %d bytes unsent): closing it", SLOW_CLIENT_BYTES
             )

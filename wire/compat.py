@@ -1,0 +1,407 @@
+"""Every dependency internal sio-cluster relies on, named once and checked when a worker starts.
+
+Why: the worker's fast paths and its routing read internals that python-engineio,
+python-socketio, aiohttp and asyncio do not promise to keep. An upgrade that moved one
+would otherwise disable a fast path silently, or misroute. Here each internal has one
+accessor, and :func:`check` inspects real objects of the installed versions once, at
+start: where a public path exists the worker degrades to it with one warning naming the
+dependency and its version; where none exists it raises :class:`CompatError`, so the
+worker fails at start instead of misbehaving. Accessors do no probing of their own: the
+choice is made once (:func:`check`, then :func:`workers.fast_ws.install`).
+
+======================================================  ==================  ======================
+internal                                                needed by           without it
+======================================================  ==================  ======================
+python-socketio ``manager.rooms[ns][room][sid]``        routing             :class:`CompatError`
+= ``eio_sid``, ``manager.get_participants``
+engine.io ``AsyncServer.sockets``, socket ``queue``     every delivery      :class:`CompatError`
+(``put_nowait``, ``qsize``) and ``closed``
+python-socketio ``manager._generate_ack_id``,           cross-worker acks   :class:`CompatError`
+``AsyncServer._send_packet``
+engine.io ``AsyncServer._async['websocket']``,          coalesced writes,   engine.io's websocket:
+its aiohttp ``WebSocket._sock``; aiohttp                slow-client abort   aiohttp ``send_str``
+``WebSocketResponse._writer.transport``                 (and direct writes)
+asyncio ``Queue._getters``; engine.io socket            direct writes       engine.io's queue and
+``upgraded``, ``sid``, ``_websocket_handler``                               writer task
+======================================================  ==================  ======================
+
+Redis URLs are read through redis-py's public ``ConnectionPool.from_url``
+(:func:`parse_redis_url`), so the master's bare subscriber needs no redis-py internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import platform
+import ssl
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import redis.asyncio as aioredis
+import socketio
+from aiohttp import http_websocket, web
+from engineio.async_drivers import aiohttp as eio_aiohttp
+from engineio.async_socket import AsyncSocket
+
+log = logging.getLogger(__name__)
+
+EngineIoWebSocket = eio_aiohttp.WebSocket
+"""engine.io's aiohttp websocket wrapper, extended by ``workers.fast_ws.CoalescingWebSocket``."""
+
+_NO_MEMBERS: Mapping[str, str] = {}
+_STAND_IN = object()  # the transport handed to a probe aiohttp writer
+
+
+class CompatError(RuntimeError):
+    """An installed dependency lacks an internal that routing or delivery cannot do without."""
+
+
+@dataclass(frozen=True)
+class FastPaths:
+    """Which fast paths this worker runs (the result of :func:`check`).
+
+    ``coalesced_writes``: each connection's frames of one loop tick leave in one write,
+    and a client that stops reading is aborted past ``SLOW_CLIENT_BYTES`` (the abort is
+    measured on those same writes, so the two stand or fall together).
+    ``direct_writes``: a delivery to a websocket whose engine.io writer is idle skips
+    engine.io's queue and writer task (needs ``coalesced_writes``).
+    """
+
+    coalesced_writes: bool
+    direct_writes: bool
+
+
+def version(dist: str) -> str:
+    """``"<dist> <installed version>"`` for messages (``dist`` as pip names it)."""
+    try:
+        return f"{dist} {metadata.version(dist)}"
+    except metadata.PackageNotFoundError:
+        return f"{dist} (version unknown)"
+
+
+# -- engine.io and aiohttp: websockets -----------------------------------------------------
+
+
+def install_websocket_class(eio: Any, factory: Callable[[Any, Any], Any]) -> None:
+    """Make ``eio`` build its websockets with ``factory(handler, server)``.
+
+    The driver table is copied first: engine.io shares one table between every server.
+    """
+    eio._async = {**eio._async, "websocket": factory}
+
+
+def served_socket(handler: Any) -> tuple[str, Any] | None:
+    """The ``(eio_sid, engine.io socket)`` whose websocket is built with ``handler``.
+
+    engine.io hands its websocket class the socket's bound ``_websocket_handler``.
+    """
+    owner = getattr(handler, "__self__", None)
+    return (owner.sid, owner) if isinstance(owner, AsyncSocket) else None
+
+
+def aiohttp_response(eio_websocket: Any) -> web.WebSocketResponse:
+    """The aiohttp ``WebSocketResponse`` engine.io's websocket wrapper serves (once open)."""
+    response: web.WebSocketResponse = eio_websocket._sock
+    return response
+
+
+def ws_transport(response: web.WebSocketResponse) -> asyncio.Transport | None:
+    """The transport aiohttp writes ``response``'s frames to; None before it is prepared."""
+    writer = response._writer
+    return None if writer is None else writer.transport
+
+
+def writer_is_parked(eio_socket: Any) -> bool:
+    """True if ``eio_socket``'s writer task waits on its empty queue, holding nothing.
+
+    Then a frame written straight to the websocket cannot overtake a packet engine.io
+    has queued or dequeued but not yet written. False while the socket is not (yet)
+    on its websocket.
+    """
+    queue = eio_socket.queue
+    if queue.qsize() or not eio_socket.upgraded or eio_socket.closed:
+        return False
+    for getter in queue._getters:
+        if not getter.done():
+            return True
+    return False
+
+
+def eio_sockets(sio: Any) -> Mapping[str, Any]:
+    """engine.io's live sockets of ``sio`` by engine.io sid."""
+    sockets: Mapping[str, Any] = sio.eio.sockets
+    return sockets
+
+
+def enqueue(eio_socket: Any, packets: Sequence[Any]) -> None:
+    """Put engine.io ``packets`` on an open socket's queue (its writer task sends them)."""
+    if not eio_socket.closed:
+        put = eio_socket.queue.put_nowait
+        for pkt in packets:
+            put(pkt)
+
+
+# -- python-socketio: rooms and acks -----------------------------------------------------
+
+
+def room_members(manager: Any, namespace: str, room: Hashable) -> Mapping[str, str]:
+    """``{sid: eio_sid}`` of this process's sockets in ``room`` (None: all of ``namespace``)."""
+    members: Mapping[str, str] = manager.rooms.get(namespace, _NO_MEMBERS).get(room, _NO_MEMBERS)
+    return members
+
+
+def participants(
+    manager: Any, namespace: str, rooms: Sequence[Hashable] | None
+) -> Iterable[tuple[str, str]]:
+    """``(sid, eio_sid)`` of each socket in any of ``rooms`` (None: all), each once."""
+    if rooms is None:
+        found: Iterator[tuple[str, str]] = manager.get_participants(namespace, None)
+        return found
+    if not rooms:
+        return ()
+    found = manager.get_participants(namespace, list(rooms))
+    return found
+
+
+def generate_ack_id(manager: Any, sid: str, callback: Callable[..., Any]) -> int:
+    """Register ``callback`` for the ack of a packet about to be sent to ``sid``."""
+    ack_id: int = manager._generate_ack_id(sid, callback)
+    return ack_id
+
+
+async def send_packet(sio: Any, eio_sid: str, pkt: Any) -> None:
+    """Send a python-socketio packet to one engine.io session (as ``sio.emit`` does)."""
+    await sio._send_packet(eio_sid, pkt)
+
+
+# -- redis-py: URLs for the bare subscriber --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where and how the master's subscriber connects (see :func:`parse_redis_url`)."""
+
+    host: str
+    port: int
+    path: str | None  # a unix socket, instead of host and port
+    username: str | None
+    password: str | None
+    tls: ssl.SSLContext | None
+
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Read ``url`` as redis-py does (``redis://``, ``rediss://``, ``unix://``).
+
+    ``rediss://`` honours the query options redis-py's own TLS connections take:
+    ``ssl_cert_reqs`` (none/optional/required, default required), ``ssl_check_hostname``
+    (default true; off when certificates are not required), ``ssl_ca_certs``,
+    ``ssl_certfile`` and ``ssl_keyfile``. Raises ValueError for a bad option and
+    OSError for an unreadable certificate file.
+    """
+    pool = aioredis.ConnectionPool.from_url(url)
+    options = pool.connection_kwargs
+    tls = None
+    if issubclass(pool.connection_class, aioredis.SSLConnection):
+        tls = _tls_context(options)
+    return RedisTarget(
+        host=str(options.get("host") or "localhost"),
+        port=int(options.get("port") or 6379),
+        path=options.get("path"),
+        username=options.get("username"),
+        password=options.get("password"),
+        tls=tls,
+    )
+
+
+def _tls_context(options: Mapping[str, Any]) -> ssl.SSLContext:
+    reqs = options.get("ssl_cert_reqs", "required")
+    if isinstance(reqs, str):
+        if reqs.lower() not in _CERT_REQS:
+            raise ValueError(f"ssl_cert_reqs must be one of {sorted(_CERT_REQS)}, not {reqs!r}")
+        reqs = _CERT_REQS[reqs.lower()]
+    context = ssl.create_default_context()
+    context.check_hostname = bool(options.get("ssl_check_hostname", True)) and (
+        reqs != ssl.CERT_NONE
+    )
+    context.verify_mode = reqs
+    certfile, keyfile = options.get("ssl_certfile"), options.get("ssl_keyfile")
+    if keyfile and not certfile:
+        raise ValueError("ssl_keyfile needs ssl_certfile")
+    if certfile:
+        context.load_cert_chain(certfile=certfile, keyfile=keyfile)
+    if options.get("ssl_ca_certs"):
+        context.load_verify_locations(cafile=options["ssl_ca_certs"])
+    return context
+
+
+# -- the check ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probes:
+    """The objects :func:`check` inspects; :func:`probes` builds them from a real server.
+
+    Apart from ``server``, ``manager`` and ``eio`` they are built for the check and
+    never served. A test replaces one to see how the check reacts to a missing internal.
+    """
+
+    server: Any  # the python-socketio AsyncServer
+    manager: Any  # its client manager
+    eio: Any  # its engine.io AsyncServer
+    room_table: Any  # a fresh python-socketio AsyncManager, for a room-table round trip
+    eio_socket: Any  # an engine.io socket
+    queue: Any  # that socket's queue
+    eio_websocket: Any  # engine.io's aiohttp websocket wrapper
+    aiohttp_ws: Any  # an aiohttp WebSocketResponse, not prepared
+    ws_writer: Any  # an aiohttp WebSocketWriter around a stand-in transport
+
+
+def probes(sio: Any) -> Probes:
+    """Build the objects :func:`check` inspects, from ``sio`` and the installed libraries."""
+    eio_socket = AsyncSocket(sio.eio, "compat-probe")
+    writer_class = getattr(http_websocket, "WebSocketWriter", None)
+    return Probes(
+        server=sio,
+        manager=sio.manager,
+        eio=sio.eio,
+        room_table=socketio.AsyncManager(),
+        eio_socket=eio_socket,
+        queue=eio_socket.queue,
+        eio_websocket=EngineIoWebSocket(None, sio.eio),
+        aiohttp_ws=web.WebSocketResponse(),
+        ws_writer=None if writer_class is None else writer_class(None, _STAND_IN),
+    )
+
+
+def check(sio: Any) -> FastPaths:
+    """Check every internal on the installed versions, for python-socketio server ``sio``.
+
+    Call once when a worker starts, before serving. Raises :class:`CompatError` when
+    routing or delivery cannot work; logs one warning per fast path that degrades to the
+    public path, and one info line naming the fast paths that run.
+    """
+    return evaluate(probes(sio))
+
+
+def evaluate(p: Probes) -> FastPaths:
+    """:func:`check` on given probe objects."""
+    missing = [m for m in (_room_table_problem(p), _delivery_problem(p), _ack_problem(p)) if m]
+    if missing:
+        raise CompatError(
+            "sio-cluster cannot route or deliver on the installed versions: "
+            + "; ".join(missing)
+            + ". Install the versions in setup.cfg or update wire/compat.py."
+        )
+    websocket = _websocket_problem(p)
+    direct = _direct_problem(p)
+    if websocket:
+        log.warning(
+            "%s: websocket frames go through engine.io's own writer and aiohttp's send_str:"
+            " no coalesced writes, no direct writes, no slow-client abort (a client that stops"
+            " reading is not cut off). Update wire/compat.py for this version.",
+            websocket,
+        )
+    elif direct:
+        log.warning(
+            "%s: deliveries always go through engine.io's queue and writer task (no direct"
+            " writes to idle websockets; coalesced writes and the slow-client abort stay on)."
+            " Update wire/compat.py for this version.",
+            direct,
+        )
+    paths = FastPaths(coalesced_writes=not websocket, direct_writes=not websocket and not direct)
+    log.info(
+        "fast paths: coalesced writes and slow-client abort %s, direct writes %s (%s)",
+        "on" if paths.coalesced_writes else "OFF",
+        "on" if paths.direct_writes else "OFF",
+        ", ".join(version(d) for d in ("aiohttp", "python-engineio", "python-socketio")),
+    )
+    return paths
+
+
+def _room_table_problem(p: Probes) -> str | None:
+    where = f"{version('python-socketio')}: the room table"
+    if not isinstance(getattr(p.manager, "rooms", None), dict):
+        return f"{where} (manager.rooms) is missing"
+    try:
+        p.room_table.basic_enter_room("sid", "/", None, eio_sid="eio-sid")
+        p.room_table.basic_enter_room("sid", "/", "room")
+        members = dict(room_members(p.room_table, "/", "room"))
+        everyone = list(participants(p.room_table, "/", None))
+        found = list(participants(p.room_table, "/", ["room", "other"]))
+    except Exception as exc:
+        return f"{where} is not laid out as rooms[namespace][room][sid] = eio_sid ({exc!r})"
+    expected = [("sid", "eio-sid")]
+    if members != dict(expected) or everyone != expected or found != expected:
+        return (
+            f"{where} is not laid out as rooms[namespace][room][sid] = eio_sid"
+            f" (read {members}, {everyone}, {found})"
+        )
+    return None
+
+
+def _delivery_problem(p: Probes) -> str | None:
+    where = version("python-engineio")
+    if not isinstance(getattr(p.eio, "sockets", None), dict):
+        return f"{where}: AsyncServer.sockets (engine.io sid -> socket) is missing"
+    if not (
+        callable(getattr(p.queue, "put_nowait", None)) and callable(getattr(p.queue, "qsize", None))
+    ):
+        return f"{where}: sockets have no queue (socket.queue) to put packets on"
+    if not isinstance(getattr(p.eio_socket, "closed", None), bool):
+        return f"{where}: sockets have no closed flag"
+    return None
+
+
+def _ack_problem(p: Probes) -> str | None:
+    where = version("python-socketio")
+    if not callable(getattr(p.manager, "_generate_ack_id", None)):
+        return f"{where}: the client manager has no _generate_ack_id"
+    if not inspect.iscoroutinefunction(getattr(p.server, "_send_packet", None)):
+        return f"{where}: AsyncServer has no coroutine _send_packet"
+    return None
+
+
+def _websocket_problem(p: Probes) -> str | None:
+    drivers = getattr(p.eio, "_async", None)
+    if not isinstance(drivers, Mapping) or drivers.get("websocket") is not EngineIoWebSocket:
+        return (
+            f"{version('python-engineio')}: AsyncServer._async['websocket'] is not"
+            " engineio.async_drivers.aiohttp.WebSocket"
+        )
+    if not hasattr(p.eio_websocket, "_sock"):
+        return (
+            f"{version('python-engineio')}: its aiohttp WebSocket keeps no _sock"
+            " (the aiohttp WebSocketResponse)"
+        )
+    if not hasattr(p.aiohttp_ws, "_writer"):
+        return f"{version('aiohttp')}: WebSocketResponse has no _writer"
+    if getattr(p.ws_writer, "transport", None) is not _STAND_IN:
+        return f"{version('aiohttp')}: WebSocketWriter does not keep its transport"
+    return None
+
+
+def _direct_problem(p: Probes) -> str | None:
+    if not isinstance(getattr(p.queue, "_getters", None), deque):
+        return (
+            f"Python {platform.python_version()} asyncio: Queue has no _getters deque"
+            " (its waiting get() calls)"
+        )
+    if not isinstance(getattr(p.eio_socket, "upgraded", None), bool):
+        return f"{version('python-engineio')}: sockets have no upgraded flag"
+    if served_socket(getattr(p.eio_socket, "_websocket_handler", None)) != (
+        "compat-probe",
+        p.eio_socket,
+    ):
+        return (
+            f"{version('python-engineio')}: sockets have no _websocket_handler method"
+            " (how a websocket finds its socket)"
+        )
+    return None
