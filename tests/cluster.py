@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import socketio
@@ -187,6 +188,17 @@ class MasterProcess:
                 pass
         self.proc.wait()
 
+    def __enter__(self) -> MasterProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
+
 
 class Recorder:
     """A python-socketio client (websocket transport) recording every event it gets."""
@@ -230,3 +242,8 @@ class Recorder:
     async def close(self) -> None:
         if self.client.connected:
             await self.client.disconnect()
+
+
+async def op(client: Recorder, name: str, **spec: Any) -> Any:
+    """Have ``client``'s worker run the cluster operation ``name`` (``tests/probe_app.py``)."""
+    return await client.call("op", {"name": name, **spec})

@@ -12,43 +12,55 @@ from master.embedded_redis import EmbeddedRedis
 from tests.cluster import MasterProcess, Recorder
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[EmbeddedRedis]:
-    """A private redis-server for the test module, on a free loopback port."""
+def _redis() -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis().start()
     try:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    """A private redis-server for the test module, on a free loopback port."""
+    yield from _redis()
 
 
 @pytest.fixture
 def own_redis() -> Iterator[EmbeddedRedis]:
     """A private redis-server for one test (it may kill or restart it)."""
-    server = EmbeddedRedis().start()
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from _redis()
+
+
+@pytest.fixture
+async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
+    """A client of the module's Redis; replies are bytes."""
+    async with aioredis.Redis.from_url(redis_server.url) as client:
+        yield client
+
+
+@pytest.fixture
+async def own_redis_client(own_redis: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
+    """A client of the test's own Redis; replies are decoded to str."""
+    async with aioredis.Redis.from_url(own_redis.url, decode_responses=True) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
 def cluster(redis_server: EmbeddedRedis) -> Iterator[MasterProcess]:
     """One master with two workers, shared by the tests of a module."""
-    master = MasterProcess(redis_server.url, workers=2).start()
-    try:
+    with MasterProcess(redis_server.url, workers=2).start() as master:
         yield master.ready_sync()
-    finally:
-        master.cleanup()
 
 
-@pytest.fixture
-async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_server.url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+@pytest.fixture(scope="module")
+def hosts(redis_server: EmbeddedRedis) -> Iterator[tuple[MasterProcess, MasterProcess]]:
+    """Two masters with two workers each on the module's Redis: two hosts of one cluster."""
+    with (
+        MasterProcess(redis_server.url, workers=2).start() as a,
+        MasterProcess(redis_server.url, workers=2).start() as b,
+    ):
+        yield a.ready_sync(), b.ready_sync()
 
 
 @pytest.fixture

@@ -8,11 +8,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from tests.cluster import MasterProcess, Recorder, until
-
-
-async def op(client: Recorder, name: str, **spec: Any) -> Any:
-    return await client.call("op", {"name": name, **spec})
+from tests.cluster import MasterProcess, Recorder, op, until
 
 
 async def pair(cluster: MasterProcess, clients: Any) -> tuple[Recorder, Recorder]:
@@ -102,7 +98,7 @@ async def test_fetch_sockets_join_leave_and_disconnect_across_workers(
     fetched = await op(c, "fetch_sockets", to="fetchme")
     assert fetched == sorted(
         [{"id": r.sid(), "rooms": sorted([r.sid(), "fetchme"])} for r in (a, b)],
-        key=lambda s: s["id"],
+        key=lambda s: str(s["id"]),
     )
     assert await op(c, "fetch_sockets", to="fetchme", exclude=a.sid()) == [
         {"id": b.sid(), "rooms": sorted([b.sid(), "fetchme"])}

@@ -4,29 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 
-from master.embedded_redis import EmbeddedRedis
-from tests.cluster import MasterProcess, Recorder, until
-
-
-@pytest.fixture(scope="module")
-def hosts(redis_server: EmbeddedRedis) -> Iterator[tuple[MasterProcess, MasterProcess]]:
-    a = MasterProcess(redis_server.url, workers=2).start()
-    b = MasterProcess(redis_server.url, workers=2).start()
-    try:
-        yield a.ready_sync(), b.ready_sync()
-    finally:
-        a.cleanup()
-        b.cleanup()
-
-
-async def op(client: Recorder, name: str, **spec: Any) -> Any:
-    return await client.call("op", {"name": name, **spec})
+from tests.cluster import MasterProcess, Recorder, op, until
 
 
 async def everyone(hosts: tuple[MasterProcess, MasterProcess], clients: Any) -> list[Recorder]:
@@ -116,7 +98,7 @@ async def test_fetch_join_and_server_side_emit_across_hosts(
     fetched = await op(a0, "fetch_sockets", to="wide")
     assert fetched == sorted(
         [{"id": r.sid(), "rooms": sorted([r.sid(), "wide"])} for r in (a1, b1)],
-        key=lambda s: s["id"],
+        key=lambda s: str(s["id"]),
     )
     assert await op(b0, "sockets_join", rooms=["wider"], to="wide") == 2
     assert await a1.call("join", "probe") == ["probe", "wide", "wider"]

@@ -7,24 +7,14 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from master.embedded_redis import EmbeddedRedis
 from tests.cluster import MasterProcess, until
-
-
-@pytest.fixture
-async def publisher(own_redis: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(own_redis.url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def publish_until_delivered(
@@ -47,17 +37,17 @@ async def publish_until_delivered(
 
 
 async def test_outage_keeps_local_traffic_buffers_outbound_and_resumes(
-    start_master: Any, own_redis: EmbeddedRedis, publisher: aioredis.Redis, clients: Any
+    start_master: Any, own_redis: EmbeddedRedis, own_redis_client: aioredis.Redis, clients: Any
 ) -> None:
     cluster: MasterProcess = await start_master(redis_url=own_redis.url, workers=2).ready()
     a = await clients(cluster.url(0), "a")
     b = await clients(cluster.url(1), "b")
     await a.call("join", "team")
     await b.call("join", "team")
-    await publisher.publish("ch:before", json.dumps({"to": "team", "data": 0}))
+    await own_redis_client.publish("ch:before", json.dumps({"to": "team", "data": 0}))
     await b.wait_count("before", 1)
 
-    traffic = asyncio.create_task(_background_publishes(publisher, count=300))
+    traffic = asyncio.create_task(_background_publishes(own_redis_client, count=300))
     own_redis.kill()
     await cluster.wait_log(r"Redis subscriber lost")
     # while Redis is down, a handler emit still reaches the sibling worker...
@@ -71,13 +61,10 @@ async def test_outage_keeps_local_traffic_buffers_outbound_and_resumes(
     await until(lambda: cluster.metric("sio_master_redis_outbox_messages") == 0, what="flushed")
     assert cluster.metric("sio_master_redis_buffer_dropped_total") == 0
     await traffic
-    fresh = aioredis.Redis.from_url(own_redis.url)
-    try:
+    async with aioredis.Redis.from_url(own_redis.url) as fresh:
         await publish_until_delivered(
             fresh, "ch:after", {"to": "team", "data": 2}, lambda: len(b.got("after")) >= 1
         )
-    finally:
-        await fresh.aclose()
     assert cluster.metric("sio_master_redis_reconnects_total") >= 1
     assert cluster.metric("sio_master_workers_alive") == 2
     assert cluster.proc is not None and cluster.proc.poll() is None
@@ -94,14 +81,14 @@ async def _background_publishes(publisher: aioredis.Redis, count: int) -> None:
 
 
 async def test_subscriber_cut_by_output_buffer_limit_reconnects(
-    start_master: Any, own_redis: EmbeddedRedis, publisher: aioredis.Redis, clients: Any
+    start_master: Any, own_redis: EmbeddedRedis, own_redis_client: aioredis.Redis, clients: Any
 ) -> None:
     cluster: MasterProcess = await start_master(redis_url=own_redis.url, workers=1).ready()
     a = await clients(cluster.url(0), "a")
-    await publisher.config_set("client-output-buffer-limit", "pubsub 256kb 128kb 1")
+    await own_redis_client.config_set("client-output-buffer-limit", "pubsub 256kb 128kb 1")
 
     async def subscriber_count() -> int:
-        listed = await publisher.client_list()
+        listed = await own_redis_client.client_list()
         return sum(1 for c in listed if c.get("name", "").endswith(f":{cluster.pid}:sub"))
 
     assert await subscriber_count() == 1
@@ -111,7 +98,7 @@ async def test_subscriber_cut_by_output_buffer_limit_reconnects(
         for _ in range(100):  # at most ~100 MB; kernel buffers absorb the first megabytes
             if await subscriber_count() == 0:
                 break
-            async with publisher.pipeline(transaction=False) as pipe:
+            async with own_redis_client.pipeline(transaction=False) as pipe:
                 for i in range(100):
                     pipe.publish(
                         "ch:flood", json.dumps({"data": i, "to": "nobody", "except": payload})
@@ -122,5 +109,7 @@ async def test_subscriber_cut_by_output_buffer_limit_reconnects(
         os.kill(cluster.pid, signal.SIGCONT)
     await cluster.wait_log(r"Redis subscriber lost", timeout=10)
     await cluster.wait_log(r"Redis is back", timeout=20)
-    await publish_until_delivered(publisher, "ch:ok", {"data": 1}, lambda: len(a.got("ok")) >= 1)
+    await publish_until_delivered(
+        own_redis_client, "ch:ok", {"data": 1}, lambda: len(a.got("ok")) >= 1
+    )
     assert await subscriber_count() == 1

@@ -7,10 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -22,15 +20,6 @@ from tests.cluster import REPO, MasterProcess, Recorder, until
 
 TTL = "2"
 SCHEMA = Schema("socket.io")
-
-
-@pytest.fixture
-async def r(own_redis: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(own_redis.url, decode_responses=True)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def store_master(start_master: Any, own_redis: EmbeddedRedis, workers: int = 2) -> MasterProcess:
@@ -55,7 +44,7 @@ async def node_id(cluster: MasterProcess) -> str:
 
 
 async def test_keys_follow_connect_join_leave_disconnect_exactly(
-    start_master: Any, own_redis: EmbeddedRedis, r: aioredis.Redis, clients: Any
+    start_master: Any, own_redis: EmbeddedRedis, own_redis_client: aioredis.Redis, clients: Any
 ) -> None:
     cluster = await store_master(start_master, own_redis).ready()
     node = await node_id(cluster)
@@ -79,20 +68,20 @@ async def test_keys_follow_connect_join_leave_disconnect_exactly(
             f"socket.io#/chat#{sc}": node,
         },
     }
-    await until_contents(r, expected)
-    assert await r.ttl(SCHEMA.node_key(node)) > 0
+    await until_contents(own_redis_client, expected)
+    assert await own_redis_client.ttl(SCHEMA.node_key(node)) > 0
 
     await b.call("leave", "news")
     del expected["socket.io#news"]
     expected[f"socket.io#{sb}"] = {sb, "sports"}
-    await until_contents(r, expected)
+    await until_contents(own_redis_client, expected)
 
     await a.close()
     for key in (f"socket.io#{sa}", f"socket.io#/chat#{sc}", "socket.io#/chat#lobby"):
         del expected[key]
     expected["socket.io#sports"] = {sb}
     expected[SCHEMA.owners_key] = {f"socket.io#{sb}": node}
-    await until_contents(r, expected)
+    await until_contents(own_redis_client, expected)
 
 
 async def until_contents(r: aioredis.Redis, expected: dict[str, Any]) -> None:
@@ -114,7 +103,7 @@ async def until_contents(r: aioredis.Redis, expected: dict[str, Any]) -> None:
 
 
 async def test_graceful_stop_removes_every_key_of_the_node(
-    start_master: Any, own_redis: EmbeddedRedis, r: aioredis.Redis, clients: Any
+    start_master: Any, own_redis: EmbeddedRedis, own_redis_client: aioredis.Redis, clients: Any
 ) -> None:
     cluster = await store_master(start_master, own_redis).ready()
     node = await node_id(cluster)
@@ -122,7 +111,7 @@ async def test_graceful_stop_removes_every_key_of_the_node(
     for i, client in enumerate(made):
         await client.call("join", f"room{i % 2}")
     await until_contents(
-        r,
+        own_redis_client,
         {
             **{f"socket.io#{c.sid()}": {c.sid(), f"room{i % 2}"} for i, c in enumerate(made)},
             "socket.io#room0": {made[0].sid(), made[2].sid()},
@@ -132,11 +121,11 @@ async def test_graceful_stop_removes_every_key_of_the_node(
     )
     cluster.signal(signal.SIGTERM)
     assert await cluster.wait_exit() == 0
-    assert await r.keys("*") == []
+    assert await own_redis_client.keys("*") == []
 
 
 async def test_killed_worker_sockets_are_removed_at_once(
-    start_master: Any, own_redis: EmbeddedRedis, r: aioredis.Redis, clients: Any
+    start_master: Any, own_redis: EmbeddedRedis, own_redis_client: aioredis.Redis, clients: Any
 ) -> None:
     cluster = await store_master(start_master, own_redis).ready()
     a = await clients(cluster.url(0), "a")
@@ -146,7 +135,7 @@ async def test_killed_worker_sockets_are_removed_at_once(
     os.kill(cluster.worker_pids()[1], signal.SIGKILL)
     node = await node_id(cluster)
     await until_contents(
-        r,
+        own_redis_client,
         {
             f"socket.io#{a.sid()}": {a.sid(), "shared"},
             "socket.io#shared": {a.sid()},
@@ -156,7 +145,7 @@ async def test_killed_worker_sockets_are_removed_at_once(
 
 
 async def test_redis_restart_is_followed_by_writing_the_sockets_back(
-    start_master: Any, own_redis: EmbeddedRedis, r: aioredis.Redis, clients: Any
+    start_master: Any, own_redis: EmbeddedRedis, own_redis_client: aioredis.Redis, clients: Any
 ) -> None:
     cluster = await store_master(start_master, own_redis).ready()
     node = await node_id(cluster)
@@ -167,10 +156,10 @@ async def test_redis_restart_is_followed_by_writing_the_sockets_back(
         "socket.io#kept": {a.sid()},
         SCHEMA.owners_key: {f"socket.io#{a.sid()}": node},
     }
-    await until_contents(r, expected)
+    await until_contents(own_redis_client, expected)
     own_redis.restart()  # same port, empty
-    await until_contents(r, expected)
-    assert await r.exists(SCHEMA.node_key(node)) == 1
+    await until_contents(own_redis_client, expected)
+    assert await own_redis_client.exists(SCHEMA.node_key(node)) == 1
     assert any("heartbeat key was gone" in line for line in cluster.lines)
 
 
@@ -186,7 +175,7 @@ def run_cleanup(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_cleanup_removes_a_dead_masters_sockets_and_keeps_a_live_ones(
-    start_master: Any, own_redis: EmbeddedRedis, r: aioredis.Redis, clients: Any
+    start_master: Any, own_redis: EmbeddedRedis, own_redis_client: aioredis.Redis, clients: Any
 ) -> None:
     dead = await store_master(start_master, own_redis).ready()
     live = await store_master(start_master, own_redis).ready()
@@ -200,12 +189,12 @@ async def test_cleanup_removes_a_dead_masters_sockets_and_keeps_a_live_ones(
     await live_a.call("join", "shared")
     await live_b.call("join", "stable")
     # an orphan socket set of no known node (a legacy leftover) in a room with a live socket
-    await r.sadd("socket.io#orphan-sid", "orphan-sid", "stable")
-    await r.sadd("socket.io#stable", "orphan-sid")
+    await own_redis_client.sadd("socket.io#orphan-sid", "orphan-sid", "stable")
+    await own_redis_client.sadd("socket.io#stable", "orphan-sid")
     live_node = await node_id(live)
     d = [c.sid() for c in dead_clients]
     await until_contents(  # everything written before the crash
-        r,
+        own_redis_client,
         {
             **{
                 f"socket.io#{sid}": {sid, "shared", f"dead-only-{i % 2}"} for i, sid in enumerate(d)
@@ -233,13 +222,13 @@ async def test_cleanup_removes_a_dead_masters_sockets_and_keeps_a_live_ones(
     )
 
     async def heartbeat_expired() -> bool:
-        return not await r.exists(SCHEMA.node_key(dead_node))
+        return not await own_redis_client.exists(SCHEMA.node_key(dead_node))
 
     await until(heartbeat_expired, what="the dead node's heartbeat expired")
-    before = await contents(r)
+    before = await contents(own_redis_client)
 
     dry = run_cleanup(own_redis.url, "--dry-run")
-    assert await contents(r) == before  # the dry run changed nothing
+    assert await contents(own_redis_client) == before  # the dry run changed nothing
     assert "stale sockets: 4" in dry.stdout  # 3 of the dead node, 1 orphan
     assert "memberships to remove: 7" in dry.stdout  # 3 shared + 3 dead-only + 1 stable
 
@@ -252,7 +241,7 @@ async def test_cleanup_removes_a_dead_masters_sockets_and_keeps_a_live_ones(
     assert "nodes seen: 2 (1 live, 1 dead)" in cleaned.stdout
 
     await until_contents(
-        r,
+        own_redis_client,
         {
             f"socket.io#{live_a.sid()}": {live_a.sid(), "shared"},
             f"socket.io#{live_b.sid()}": {live_b.sid(), "stable"},
@@ -276,23 +265,25 @@ async def _churn(client: Recorder, rounds: int) -> None:
 
 
 async def test_concurrent_cleanups_count_and_remove_each_socket_once(
-    r: aioredis.Redis,
+    own_redis_client: aioredis.Redis,
 ) -> None:
     for i in range(300):
         sid = f"s{i}"
-        await r.sadd(f"socket.io#{sid}", sid, "room-a", f"room-{i % 7}")
-        await r.sadd("socket.io#room-a", sid)
-        await r.sadd(f"socket.io#room-{i % 7}", sid)
-        await r.hset(SCHEMA.owners_key, f"socket.io#{sid}", "gone-node")
-    await r.set(SCHEMA.node_key("alive"), "{}", ex=60)
-    await r.sadd("socket.io#keep", "keep", "room-a")
-    await r.hset(SCHEMA.owners_key, "socket.io#keep", "alive")
-    await r.sadd("socket.io#room-a", "keep")
-    reports = await asyncio.gather(*(Cleanup(r, SCHEMA, batch=50).run() for _ in range(2)))
+        await own_redis_client.sadd(f"socket.io#{sid}", sid, "room-a", f"room-{i % 7}")
+        await own_redis_client.sadd("socket.io#room-a", sid)
+        await own_redis_client.sadd(f"socket.io#room-{i % 7}", sid)
+        await own_redis_client.hset(SCHEMA.owners_key, f"socket.io#{sid}", "gone-node")
+    await own_redis_client.set(SCHEMA.node_key("alive"), "{}", ex=60)
+    await own_redis_client.sadd("socket.io#keep", "keep", "room-a")
+    await own_redis_client.hset(SCHEMA.owners_key, "socket.io#keep", "alive")
+    await own_redis_client.sadd("socket.io#room-a", "keep")
+    reports = await asyncio.gather(
+        *(Cleanup(own_redis_client, SCHEMA, batch=50).run() for _ in range(2))
+    )
     assert sum(rep.stale_sockets for rep in reports) == 300
     assert sum(rep.memberships_removed for rep in reports) == 600
     assert sum(rep.owner_entries_removed for rep in reports) == 300
-    assert await contents(r) == {
+    assert await contents(own_redis_client) == {
         "socket.io#keep": {"keep", "room-a"},
         "socket.io#room-a": {"keep"},
         SCHEMA.owners_key: {"socket.io#keep": "alive"},

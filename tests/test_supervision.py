@@ -87,12 +87,9 @@ async def test_embedded_redis_then_master_kill9_leaves_no_orphans(
     cluster = await start_master(redis_url=None, workers=2).ready()
     url = (await cluster.wait_log(r"embedded Redis at (redis://\S+)")).group(1)
     client = await clients(cluster.url(1), "c")
-    publisher = aioredis.Redis.from_url(url)
-    try:
+    async with aioredis.Redis.from_url(url) as publisher:
         await publisher.publish("ch:hello", json.dumps({"data": "embedded"}))
         await client.wait_count("hello", 1)
-    finally:
-        await publisher.aclose()
     family = descendants(cluster.pid)
     assert len(family) == 3, family  # two workers and the embedded redis-server
 
@@ -166,15 +163,12 @@ async def test_unix_socket_url_with_password(start_master: Any, clients: Any) ->
     try:
         cluster = await start_master(redis_url=server.unix_url, workers=1).ready()
         client = await clients(cluster.url(0), "c")
-        publisher = aioredis.Redis.from_url(server.url)
-        try:
+        async with aioredis.Redis.from_url(server.url) as publisher:
             await publisher.publish("ch:hello", json.dumps({"data": "over unix"}))
             await client.wait_count("hello", 1)
             assert client.got("hello") == [("over unix",)]
             subscribers = await publisher.client_list(_type="pubsub")
             assert [c["addr"].startswith("/") for c in subscribers] == [True]  # over the socket
-        finally:
-            await publisher.aclose()
     finally:
         server.close()
 
