@@ -9,6 +9,7 @@ path makes them fail. The last tests hand the check objects that lack an interna
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import platform
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 import pytest
 import socketio
 from aiohttp import web
@@ -168,6 +170,16 @@ async def test_a_client_that_stops_reading_is_aborted_and_counted() -> None:
             assert len(got) == sent and healthy.connected
         finally:
             stalled.close()
+
+
+async def test_stop_writer_closes_the_websocket() -> None:
+    async with served() as (sio, port), aiohttp.ClientSession() as session:
+        url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
+        async with session.ws_connect(url) as ws:
+            opened = json.loads((await ws.receive_str())[1:])
+            compat.stop_writer(compat.eio_sockets(sio)[opened["sid"]])
+            message = await asyncio.wait_for(ws.receive(), 10)
+            assert message.type is aiohttp.WSMsgType.CLOSE
 
 
 class BareQueue:

@@ -14,10 +14,8 @@ internal                                                needed by           with
 ======================================================  ==================  ======================
 python-socketio ``manager.rooms[ns][room][sid]``        routing             :class:`CompatError`
 = ``eio_sid``, ``manager.get_participants``
-engine.io ``AsyncServer.sockets``, socket ``queue``     every delivery      :class:`CompatError`
-(``put_nowait``, ``qsize``) and ``closed``
-python-socketio ``manager._generate_ack_id``,           cross-worker acks   :class:`CompatError`
-``AsyncServer._send_packet``
+engine.io ``AsyncServer.sockets``, socket ``queue``     every delivery,     :class:`CompatError`
+(``put_nowait``, ``qsize``) and ``closed``              worker shutdown
 engine.io ``AsyncServer._async['websocket']``,          coalesced writes,   engine.io's websocket:
 its aiohttp ``WebSocket._sock``; aiohttp                slow-client abort   aiohttp ``send_str``
 ``WebSocketResponse._writer.transport``                 (and direct writes)
@@ -32,7 +30,6 @@ Redis URLs are read through redis-py's public ``ConnectionPool.from_url``
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import platform
 import ssl
@@ -146,7 +143,16 @@ def enqueue(eio_socket: Any, packets: Sequence[Any]) -> None:
             put(pkt)
 
 
-# -- python-socketio: rooms and acks -----------------------------------------------------
+def stop_writer(eio_socket: Any) -> None:
+    """Make ``eio_socket``'s writer task close its websocket (a close frame) and end.
+
+    For shutdown, after engine.io closed the socket: otherwise the connection lingers
+    until the client hangs up.
+    """
+    eio_socket.queue.put_nowait(None)
+
+
+# -- python-socketio: rooms -----------------------------------------------------
 
 
 def room_members(manager: Any, namespace: str, room: Hashable) -> Mapping[str, str]:
@@ -166,17 +172,6 @@ def participants(
         return ()
     found = manager.get_participants(namespace, list(rooms))
     return found
-
-
-def generate_ack_id(manager: Any, sid: str, callback: Callable[..., Any]) -> int:
-    """Register ``callback`` for the ack of a packet about to be sent to ``sid``."""
-    ack_id: int = manager._generate_ack_id(sid, callback)
-    return ack_id
-
-
-async def send_packet(sio: Any, eio_sid: str, pkt: Any) -> None:
-    """Send a python-socketio packet to one engine.io session (as ``sio.emit`` does)."""
-    await sio._send_packet(eio_sid, pkt)
 
 
 # -- redis-py: URLs for the bare subscriber --------------------------------------------------
@@ -249,13 +244,12 @@ def _tls_context(options: Mapping[str, Any]) -> ssl.SSLContext:
 class Probes:
     """The objects :func:`check` inspects; :func:`probes` builds them from a real server.
 
-    Apart from ``server``, ``manager`` and ``eio`` they are built for the check and
-    never served. A test replaces one to see how the check reacts to a missing internal.
+    Apart from ``manager`` and ``eio`` they are built for the check and never served.
+    A test replaces one to see how the check reacts to a missing internal.
     """
 
-    server: Any  # the python-socketio AsyncServer
-    manager: Any  # its client manager
-    eio: Any  # its engine.io AsyncServer
+    manager: Any  # the python-socketio server's client manager
+    eio: Any  # its engine.io server
     room_table: Any  # a fresh python-socketio AsyncManager, for a room-table round trip
     eio_socket: Any  # an engine.io socket
     queue: Any  # that socket's queue
@@ -269,7 +263,6 @@ def probes(sio: Any) -> Probes:
     eio_socket = AsyncSocket(sio.eio, "compat-probe")
     writer_class = getattr(http_websocket, "WebSocketWriter", None)
     return Probes(
-        server=sio,
         manager=sio.manager,
         eio=sio.eio,
         room_table=socketio.AsyncManager(),
@@ -293,7 +286,7 @@ def check(sio: Any) -> FastPaths:
 
 def evaluate(p: Probes) -> FastPaths:
     """:func:`check` on given probe objects."""
-    missing = [m for m in (_room_table_problem(p), _delivery_problem(p), _ack_problem(p)) if m]
+    missing = [m for m in (_room_table_problem(p), _delivery_problem(p)) if m]
     if missing:
         raise CompatError(
             "sio-cluster cannot route or deliver on the installed versions: "
@@ -357,15 +350,6 @@ def _delivery_problem(p: Probes) -> str | None:
         return f"{where}: sockets have no queue (socket.queue) to put packets on"
     if not isinstance(getattr(p.eio_socket, "closed", None), bool):
         return f"{where}: sockets have no closed flag"
-    return None
-
-
-def _ack_problem(p: Probes) -> str | None:
-    where = version("python-socketio")
-    if not callable(getattr(p.manager, "_generate_ack_id", None)):
-        return f"{where}: the client manager has no _generate_ack_id"
-    if not inspect.iscoroutinefunction(getattr(p.server, "_send_packet", None)):
-        return f"{where}: AsyncServer has no coroutine _send_packet"
     return None
 
 
