@@ -67,8 +67,6 @@ class Counters:
     dropped = 0  # connections aborted for not reading (reported to the master)
 
 
-SlowClients = Counters  # workers/process.py reports SlowClients.dropped to the master
-
 direct_writers: dict[str, CoalescingWebSocket] = {}
 """This process's websockets that accept direct writes, by engine.io sid."""
 

@@ -19,10 +19,12 @@ import socketio
 from aiohttp import web
 
 from master.config import Config
+from wire import compat
 from wire.frames import Broadcast, Frame, Hello, Ping, Pong, Ready, Request, Response, Stop, Synced
 from wire.link import FrameLink
+from workers import fast_ws
 from workers.app_loader import apply_app, load_app
-from workers.fast_ws import CoalescingWebSocket, SlowClients
+from workers.fast_ws import Counters
 from workers.manager import ClusterManager
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,7 @@ class Worker:
             case Synced(token):
                 self.manager.synced(token)
             case Ping(token):
-                stats = {"slow_clients_dropped": SlowClients.dropped}
+                stats = {"slow_clients_dropped": Counters.dropped}
                 self.link.send(Pong(token, stats).encode(), droppable=False)
             case Stop():
                 log.info("stop requested by the master")
@@ -91,8 +93,13 @@ class Worker:
             client_manager=self.manager,
             cors_allowed_origins=origins if origins != ["*"] else "*",
         )
+        try:
+            paths = compat.check(sio)  # the dependency internals we rely on, checked once
+        except compat.CompatError as exc:
+            log.error("%s", exc)
+            raise SystemExit(1) from None
         # each tick's frames to a connection in one write (see workers.fast_ws)
-        sio.eio._async = {**sio.eio._async, "websocket": CoalescingWebSocket}
+        fast_ws.install(sio.eio, paths)
         await apply_app(load_app(config.app, config.app_dir), sio)
         self.link.send(Hello(self.worker_id, os.getpid(), self._namespaces(sio)).encode())
 
@@ -122,13 +129,13 @@ class Worker:
         self, site: web.TCPSite, runner: web.AppRunner, sio: socketio.AsyncServer
     ) -> None:
         await site.stop()
-        sockets = list(sio.eio.sockets.values())
+        sockets = list(compat.eio_sockets(sio).values())
         if sockets:
             await sio.eio.disconnect()  # engine.io CLOSE to each client: they reconnect elsewhere
         for eio_socket in sockets:
             # engine.io's writer closes the websocket (close frame) once it dequeues None;
             # without this the connection lingers until the client hangs up.
-            eio_socket.queue.put_nowait(None)
+            compat.stop_writer(eio_socket)
         await sio.shutdown()
         await runner.cleanup()
         log.info("stopped")
