@@ -1,0 +1,256 @@
+// A real Node.js member of the cluster for tests/test_node_interop.py: socket.io 4.8 with
+// @socket.io/redis-adapter 8.3 (node-redis v4 clients, as the adapter's docs show), plus
+// socket.io-client clients, all driven from Python over a line protocol.
+//
+// Usage: node peer.js PORT REDIS_URL [REQUESTS_TIMEOUT_MS]
+//
+// stdin:  one JSON command per line, {"id": n, "cmd": "...", ...args}
+// stdout: one JSON object per line:
+//   {"ready": {"port", "uids": {nsp: adapter uid}}}   once, when every subscription is active
+//   {"id": n, "ok": result} | {"id": n, "error": "message"}   the answer to command n
+//   {"recv": {"client", "nsp", "event", "args"}}      an event a client received
+//   {"disconnect": {"client", "nsp", "reason"}}       a client was disconnected
+//   {"server_event": {"nsp", "event", "args"}}        a serverSideEmit this server received
+// Binary values travel as {"$bin": "<hex>"} both ways. Logs go to stderr.
+// The process exits when stdin closes or its parent dies.
+"use strict";
+const http = require("http");
+const readline = require("readline");
+const { Server } = require("socket.io");
+const { io: connectClient } = require("socket.io-client");
+const { createClient } = require("redis");
+const { createAdapter } = require("@socket.io/redis-adapter");
+
+const NAMESPACES = ["/", "/chat"];
+const SUB_NAME = `sio-node-peer-${process.pid}-sub`;
+
+function out(obj) {
+  process.stdout.write(JSON.stringify(encode(obj)) + "\n");
+}
+
+function encode(value) {
+  if (Buffer.isBuffer(value)) return { $bin: value.toString("hex") };
+  if (ArrayBuffer.isView(value)) {
+    return { $bin: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("hex") };
+  }
+  if (value instanceof ArrayBuffer) return { $bin: Buffer.from(value).toString("hex") };
+  if (value instanceof Set) return [...value].map(encode);
+  if (Array.isArray(value)) return value.map(encode);
+  if (value && typeof value === "object" && !(value instanceof Date)) {
+    const copy = {};
+    for (const [k, v] of Object.entries(value)) copy[k] = encode(v);
+    return copy;
+  }
+  return value;
+}
+
+function decode(value) {
+  if (Array.isArray(value)) return value.map(decode);
+  if (value && typeof value === "object") {
+    const keys = Object.keys(value);
+    if (keys.length === 1 && keys[0] === "$bin") return Buffer.from(value.$bin, "hex");
+    const copy = {};
+    for (const [k, v] of Object.entries(value)) copy[k] = decode(v);
+    return copy;
+  }
+  return value;
+}
+
+function describeSocket(socket) {
+  // a local Socket or a RemoteSocket (fetched from another server): the same fields
+  const { sessionStore, ...handshake } = socket.handshake || {};
+  const parsed = handshake && typeof handshake.time === "string" ? Date.parse(handshake.time) : NaN;
+  return {
+    id: socket.id,
+    local: !!socket.server,
+    rooms: [...socket.rooms],
+    handshake,
+    data: socket.data,
+    timeParsedMs: Number.isNaN(parsed) ? null : parsed,
+  };
+}
+
+async function main() {
+  const port = Number(process.argv[2]);
+  const url = process.argv[3];
+  const requestsTimeout = Number(process.argv[4] || 5000);
+  const pub = createClient({ url });
+  const sub = createClient({ url, name: SUB_NAME });
+  for (const c of [pub, sub]) c.on("error", (err) => console.error(`redis: ${err.message}`));
+  await Promise.all([pub.connect(), sub.connect()]);
+
+  const httpServer = http.createServer();
+  const io = new Server(httpServer, {
+    transports: ["websocket"],
+    adapter: createAdapter(pub, sub, { requestsTimeout }),
+  });
+  const clients = new Map(); // name -> {socket, nsp}: a socket.io-client socket of one namespace
+
+  for (const name of NAMESPACES) {
+    const nsp = io.of(name);
+    nsp.on("connection", (socket) => {
+      socket.data = { peer: "node", nsp: name };
+    });
+    nsp.on("announce", (...args) => {
+      const ack = typeof args[args.length - 1] === "function" ? args.pop() : null;
+      out({ server_event: { nsp: name, event: "announce", args } });
+      if (ack) ack({ from: "node", args });
+    });
+  }
+
+  const serverSocket = (client) => {
+    const c = clients.get(client);
+    return (c && c.socket.id && io.of(c.nsp).sockets.get(c.socket.id)) || null;
+  };
+  const socketOf = (client) => {
+    const socket = serverSocket(client);
+    if (!socket) throw new Error(`no server socket for client ${client}`);
+    return socket;
+  };
+  const target = (nsp, to, except) => {
+    let op = io.of(nsp);
+    if (to !== undefined && to !== null) op = op.to(to);
+    if (except !== undefined && except !== null) op = op.except(except);
+    return op;
+  };
+
+  const commands = {
+    async connect({ client, nsp = "/", url: serverUrl, auth, query, headers }) {
+      if (clients.has(client)) throw new Error(`client ${client} exists`);
+      const base = serverUrl || `http://127.0.0.1:${port}`;
+      const socket = connectClient(base + nsp, {
+        transports: ["websocket"],
+        forceNew: true,
+        reconnection: false,
+        auth,
+        query,
+        extraHeaders: headers,
+      });
+      clients.set(client, { socket, nsp });
+      socket.onAny((event, ...args) => {
+        const ack = typeof args[args.length - 1] === "function" ? args.pop() : null;
+        out({ recv: { client, nsp, event, args } });
+        if (ack) ack({ client, event, args });
+      });
+      socket.on("disconnect", (reason) => out({ disconnect: { client, nsp, reason } }));
+      await new Promise((resolve, reject) => {
+        socket.once("connect", resolve);
+        socket.once("connect_error", reject);
+      });
+      return { id: socket.id };
+    },
+    async reset() {
+      // disconnect every client and wait until this server has no socket left
+      for (const { socket } of clients.values()) socket.disconnect();
+      clients.clear();
+      const deadline = Date.now() + 5000;
+      while (NAMESPACES.some((n) => io.of(n).sockets.size > 0)) {
+        if (Date.now() > deadline) throw new Error("sockets still connected after reset");
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      return true;
+    },
+    async join({ client, room }) {
+      const socket = socketOf(client);
+      socket.join(room);
+      return [...socket.rooms];
+    },
+    async leave({ client, room }) {
+      const socket = socketOf(client);
+      socket.leave(room);
+      return [...socket.rooms];
+    },
+    async rooms({ client }) {
+      // the client's rooms on this server, null once it is disconnected
+      const socket = serverSocket(client);
+      return socket ? [...socket.rooms] : null;
+    },
+    async localRooms({ nsp = "/" }) {
+      return [...io.of(nsp).adapter.rooms.keys()];
+    },
+    async emit({ nsp = "/", to, except, event, args = [], flags = {} }) {
+      let op = target(nsp, to, except);
+      if (flags.volatile) op = op.volatile;
+      if (flags.compress !== undefined) op = op.compress(flags.compress);
+      return op.emit(event, ...args);
+    },
+    async emitWithAck({ nsp = "/", to, except, event, args = [], ackTimeout = 2000 }) {
+      try {
+        return { responses: await target(nsp, to, except).timeout(ackTimeout).emitWithAck(event, ...args) };
+      } catch (err) {
+        return { error: err.message, responses: err.responses };
+      }
+    },
+    async fetchSockets({ nsp = "/", to, except }) {
+      const sockets = await target(nsp, to, except).fetchSockets();
+      return sockets.map(describeSocket);
+    },
+    async allRooms({ nsp = "/" }) {
+      return [...(await io.of(nsp).adapter.allRooms())];
+    },
+    async socketsJoin({ nsp = "/", to, except, rooms }) {
+      target(nsp, to, except).socketsJoin(rooms);
+      return null;
+    },
+    async socketsLeave({ nsp = "/", to, except, rooms }) {
+      target(nsp, to, except).socketsLeave(rooms);
+      return null;
+    },
+    async disconnectSockets({ nsp = "/", to, except, close = false }) {
+      target(nsp, to, except).disconnectSockets(close);
+      return null;
+    },
+    async serverSideEmit({ nsp = "/", event, args = [] }) {
+      return io.of(nsp).serverSideEmit(event, ...args);
+    },
+    async serverSideEmitWithAck({ nsp = "/", event, args = [] }) {
+      try {
+        return { responses: await io.of(nsp).serverSideEmitWithAck(event, ...args) };
+      } catch (err) {
+        return { error: err.message, responses: err.responses };
+      }
+    },
+    async serverCount({ nsp = "/" }) {
+      return io.of(nsp).adapter.serverCount();
+    },
+  };
+
+  const lines = readline.createInterface({ input: process.stdin });
+  lines.on("line", async (line) => {
+    if (!line.trim()) return;
+    let id = null;
+    try {
+      const { id: n, cmd, ...args } = JSON.parse(line);
+      id = n;
+      const handler = commands[cmd];
+      if (!handler) throw new Error(`unknown command ${cmd}`);
+      out({ id, ok: (await handler(decode(args))) ?? null });
+    } catch (err) {
+      out({ id, error: String((err && err.message) || err) });
+    }
+  });
+  lines.on("close", () => process.exit(0));
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) process.exit(1);
+  }, 200).unref();
+
+  await new Promise((resolve) => httpServer.listen(port, "127.0.0.1", resolve));
+  // ready once the adapters' subscriptions are active: 1 pattern and 3 channels per namespace
+  for (;;) {
+    const list = await pub.sendCommand(["CLIENT", "LIST"]);
+    const line = list.split("\n").find((l) => l.includes(`name=${SUB_NAME} `));
+    const psub = line && Number(/ psub=(\d+)/.exec(line)[1]);
+    const chans = line && Number(/ sub=(\d+)/.exec(line)[1]);
+    if (psub === NAMESPACES.length && chans === 3 * NAMESPACES.length) break;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const uids = {};
+  for (const name of NAMESPACES) uids[name] = io.of(name).adapter.uid;
+  out({ ready: { port, uids } });
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
