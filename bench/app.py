@@ -1,4 +1,4 @@
-"""The tiny app every system of scripts/bench.py runs: a ``join`` event.
+"""The tiny app every system of bench/peers.py runs: a ``join`` event.
 
 Ours loads it with ``--app bench.app:setup``.
 """

@@ -6,26 +6,25 @@ of no node (legacy leftovers), each socket in two of ``--rooms`` rooms; then run
 the cleanup as a dry run and for real, checks that exactly the stale sockets are
 gone, prints a table and writes JSON.
 
-    python scripts/bench_cleanup.py                      # 400k dead + 400k live + 199k orphans
-    python scripts/bench_cleanup.py --dead 40000 --live 40000 --orphans 19000   # quick
+    python bench/cleanup.py            # 400k dead + 400k live + 199k orphans
+    python bench/cleanup.py --quick    # 40k dead + 40k live + 19k orphans
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from pathlib import Path
 
 import redis.asyncio as aioredis
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/cleanup.py
 
+from bench.harness import Options, markdown_table, redis_server, write_json  # noqa: E402
 from legacy_store.cleanup import Cleanup  # noqa: E402
 from legacy_store.schema import Schema  # noqa: E402
-from master.embedded_redis import EmbeddedRedis  # noqa: E402
 
 FILL = """
 local first, count, prefix, owner, rooms = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -40,6 +39,7 @@ end
 return count
 """  # noqa: E501
 CHUNK = 20_000
+HEADER = "run|keys scanned|stale sockets|memberships|keys deleted|seconds|keys/s".split("|")
 
 
 async def fill(r: aioredis.Redis, prefix: str, count: int, owner: str, rooms: int) -> None:
@@ -49,10 +49,8 @@ async def fill(r: aioredis.Redis, prefix: str, count: int, owner: str, rooms: in
 
 
 async def bench(args: argparse.Namespace) -> dict[str, object]:
-    server = EmbeddedRedis().start()
-    r = aioredis.Redis.from_url(server.url)
     schema = Schema()
-    try:
+    async with redis_server() as (_, r):
         await r.set(schema.node_key("live-node"), "{}", ex=3600)
         await fill(r, "dead-", args.dead, "dead-node", args.rooms)
         await fill(r, "live-", args.live, "live-node", args.rooms)
@@ -75,33 +73,35 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         assert left <= args.live + args.rooms + 2, left  # live sets, rooms, owners, heartbeat
         rows["keys_left"] = int(left)
         return rows
-    finally:
-        await r.aclose()
-        server.close()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dead", type=int, default=400_000)
-    parser.add_argument("--live", type=int, default=400_000)
-    parser.add_argument("--orphans", type=int, default=199_000)
-    parser.add_argument("--rooms", type=int, default=1000)
-    parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--json", default="bench-cleanup.json")
-    args = parser.parse_args()
+    options = Options(__doc__, quick={"dead": 40_000, "live": 40_000, "orphans": 19_000})
+    options.add_argument("--dead", type=int, default=400_000)
+    options.add_argument("--live", type=int, default=400_000)
+    options.add_argument("--orphans", type=int, default=199_000)
+    options.add_argument("--rooms", type=int, default=1000)
+    options.add_argument("--batch", type=int, default=1000)
+    args = options.parse()
     rows = asyncio.run(bench(args))
     print(f"Redis with {rows['keys']:,} keys, SCAN COUNT {rows['batch']}")
-    print("| run | keys scanned | stale sockets | memberships | keys deleted | seconds | keys/s |")
-    print("|---|---|---|---|---|---|---|")
+    runs = []
     for mode in ("dry-run", "cleanup"):
         m = rows[mode]
         assert isinstance(m, dict)
-        print(
-            f"| {mode} | {m['keys_scanned']:,} | {m['stale_sockets']:,} | "
-            f"{m['memberships_removed']:,} | {m['keys_deleted']:,} | {m['seconds']} | "
-            f"{m['keys_per_s']:,} |"
+        runs.append(
+            [
+                mode,
+                f"{m['keys_scanned']:,}",
+                f"{m['stale_sockets']:,}",
+                f"{m['memberships_removed']:,}",
+                f"{m['keys_deleted']:,}",
+                m["seconds"],
+                f"{m['keys_per_s']:,}",
+            ]
         )
-    Path(args.json).write_text(json.dumps(rows, indent=2))
+    print(markdown_table(HEADER, runs))
+    write_json(args.out, "cleanup", rows)
 
 
 if __name__ == "__main__":

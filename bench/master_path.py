@@ -5,13 +5,11 @@ of ``--messages`` bodies (to one of 200 sids) goes through RESP parsing (hiredis
 64 KiB at a time like a socket read), ``ch:*`` parsing and packet encoding, routing
 and framing; the table gives microseconds per message for each step.
 
-    python scripts/bench_master_path.py --messages 200000
+    python bench/master_path.py --messages 200000
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -21,8 +19,9 @@ from typing import Any
 import hiredis
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/master_path.py
 
+from bench.harness import Options, markdown_table, write_json  # noqa: E402
 from master.messages import Delivery, parse_message  # noqa: E402
 from master.router import RoutingTable  # noqa: E402
 from wire.frames import Kind, encode_frame  # noqa: E402
@@ -35,10 +34,10 @@ def per_message(count: int, step: Callable[[], Any]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--messages", type=int, default=200_000)
-    parser.add_argument("--json", default="bench-master-path.json")
-    n = parser.parse_args().messages
+    options = Options(__doc__, quick={"messages": 20_000})
+    options.add_argument("--messages", type=int, default=200_000)
+    args = options.parse()
+    n = args.messages
     table = RoutingTable()
     for i in range(200):
         sid = f"sid{i:019d}"
@@ -71,11 +70,8 @@ def main() -> None:
         ],
     }
     results = {name: round(per_message(n, step), 2) for name, step in steps.items()}
-    print("| step | us per message |")
-    print("|---|---|")
-    for name, micros in results.items():
-        print(f"| {name} | {micros} |")
-    Path(parser.parse_args().json).write_text(json.dumps(results, indent=2))
+    print(markdown_table(["step", "us per message"], results.items()))
+    write_json(args.out, "master_path", results)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ emitter's msgpack), to one random sid, to one room of C/20, and to everyone: at
 the highest rate (pipelined) and at a fixed rate for latency. It prints a markdown
 table, writes JSON and draws a PNG chart.
 
-    python scripts/bench.py            # full run
-    python scripts/bench.py --quick    # under 2 minutes on 2 cores
+    python bench/peers.py            # full run
+    python bench/peers.py --quick    # under 2 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -38,22 +38,26 @@ import hiredis
 import orjson
 import redis.asyncio as aioredis
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/peers.py
 
-from bench.measure import (  # noqa: E402
-    cpu_seconds,
-    descendants,
-    free_port_block,
-    rss_bytes,
-    wait_port,
+from bench.harness import (  # noqa: E402
+    REPO,
+    Options,
+    Processes,
+    markdown_table,
+    redis_server,
+    write_json,
 )
-from master.adapter_wire import Channels, broadcast_channel, encode_broadcast  # noqa: E402
-from master.embedded_redis import EmbeddedRedis  # noqa: E402
+from bench.measure import cpu_seconds, free_port_block, rss_bytes, wait_port  # noqa: E402
+from master.adapter_wire import Channels, Room, broadcast_channel, encode_broadcast  # noqa: E402
 
 NODE_DIR = REPO / "bench" / "node"
 ROOMS = 20
 SCENARIOS = ("sid", "room", "all")
+HEADER = (
+    "system|scenario|published/s|delivered/s|delivered|CPU ms per 1k|loadgen CPU|p50 ms|p99 ms|"
+    "max ms|RSS KB/conn|Redis conns"
+).split("|")
 
 
 class System:
@@ -66,26 +70,27 @@ class System:
         self.processes = processes
         self.base = free_port_block(processes + 1)
         self.ports = [self.base + i for i in range(processes)]
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.servers = Processes()
 
-    def start(self) -> None:
+    def spawn(self) -> None:
+        """Start the server processes."""
         raise NotImplementedError
 
+    def start(self) -> None:
+        """Start the servers and wait until every port accepts connections."""
+        self.spawn()
+        try:
+            for port in self.ports:
+                wait_port(port)
+        except BaseException:
+            self.stop()
+            raise
+
     def pids(self) -> set[int]:
-        found = {p.pid for p in self.procs}
-        for p in self.procs:
-            found |= descendants(p.pid)
-        return found
+        return self.servers.pids()
 
     def stop(self) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        self.servers.stop()
 
     def message(self, target: str | None, payload: dict[str, Any]) -> tuple[str, bytes]:
         raise NotImplementedError
@@ -98,32 +103,28 @@ class Ours(System):
         super().__init__(url, processes)
         self.extra = extra or []
 
-    def start(self) -> None:
-        self.procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "master",
-                    "--workers",
-                    str(self.processes),
-                    "--port",
-                    str(self.base),
-                    "--redis-url",
-                    self.url,
-                    "--app",
-                    "bench.app:setup",
-                    "--app-dir",
-                    str(REPO),
-                    "--log-level",
-                    "warning",
-                    *self.extra,
-                ],
-                cwd=REPO,
-            )
+    def spawn(self) -> None:
+        self.servers.start(
+            [
+                sys.executable,
+                "-m",
+                "master",
+                "--workers",
+                str(self.processes),
+                "--port",
+                str(self.base),
+                "--redis-url",
+                self.url,
+                "--app",
+                "bench.app:setup",
+                "--app-dir",
+                str(REPO),
+                "--log-level",
+                "warning",
+                *self.extra,
+            ],
+            cwd=REPO,
         )
-        for port in self.ports:
-            wait_port(port)
 
     def message(self, target: str | None, payload: dict[str, Any]) -> tuple[str, bytes]:
         body: dict[str, Any] = {"data": payload}
@@ -135,17 +136,13 @@ class Ours(System):
 class PythonSocketIO(System):
     name = "python-socketio"
 
-    def start(self) -> None:
+    def spawn(self) -> None:
         for port in self.ports:
-            self.procs.append(
-                subprocess.Popen(
-                    [sys.executable, str(REPO / "bench" / "pysio_server.py"), str(port), self.url],
-                    cwd=REPO,
-                    stdout=subprocess.DEVNULL,
-                )
+            self.servers.start(
+                [sys.executable, str(REPO / "bench" / "pysio_server.py"), str(port), self.url],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
             )
-        for port in self.ports:
-            wait_port(port)
 
     def message(self, target: str | None, payload: dict[str, Any]) -> tuple[str, bytes]:
         return "socketio", orjson.dumps(
@@ -167,19 +164,15 @@ class Node(System):
     name = "node"
     channels = Channels()
 
-    def start(self) -> None:
+    def spawn(self) -> None:
         for port in self.ports:
-            self.procs.append(
-                subprocess.Popen(
-                    ["node", str(NODE_DIR / "server.js"), str(port), self.url],
-                    stdout=subprocess.DEVNULL,
-                )
+            self.servers.start(
+                ["node", str(NODE_DIR / "server.js"), str(port), self.url],
+                stdout=subprocess.DEVNULL,
             )
-        for port in self.ports:
-            wait_port(port)
 
     def message(self, target: str | None, payload: dict[str, Any]) -> tuple[str, bytes]:
-        rooms = None if target is None else [target]
+        rooms: list[Room] | None = None if target is None else [target]
         body = encode_broadcast("emitter", "/", ["bench", payload], rooms, [])
         return broadcast_channel(self.channels, "/", rooms), body
 
@@ -383,7 +376,7 @@ async def master_rate(url: str, r: aioredis.Redis, count: int) -> float:
     metrics_port = free_port_block(1)
     system = Ours(url, 2, ["--metrics-port", str(metrics_port)])
     system.start()
-    master_pid = system.procs[0].pid
+    master_pid = system.servers.procs[0].pid
 
     def received() -> float:
         url_ = f"http://127.0.0.1:{metrics_port}/metrics"
@@ -438,50 +431,47 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = [
-        "| system | scenario | published/s | delivered/s | delivered | CPU ms per 1k | "
-        "loadgen CPU | p50 ms | p99 ms | max ms | RSS KB/conn | Redis conns |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for name, system in results["systems"].items():
         for scenario in SCENARIOS:
             s = system["scenarios"][scenario]
-            cells = [
-                name,
-                scenario,
-                f"{s['published_per_s']:,}",
-                f"{s['delivered_per_s']:,}",
-                f"{s['fraction_delivered']:.1%}",
-                s["cpu_ms_per_1k"],
-                f"{s['loadgen_cpu_share']:.0%}",
-                s["p50_ms"],
-                s["p99_ms"],
-                s["max_ms"],
-                system["rss_per_connection_kb"],
-                system["redis_connections"],
-            ]
-            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+            rows.append(
+                [
+                    name,
+                    scenario,
+                    f"{s['published_per_s']:,}",
+                    f"{s['delivered_per_s']:,}",
+                    f"{s['fraction_delivered']:.1%}",
+                    s["cpu_ms_per_1k"],
+                    f"{s['loadgen_cpu_share']:.0%}",
+                    s["p50_ms"],
+                    s["p99_ms"],
+                    s["max_ms"],
+                    system["rss_per_connection_kb"],
+                    system["redis_connections"],
+                ]
+            )
     ceiling = results["master_ceiling"]
-    lines.append("")
-    lines.append(
-        f"Master ceiling: {ceiling['master_per_s']:,} msgs/s routed vs "
-        f"{ceiling['raw_reader_per_s']:,} msgs/s for a raw hiredis PSUBSCRIBE reader "
-        f"({ceiling['ratio']:.2f}x)."
+    return "\n".join(
+        [
+            markdown_table(HEADER, rows),
+            "",
+            f"Master ceiling: {ceiling['master_per_s']:,} msgs/s routed vs "
+            f"{ceiling['raw_reader_per_s']:,} msgs/s for a raw hiredis PSUBSCRIBE reader "
+            f"({ceiling['ratio']:.2f}x).",
+        ]
     )
-    return "\n".join(lines)
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR, check=True)
-    server = EmbeddedRedis().start()
-    r = aioredis.Redis.from_url(server.url, client_name="bench")
     results: dict[str, Any] = {
         "clients": args.clients,
         "processes": args.processes,
         "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
         "systems": {},
     }
-    try:
+    async with redis_server(client_name="bench") as (server, r):
         for cls in (Ours, PythonSocketIO, Node):
             if args.only and cls.name not in args.only:
                 continue
@@ -496,32 +486,26 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "master_per_s": round(routed),
             "ratio": round(routed / raw, 3),
         }
-    finally:
-        await r.aclose()
-        server.close()
     return results
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--clients", type=int, default=200)
-    parser.add_argument("--quick", action="store_true", help="smaller counts: under 2 minutes")
-    parser.add_argument("--only", nargs="*", help="run only these systems")
-    parser.add_argument("--out", default="bench-results", help="folder for JSON and PNG")
-    args = parser.parse_args()
+    options = Options(__doc__, quick_help="smaller counts: under 2 minutes")
+    options.add_argument("--processes", type=int, default=2)
+    options.add_argument("--clients", type=int, default=200)
+    options.add_argument("--only", nargs="*", help="run only these systems")
+    args = options.parse()
     scale = 0.2 if args.quick else 1.0
     args.messages = {"sid": int(20000 * scale), "room": int(5000 * scale), "all": int(1000 * scale)}
     args.rates = {"sid": 2000, "room": 2000, "all": 100}
     args.latency_seconds = 1.0 if args.quick else 3.0
     args.ceiling_messages = int(50000 * scale)
     results = asyncio.run(main_async(args))
-    out = Path(args.out)
-    out.mkdir(exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(results, indent=2))
-    chart(results, out / "bench.png")
+    json_path = write_json(args.out, "peers", results)
+    chart_path = json_path.with_suffix(".png")
+    chart(results, chart_path)
     print(table(results))
-    print(f"\nJSON: {out / 'bench.json'}  chart: {out / 'bench.png'}")
+    print(f"\nJSON: {json_path}  chart: {chart_path}")
 
 
 if __name__ == "__main__":

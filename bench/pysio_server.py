@@ -1,4 +1,4 @@
-"""The python-socketio peer of scripts/bench.py: ``AsyncServer`` + ``AsyncRedisManager``.
+"""The python-socketio peer of bench/peers.py: ``AsyncServer`` + ``AsyncRedisManager``.
 
 One process per port, on the same server stack as our workers (aiohttp, uvloop), with
 the same tiny app (a ``join`` event). Usage: ``python bench/pysio_server.py PORT REDIS_URL``.

@@ -4,14 +4,12 @@ Runs one master (embedded Redis, 2 workers) through the test harness, kills work
 ``--kills`` times (waiting out the crash-loop window between kills so each respawn is
 immediate, as for a first death), prints a table and writes JSON.
 
-    python scripts/bench_respawn.py --kills 5
+    python bench/respawn.py --kills 5
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import signal
 import statistics
@@ -19,15 +17,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/respawn.py
 
+from bench.harness import Options, markdown_table, write_json  # noqa: E402
 from master.supervisor import STABLE_AFTER  # noqa: E402
 from tests.cluster import MasterProcess  # noqa: E402
 
 
 async def measure(kills: int) -> list[float]:
-    master = MasterProcess(None, workers=2).start()
-    try:
+    with MasterProcess(None, workers=2).start() as master:
         await master.ready()
         seconds = []
         for i in range(kills):
@@ -39,23 +37,17 @@ async def measure(kills: int) -> list[float]:
             if i + 1 < kills:
                 await asyncio.sleep(STABLE_AFTER + 0.5)  # a bounded pause, not a sync point
         return seconds
-    finally:
-        master.cleanup()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--kills", type=int, default=5)
-    parser.add_argument("--json", default="bench-respawn.json")
-    args = parser.parse_args()
+    options = Options(__doc__, quick={"kills": 1})
+    options.add_argument("--kills", type=int, default=5)
+    args = options.parse()
     seconds = asyncio.run(measure(args.kills))
-    print("| kills | min s | median s | max s |")
-    print("|---|---|---|---|")
-    print(
-        f"| {len(seconds)} | {min(seconds):.3f} | {statistics.median(seconds):.3f} "
-        f"| {max(seconds):.3f} |"
-    )
-    Path(args.json).write_text(json.dumps({"respawn_seconds": seconds}, indent=2))
+    spread = (min(seconds), statistics.median(seconds), max(seconds))
+    row = [len(seconds), *(f"{s:.3f}" for s in spread)]
+    print(markdown_table(["kills", "min s", "median s", "max s"], [row]))
+    write_json(args.out, "respawn", {"respawn_seconds": seconds})
 
 
 if __name__ == "__main__":

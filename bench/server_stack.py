@@ -8,25 +8,23 @@ raw engine.io websocket clients; one client asks the server to broadcast M event
 and the run measures delivered messages/s and server CPU per 1,000 deliveries
 (from /proc). Prints a markdown table and writes JSON.
 
-    python scripts/bench_server_stack.py --clients 200 --messages 200
+    python bench/server_stack.py --clients 200 --messages 200
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/server_stack.py
 
-from bench.measure import cpu_seconds, wait_port  # noqa: E402
-from master.embedded_redis import free_port  # noqa: E402
+from bench.harness import Options, Processes, markdown_table, write_json  # noqa: E402
+from bench.measure import cpu_seconds, free_port_block, wait_port  # noqa: E402
 
 STACKS = ("aiohttp", "uvicorn-websockets-sansio", "uvicorn-wsproto")
 
@@ -101,9 +99,9 @@ async def client(
 
 
 async def run_stack(stack: str, clients: int, messages: int) -> dict[str, float | str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", stack, "--port", str(port)])
-    try:
+    port = free_port_block(1)
+    with Processes() as server:
+        proc = server.start([sys.executable, __file__, "--serve", stack, "--port", str(port)])
         url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
         await asyncio.to_thread(wait_port, port)
         counts = [0] * clients
@@ -129,9 +127,6 @@ async def run_stack(stack: str, clients: int, messages: int) -> dict[str, float 
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-    finally:
-        proc.kill()
-        proc.wait()
     return {
         "stack": stack,
         "delivered": delivered,
@@ -146,26 +141,28 @@ async def main_async(args: argparse.Namespace) -> None:
     for _ in range(args.rounds):
         for stack in STACKS:
             rows.append(await run_stack(stack, args.clients, args.messages))
-    print("| stack | delivered/expected | deliveries/s | server CPU ms per 1k |")
-    print("|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['stack']} | {r['delivered']}/{r['expected']} | {r['deliveries_per_s']} "
-            f"| {r['server_cpu_ms_per_1k']} |"
-        )
-    with open(args.json, "w") as f:
-        json.dump(rows, f, indent=2)
+    header = ["stack", "delivered/expected", "deliveries/s", "server CPU ms per 1k"]
+    cells = [
+        [
+            r["stack"],
+            f"{r['delivered']}/{r['expected']}",
+            r["deliveries_per_s"],
+            r["server_cpu_ms_per_1k"],
+        ]
+        for r in rows
+    ]
+    print(markdown_table(header, cells))
+    write_json(args.out, "server_stack", rows)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--serve", choices=STACKS)
-    parser.add_argument("--port", type=int)
-    parser.add_argument("--clients", type=int, default=200)
-    parser.add_argument("--messages", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--json", default="bench-server-stack.json")
-    args = parser.parse_args()
+    options = Options(__doc__, quick={"rounds": 1, "messages": 50})
+    options.add_argument("--serve", choices=STACKS, help=argparse.SUPPRESS)
+    options.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    options.add_argument("--clients", type=int, default=200)
+    options.add_argument("--messages", type=int, default=200)
+    options.add_argument("--rounds", type=int, default=2)
+    args = options.parse()
     if args.serve:
         serve(args.serve, args.port)
     else:

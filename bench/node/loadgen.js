@@ -1,4 +1,4 @@
-// The load generator of scripts/bench.py: C websocket clients speaking engine.io v4 frames
+// The load generator of bench/peers.py: C websocket clients speaking engine.io v4 frames
 // directly (about twice as light as socket.io-client), spread over the given ports; client i
 // joins room r{i % rooms} and waits for the ack. Prints "READY <json sids>" once all joined.
 // Commands on stdin, one per line:

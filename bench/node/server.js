@@ -1,4 +1,4 @@
-// The Node.js peer of scripts/bench.py: socket.io 4.x with @socket.io/redis-adapter 8.x,
+// The Node.js peer of bench/peers.py: socket.io 4.x with @socket.io/redis-adapter 8.x,
 // one process per port, the same tiny app as the other systems (a "join" event).
 // Usage: node server.js PORT REDIS_URL
 "use strict";
