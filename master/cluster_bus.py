@@ -8,9 +8,10 @@
   (:class:`master.host_ops.HostOperations`). The request/operation mapping is
   :mod:`master.adapter_wire`'s.
 - Node servers on the same Redis are members too. They answer per-socket
-  requests, fetches and acks, but treat room-wide join/leave/disconnect as
-  fire-and-forget: those wait only for our other masters' counts, which a
-  channel only our masters subscribe to lets us count (``PUBSUB NUMSUB``).
+  requests, fetches and acks, but carry room-wide join/leave/disconnect out
+  without answering: those wait only for our other masters (a channel only our
+  masters subscribe to tells them apart, by ``PUBSUB NUMSUB``), and with Node
+  servers present the sockets are counted by a fetch first.
 - Outbound messages wait in a bounded :class:`master.outbox.Outbox` while Redis
   is unreachable and are published on recovery; what overflows is counted
   (oldest dropped first).
@@ -281,9 +282,7 @@ class ClusterBus:
                 )
                 return 1 if all(owners) else 0
             case JoinRooms() | LeaveRooms() | DisconnectSockets():
-                # Node servers carry these out without answering: wait for our masters only
-                answers = await self._ask(namespace, requests[0], masters, REQUESTS_TIMEOUT)
-                return sum(int(a.get("count", 0)) for a in answers)
+                return await self._room_wide(operation, requests[0], others, masters)
             case FetchSockets():
                 answers = await self._ask(namespace, requests[0], others, REQUESTS_TIMEOUT)
                 return [
@@ -301,6 +300,31 @@ class ClusterBus:
                 self._tell(namespace, requests[0])
                 return others
         raise ValueError(f"unknown operation {operation!r}")
+
+    async def _room_wide(
+        self,
+        operation: JoinRooms | LeaveRooms | DisconnectSockets,
+        request: dict[str, Any],
+        others: int,
+        masters: int,
+    ) -> int:
+        """Join/leave/disconnect the matching sockets of every other server; how many.
+
+        Node servers carry these out without answering, so when any is present the
+        sockets are counted first with a fetch (which every server answers); our
+        masters' confirmations are still awaited, so the change is applied cluster-wide
+        (on our hosts) when this returns.
+        """
+        namespace = operation.namespace
+        counted: int | None = None
+        if others > masters:
+            fetch = encode_requests(FetchSockets(namespace, operation.selector))[0]
+            fetched = await self._ask(namespace, fetch, others, REQUESTS_TIMEOUT)
+            counted = sum(len(a.get("sockets") or []) for a in fetched)
+        answers = await self._ask(namespace, request, masters, REQUESTS_TIMEOUT)
+        if counted is not None:
+            return counted
+        return sum(int(a.get("count", 0)) for a in answers)
 
     # ---- requests from other servers, and their responses -----------------------
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import msgpack
 import orjson
@@ -88,18 +90,29 @@ async def test_room_wide_join_counts_every_host(
     assert a.table.route("/", ["vip"]) == [0] and b.table.route("/", ["vip"]) == [0]
 
 
-async def test_room_wide_join_does_not_wait_for_node_servers_that_never_answer(
+async def test_room_wide_join_counts_node_sockets_without_waiting_for_node_answers(
     hosts: tuple[MemoryRedis, MemoryHost, MemoryHost],
 ) -> None:
     redis, a, _ = hosts
-    heard: list[dict[str, object]] = []
-    # a Node server: subscribed to the request channel, carries the join out, answers nothing
-    redis.subscribe("socket.io-request#/#", lambda channel, body: heard.append(orjson.loads(body)))
+    heard: list[dict[str, Any]] = []
+
+    def node_server(channel: str, body: bytes) -> None:
+        """As a Node server does: answer fetches, carry joins out without answering."""
+        request = orjson.loads(body)
+        heard.append(request)
+        if request["type"] == RequestType.REMOTE_FETCH:
+            answer = {"requestId": request["requestId"], "sockets": [{"id": "n1", "rooms": []}]}
+            asyncio.create_task(redis.publish([("socket.io-response#/#", orjson.dumps(answer))]))
+
+    redis.subscribe("socket.io-request#/#", node_server)
     started = time.monotonic()
     count = await a.operations.handle(0, JoinRooms("/", Selector(("blue",)), ("vip",)))
     assert time.monotonic() - started < 1.0
-    assert count == 1  # our other master's socket; Node's sockets join uncounted
-    assert [(m["type"], m["rooms"]) for m in heard] == [(RequestType.REMOTE_JOIN, ["vip"])]
+    assert count == 2  # b1 on our other master, n1 on the Node server
+    assert [(m["type"], m.get("rooms")) for m in heard] == [
+        (RequestType.REMOTE_FETCH, None),
+        (RequestType.REMOTE_JOIN, ["vip"]),
+    ]
 
 
 async def test_per_socket_join_of_another_hosts_socket(

@@ -27,6 +27,14 @@ def headers_of(environ: Mapping[str, Any]) -> dict[str, str]:
     return headers
 
 
+def peer_address(environ: Mapping[str, Any]) -> str:
+    """The client's address: engine.io's aiohttp driver writes 127.0.0.1 as REMOTE_ADDR
+    whoever connects, so the aiohttp request's own ``remote`` comes first."""
+    request = environ.get("aiohttp.request")
+    remote = getattr(request, "remote", None)
+    return str(remote or environ.get("REMOTE_ADDR", ""))
+
+
 def handshake_of(environ: Mapping[str, Any], issued_ms: int) -> dict[str, Any]:
     """Node's handshake fields for a connection made at ``issued_ms`` (ms since the epoch).
 
@@ -39,7 +47,7 @@ def handshake_of(environ: Mapping[str, Any], issued_ms: int) -> dict[str, Any]:
     return {
         "headers": headers,
         "time": time.strftime("%a %b %d %Y %H:%M:%S GMT+0000", time.gmtime(issued_ms / 1000)),
-        "address": str(environ.get("REMOTE_ADDR", "")),
+        "address": peer_address(environ),
         "xdomain": "origin" in headers,
         "secure": environ.get("wsgi.url_scheme") == "https",
         "issued": issued_ms,
