@@ -23,14 +23,14 @@ def setup(sio: socketio.AsyncServer) -> None:
 
 def _register(sio: socketio.AsyncServer, namespace: str) -> None:
     @sio.on("join", namespace=namespace)
-    async def join(sid: str, room: str) -> list[str]:
+    async def join(sid: str, room: str | int) -> list[str | int]:
         await sio.enter_room(sid, room, namespace=namespace)
-        return sorted(r for r in sio.rooms(sid, namespace=namespace) if r != sid)
+        return sorted((r for r in sio.rooms(sid, namespace=namespace) if r != sid), key=str)
 
     @sio.on("leave", namespace=namespace)
-    async def leave(sid: str, room: str) -> list[str]:
+    async def leave(sid: str, room: str | int) -> list[str | int]:
         await sio.leave_room(sid, room, namespace=namespace)
-        return sorted(r for r in sio.rooms(sid, namespace=namespace) if r != sid)
+        return sorted((r for r in sio.rooms(sid, namespace=namespace) if r != sid), key=str)
 
     @sio.on("emit", namespace=namespace)
     async def emit(sid: str, spec: dict[str, Any]) -> bool:
@@ -89,7 +89,8 @@ async def _operation(sio: socketio.AsyncServer, namespace: str, spec: dict[str, 
     elif name == "fetch_sockets":
         sockets = await manager.fetch_sockets(spec.get("to"), spec.get("exclude"), namespace)
         return sorted(
-            ({"id": s["id"], "rooms": sorted(s["rooms"])} for s in sockets), key=lambda s: s["id"]
+            ({"id": s["id"], "rooms": sorted(s["rooms"], key=str)} for s in sockets),
+            key=lambda s: s["id"],
         )
     elif name == "sockets_join":
         return await manager.sockets_join(

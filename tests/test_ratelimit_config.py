@@ -58,7 +58,6 @@ def test_worker_ports_follow_the_base_port() -> None:
     assert [config.worker_port(i) for i in range(3)] == [9000, 9001, 9002]
 
 
-
 def test_a_worker_gets_the_same_typed_config() -> None:
     config = Config(
         workers=3, port=9000, redis_url="unix:///tmp/r.sock", cors_allowed_origins=("a", "b")
