@@ -161,7 +161,11 @@ async def test_a_client_that_stops_reading_is_aborted_and_counted() -> None:
                 for _ in range(16):
                     delivery.deliver(sio.manager, "/", None, [], [part])
                 sent += 16
-                await until(lambda n=sent: len(got) == n, timeout=30, what="the healthy client")
+
+                def caught_up(expected: int = sent) -> bool:
+                    return len(got) == expected
+
+                await until(caught_up, timeout=30, what="the healthy client")
             assert Counters.dropped == dropped + 1
             await until(
                 lambda: stalled_eio_sid not in compat.eio_sockets(sio),

@@ -93,7 +93,7 @@ async def test_permessage_deflate_clients_still_get_every_message(
         assert (await ws.receive_str()).startswith("40{")
         for i in range(3):
             await redis_client.publish("ch:zipped", json.dumps({"data": ["y" * 5000, i]}))
-        got = []
+        got: list[str] = []
         while len(got) < 3:
             text = await ws.receive_str()
             if text == "2":
