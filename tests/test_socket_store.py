@@ -160,7 +160,7 @@ async def test_redis_restart_is_followed_by_writing_the_sockets_back(
     own_redis.restart()  # same port, empty
     await until_contents(own_redis_client, expected)
     assert await own_redis_client.exists(SCHEMA.node_key(node)) == 1
-    assert any("heartbeat key was gone" in line for line in cluster.lines)
+    await cluster.wait_log("heartbeat key was gone")
 
 
 def run_cleanup(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
