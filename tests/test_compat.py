@@ -13,7 +13,6 @@ import json
 import logging
 import platform
 import shutil
-import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -27,11 +26,10 @@ from typing import Any
 import aiohttp
 import pytest
 import socketio
-from aiohttp import web
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from tests.cluster import until
+from tests.cluster import serving_in_process, until
 from tests.test_websocket_writes import stalled_client
 from wire import compat
 from workers import delivery, fast_ws
@@ -50,18 +48,8 @@ def event(name: str, data: Any) -> str:
 async def served() -> AsyncIterator[tuple[socketio.AsyncServer, int]]:
     """A python-socketio server on aiohttp, checked and installed as a worker does."""
     sio = socketio.AsyncServer(async_mode="aiohttp")
-    fast_ws.install(sio.eio, compat.check(sio))
-    app = web.Application()
-    sio.attach(app)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    await web.SockSite(runner, sock).start()
-    try:
-        yield sio, sock.getsockname()[1]
-    finally:
-        await runner.cleanup()
+    async with serving_in_process(sio) as port:
+        yield sio, port
 
 
 @asynccontextmanager

@@ -27,15 +27,12 @@ from typing import Any
 
 import pytest
 import socketio
-from aiohttp import web
 
 from master.config import Config
-from tests.cluster import until
-from wire import compat
+from tests.cluster import serving_in_process, until
 from wire.frames import Frame, Request, Response, Sync, Synced
 from wire.link import FrameLink
 from wire.rpc import Rpc
-from workers import fast_ws
 from workers.manager import ClusterManager
 from workers.process import Worker
 
@@ -204,24 +201,6 @@ async def linked_worker(
         master.link.close()
 
 
-@asynccontextmanager
-async def serving(sio: socketio.AsyncServer) -> AsyncIterator[str]:
-    """Serve ``sio`` on aiohttp at a free loopback port, set up as a worker does; its URL."""
-    fast_ws.install(sio.eio, compat.check(sio))
-    app = web.Application()
-    sio.attach(app)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    await web.SockSite(runner, sock).start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        await sio.shutdown()
-        await runner.cleanup()
-
-
 async def connected_client(url: str, got: Got) -> socketio.AsyncClient:
     """A client recording ``(event, first argument)``; it answers ``ping`` with ``pong``."""
     client = socketio.AsyncClient(reconnection=False)
@@ -263,7 +242,8 @@ async def test_every_override_is_called_by_python_socketio() -> None:
     manager_class, calls = recording_class()
     async with linked_worker(manager_class) as (worker, master):
         sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=worker.manager)
-        async with serving(sio) as url:
+        async with serving_in_process(sio) as port:
+            url = f"http://127.0.0.1:{port}"
             await exercise(sio, url, master)
         await until(lambda: not worker.manager.rooms.get("/"), what="every socket gone")
 
