@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/
 from bench.harness import Options, markdown_table, write_json  # noqa: E402
 from master.messages import Delivery, parse_message  # noqa: E402
 from master.router import RoutingTable  # noqa: E402
-from wire.frames import Kind, encode_frame  # noqa: E402
+from wire.frames import Broadcast  # noqa: E402
 
 
 def per_message(count: int, step: Callable[[], Any]) -> float:
@@ -65,8 +65,7 @@ def main() -> None:
         ),
         "route": lambda: [table.route(d.namespace, d.to, d.exclude) for d in deliveries],
         "frame": lambda: [
-            encode_frame(Kind.BROADCAST, d.namespace, d.to, d.exclude, [d.packet])
-            for d in deliveries
+            Broadcast.build(d.namespace, d.to, d.exclude, [d.packet]) for d in deliveries
         ],
     }
     results = {name: round(per_message(n, step), 2) for name, step in steps.items()}

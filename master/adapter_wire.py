@@ -19,6 +19,7 @@ adapter's request types lives here, in :func:`encode_requests` and
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -185,7 +186,11 @@ def decode_broadcast(body: bytes) -> Broadcast:
 
 
 def encode_broadcast(
-    uid: str, namespace: str, data: list[Any], rooms: list[Room] | None, exclude: list[Room]
+    uid: str,
+    namespace: str,
+    data: list[Any],
+    rooms: Sequence[Room] | None,
+    exclude: Sequence[Room],
 ) -> bytes:
     """``[uid, {type: 2, data, nsp}, {rooms, except, flags}]``, as the Node adapter sends."""
     packet = {"type": 2, "data": data, "nsp": namespace}
@@ -193,7 +198,7 @@ def encode_broadcast(
     return pack([uid, packet, opts])
 
 
-def broadcast_channel(channels: Channels, namespace: str, rooms: list[Room] | None) -> str:
+def broadcast_channel(channels: Channels, namespace: str, rooms: Sequence[Room] | None) -> str:
     """One room: that room's channel; otherwise the namespace channel (the Node rule)."""
     if rooms is not None and len(rooms) == 1:
         return channels.broadcast(namespace, str(rooms[0]))

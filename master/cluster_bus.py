@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -116,7 +117,7 @@ class Pending:
             self.future.set_result(None)
 
 
-def decode_parts(parts: list[Any]) -> tuple[str, list[Any]]:
+def decode_parts(parts: Sequence[str | bytes]) -> tuple[str, list[Any]]:
     """Namespace and ``[event, *args]`` of an encoded Socket.IO packet (with attachments)."""
     pkt = sio_packet.Packet(encoded_packet=parts[0])
     for attachment in parts[1:]:

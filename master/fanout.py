@@ -23,7 +23,7 @@ from wire.frames import Broadcast, Room
 
 log = logging.getLogger(__name__)
 
-Parts = list[str | bytes]
+Parts = Sequence[str | bytes]
 
 
 class Fanout:
@@ -60,8 +60,7 @@ class Fanout:
             return 0
         if frame is None:
             encoded = parts() if callable(parts) else parts
-            listed = None if rooms is None else list(rooms)
-            frame = Broadcast(namespace, listed, exclude, encoded).encode()
+            frame = Broadcast.build(namespace, rooms, exclude, encoded)
         send = self._workers.send
         for worker in targets:
             if send(worker, frame):

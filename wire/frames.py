@@ -46,7 +46,7 @@ byte for byte.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar
@@ -184,12 +184,23 @@ class Broadcast(Frame):
     KIND = Kind.BROADCAST
     CHECKS = (_is_str, _rooms_or_none, _rooms, _parts)
     namespace: str
-    rooms: list[Room] | None
-    exclude: list[Room]
-    parts: list[str | bytes]
+    rooms: Sequence[Room] | None
+    exclude: Sequence[Room]
+    parts: Sequence[str | bytes]
 
-    def encode(self) -> bytes:  # the hot path: no astuple deep copy
-        return encode_frame(self.KIND, self.namespace, self.rooms, self.exclude, self.parts)
+    def encode(self) -> bytes:
+        return Broadcast.build(self.namespace, self.rooms, self.exclude, self.parts)
+
+    @staticmethod
+    def build(
+        namespace: str,
+        rooms: Sequence[Room] | None,
+        exclude: Sequence[Room],
+        parts: Sequence[str | bytes],
+    ) -> bytes:
+        """The frame's bytes without building the object: the master's hot path makes
+        one per routed message."""
+        return encode_frame(Kind.BROADCAST, namespace, rooms, exclude, parts)
 
 
 @dataclass(frozen=True, slots=True)
