@@ -19,7 +19,7 @@ adapter's request types lives here, in :func:`encode_requests` and
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -38,6 +38,7 @@ from wire.operations import (
     Operation,
     Selector,
     ServerEmit,
+    SocketInfo,
 )
 
 
@@ -324,3 +325,142 @@ def decode_operation(namespace: str, request: dict[str, Any]) -> ClusterOperatio
             raise AdapterFormatError("a server-side emit needs data [event, ...args]")
         return ServerEmit(namespace, data[0], data[1:])
     return None
+
+
+# ---- request envelopes, responses, and reading answers ------------------------------
+
+
+def encode_request(uid: str, request: dict[str, Any], request_id: str | None = None) -> bytes:
+    """A request as published: JSON, or msgpack for BROADCAST (its packet may hold binary)."""
+    body = {"uid": uid, **request}
+    if request_id is not None:
+        body["requestId"] = request_id
+    return pack(body) if request["type"] == RequestType.BROADCAST else encode_json(body)
+
+
+def type_of(message: dict[str, Any]) -> Any:
+    """A request's or response's type (a :class:`RequestType` value, or anything at all)."""
+    return message.get("type")
+
+
+def request_id_of(message: dict[str, Any]) -> str | None:
+    value = message.get("requestId")
+    return None if value is None else str(value)
+
+
+def is_own(message: dict[str, Any], uid: str) -> bool:
+    """A request we published ourselves (emitters send none; Node servers their own uid)."""
+    return message.get("uid") == uid
+
+
+def answer_to(request_kind: int, message: dict[str, Any]) -> Any:
+    """What a response says to a request of ``request_kind``; None if it is not an answer.
+
+    For an emit with acks (BROADCAST) only the acks count, as the ack arguments;
+    BROADCAST_CLIENT_COUNT is not waited for.
+    """
+    kind = message.get("type")
+    if request_kind == RequestType.BROADCAST:
+        if kind != RequestType.BROADCAST_ACK:
+            return None
+        args = message.get("args")
+        return args if isinstance(args, list) else [message.get("packet")]
+    if kind is None or kind == request_kind:
+        return message
+    return None
+
+
+def count_of(answer: dict[str, Any]) -> int:
+    """The count a master adds to its answer to a join/leave/disconnect."""
+    return int(answer.get("count", 0))
+
+
+def sockets_of(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sockets of a REMOTE_FETCH answer, as SocketInfo wire maps."""
+    return [
+        SocketInfo.from_wire(s).to_wire()
+        for s in answer.get("sockets") or []
+        if isinstance(s, dict)
+    ]
+
+
+def encode_response(
+    request: dict[str, Any], operation: ClusterOperation, result: Any
+) -> bytes | None:
+    """Our answer to another server's request, once carried out; None when we stay silent.
+
+    Silent: requests without a requestId (fire-and-forget, as emitters and Node's
+    room-wide operations send them), and per-socket requests for a socket that is
+    not ours (only the owner answers).
+    """
+    request_id = request.get("requestId")
+    if request_id is None:
+        return None
+    kind = request.get("type")
+    match operation:
+        case JoinRooms() | LeaveRooms() | DisconnectSockets():
+            if operation.single_sid and not result:
+                return None
+            return encode_json({"type": kind, "requestId": request_id, "count": result})
+        case FetchSockets() if kind == RequestType.SOCKETS:
+            return encode_json({"requestId": request_id, "sockets": [s["id"] for s in result]})
+        case FetchSockets():
+            return encode_json({"requestId": request_id, "sockets": result})
+        case ServerEmit():
+            return encode_json({"type": kind, "requestId": request_id, "data": None})
+    return None
+
+
+def encode_all_rooms_response(request: dict[str, Any], rooms: Sequence[Hashable]) -> bytes | None:
+    request_id = request.get("requestId")
+    if request_id is None:
+        return None
+    return encode_json({"requestId": request_id, "rooms": list(rooms)})
+
+
+@dataclass(frozen=True)
+class EmitRequest:
+    """Another server's emit with acks (BROADCAST): to whom, what, and how long to wait."""
+
+    request_id: Any
+    fetch: FetchSockets
+    data: list[Any]
+    timeout: float
+
+    def client_count(self, count: int) -> bytes:
+        return encode_json(
+            {
+                "type": RequestType.BROADCAST_CLIENT_COUNT,
+                "requestId": self.request_id,
+                "clientCount": count,
+            }
+        )
+
+    def ack(self, args: list[Any]) -> bytes:
+        return pack(
+            {
+                "type": RequestType.BROADCAST_ACK,
+                "requestId": self.request_id,
+                "packet": args[0] if args else None,
+                "args": args,
+            }
+        )
+
+
+def decode_emit_request(
+    namespace: str, request: dict[str, Any], default_timeout: float
+) -> EmitRequest:
+    """Read a BROADCAST request; raise :class:`AdapterFormatError` if malformed."""
+    packet = request.get("packet") or {}
+    data = packet.get("data") if isinstance(packet, dict) else None
+    if not isinstance(data, list) or not data or not isinstance(data[0], str):
+        raise AdapterFormatError("a broadcast needs packet.data [event, ...args]")
+    opts = request.get("opts") or {}
+    if not isinstance(opts, dict):
+        raise AdapterFormatError("a broadcast's opts must be a map")
+    flags = opts.get("flags") or {}
+    milliseconds = flags.get("timeout") if isinstance(flags, dict) else None
+    timeout = float(milliseconds) / 1000 if milliseconds else default_timeout
+    return EmitRequest(
+        request.get("requestId"), FetchSockets(namespace, _selector(opts)), data, timeout
+    )

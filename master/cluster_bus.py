@@ -32,17 +32,27 @@ from socketio import packet as sio_packet
 from master.adapter_wire import (
     AdapterFormatError,
     Channels,
+    EmitRequest,
     RequestType,
+    answer_to,
     broadcast_channel,
     channel_room_candidates,
+    count_of,
     decode_broadcast,
+    decode_emit_request,
     decode_operation,
     decode_request,
+    encode_all_rooms_response,
     encode_broadcast,
-    encode_json,
+    encode_request,
     encode_requests,
+    encode_response,
+    is_own,
     pack,
+    request_id_of,
     room_matches,
+    sockets_of,
+    type_of,
 )
 from master.fanout import Fanout
 from master.host_ops import HostOperations
@@ -105,14 +115,10 @@ class Pending:
     answers: list[Any] = field(default_factory=list)
 
     def accept(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if self.request_type == RequestType.BROADCAST:
-            if kind != RequestType.BROADCAST_ACK:
-                return  # BROADCAST_CLIENT_COUNT: we wait for one ack, not for a count
-            args = message.get("args")
-            self.answers.append(args if isinstance(args, list) else [message.get("packet")])
-        elif kind is None or kind == self.request_type:
-            self.answers.append(message)
+        answer = answer_to(self.request_type, message)
+        if answer is None:
+            return
+        self.answers.append(answer)
         if len(self.answers) >= self.expected and not self.future.done():
             self.future.set_result(None)
 
@@ -249,23 +255,24 @@ class ClusterBus:
         """Publish a request and collect up to ``expected`` answers within ``timeout``."""
         request_id = secrets.token_hex(6)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        pending = Pending(int(request["type"]), expected, future)
+        kind = type_of(request)
+        pending = Pending(kind, expected, future)
         self._pending[request_id] = pending
-        body = {"uid": self.uid, "requestId": request_id, **request}
-        raw = pack(body) if request["type"] == RequestType.BROADCAST else encode_json(body)
-        self.publish(self.channels.request(namespace), raw)
+        self.publish(
+            self.channels.request(namespace), encode_request(self.uid, request, request_id)
+        )
         try:
             if expected > 0:
                 await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            log.debug("request %s: %d of %d answers", body["type"], len(pending.answers), expected)
+            log.debug("request %s: %d of %d answers", kind, len(pending.answers), expected)
         finally:
             self._pending.pop(request_id, None)
         return pending.answers
 
     def _tell(self, namespace: str, request: dict[str, Any]) -> None:
         """Publish a request that nobody answers."""
-        self.publish(self.channels.request(namespace), encode_json({"uid": self.uid, **request}))
+        self.publish(self.channels.request(namespace), encode_request(self.uid, request))
 
     async def request(self, operation: ClusterOperation) -> Any:
         """Carry out ``operation`` on the other hosts; the answer combines theirs."""
@@ -286,12 +293,7 @@ class ClusterBus:
                 return await self._room_wide(operation, requests[0], others, masters)
             case FetchSockets():
                 answers = await self._ask(namespace, requests[0], others, REQUESTS_TIMEOUT)
-                return [
-                    SocketInfo.from_wire(s).to_wire()
-                    for a in answers
-                    for s in a.get("sockets") or []
-                    if isinstance(s, dict)
-                ]
+                return [socket for answer in answers for socket in sockets_of(answer)]
             case EmitWithAck():
                 answers = await self._ask(namespace, requests[0], 1, operation.timeout)
                 if not answers:
@@ -321,11 +323,11 @@ class ClusterBus:
         if others > masters:
             fetch = encode_requests(FetchSockets(namespace, operation.selector))[0]
             fetched = await self._ask(namespace, fetch, others, REQUESTS_TIMEOUT)
-            counted = sum(len(a.get("sockets") or []) for a in fetched)
+            counted = sum(len(sockets_of(answer)) for answer in fetched)
         answers = await self._ask(namespace, request, masters, REQUESTS_TIMEOUT)
         if counted is not None:
             return counted
-        return sum(int(a.get("count", 0)) for a in answers)
+        return sum(count_of(answer) for answer in answers)
 
     # ---- requests from other servers, and their responses -----------------------
 
@@ -340,16 +342,17 @@ class ClusterBus:
             self._unreadable(channel, exc)
             return
         if kind == "response":
-            pending = self._pending.get(str(message.get("requestId")))
+            pending = self._pending.get(request_id_of(message) or "")
             if pending is not None:
                 pending.accept(message)
-        elif message.get("uid") != self.uid:
+        elif not is_own(message, self.uid):
             task = asyncio.create_task(self._answer(channel, namespace, message))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _respond(self, namespace: str, body: dict[str, Any], binary: bool = False) -> None:
-        self.publish(self.channels.response(namespace), pack(body) if binary else encode_json(body))
+    def _respond(self, namespace: str, body: bytes | None) -> None:
+        if body is not None:
+            self.publish(self.channels.response(namespace), body)
 
     async def _answer(self, channel: str, namespace: str, request: dict[str, Any]) -> None:
         try:
@@ -360,73 +363,31 @@ class ClusterBus:
             log.exception("could not answer a request of type %r", request.get("type"))
 
     async def _answer_unsafe(self, namespace: str, request: dict[str, Any]) -> None:
-        kind = request.get("type")
-        request_id = request.get("requestId")
+        kind = type_of(request)
         if kind == RequestType.ALL_ROOMS:
-            if request_id is not None:
-                rooms = self.table.room_names(namespace)
-                self._respond(namespace, {"requestId": request_id, "rooms": rooms})
-            return
-        if kind == RequestType.BROADCAST:
-            await self._answer_broadcast_with_ack(namespace, request)
-            return
-        operation = decode_operation(namespace, request)
-        if operation is None:
-            return  # a type for servers only (BROADCAST_CLIENT_COUNT, ...) or unknown
-        result = await self.host.on_host(operation)
-        if request_id is None:
-            return
-        match operation:
-            case JoinRooms() | LeaveRooms() | DisconnectSockets():
-                if operation.single_sid and not result:
-                    return  # not ours: only the owner answers
-                self._respond(namespace, {"type": kind, "requestId": request_id, "count": result})
-            case FetchSockets() if kind == RequestType.SOCKETS:
-                sockets = [s["id"] for s in result]
-                self._respond(namespace, {"requestId": request_id, "sockets": sockets})
-            case FetchSockets():
-                self._respond(namespace, {"requestId": request_id, "sockets": result})
-            case ServerEmit():
-                self._respond(namespace, {"type": kind, "requestId": request_id, "data": None})
+            rooms = self.table.room_names(namespace)
+            self._respond(namespace, encode_all_rooms_response(request, rooms))
+        elif kind == RequestType.BROADCAST:
+            emit = decode_emit_request(namespace, request, REQUESTS_TIMEOUT)
+            await self._answer_emit_with_ack(namespace, emit)
+        else:
+            operation = decode_operation(namespace, request)
+            if operation is None:
+                return  # a type for requesters only (BROADCAST_CLIENT_COUNT, ...) or unknown
+            result = await self.host.on_host(operation)
+            self._respond(namespace, encode_response(request, operation, result))
 
-    async def _answer_broadcast_with_ack(self, namespace: str, request: dict[str, Any]) -> None:
+    async def _answer_emit_with_ack(self, namespace: str, emit: EmitRequest) -> None:
         """An emit with acks from another server: count our recipients, relay each ack."""
-        packet = request.get("packet") or {}
-        data = packet.get("data")
-        if not isinstance(data, list) or not data or not isinstance(data[0], str):
-            raise AdapterFormatError("a broadcast needs packet.data [event, ...args]")
-        opts: dict[str, Any] = request.get("opts") or {}
-        if not isinstance(opts, dict):
-            raise AdapterFormatError("a broadcast's opts must be a map")
-        flags = opts.get("flags") or {}
-        timeout = float(flags.get("timeout") or REQUESTS_TIMEOUT * 1000) / 1000
-        fetch = decode_operation(namespace, {"type": RequestType.REMOTE_FETCH, "opts": opts})
-        sockets = await self.host.on_host(fetch) if fetch is not None else []
-        request_id = request.get("requestId")
-        self._respond(
-            namespace,
-            {
-                "type": RequestType.BROADCAST_CLIENT_COUNT,
-                "requestId": request_id,
-                "clientCount": len(sockets),
-            },
-        )
+        sockets = await self.host.on_host(emit.fetch)
+        self._respond(namespace, emit.client_count(len(sockets)))
 
         async def one(sid: str) -> None:
             try:
-                ack = await self.host.on_host(EmitWithAck(namespace, sid, data, timeout))
+                ack = await self.host.on_host(EmitWithAck(namespace, sid, emit.data, emit.timeout))
             except Exception as exc:  # no ack from that client: nothing to answer
                 log.debug("no ack from %s: %s", sid, exc)
                 return
-            self._respond(
-                namespace,
-                {
-                    "type": RequestType.BROADCAST_ACK,
-                    "requestId": request_id,
-                    "packet": ack[0] if ack else None,
-                    "args": ack,
-                },
-                binary=True,
-            )
+            self._respond(namespace, emit.ack(ack))
 
-        await asyncio.gather(*(one(s["id"]) for s in sockets))
+        await asyncio.gather(*(one(SocketInfo.from_wire(s).id) for s in sockets))
