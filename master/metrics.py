@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from wire.frames import SLOW_CLIENTS_DROPPED
+
 log = logging.getLogger(__name__)
 
 PREFIX = "sio_master"
@@ -50,7 +52,7 @@ class _StateCollector(Collector):
             labels=["worker"],
         )
         for worker, stats in sorted(self._worker_stats().items()):
-            slow.add_metric([str(worker)], stats.get("slow_clients_dropped", 0))
+            slow.add_metric([str(worker)], stats.get(SLOW_CLIENTS_DROPPED, 0))
         yield slow
 
 

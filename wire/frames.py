@@ -210,6 +210,10 @@ class Ping(Frame):
     token: int
 
 
+SLOW_CLIENTS_DROPPED = "slow_clients_dropped"
+"""The key of a Pong's stats: connections the worker aborted for not reading."""
+
+
 @dataclass(frozen=True, slots=True)
 class Pong(Frame):
     KIND = Kind.PONG

@@ -20,7 +20,19 @@ from aiohttp import web
 
 from master.config import Config
 from wire import compat
-from wire.frames import Broadcast, Frame, Hello, Ping, Pong, Ready, Request, Response, Stop, Synced
+from wire.frames import (
+    SLOW_CLIENTS_DROPPED,
+    Broadcast,
+    Frame,
+    Hello,
+    Ping,
+    Pong,
+    Ready,
+    Request,
+    Response,
+    Stop,
+    Synced,
+)
 from wire.link import FrameLink
 from workers import fast_ws
 from workers.app_loader import apply_app, load_app
@@ -59,7 +71,7 @@ class Worker:
             case Synced(token):
                 self.manager.synced(token)
             case Ping(token):
-                stats = {"slow_clients_dropped": Counters.dropped}
+                stats = {SLOW_CLIENTS_DROPPED: Counters.dropped}
                 self.link.send(Pong(token, stats).encode(), droppable=False)
             case Stop():
                 log.info("stop requested by the master")
