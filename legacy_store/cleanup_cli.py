@@ -13,11 +13,12 @@ import sys
 import time
 from typing import TextIO
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from legacy_store.cleanup import Cleanup, CleanupReport
 from legacy_store.schema import Schema
+from master.redis_topology import topology_for
+from master.redis_url import RedisUrlError, check_redis_url
 
 BAR_WIDTH = 30
 
@@ -66,13 +67,19 @@ def summary(report: CleanupReport, seconds: float) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
-    client = aioredis.Redis.from_url(args.redis_url)
+    try:
+        check_redis_url(args.redis_url)
+    except RedisUrlError as exc:
+        print(f"cleanup: {exc}", file=sys.stderr)
+        return 2
+    topology = topology_for(args.redis_url)
+    client = topology.commands(max_connections=1, client_name="sio-cleanup")
     progress = ProgressPrinter(sys.stderr)
     started = time.monotonic()
     try:
         report = await Cleanup(client, Schema(args.prefix), args.dry_run, args.batch).run(progress)
     except (RedisError, OSError) as exc:
-        print(f"\ncleanup: cannot use Redis at {args.redis_url}: {exc}", file=sys.stderr)
+        print(f"\ncleanup: cannot use Redis at {topology.describe}: {exc}", file=sys.stderr)
         return 1
     finally:
         await client.aclose()
@@ -89,7 +96,11 @@ def main(argv: list[str] | None = None) -> None:
         prog="sio-cleanup",
         description="Remove the socket keys of dead nodes and of no known node (SCAN, batched).",
     )
-    parser.add_argument("--redis-url", required=True, help="redis://, rediss:// or unix:// URL")
+    parser.add_argument(
+        "--redis-url",
+        required=True,
+        help="redis://, rediss://, unix:// or redis+sentinel:// URL (as sio-master's)",
+    )
     parser.add_argument("--prefix", default="socket.io", help="key prefix (default: socket.io)")
     parser.add_argument("--dry-run", action="store_true", help="report only, change nothing")
     parser.add_argument("--batch", type=int, default=1000, help="SCAN COUNT per round trip")

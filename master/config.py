@@ -7,6 +7,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from master.redis_url import RedisUrlError, check_redis_url
+
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 DEFAULT_APP = "workers.demo:setup"
 MAX_MESSAGE_BYTES_LIMIT = 32 * 1024 * 1024  # stays well under the pipe frame limit
@@ -62,10 +64,11 @@ class Config:
             raise ConfigError("--worker-buffer-bytes must be at least --max-message-bytes")
         if ":" not in self.app:
             raise ConfigError(f"--app must look like 'module:callable', got {self.app!r}")
-        if self.redis_url is not None and not self.redis_url.startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            raise ConfigError("--redis-url must start with redis://, rediss:// or unix://")
+        if self.redis_url is not None:
+            try:
+                check_redis_url(self.redis_url)
+            except RedisUrlError as exc:
+                raise ConfigError(str(exc)) from None
         if not 1 <= self.node_ttl <= 15:
             raise ConfigError("--node-ttl must be 1..15 seconds")
         if not self.adapter_key or self.redis_buffer_bytes < 1:

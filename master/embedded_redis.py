@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """``preexec_fn`` of a child that must not outlive us (the kernel sends it SIGTERM)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _ping(host: str, port: int, password: str | None) -> bool:
+def ping(host: str, port: int, password: str | None) -> bool:
+    """True if a Redis server (or sentinel) answers PING at ``host:port``."""
     command = f"AUTH {password}\r\nPING\r\n" if password else "PING\r\n"
     try:
         with socket.create_connection((host, port), timeout=0.5) as s:
@@ -81,6 +84,7 @@ class EmbeddedRedis:
         host: str = "127.0.0.1",
         password: str | None = None,
         unix_socket: bool = False,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.host = host
         self.port = port or 0
@@ -88,6 +92,7 @@ class EmbeddedRedis:
         self.process: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="sio-redis-")
         self.socket_path = f"{self._dir.name}/redis.sock" if unix_socket else None
+        self.extra_args = list(extra_args)  # e.g. ["--replicaof", host, port] for a replica
 
     @property
     def url(self) -> str:
@@ -120,17 +125,18 @@ class EmbeddedRedis:
             args += ["--requirepass", self.password]
         if self.socket_path:
             args += ["--unixsocket", self.socket_path, "--unixsocketperm", "700"]
+        args += self.extra_args
         self.process = subprocess.Popen(
             args,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 return False
-            if _ping(self.host, port, self.password):
+            if ping(self.host, port, self.password):
                 return True
             time.sleep(0.02)
         self.stop()

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from master.redis_topology import Topology
 from master.resp_subscriber import SubscriberError, SubscriberProtocol, connect
 
 log = logging.getLogger(__name__)
@@ -44,13 +45,13 @@ class RedisSource:
 
     def __init__(
         self,
-        url: str,
+        topology: Topology,
         patterns: Sequence[str],
         on_message: MessageHandler,
         on_subscribed: Callable[[], None] = lambda: None,
         client_name: str | None = None,
     ) -> None:
-        self._url = url
+        self._topology = topology
         self._patterns = list(patterns)
         self._channels: set[str] = set()
         self._on_message = on_message
@@ -68,12 +69,13 @@ class RedisSource:
 
     async def run(self) -> None:
         """Subscribe and read until cancelled; never returns on Redis errors."""
-        next_delay = backoff_delays()
+        cap = self._topology.reconnect_cap
+        next_delay = backoff_delays(cap=cap)
         outage_logged = False
         while True:
             protocol: SubscriberProtocol | None = None
             try:
-                protocol = await connect(self._url, self._on_message)
+                protocol = await connect(await self._topology.primary_url(), self._on_message)
                 await self._subscribe(protocol)
                 self._protocol = protocol
                 self.connected = True
@@ -83,7 +85,7 @@ class RedisSource:
                 else:
                     log.info("subscribed to %s", [*self._patterns, *sorted(self._channels)])
                 outage_logged = False
-                next_delay = backoff_delays()
+                next_delay = backoff_delays(cap=cap)
                 self._on_subscribed()
                 reason = await self._watch(protocol)
                 raise SubscriberError(str(reason or "connection closed by Redis"))

@@ -36,8 +36,8 @@ from master.fanout import Fanout
 from master.host_ops import ClusterOperations, HostOperations
 from master.messages import Rejected, event_prefix, parse_message
 from master.metrics import Metrics, serve_metrics
-from master.redis_commands import command_client
 from master.redis_source import RedisSource
+from master.redis_topology import Topology, topology_for
 from master.rejects import RejectSink
 from master.router import RoutingTable
 from master.supervisor import StartupError, Supervisor
@@ -53,7 +53,7 @@ class Master:
     """One per host: every component, built once; :meth:`run` returns the exit status."""
 
     def __init__(
-        self, config: Config, redis_url: str, commands: aioredis.Redis, metrics: Metrics
+        self, config: Config, topology: Topology, commands: aioredis.Redis, metrics: Metrics
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -83,7 +83,7 @@ class Master:
                 self.table.sockets,
             )
         self.source = RedisSource(
-            redis_url,
+            topology,
             [*config.patterns, channels.broadcast_pattern],
             self._on_redis_message,
             on_subscribed=self._on_subscribed,
@@ -275,11 +275,11 @@ async def serve(config: Config) -> int:
                 log.error("cannot serve metrics on port %d: %s", config.metrics_port, exc)
                 return 1
             stack.push_async_callback(runner.cleanup)
-        commands = command_client(
-            url, max_connections=COMMAND_CONNECTIONS, client_name=f"{client_name()}:cmd"
-        )
+        topology = topology_for(url)
+        log.info("Redis: %s", topology.describe)
+        commands = topology.commands(COMMAND_CONNECTIONS, f"{client_name()}:cmd")
         stack.push_async_callback(_close_quietly, commands)
-        master = Master(config, url, commands, metrics)
+        master = Master(config, topology, commands, metrics)
         return await master.run(stop)
     return 1  # unreachable: the exit stack does not swallow exceptions
 

@@ -7,7 +7,9 @@ with a deadline, never a blind sleep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import json
 import os
 import re
 import signal
@@ -23,8 +25,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import redis.asyncio as aioredis
 import socketio
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from bench.measure import descendants, free_port_block
 from wire import compat
@@ -271,3 +275,22 @@ async def serving_in_process(sio: socketio.AsyncServer) -> AsyncIterator[int]:
     finally:
         await sio.shutdown()
         await runner.cleanup()
+
+
+async def publish_until_delivered(
+    publisher: aioredis.Redis,
+    channel: str,
+    body: dict[str, Any],
+    done: Callable[[], bool],
+    timeout: float = 15,
+) -> None:
+    """Publish (again) until ``done()``: the subscriber may be resubscribing right now."""
+
+    async def delivered() -> bool:
+        if done():
+            return True
+        with contextlib.suppress(RedisError, OSError):
+            await publisher.publish(channel, json.dumps(body))
+        return False
+
+    await until(delivered, timeout, f"{channel} delivered", interval=0.1)

@@ -7,33 +7,13 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from master.embedded_redis import EmbeddedRedis
-from tests.cluster import MasterProcess, until
-
-
-async def publish_until_delivered(
-    publisher: aioredis.Redis,
-    channel: str,
-    body: dict[str, Any],
-    done: Callable[[], bool],
-    timeout: float = 15,
-) -> None:
-    """Publish (again) until ``done()``: the subscriber may be resubscribing right now."""
-
-    async def delivered() -> bool:
-        if done():
-            return True
-        with contextlib.suppress(RedisError, OSError):
-            await publisher.publish(channel, json.dumps(body))
-        return False
-
-    await until(delivered, timeout, f"{channel} delivered", interval=0.1)
+from tests.cluster import MasterProcess, publish_until_delivered, until
 
 
 async def test_outage_keeps_local_traffic_buffers_outbound_and_resumes(

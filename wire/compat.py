@@ -44,6 +44,7 @@ import socketio
 from aiohttp import http_websocket, web
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
+from redis.asyncio.sentinel import SentinelConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +236,22 @@ def _tls_context(options: Mapping[str, Any]) -> ssl.SSLContext:
     if options.get("ssl_ca_certs"):
         context.load_verify_locations(cafile=options["ssl_ca_certs"])
     return context
+
+
+def blocking_sentinel_pool_class() -> type[SentinelConnectionPool]:
+    """redis-py's Sentinel pool that WAITS for a free connection past its maximum.
+
+    Why: the master's connection count per host must stay fixed, so callers beyond
+    the pool's size wait (as with ``BlockingConnectionPool``) instead of failing with
+    "Too many connections". redis-py ships no such class; this one relies on both
+    pools' ``__init__`` cooperating through ``super()`` (true from redis 5.0 on),
+    and on ``SentinelConnectionPool`` taking its primary address on each connect.
+    """
+    return _BlockingSentinelPool
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    pass
 
 
 # -- the check ---------------------------------------------------------------------------
