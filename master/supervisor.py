@@ -74,7 +74,7 @@ class WorkerPool(Protocol):
 
     def alive(self) -> list[int]: ...
 
-    def send(self, worker: int, frame: bytes, droppable: bool = True) -> bool: ...
+    def send(self, worker: int, frame: bytes) -> bool: ...
 
     async def call(self, worker: int, operation: ClusterOperation, timeout: float) -> Any: ...
 
@@ -118,14 +118,16 @@ class Supervisor:
     # ---- the WorkerPool view ----------------------------------------------------
 
     def alive(self) -> list[int]:
-        return [w for w, h in self._handles.items() if h.alive]
+        """Workers running and ready: a worker still starting takes no requests."""
+        return [w for w, h in self._handles.items() if h.alive and h.ready.is_set()]
 
     def alive_count(self) -> int:
         return sum(1 for h in self._handles.values() if h.alive)
 
-    def send(self, worker: int, frame: bytes, droppable: bool = True) -> bool:
+    def send(self, worker: int, frame: bytes) -> bool:
+        """Queue a droppable frame (a delivery) on ``worker``'s pipe; False if refused."""
         handle = self._handles.get(worker)
-        return handle is not None and handle.alive and handle.link.send(frame, droppable)
+        return handle is not None and handle.alive and handle.link.send(frame)
 
     async def call(self, worker: int, operation: ClusterOperation, timeout: float) -> Any:
         handle = self._handles.get(worker)
@@ -145,9 +147,6 @@ class Supervisor:
     def stats(self) -> dict[int, dict[str, Any]]:
         """What each worker reported with its last pong."""
         return {w: h.stats for w, h in self._handles.items()}
-
-    def pids(self) -> dict[int, int]:
-        return {w: h.pid for w, h in self._handles.items() if h.alive}
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -190,10 +189,8 @@ class Supervisor:
             )
         finally:
             child_sock.close()
-        holder: list[WorkerHandle] = []
-        link = await FrameLink.open(
-            parent_sock,
-            lambda frame, body: self._dispatch(holder[0], frame, body),
+        link = FrameLink(
+            lambda frame, body: self._dispatch(handle, frame, body),
             lambda exc: None,
             self.config.worker_buffer_bytes,
             on_bad_frame=self._bad_frame,
@@ -203,8 +200,8 @@ class Supervisor:
             lambda operation: self._events.handle_request(worker_id, operation),
         )
         handle = WorkerHandle(worker_id, port, process, link, rpc)
-        holder.append(handle)
         self._handles[worker_id] = handle
+        await link.attach(parent_sock)  # the handle exists before any frame is read
         log.info("worker %d started (pid %d, port %d)", worker_id, process.pid, port)
         self._spawn_task(self._watch(handle))
         return handle

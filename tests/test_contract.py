@@ -184,20 +184,16 @@ async def linked_worker(
     manager_class: type[ClusterManager],
 ) -> AsyncIterator[tuple[Worker, OneWorkerMaster]]:
     """A worker's frame handling, with a ``manager_class`` manager, linked to a master."""
-    holder: list[Worker] = []
     master = OneWorkerMaster()
     worker_end, master_end = socket.socketpair()
-    link = await FrameLink.open(
-        worker_end, lambda frame, body: holder[0].on_frame(frame, body), lambda exc: None, 1 << 20
-    )
+    worker = Worker(0, Config(workers=1))
+    worker.manager = manager_class(worker.link)
+    await worker.link.attach(worker_end)
     master.link = await FrameLink.open(master_end, master.on_frame, lambda exc: None, 1 << 20)
-    worker = Worker(0, link, Config(workers=1))
-    worker.manager = manager_class(link)
-    holder.append(worker)
     try:
         yield worker, master
     finally:
-        link.close()
+        worker.link.close()
         master.link.close()
 
 

@@ -47,10 +47,20 @@ class FrameLink(asyncio.Protocol):
 
     @classmethod
     async def open(cls, sock: socket.socket, *args: Any, **kwargs: Any) -> FrameLink:
-        """Wrap a connected AF_UNIX stream socket (one end of a socketpair)."""
-        loop = asyncio.get_running_loop()
-        _, link = await loop.create_unix_connection(lambda: cls(*args, **kwargs), sock=sock)
+        """A link on a connected AF_UNIX stream socket (one end of a socketpair)."""
+        link = cls(*args, **kwargs)
+        await link.attach(sock)
         return link
+
+    async def attach(self, sock: socket.socket) -> None:
+        """Start reading and writing ``sock``.
+
+        Frames already waiting in the socket are handed to ``on_frame`` at once
+        (uvloop reads before this returns), so whatever ``on_frame`` needs must
+        exist before this is called.
+        """
+        loop = asyncio.get_running_loop()
+        await loop.create_unix_connection(lambda: self, sock=sock)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses

@@ -1,8 +1,8 @@
 """One worker process: a python-socketio server on aiohttp and uvloop, linked to its master.
 
 Lifecycle: open the pipe, load the user's app, say Hello (with the namespaces it
-serves), listen, say Ready. Then serve until the master sends Stop, SIGTERM
-arrives, or the pipe closes (the master died); then stop accepting, close every
+serves), listen, say Ready. Then serve until SIGTERM arrives (the master's
+supervisor sends it) or the pipe closes (the master died); then stop accepting, close every
 client properly (engine.io CLOSE, so clients reconnect elsewhere) and exit.
 SIGINT is ignored: a Ctrl-C on the terminal reaches the master, which stops us.
 """
@@ -30,7 +30,6 @@ from wire.frames import (
     Ready,
     Request,
     Response,
-    Stop,
     Synced,
 )
 from wire.link import FrameLink
@@ -47,12 +46,13 @@ ORPHAN_EXIT_SECONDS = 1.0  # the master is gone: close clients briefly, then exi
 class Worker:
     """Serves Socket.IO on one port and exchanges frames with the master."""
 
-    def __init__(self, worker_id: int, link: FrameLink, config: Config) -> None:
+    def __init__(self, worker_id: int, config: Config) -> None:
         self.worker_id = worker_id
-        self.link = link
         self.config = config
         self.port = config.worker_port(worker_id)
-        self.manager = ClusterManager(link)
+        # built before the pipe is read: a frame may be waiting in it already
+        self.link = FrameLink(self.on_frame, self.on_lost, config.worker_buffer_bytes)
+        self.manager = ClusterManager(self.link)
         self._stop = asyncio.Event()
         self._orphaned = False
 
@@ -73,9 +73,6 @@ class Worker:
             case Ping(token):
                 stats = {SLOW_CLIENTS_DROPPED: Counters.dropped}
                 self.link.send(Pong(token, stats).encode(), droppable=False)
-            case Stop():
-                log.info("stop requested by the master")
-                self._stop.set()
             case _:
                 log.warning("unexpected %s frame from the master", type(frame).__name__)
 
@@ -93,8 +90,9 @@ class Worker:
         names = set(sio.namespaces) | set(sio.handlers) | set(sio.namespace_handlers)
         return tuple(sorted(names))
 
-    async def serve(self) -> bool:
+    async def serve(self, fd: int) -> bool:
         """Run until stopped (see the module docstring); True if the master is gone."""
+        await self.link.attach(socket.socket(fileno=fd))
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -153,24 +151,11 @@ class Worker:
         log.info("stopped")
 
 
-async def _serve(worker_id: int, fd: int, config: Config) -> bool:
-    holder: list[Worker] = []
-    link = await FrameLink.open(
-        socket.socket(fileno=fd),
-        lambda frame, body: holder[0].on_frame(frame, body),
-        lambda exc: holder[0].on_lost(exc),
-        config.worker_buffer_bytes,
-    )
-    worker = Worker(worker_id, link, config)
-    holder.append(worker)
-    return await worker.serve()
-
-
 def run(worker_id: int, fd: int, config: Config) -> None:
     """Process entry point: serve on uvloop, then exit."""
     import uvloop
 
-    orphaned = uvloop.run(_serve(worker_id, fd, config))
+    orphaned = uvloop.run(Worker(worker_id, config).serve(fd))
     if orphaned:
         # Nobody supervises us any more: skip interpreter teardown so the exit is prompt.
         logging.shutdown()
