@@ -6,7 +6,8 @@ workers' sockets; this module mirrors them into the legacy key schema
 liveness so stale keys can be told from live ones.
 
 Why a queue and batches: the routing hot path must never wait on Redis. Changes
-are queued synchronously and written by one task, each batch in ONE MULTI/EXEC
+are queued synchronously in a :class:`master.outbox.Outbox` and written by one
+task, each batch (up to 500 changes) in ONE MULTI/EXEC
 (so every join/leave updates both the room set and the socket set atomically,
 and a disconnect runs the atomic Lua script). Why a full resync: when a write
 fails, or the heartbeat finds its key gone (Redis restarted, or the node was
@@ -110,11 +111,9 @@ class SocketStore:
     def _queue(self, op: Op) -> None:
         if self._dirty:
             return  # the pending resync will write the current state anyway
-        if len(self._ops) >= MAX_QUEUED:
+        if not self._ops.put(op):
             log.warning("store backlog over %d changes; a full resync replaces it", MAX_QUEUED)
             self._mark_dirty()
-            return
-        self._ops.put(op)
 
     def join(self, namespace: str, sid: str, room: Hashable) -> None:
         """A membership change reported by a worker; ``None`` means connected."""
@@ -137,7 +136,7 @@ class SocketStore:
         self._ops.put(RESYNC)
 
     def _write_failed(self, exc: Exception) -> None:
-        log.warning("store write failed (%s); will write the full state again", exc)
+        """The outbox logged it; what was queued is no longer a reliable delta."""
         self._mark_dirty()
 
     # ---- the writer task -------------------------------------------------------
@@ -227,7 +226,8 @@ class SocketStore:
         return len(stale)
 
     async def close(self) -> None:
-        """Graceful stop: write what is queued, remove every key of this node."""
+        """Graceful stop: remove every key of this node (what is still queued concerns
+        those keys only, so it is not written first)."""
         try:
             await self._remove_owned(keep=set())
             await self._redis.delete(self.schema.node_key(self.node_id))

@@ -10,8 +10,12 @@ chooses two policies:
   are worth less than new ones) or refuse the ``"newest"`` (keep the first
   evidence, as for rejected messages);
 - ``keep_on_failure``: after a failed write, put the batch back and retry it
-  (publishes held through an outage) or drop it (best-effort writes). A user
-  that repairs state its own way (the socket store resyncs) gets ``on_failure``.
+  (publishes held through an outage; the bound still holds) or drop it
+  (best-effort writes). A user that repairs state its own way (the socket store
+  resyncs) gets ``on_failure``.
+
+Failures are logged at most once per 10 s per outbox (with the count held back),
+and the recovery once.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, Literal, TypeVar
 
 from redis.exceptions import RedisError
+
+from master.ratelimit import RateLimitedLogger
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,7 @@ class Outbox(Generic[T]):
         self._bytes = 0
         self._wakeup = asyncio.Event()
         self._outage = False
+        self._failures = RateLimitedLogger(log)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -95,8 +102,15 @@ class Outbox(Generic[T]):
         return batch
 
     def _put_back(self, batch: list[T]) -> None:
+        """A failed batch goes back in front, then the bound holds again (the oldest go)."""
         self._items.extendleft(reversed(batch))
         self._bytes += sum(self._size(item) for item in batch)
+        dropped = 0
+        while self._bytes > self._limit and len(self._items) > 1:
+            self._bytes -= self._size(self._items.popleft())
+            dropped += 1
+        if dropped:
+            self._on_drop(dropped)
 
     async def run(self) -> None:
         """Write queued items in batches, forever; hold or drop them while Redis fails."""
@@ -108,9 +122,10 @@ class Outbox(Generic[T]):
                 try:
                     await self._write(batch)
                 except WRITE_ERRORS as exc:
-                    if not self._outage:
-                        self._outage = True
-                        log.error("%s: writing to Redis failed (%s)", self.name, exc)
+                    self._outage = True
+                    self._failures.log(
+                        logging.ERROR, "write", "%s: writing to Redis failed (%s)", self.name, exc
+                    )
                     if self._keep:
                         self._put_back(batch)
                     else:

@@ -217,7 +217,8 @@ class Master:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.supervisor.stop()
             self.supervisor.kill_all()
-            await self.store.close()
+            if tasks:  # the store wrote something only if the cluster got ready
+                await self.store.close()
 
     async def _start_workers(self, stop: asyncio.Event) -> bool:
         """Start the workers unless a stop signal comes first; False if they cannot start."""
