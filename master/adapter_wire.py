@@ -27,7 +27,7 @@ from typing import Any
 import msgpack
 import orjson
 
-from wire.frames import Room
+from wire.frames import Room, is_room
 from wire.operations import (
     ClusterOperation,
     DisconnectSockets,
@@ -36,6 +36,7 @@ from wire.operations import (
     JoinRooms,
     LeaveRooms,
     Operation,
+    OperationError,
     Selector,
     ServerEmit,
     SocketInfo,
@@ -146,14 +147,14 @@ def _room_list(value: Any) -> list[Room]:
     if value in (None, "", []):
         return []
     if isinstance(value, list | tuple):
-        return [v for v in value if isinstance(v, str | int)]
+        return [v for v in value if is_room(v)]
     if isinstance(value, dict):  # a JS Set encoded as {} by some emitters
         return []
-    return [value] if isinstance(value, str | int) else []
+    return [value] if is_room(value) else []
 
 
 @dataclass(frozen=True)
-class Broadcast:
+class AdapterBroadcast:
     """A decoded broadcast: who sent it, the packet data, and the targets."""
 
     uid: str
@@ -164,7 +165,7 @@ class Broadcast:
     flags: dict[str, Any]
 
 
-def decode_broadcast(body: bytes) -> Broadcast:
+def decode_broadcast(body: bytes) -> AdapterBroadcast:
     """Parse ``[uid, packet, opts]``; raise :class:`AdapterFormatError` if malformed."""
     value = unpack(body)
     if not isinstance(value, list) or len(value) < 2 or not isinstance(value[1], dict):
@@ -176,7 +177,7 @@ def decode_broadcast(body: bytes) -> Broadcast:
         raise AdapterFormatError("packet.data is not [event, ...args]")
     namespace = packet.get("nsp") or "/"
     flags = opts.get("flags")
-    return Broadcast(
+    return AdapterBroadcast(
         uid=str(uid),
         namespace=namespace if isinstance(namespace, str) else "/",
         data=data,
@@ -228,11 +229,10 @@ def room_matches(channel_room: str, room: Room) -> bool:
 
 def channel_room_candidates(channel_room: str) -> list[Room]:
     """The rooms a channel's room part may stand for (Node's ``hasRoom`` does the same)."""
-    try:
-        number = int(channel_room)
-    except ValueError:
-        return [channel_room]
-    return [channel_room, number] if str(number) == channel_room else [channel_room]
+    digits = channel_room[1:] if channel_room[:1] == "-" else channel_room
+    if not digits.isdigit() or str(int(channel_room)) != channel_room:
+        return [channel_room]  # the common case, decided without an exception
+    return [channel_room, int(channel_room)]
 
 
 # ---- cluster operations <-> adapter requests: the one mapping ---------------------
@@ -291,7 +291,7 @@ def _selector(opts: dict[str, Any]) -> Selector:
     return Selector(tuple(rooms) or None, tuple(_room_list(opts.get("except"))))
 
 
-def decode_operation(namespace: str, request: dict[str, Any]) -> ClusterOperation | None:
+def operation_of_request(namespace: str, request: dict[str, Any]) -> ClusterOperation | None:
     """The operation an adapter request asks of this server, or None if it is not one.
 
     SOCKETS, ALL_ROOMS and BROADCAST (with acks) are answered apart, by the bus.
@@ -303,7 +303,7 @@ def decode_operation(namespace: str, request: dict[str, Any]) -> ClusterOperatio
         if isinstance(opts, dict):
             return cls(namespace, _selector(opts), tuple(_room_list(request.get("rooms"))))
         sid, room = request.get("sid"), request.get("room")
-        if not isinstance(sid, str) or not isinstance(room, str | int):
+        if not isinstance(sid, str) or not is_room(room):
             raise AdapterFormatError("a per-socket join/leave needs 'sid' and 'room'")
         return cls(namespace, Selector((sid,)), (room,), single_sid=True)
     if kind == RequestType.REMOTE_DISCONNECT:
@@ -375,13 +375,17 @@ def count_of(answer: dict[str, Any]) -> int:
     return int(answer.get("count", 0))
 
 
-def sockets_of(answer: dict[str, Any]) -> list[dict[str, Any]]:
-    """The sockets of a REMOTE_FETCH answer, as SocketInfo wire maps."""
-    return [
-        SocketInfo.from_wire(s).to_wire()
-        for s in answer.get("sockets") or []
-        if isinstance(s, dict)
-    ]
+def sockets_of(answer: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """The readable sockets of a REMOTE_FETCH answer (SocketInfo wire maps), and how many
+    entries were unreadable (left out: one bad entry must not fail the whole fetch)."""
+    sockets, unreadable = [], 0
+    entries = answer.get("sockets")
+    for entry in entries if isinstance(entries, list) else []:
+        try:
+            sockets.append(SocketInfo.from_wire(entry).to_wire())
+        except OperationError:
+            unreadable += 1
+    return sockets, unreadable
 
 
 def encode_response(

@@ -40,7 +40,6 @@ from master.adapter_wire import (
     count_of,
     decode_broadcast,
     decode_emit_request,
-    decode_operation,
     decode_request,
     encode_all_rooms_response,
     encode_broadcast,
@@ -48,6 +47,7 @@ from master.adapter_wire import (
     encode_requests,
     encode_response,
     is_own,
+    operation_of_request,
     pack,
     request_id_of,
     room_matches,
@@ -169,12 +169,15 @@ class ClusterBus:
         )
         metrics.redis_outbox.set_function(lambda: len(self.outbox))
         self._pending: dict[str, Pending] = {}
+        self._namespaces: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._echo_prefix = b"\x93" + pack(self.uid)
         self._limiter = RateLimitedLogger(log)
 
     def subscriptions(self, namespaces: list[str]) -> list[str]:
-        """The exact channels to SUBSCRIBE for ``namespaces``."""
+        """The exact channels to SUBSCRIBE for ``namespaces`` (from now on, this master
+        counts itself among their servers)."""
+        self._namespaces.update(namespaces)
         names = []
         for namespace in namespaces:
             names += [
@@ -245,9 +248,10 @@ class ClusterBus:
         servers = await self.transport.subscribers(
             [self.channels.request(namespace), self.channels.masters(namespace)]
         )
+        me = 1 if namespace in self._namespaces else 0
         total = servers.get(self.channels.request(namespace), 0)
         ours = servers.get(self.channels.masters(namespace), 0)
-        return max(total - 1, 0), max(ours - 1, 0)
+        return max(total - me, 0), max(ours - me, 0)
 
     async def _ask(
         self, namespace: str, request: dict[str, Any], expected: int, timeout: float
@@ -269,6 +273,16 @@ class ClusterBus:
         finally:
             self._pending.pop(request_id, None)
         return pending.answers
+
+    def _fetched(self, answers: list[Any]) -> list[dict[str, Any]]:
+        """Every readable socket of the answers to a fetch; unreadable ones are counted."""
+        found: list[dict[str, Any]] = []
+        for answer in answers:
+            sockets, unreadable = sockets_of(answer)
+            found += sockets
+            if unreadable:
+                self._unreadable("a fetch answer", AdapterFormatError(f"{unreadable} bad sockets"))
+        return found
 
     def _tell(self, namespace: str, request: dict[str, Any]) -> None:
         """Publish a request that nobody answers."""
@@ -293,7 +307,7 @@ class ClusterBus:
                 return await self._room_wide(operation, requests[0], others, masters)
             case FetchSockets():
                 answers = await self._ask(namespace, requests[0], others, REQUESTS_TIMEOUT)
-                return [socket for answer in answers for socket in sockets_of(answer)]
+                return self._fetched(answers)
             case EmitWithAck():
                 answers = await self._ask(namespace, requests[0], 1, operation.timeout)
                 if not answers:
@@ -323,7 +337,7 @@ class ClusterBus:
         if others > masters:
             fetch = encode_requests(FetchSockets(namespace, operation.selector))[0]
             fetched = await self._ask(namespace, fetch, others, REQUESTS_TIMEOUT)
-            counted = sum(len(sockets_of(answer)) for answer in fetched)
+            counted = len(self._fetched(fetched))
         answers = await self._ask(namespace, request, masters, REQUESTS_TIMEOUT)
         if counted is not None:
             return counted
@@ -371,7 +385,7 @@ class ClusterBus:
             emit = decode_emit_request(namespace, request, REQUESTS_TIMEOUT)
             await self._answer_emit_with_ack(namespace, emit)
         else:
-            operation = decode_operation(namespace, request)
+            operation = operation_of_request(namespace, request)
             if operation is None:
                 return  # a type for requesters only (BROADCAST_CLIENT_COUNT, ...) or unknown
             result = await self.host.on_host(operation)

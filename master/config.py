@@ -94,7 +94,7 @@ class Config:
         unknown = values.keys() - known.keys()
         if unknown:
             raise ConfigError(f"unknown configuration keys {sorted(unknown)}")
-        for name in ("patterns", "cors_allowed_origins"):
-            if name in values:
-                values[name] = tuple(values[name])
+        for name, value in values.items():
+            if str(known[name].type).startswith("tuple") and isinstance(value, list):
+                values[name] = tuple(value)  # JSON has no tuples
         return cls(**values)

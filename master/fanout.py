@@ -48,8 +48,8 @@ class Fanout:
         parts: Parts | Callable[[], Parts],
         skip_worker: int | None = None,
         frame: bytes | None = None,
-    ) -> int:
-        """Send the packet to every worker holding a recipient; return how many workers.
+    ) -> None:
+        """Send the packet to every worker holding a recipient.
 
         ``parts`` may be a callable, so a packet nobody here receives is never
         encoded; ``frame`` is a ready Broadcast frame to forward as it is.
@@ -57,7 +57,7 @@ class Fanout:
         exclude = list(exclude)
         targets = self.table.route(namespace, rooms, exclude, skip_worker)
         if not targets:
-            return 0
+            return
         if frame is None:
             encoded = parts() if callable(parts) else parts
             frame = Broadcast.build(namespace, rooms, exclude, encoded)
@@ -70,7 +70,6 @@ class Fanout:
                 counter.inc()
             else:
                 self._drop(worker)
-        return len(targets)
 
     def _drop(self, worker: int) -> None:
         counter = self._dropped.get(worker)

@@ -29,7 +29,6 @@ from wire.operations import (
 log = logging.getLogger(__name__)
 
 WORKER_TIMEOUT = 5.0
-Selecting = JoinRooms | LeaveRooms | DisconnectSockets | FetchSockets
 
 
 class RemoteHosts(Protocol):
@@ -93,9 +92,12 @@ class ClusterOperations:
             case ServerEmit():
                 local = await self.host.on_host(operation, origin)
                 return operation.combine([local, await self.remote.request(operation)])
+            case JoinRooms() | LeaveRooms() | DisconnectSockets() if operation.single_sid:
+                local = await self.host.on_host(operation)
+                if local:
+                    return local  # a socket lives on one host only: found here, done
+                return await self.remote.request(operation)
             case JoinRooms() | LeaveRooms() | DisconnectSockets() | FetchSockets():
                 local = await self.host.on_host(operation)
-                if getattr(operation, "single_sid", False) and local:
-                    return local  # a socket lives on one host only: found here, done
                 return operation.combine([local, await self.remote.request(operation)])
         raise ValueError(f"unknown operation {operation!r}")

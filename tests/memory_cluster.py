@@ -90,7 +90,7 @@ class MemoryWorkers:
     def alive(self) -> list[int]:
         return list(self.workers)
 
-    def send(self, worker: int, frame: bytes, droppable: bool = True) -> bool:
+    def send(self, worker: int, frame: bytes) -> bool:
         decoded = decode_body(frame[4:])
         assert isinstance(decoded, Broadcast)
         self.workers[worker].received.append(decoded)

@@ -23,11 +23,11 @@ from wire.frames import (
     Ready,
     Request,
     Response,
-    Stop,
     Sync,
     Synced,
     decode_body,
     encode_frame,
+    is_room,
 )
 
 FRAMES: list[Frame] = [
@@ -41,7 +41,6 @@ FRAMES: list[Frame] = [
     Broadcast("/", ["r1", 2], ["s"], ['451-["ev",{"_placeholder":true,"num":0}]', b"\x00\xff"]),
     Ping(3),
     Pong(3, {"slow_clients_dropped": 1}),
-    Stop(),
     Sync(10),
     Synced(10),
     Request(5, 4, ["/", None, []]),
@@ -126,7 +125,7 @@ def test_malformed_bodies_raise_frame_error(body: bytes, message: str) -> None:
         (Kind.BROADCAST, ["/", None, [], []]),  # no packet
         (Kind.BROADCAST, ["/", None, [], [b"bin"]]),  # the packet head must be text
         (Kind.PONG, [1, [1]]),
-        (Kind.STOP, [1]),
+        (Kind.SYNC, ["1"]),
         (Kind.REQUEST, ["1", 4, []]),
         (Kind.RESPONSE, [1, 5, None]),  # an error is text or None
     ],
@@ -134,3 +133,11 @@ def test_malformed_bodies_raise_frame_error(body: bytes, message: str) -> None:
 def test_fields_of_the_wrong_shape_raise_frame_error(kind: Kind, fields: list[object]) -> None:
     with pytest.raises(FrameError, match="malformed"):
         decode_body(encode_frame(kind, *fields)[HEADER.size :])
+
+
+@pytest.mark.parametrize(
+    ("value", "room"), [("r", True), (7, True), (True, False), (1.0, False), (None, False)]
+)
+def test_rooms_are_str_or_int_and_never_bool(value: object, room: bool) -> None:
+    """python-socketio's room table keys True and 1 alike: a bool room cannot cross."""
+    assert is_room(value) is room

@@ -7,7 +7,7 @@ import socket
 from typing import Any
 
 from tests.cluster import until
-from wire.frames import Broadcast, Ping, Ready, Stop
+from wire.frames import Broadcast, Ping, Ready, Sync
 from wire.link import FrameLink
 
 
@@ -56,10 +56,10 @@ async def test_backlog_bound_refuses_droppable_frames_but_not_control_frames() -
         await asyncio.sleep(0)
     assert 0 < accepted < 2000
     assert a.backlog_bytes() <= 64 * 1024 + len(frame)
-    assert a.send(Stop().encode(), droppable=False)
+    assert a.send(Sync(0).encode(), droppable=False)
     b._transport.resume_reading()  # type: ignore[union-attr]
     await until(lambda: len(got_b) == accepted + 1)
-    assert got_b[-1] == Stop()
+    assert got_b[-1] == Sync(0)
     a.close()
     b.close()
 

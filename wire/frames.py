@@ -22,7 +22,6 @@ Broadcast      namespace, rooms (tuple or ``None``), exclude,      both
                parts
 Ping           token                                               m -> w
 Pong           token, stats (map)                                  w -> m
-Stop           (none)                                              m -> w
 Sync           token                                               w -> m
 Synced         token                                               m -> w
 Request        request_id, operation, payload (see wire.operations)  both
@@ -49,7 +48,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass, field
 from enum import IntEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 import msgpack
 
@@ -69,7 +68,6 @@ class Kind(IntEnum):
     BROADCAST = 5
     PING = 6
     PONG = 7
-    STOP = 8
     SYNC = 9
     SYNCED = 10
     REQUEST = 11
@@ -80,16 +78,17 @@ class FrameError(ValueError):
     """A frame that cannot be read: oversized, not msgpack, or of an unknown shape."""
 
 
-def _is_room(value: Any) -> bool:
-    return type(value) is str or (type(value) is int)
+def is_room(value: Any) -> TypeGuard[Room]:
+    """A room that can cross processes: a ``str`` or an ``int`` (never a ``bool``)."""
+    return type(value) is str or type(value) is int
 
 
 def _room_or_none(value: Any) -> bool:
-    return value is None or _is_room(value)
+    return value is None or is_room(value)
 
 
 def _rooms(value: Any) -> bool:
-    return type(value) is list and all(_is_room(v) for v in value)
+    return type(value) is list and all(is_room(v) for v in value)
 
 
 def _rooms_or_none(value: Any) -> bool:
@@ -181,8 +180,7 @@ class Leave(Frame):
 
 @dataclass(frozen=True, slots=True)
 class Broadcast(Frame):
-    KIND = Kind.BROADCAST
-    CHECKS = (_is_str, _rooms_or_none, _rooms, _parts)
+    KIND = Kind.BROADCAST  # checked by _decode_broadcast, inline
     namespace: str
     rooms: Sequence[Room] | None
     exclude: Sequence[Room]
@@ -220,11 +218,6 @@ class Pong(Frame):
     CHECKS = (_is_int, _is_map)
     token: int
     stats: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Stop(Frame):
-    KIND = Kind.STOP
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +262,7 @@ class Response(Frame):
 
 FRAME_CLASSES: dict[Kind, type[Frame]] = {
     cls.KIND: cls
-    for cls in (Hello, Ready, Join, Leave, Broadcast, Ping, Pong, Stop, Sync, Synced)
+    for cls in (Hello, Ready, Join, Leave, Broadcast, Ping, Pong, Sync, Synced)
     + (Request, Response)
 }
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar
 
-from wire.frames import Room
+from wire.frames import Room, is_room
 
 
 class Operation(IntEnum):
@@ -40,9 +40,7 @@ class OperationError(ValueError):
 
 
 def _rooms(value: Any, what: str) -> tuple[Room, ...]:
-    if not isinstance(value, list | tuple) or not all(
-        type(v) is str or type(v) is int for v in value
-    ):
+    if not isinstance(value, list | tuple) or not all(is_room(v) for v in value):
         raise OperationError(f"{what} must be a list of str or int rooms")
     return tuple(value)
 
@@ -76,7 +74,7 @@ class SocketInfo:
     id: str
     rooms: tuple[Room, ...]
     handshake: dict[str, Any] = field(default_factory=dict)
-    data: Any = None
+    data: Any = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -211,9 +209,6 @@ class EmitWithAck(ClusterOperation):
         if not isinstance(timeout, int | float) or timeout <= 0:
             raise OperationError("timeout must be a positive number")
         return cls(_str(namespace, "namespace"), _str(sid, "sid"), data, float(timeout))
-
-    def combine(self, results: Sequence[Any]) -> Any:
-        return results[0] if results else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,12 +15,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from wire.frames import Request, Response
-from wire.operations import ClusterOperation, OperationError, decode_operation
+from wire.operations import ClusterOperation, Operation, OperationError, decode_operation
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[ClusterOperation], Awaitable[Any]]
 EXPECTED_ERRORS = (OperationError, TimeoutError, KeyError, ValueError)
+
+
+def _operation_name(code: int) -> str:
+    try:
+        return Operation(code).name
+    except ValueError:
+        return repr(code)
 
 
 class RpcError(RuntimeError):
@@ -72,7 +79,7 @@ class Rpc:
             frame = Response(request.request_id, None, result).encode()
         except Exception as exc:  # the requester gets the reason; we keep serving
             if not isinstance(exc, RpcError | EXPECTED_ERRORS):
-                log.exception("request %r failed", request.operation)
+                log.exception("request %s failed", _operation_name(request.operation))
             frame = Response(request.request_id, f"{type(exc).__name__}: {exc}", None).encode()
         self._send(frame)
 

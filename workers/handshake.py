@@ -46,7 +46,10 @@ def handshake_of(environ: Mapping[str, Any], issued_ms: int) -> dict[str, Any]:
     path = str(environ.get("PATH_INFO", "/"))
     return {
         "headers": headers,
-        "time": time.strftime("%a %b %d %Y %H:%M:%S GMT+0000", time.gmtime(issued_ms / 1000)),
+        "time": time.strftime(
+            "%a %b %d %Y %H:%M:%S GMT+0000 (Coordinated Universal Time)",
+            time.gmtime(issued_ms / 1000),
+        ),
         "address": peer_address(environ),
         "xdomain": "origin" in headers,
         "secure": environ.get("wsgi.url_scheme") == "https",

@@ -5,14 +5,14 @@ Why a manager: python-socketio routes every membership change through
 overriding exactly those keeps the server's public API unchanged for the user's
 handlers (and keeps the admin UI, which wraps these methods by name, working).
 
-- Membership changes are reported to the master (JOIN/LEAVE frames), which keeps
+- Membership changes are reported to the master (Join/Leave frames), which keeps
   the host's routing table. Reports are never dropped.
 - An emit is delivered at once to this worker's own recipients and, unless every
-  target is a socket of this worker, sent ONCE to the master as a BROADCAST frame;
+  target is a socket of this worker, sent ONCE to the master as a Broadcast frame;
   the master forwards it only to the workers (and hosts) holding recipients.
-- A BROADCAST arriving from the master is delivered to this worker's recipients.
+- A Broadcast arriving from the master is delivered to this worker's recipients.
 - Read-your-writes: ``connect``, ``enter_room``, ``leave_room`` and ``close_room``
-  return only once the master has applied the change (a SYNC barrier, or the
+  return only once the master has applied the change (a Sync barrier, or the
   answer to a request for a socket of another worker or host), so every emit made
   after them, from any worker, and every ``ch:*`` message the master reads after
   them, see the new membership.
@@ -39,7 +39,7 @@ from typing import Any
 import socketio
 from socketio import packet as sio_packet
 
-from wire.frames import Broadcast, Join, Leave, Room, Sync
+from wire.frames import Broadcast, Join, Leave, Room, Sync, is_room
 from wire.link import FrameLink
 from wire.operations import (
     ClusterOperation,
@@ -67,7 +67,7 @@ ServerEventHandler = Callable[..., Any]
 
 def _room(room: Hashable) -> Room:
     """``room`` as a routable room name; rooms must be str or int to cross processes."""
-    if not isinstance(room, str | int):
+    if not is_room(room):
         raise TypeError(f"room names must be str or int to be routed in a cluster, got {room!r}")
     return room
 
@@ -334,7 +334,7 @@ class ClusterManager(socketio.AsyncManager):
         ):
             self.deliver(namespace, rooms, exclude, parts)
             return
-        frame = Broadcast(namespace, rooms, exclude, parts).encode()
+        frame = Broadcast.build(namespace, rooms, exclude, parts)
         self.deliver(namespace, rooms, exclude, parts)
         if not self.link.send(frame):
             log.warning(
