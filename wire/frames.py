@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar, TypeGuard
 
@@ -136,8 +136,9 @@ class Frame:
     CHECKS: ClassVar[tuple[Callable[[Any], bool], ...]] = ()
 
     def encode(self) -> bytes:
-        """This frame, header and body, ready for the pipe."""
-        return encode_frame(self.KIND, *astuple(self))  # type: ignore[call-overload]
+        """This frame, header and body, ready for the pipe (fields in declaration order)."""
+        names: tuple[str, ...] = self.__slots__  # a slotted dataclass: its fields
+        return encode_frame(self.KIND, *(getattr(self, name) for name in names))
 
 
 @dataclass(frozen=True, slots=True)
