@@ -318,7 +318,7 @@ def operation_of_request(namespace: str, request: dict[str, Any]) -> ClusterOper
         return FetchSockets(namespace, _selector(opts if isinstance(opts, dict) else {}))
     if kind == RequestType.SOCKETS:
         rooms = tuple(_room_list(request.get("rooms")))
-        return FetchSockets(namespace, Selector(rooms or None))
+        return FetchSockets(namespace, Selector(rooms or None), ids_only=True)
     if kind == RequestType.SERVER_SIDE_EMIT:
         data = request.get("data")
         if not isinstance(data, list) or not data or not isinstance(data[0], str):
@@ -466,5 +466,8 @@ def decode_emit_request(
     milliseconds = flags.get("timeout") if isinstance(flags, dict) else None
     timeout = float(milliseconds) / 1000 if milliseconds else default_timeout
     return EmitRequest(
-        request.get("requestId"), FetchSockets(namespace, _selector(opts)), data, timeout
+        request.get("requestId"),
+        FetchSockets(namespace, _selector(opts), ids_only=True),
+        data,
+        timeout,
     )

@@ -171,18 +171,23 @@ class DisconnectSockets(ClusterOperation):
 
 @dataclass(frozen=True, slots=True)
 class FetchSockets(ClusterOperation):
-    """Describe the selected sockets; answer: a list of :class:`SocketInfo` wire maps."""
+    """Describe the selected sockets; answer: a list of :class:`SocketInfo` wire maps.
+
+    ``ids_only``: only ids and rooms are wanted (to count sockets, or to reach each
+    one), so no handshake or session is built.
+    """
 
     OPERATION = Operation.FETCH
     namespace: str
     selector: Selector
+    ids_only: bool = False
 
     def to_wire(self) -> list[Any]:
-        return [self.namespace, *self.selector.to_wire()]
+        return [self.namespace, *self.selector.to_wire(), self.ids_only]
 
     @classmethod
     def from_wire(cls, fields: Sequence[Any]) -> FetchSockets:
-        return cls(_str(fields[0], "namespace"), Selector.from_wire(fields[1:]))
+        return cls(_str(fields[0], "namespace"), Selector.from_wire(fields[1:3]), bool(fields[3]))
 
     def combine(self, results: Sequence[Any]) -> list[Any]:
         return [socket for sockets in results for socket in sockets]
@@ -239,7 +244,7 @@ WIRE_LENGTHS = {
     Operation.JOIN: 5,
     Operation.LEAVE: 5,
     Operation.DISCONNECT: 5,
-    Operation.FETCH: 3,
+    Operation.FETCH: 4,
     Operation.EMIT_WITH_ACK: 4,
     Operation.SERVER_EMIT: 3,
 }

@@ -68,8 +68,13 @@ async def handle_request(manager: ClusterManager, operation: ClusterOperation) -
                 else:
                     await manager.server.disconnect(sid, namespace=namespace)
             return len(selected)
-        case FetchSockets(_, selector):
+        case FetchSockets(_, selector, ids_only):
             selected = manager.select(namespace, selector.rooms, selector.exclude)
+            if ids_only:
+                return [
+                    SocketInfo(sid, tuple(manager.get_rooms(sid, namespace))).to_wire()
+                    for sid, _ in selected
+                ]
             return [await _describe(manager, namespace, sid) for sid, _ in selected]
     raise ValueError(f"unknown operation {operation!r}")
 
