@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +31,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from bench.measure import descendants, free_port_block
+from master.embedded_redis import EmbeddedRedis
 from wire import compat
 from workers import fast_ws
 
@@ -294,3 +295,12 @@ async def publish_until_delivered(
         return False
 
     await until(delivered, timeout, f"{channel} delivered", interval=0.1)
+
+
+def running_redis() -> Iterator[EmbeddedRedis]:
+    """A private redis-server on a free loopback port for a fixture, closed after it."""
+    server = EmbeddedRedis().start()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -9,27 +9,19 @@ import pytest
 import redis.asyncio as aioredis
 
 from master.embedded_redis import EmbeddedRedis
-from tests.cluster import MasterProcess, Recorder
-
-
-def _redis() -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis().start()
-    try:
-        yield server
-    finally:
-        server.close()
+from tests.cluster import MasterProcess, Recorder, running_redis
 
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[EmbeddedRedis]:
     """A private redis-server for the test module, on a free loopback port."""
-    yield from _redis()
+    yield from running_redis()
 
 
 @pytest.fixture
 def own_redis() -> Iterator[EmbeddedRedis]:
     """A private redis-server for one test (it may kill or restart it)."""
-    yield from _redis()
+    yield from running_redis()
 
 
 @pytest.fixture

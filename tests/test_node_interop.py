@@ -31,7 +31,7 @@ import socketio
 
 from master.adapter_wire import decode_broadcast, decode_request
 from master.embedded_redis import EmbeddedRedis
-from tests.cluster import MasterProcess, Recorder, until
+from tests.cluster import MasterProcess, Recorder, running_redis, until
 from tests.node_peer import NodePeer, NodePeerError, ensure_node_modules, missing_tools, run_emitter
 
 pytestmark = pytest.mark.skipif(
@@ -102,11 +102,7 @@ async def node(peer: NodePeer) -> AsyncIterator[NodePeer]:
 @pytest.fixture(scope="module")
 def capture_redis(node_modules: None) -> Iterator[EmbeddedRedis]:
     """A Redis of the decode tests alone: nothing but what they publish is on it."""
-    server = EmbeddedRedis().start()
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from running_redis()
 
 
 @pytest.fixture(scope="module")

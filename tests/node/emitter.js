@@ -11,18 +11,7 @@
 "use strict";
 const { createClient } = require("redis");
 const { Emitter } = require("@socket.io/redis-emitter");
-
-function decode(value) {
-  if (Array.isArray(value)) return value.map(decode);
-  if (value && typeof value === "object") {
-    const keys = Object.keys(value);
-    if (keys.length === 1 && keys[0] === "$bin") return Buffer.from(value.$bin, "hex");
-    const copy = {};
-    for (const [k, v] of Object.entries(value)) copy[k] = decode(v);
-    return copy;
-  }
-  return value;
-}
+const { decode } = require("./binary");
 
 async function main() {
   const [url, actionsJson] = process.argv.slice(2);

@@ -20,40 +20,13 @@ const { Server } = require("socket.io");
 const { io: connectClient } = require("socket.io-client");
 const { createClient } = require("redis");
 const { createAdapter } = require("@socket.io/redis-adapter");
+const { encode, decode } = require("./binary");
 
 const NAMESPACES = ["/", "/chat"];
 const SUB_NAME = `sio-node-peer-${process.pid}-sub`;
 
 function out(obj) {
   process.stdout.write(JSON.stringify(encode(obj)) + "\n");
-}
-
-function encode(value) {
-  if (Buffer.isBuffer(value)) return { $bin: value.toString("hex") };
-  if (ArrayBuffer.isView(value)) {
-    return { $bin: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("hex") };
-  }
-  if (value instanceof ArrayBuffer) return { $bin: Buffer.from(value).toString("hex") };
-  if (value instanceof Set) return [...value].map(encode);
-  if (Array.isArray(value)) return value.map(encode);
-  if (value && typeof value === "object" && !(value instanceof Date)) {
-    const copy = {};
-    for (const [k, v] of Object.entries(value)) copy[k] = encode(v);
-    return copy;
-  }
-  return value;
-}
-
-function decode(value) {
-  if (Array.isArray(value)) return value.map(decode);
-  if (value && typeof value === "object") {
-    const keys = Object.keys(value);
-    if (keys.length === 1 && keys[0] === "$bin") return Buffer.from(value.$bin, "hex");
-    const copy = {};
-    for (const [k, v] of Object.entries(value)) copy[k] = decode(v);
-    return copy;
-  }
-  return value;
 }
 
 function describeSocket(socket) {
