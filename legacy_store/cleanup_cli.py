@@ -69,6 +69,8 @@ def summary(report: CleanupReport, seconds: float) -> str:
 async def run(args: argparse.Namespace) -> int:
     try:
         check_redis_url(args.redis_url)
+        if args.redis_url.startswith(("redis+cluster:", "rediss+cluster:")):
+            raise RedisUrlError("on a Redis Cluster the cleanup is not supported yet")
     except RedisUrlError as exc:
         print(f"cleanup: {exc}", file=sys.stderr)
         return 2

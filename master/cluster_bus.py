@@ -87,13 +87,23 @@ class BusTransport(Protocol):
 
 
 class RedisTransport:
-    """The bus's edge on the master's command connections."""
+    """The bus's edge on the master's command connections.
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    On a Redis Cluster (``cluster``) redis-py refuses PUBLISH in a pipeline, so a
+    batch goes one PUBLISH after the other, in order; and a node counts only its own
+    subscribers, so ``PUBSUB NUMSUB`` is asked of every node and summed.
+    """
+
+    def __init__(self, redis: aioredis.Redis, cluster: bool = False) -> None:
         self._redis = redis
+        self._cluster = cluster
 
     async def publish(self, messages: list[tuple[str, bytes]]) -> None:
-        """PUBLISH each message, pipelined, in order."""
+        """PUBLISH each message, in order."""
+        if self._cluster:
+            for channel, body in messages:
+                await self._redis.publish(channel, body)
+            return
         async with self._redis.pipeline(transaction=False) as pipe:
             for channel, body in messages:
                 pipe.publish(channel, body)
@@ -101,7 +111,10 @@ class RedisTransport:
 
     async def subscribers(self, channels: list[str]) -> dict[str, int]:
         """``PUBSUB NUMSUB`` of each channel."""
-        counts = await self._redis.pubsub_numsub(*channels)
+        if self._cluster:
+            counts = await self._redis.pubsub_numsub(*channels, target_nodes="all")  # type: ignore[call-arg]
+        else:
+            counts = await self._redis.pubsub_numsub(*channels)
         return {name.decode() if isinstance(name, bytes) else name: int(n) for name, n in counts}
 
 

@@ -69,6 +69,11 @@ class Config:
                 check_redis_url(self.redis_url)
             except RedisUrlError as exc:
                 raise ConfigError(str(exc)) from None
+            if self.store and self.redis_url.startswith(("redis+cluster:", "rediss+cluster:")):
+                raise ConfigError(
+                    "--store needs one Redis or Sentinel: on a Redis Cluster it is not "
+                    "supported yet (its keys span hash slots)"
+                )
         if not 1 <= self.node_ttl <= 15:
             raise ConfigError("--node-ttl must be 1..15 seconds")
         if not self.adapter_key or self.redis_buffer_bytes < 1:

@@ -26,15 +26,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, Literal, TypeVar
 
-from redis.exceptions import RedisError
-
 from master.ratelimit import RateLimitedLogger
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Overflow = Literal["oldest", "newest"]
-WRITE_ERRORS = (RedisError, OSError)
 
 
 class Outbox(Generic[T]):
@@ -121,10 +118,15 @@ class Outbox(Generic[T]):
                 batch = self._take()
                 try:
                     await self._write(batch)
-                except WRITE_ERRORS as exc:
+                except Exception as exc:  # the writer must never die: count, log, go on
                     self._outage = True
                     self._failures.log(
-                        logging.ERROR, "write", "%s: writing to Redis failed (%s)", self.name, exc
+                        logging.ERROR,
+                        "write",
+                        "%s: writing to Redis failed (%s: %s)",
+                        self.name,
+                        type(exc).__name__,
+                        exc,
                     )
                     if self._keep:
                         self._put_back(batch)

@@ -1,4 +1,4 @@
-"""How the master reaches Redis: one server, or the primary that Sentinel names.
+"""How the master reaches Redis: one server, the primary Sentinel names, or a Cluster.
 
 Why: the subscriber and the command connections must both talk to the current
 primary. With one Redis that is the URL itself. With Sentinel the primary is
@@ -7,27 +7,42 @@ connections come from redis-py's Sentinel pool, which asks again on every new
 connection and drops connections to a primary that was demoted; so once Sentinel
 promotes a replica, the next reconnect lands on it and the outbound buffer
 (:mod:`master.outbox`) is flushed there.
+
+On a Redis Cluster, classic pub/sub messages reach every node, so the subscriber
+may use any live node: it asks the known nodes for the current node list
+(``CLUSTER NODES``) on every (re)connect and takes the next live one in turn, so
+a dead node is passed over. Commands go through redis-py's ``RedisCluster``,
+which follows MOVED/ASK and failovers itself.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from master.redis_commands import command_client
-from master.redis_url import SENTINEL_SCHEMES, SentinelUrl, parse_sentinel_url
+from master.redis_url import (
+    CLUSTER_SCHEMES,
+    SENTINEL_SCHEMES,
+    ClusterUrl,
+    SentinelUrl,
+    parse_cluster_url,
+    parse_sentinel_url,
+)
 from wire.compat import blocking_sentinel_pool_class
 
 log = logging.getLogger(__name__)
 
 SENTINEL_TIMEOUT = 0.5  # per sentinel asked; a dead one must not hold the reconnect up
+NODE_TIMEOUT = 0.5  # per cluster node asked for the node list
 
 
 class PrimaryNotFound(ConnectionError):
@@ -39,6 +54,7 @@ class Topology(Protocol):
 
     describe: str
     reconnect_cap: float  # the subscriber's longest wait between reconnect attempts
+    is_cluster: bool  # a Redis Cluster: no PUBLISH in pipelines, subscriber counts per node
 
     async def primary_url(self) -> str:
         """A plain URL of the server the subscriber must use now."""
@@ -53,6 +69,7 @@ class OneRedis:
     """A single Redis server (``redis://``, ``rediss://``, ``unix://``)."""
 
     reconnect_cap = 5.0
+    is_cluster = False
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -69,12 +86,13 @@ class SentinelPrimary:
     """The primary of a Sentinel service, followed through failovers."""
 
     reconnect_cap = 1.0  # a promotion must be followed within seconds
+    is_cluster = False
 
     def __init__(self, url: SentinelUrl) -> None:
         self.url = url
         hosts = ",".join(f"{h}:{p}" for h, p in url.sentinels)
         self.describe = f"Sentinel service {url.service!r} at {hosts}"
-        self._options = _primary_options(url)
+        self._options = _node_options(url.primary_url("localhost", 6379), url.scheme)
         self._sentinel = Sentinel(
             list(url.sentinels),
             sentinel_kwargs={
@@ -108,13 +126,87 @@ class SentinelPrimary:
         )
 
 
-def _primary_options(url: SentinelUrl) -> dict[str, Any]:
-    """redis-py connection options for the primary (credentials, db, TLS query options)."""
-    probe = aioredis.ConnectionPool.from_url(url.primary_url("localhost", 6379))
+class ClusterNodes:
+    """The nodes of a Redis Cluster, found from its seeds and followed as it changes."""
+
+    reconnect_cap = 1.0
+    is_cluster = True
+
+    def __init__(self, url: ClusterUrl) -> None:
+        self.url = url
+        self.describe = "Redis Cluster seeded by " + ",".join(f"{h}:{p}" for h, p in url.seeds)
+        self._options = {  # what RedisCluster takes: credentials, TLS options, keepalive
+            k: v
+            for k, v in _node_options(url.node_url("localhost", 6379), url.scheme).items()
+            if k in ("username", "password", "ssl", "socket_keepalive") or k.startswith("ssl_")
+        }
+        self._known: list[tuple[str, int]] = list(url.seeds)
+        self._turn = 0
+
+    async def primary_url(self) -> str:
+        """A live node, in turn: any node delivers every classic pub/sub message."""
+        nodes = await self._refresh()
+        if not nodes:
+            raise PrimaryNotFound("no node of the cluster answers")
+        self._turn = (self._turn + 1) % len(nodes)
+        host, port = nodes[self._turn]
+        return self.url.node_url(host, port)
+
+    async def _refresh(self) -> list[tuple[str, int]]:
+        """Ask the known nodes, in order, for the cluster's live nodes."""
+        for host, port in list(self._known):
+            client = aioredis.Redis(
+                host=host,
+                port=port,
+                socket_timeout=NODE_TIMEOUT,
+                socket_connect_timeout=NODE_TIMEOUT,
+                retry=Retry(NoBackoff(), 0),
+                **{k: v for k, v in self._options.items() if not k.startswith("socket_")},
+            )
+            try:
+                text = await client.execute_command("CLUSTER", "NODES")
+            except (RedisError, OSError):
+                continue
+            finally:
+                await client.aclose()
+            nodes = live_nodes(text.decode() if isinstance(text, bytes) else str(text))
+            if nodes:
+                self._known = nodes + [n for n in self._known if n not in nodes]
+                return nodes
+        return []
+
+    def commands(self, max_connections: int, client_name: str) -> aioredis.Redis:
+        return cast(
+            aioredis.Redis,
+            RedisCluster(
+                startup_nodes=[ClusterNode(h, p) for h, p in self.url.seeds],
+                client_name=client_name,
+                **self._options,
+            ),
+        )
+
+
+def live_nodes(cluster_nodes: str) -> list[tuple[str, int]]:
+    """``(host, port)`` of the nodes ``CLUSTER NODES`` shows as connected and not failing."""
+    found = []
+    for line in cluster_nodes.splitlines():
+        fields = line.split()
+        if len(fields) < 8 or "fail" in fields[2] or fields[7] != "connected":
+            continue
+        address = fields[1].split("@", 1)[0]
+        host, _, port = address.rpartition(":")
+        if host and port.isdigit():
+            found.append((host, int(port)))
+    return found
+
+
+def _node_options(url: str, scheme: str) -> dict[str, Any]:
+    """redis-py connection options from a URL (credentials, db, TLS query options)."""
+    probe = aioredis.ConnectionPool.from_url(url)
     options = dict(probe.connection_kwargs)
     for name in ("host", "port", "path"):
         options.pop(name, None)
-    if url.scheme == "rediss":
+    if scheme == "rediss":
         options["ssl"] = True
     options.setdefault("socket_keepalive", True)
     return options
@@ -124,4 +216,6 @@ def topology_for(url: str) -> Topology:
     """The topology a ``--redis-url`` names (already checked by the configuration)."""
     if url.startswith(tuple(f"{s}://" for s in SENTINEL_SCHEMES)):
         return SentinelPrimary(parse_sentinel_url(url))
+    if url.startswith(tuple(f"{s}://" for s in CLUSTER_SCHEMES)):
+        return ClusterNodes(parse_cluster_url(url))
     return OneRedis(url)

@@ -1,4 +1,4 @@
-"""The ``--redis-url`` forms: one Redis, or a primary followed through Sentinel.
+"""The ``--redis-url`` forms: one Redis, a primary followed through Sentinel, or a Cluster.
 
 Why a module: the URL decides the topology, and the topology decides how the
 subscriber and the command connections find the server they talk to. A plain
@@ -11,7 +11,11 @@ names the sentinels and the service, and the primary is asked of them on every
                              ssl_* query options, as for rediss://)
 
 The credentials and options are the primary's (as python-socketio's own Sentinel
-URLs); the sentinels are asked without them.
+URLs); the sentinels are asked without them. A Redis Cluster is named by seed nodes
+(any of its nodes; the rest are discovered):
+
+    redis+cluster://[user:password@]host:port[,host:port...][?options]
+    rediss+cluster://...
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from urllib.parse import quote, unquote
 
 PLAIN_SCHEMES = ("redis://", "rediss://", "unix://")
 SENTINEL_SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
 class RedisUrlError(ValueError):
@@ -41,36 +46,74 @@ class SentinelUrl:
 
     def primary_url(self, host: str, port: int) -> str:
         """A plain URL for the primary that the sentinels named."""
-        auth = ""
-        if self.password is not None:
-            user = quote(self.username or "", safe="")
-            auth = f"{user}:{quote(self.password, safe='')}@"
-        elif self.username:
-            auth = f"{quote(self.username, safe='')}@"
-        query = f"?{self.query}" if self.query else ""
-        address = f"[{host}]" if ":" in host else host
-        return f"{self.scheme}://{auth}{address}:{port}/{self.db}{query}"
+        return _plain_url(
+            self.scheme, self.username, self.password, host, port, self.db, self.query
+        )
 
 
-def _host_port(text: str) -> tuple[str, int]:
+@dataclass(frozen=True)
+class ClusterUrl:
+    """Seed nodes of a Redis Cluster, and how to reach its nodes."""
+
+    seeds: tuple[tuple[str, int], ...]
+    username: str | None
+    password: str | None
+    scheme: str  # "redis" or "rediss"
+    query: str  # redis-py's query options, for every node
+
+    def node_url(self, host: str, port: int) -> str:
+        """A plain URL for one node of the cluster."""
+        return _plain_url(self.scheme, self.username, self.password, host, port, 0, self.query)
+
+
+def _plain_url(
+    scheme: str,
+    username: str | None,
+    password: str | None,
+    host: str,
+    port: int,
+    db: int,
+    query: str,
+) -> str:
+    auth = ""
+    if password is not None:
+        auth = f"{quote(username or '', safe='')}:{quote(password, safe='')}@"
+    elif username:
+        auth = f"{quote(username, safe='')}@"
+    address = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{auth}{address}:{port}/{db}" + (f"?{query}" if query else "")
+
+
+def _host_port(text: str, what: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host:
-        raise RedisUrlError(f"sentinel address {text!r} must be host:port")
+        raise RedisUrlError(f"{what} address {text!r} must be host:port")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         number = int(port)
     except ValueError:
-        raise RedisUrlError(f"sentinel port {port!r} is not a number") from None
+        raise RedisUrlError(f"{what} port {port!r} is not a number") from None
     if not 1 <= number <= 65535:
-        raise RedisUrlError(f"sentinel port {number} is outside 1..65535")
+        raise RedisUrlError(f"{what} port {number} is outside 1..65535")
     return host, number
 
 
-def parse_sentinel_url(url: str) -> SentinelUrl:
-    """Read a ``redis+sentinel://`` or ``rediss+sentinel://`` URL."""
+@dataclass(frozen=True)
+class _MultiHostUrl:
+    scheme: str
+    username: str | None
+    password: str | None
+    hosts: tuple[tuple[str, int], ...]
+    path: str
+    query: str
+
+
+def _parse_multi_host(url: str, schemes: dict[str, str], what: str) -> _MultiHostUrl:
+    """``scheme://[user:password@]host:port[,host:port...][/path][?query]``."""
     scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in SENTINEL_SCHEMES:
-        raise RedisUrlError("a Sentinel URL starts with redis+sentinel:// or rediss+sentinel://")
+    if not sep or scheme not in schemes:
+        names = " or ".join(f"{s}://" for s in schemes)
+        raise RedisUrlError(f"a {what} URL starts with {names}")
     rest, _, query = rest.partition("?")
     location, _, path = rest.partition("/")
     userinfo, at, hosts = location.rpartition("@")
@@ -82,8 +125,28 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
         username = unquote(user) or None
         password = unquote(secret) if colon else None
     if not hosts:
-        raise RedisUrlError("a Sentinel URL needs at least one sentinel host:port")
-    sentinels = tuple(_host_port(h) for h in hosts.split(","))
+        raise RedisUrlError(f"a {what} URL needs at least one {what.lower()} host:port")
+    addresses = tuple(_host_port(h, what.lower()) for h in hosts.split(","))
+    return _MultiHostUrl(schemes[scheme], username, password, addresses, path, query)
+
+
+def parse_cluster_url(url: str) -> ClusterUrl:
+    """Read a ``redis+cluster://`` or ``rediss+cluster://`` URL."""
+    parsed = _parse_multi_host(url, CLUSTER_SCHEMES, "Cluster")
+    if parsed.path:
+        raise RedisUrlError("a Cluster URL names no database (a Cluster has only db 0)")
+    return ClusterUrl(parsed.hosts, parsed.username, parsed.password, parsed.scheme, parsed.query)
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """Read a ``redis+sentinel://`` or ``rediss+sentinel://`` URL."""
+    parsed = _parse_multi_host(url, SENTINEL_SCHEMES, "Sentinel")
+    username, password, sentinels, path = (
+        parsed.username,
+        parsed.password,
+        parsed.hosts,
+        parsed.path,
+    )
     service, _, db_text = path.partition("/")
     if not service:
         raise RedisUrlError("a Sentinel URL needs the service name: .../<service>[/<db>]")
@@ -92,7 +155,7 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
     except ValueError:
         raise RedisUrlError(f"database {db_text!r} is not a number") from None
     return SentinelUrl(
-        sentinels, unquote(service), db, username, password, SENTINEL_SCHEMES[scheme], query
+        sentinels, unquote(service), db, username, password, parsed.scheme, parsed.query
     )
 
 
@@ -103,9 +166,10 @@ def check_redis_url(url: str) -> None:
     if url.startswith(tuple(f"{s}://" for s in SENTINEL_SCHEMES)):
         parse_sentinel_url(url)
         return
-    if url.startswith(("redis+cluster://", "rediss+cluster://")):
-        raise RedisUrlError("Redis Cluster URLs (redis+cluster://) are not supported yet")
+    if url.startswith(tuple(f"{s}://" for s in CLUSTER_SCHEMES)):
+        parse_cluster_url(url)
+        return
     raise RedisUrlError(
-        "--redis-url must start with redis://, rediss://, unix://, redis+sentinel:// "
-        "or rediss+sentinel://"
+        "--redis-url must start with redis://, rediss://, unix://, redis+sentinel://, "
+        "rediss+sentinel://, redis+cluster:// or rediss+cluster://"
     )

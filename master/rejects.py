@@ -82,7 +82,9 @@ class RejectSink:
         await self._entries.run()
 
     async def _write(self, entries: list[bytes]) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
+        # not a transaction (a Cluster's pipelines are not): a failed LTRIM leaves the list
+        # longer until the next write trims it
+        async with self._redis.pipeline(transaction=False) as pipe:
             pipe.lpush(self._key, *entries)
             pipe.ltrim(self._key, 0, KEEP - 1)
             await pipe.execute()

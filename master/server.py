@@ -63,7 +63,7 @@ class Master:
         self.host = HostOperations(self.table, self.supervisor)
         channels = Channels(config.adapter_key)
         self.bus = ClusterBus(
-            RedisTransport(commands),
+            RedisTransport(commands, cluster=topology.is_cluster),
             channels,
             self.table,
             self.host,

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 
 from master.config import Config, ConfigError
-from master.redis_topology import OneRedis
-from master.redis_url import RedisUrlError, SentinelUrl, check_redis_url, parse_sentinel_url
+from master.redis_topology import OneRedis, live_nodes
+from master.redis_url import (
+    ClusterUrl,
+    RedisUrlError,
+    SentinelUrl,
+    check_redis_url,
+    parse_cluster_url,
+    parse_sentinel_url,
+)
 
 
 def test_a_sentinel_url_names_sentinels_service_db_and_credentials() -> None:
@@ -38,7 +45,8 @@ def test_tls_and_options_reach_the_primary() -> None:
         ("redis+sentinel://h:0/svc", "outside 1..65535"),
         ("redis+sentinel://h:1", "service name"),
         ("redis+sentinel://h:1/svc/zero", "database 'zero'"),
-        ("redis+cluster://h:1", "not supported yet"),
+        ("redis+cluster://h:1/0", "names no database"),
+        ("redis+cluster://", "at least one cluster host"),
         ("http://h:1", "must start with redis://"),
     ],
 )
@@ -53,3 +61,26 @@ def test_plain_urls_pass_and_passwords_stay_out_of_logs() -> None:
     for url in ("redis://h:1/0", "rediss://h:1", "unix:///tmp/r.sock"):
         check_redis_url(url)
     assert OneRedis("redis://user:secret@h:1/0").describe == "redis://user:***@h:1/0"
+
+
+def test_a_cluster_url_names_seed_nodes() -> None:
+    url = parse_cluster_url("rediss+cluster://:pw@a:7000,b:7001?ssl_cert_reqs=none")
+    assert url == ClusterUrl((("a", 7000), ("b", 7001)), None, "pw", "rediss", "ssl_cert_reqs=none")
+    assert url.node_url("c", 7002) == "rediss://:pw@c:7002/0?ssl_cert_reqs=none"
+
+
+def test_store_is_refused_on_a_cluster_for_now() -> None:
+    with pytest.raises(ConfigError, match="--store needs one Redis or Sentinel"):
+        Config(redis_url="redis+cluster://h:1", store=True)
+
+
+def test_the_subscriber_picks_among_connected_nodes_only() -> None:
+    nodes = "\n".join(
+        [
+            "a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460",
+            "b2 127.0.0.1:7001@17001 master,fail - 0 0 2 disconnected 5461-10922",
+            "c3 127.0.0.1:7002@17002 slave a1 0 0 3 connected",
+            "d4 :0@0 handshake,noaddr - 0 0 0 disconnected",
+        ]
+    )
+    assert live_nodes(nodes) == [("127.0.0.1", 7000), ("127.0.0.1", 7002)]

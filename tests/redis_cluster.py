@@ -1,0 +1,79 @@
+"""A Redis Cluster for the tests: three primaries and three replicas, real processes.
+
+Every node is a real ``redis-server`` (the binary the tests already use) on a free
+loopback port, joined with that binary's ``redis-cli --cluster create``; a short
+``cluster-node-timeout`` makes a replica take over a killed primary in seconds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from master.embedded_redis import EmbeddedRedis, redis_server_binary
+
+NODE_TIMEOUT_MS = 1000
+
+
+class RedisCluster:
+    """Six nodes; :meth:`primaries` and :meth:`replica_of` read the live topology."""
+
+    def __init__(self) -> None:
+        self.nodes = [
+            EmbeddedRedis(
+                extra_args=[
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                ]
+            ).start()
+            for _ in range(6)
+        ]  # fmt: skip
+        cli = str(Path(redis_server_binary()).with_name("redis-cli"))
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        self.wait_until_ok()
+
+    def client(self, node: EmbeddedRedis) -> redis.Redis:
+        return redis.Redis(port=node.port, socket_timeout=2, decode_responses=True)
+
+    def live(self) -> list[EmbeddedRedis]:
+        return [n for n in self.nodes if n.process is not None]
+
+    def wait_until_ok(self, timeout: float = 30.0) -> None:
+        """Every live node sees the cluster as ok and every slot served."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = []
+            for node in self.live():
+                with self.client(node) as c:
+                    info = c.execute_command("CLUSTER", "INFO")
+                    states.append("cluster_state:ok" in str(info))
+            if all(states):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the cluster did not get to state ok")
+
+    def primaries(self) -> list[EmbeddedRedis]:
+        """The live nodes that are primaries now."""
+        found = []
+        for node in self.live():
+            with self.client(node) as c:
+                if c.execute_command("ROLE")[0] == "master":
+                    found.append(node)
+        return found
+
+    def seeds(self, nodes: list[EmbeddedRedis]) -> str:
+        return ",".join(f"127.0.0.1:{n.port}" for n in nodes)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()

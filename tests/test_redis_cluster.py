@@ -1,0 +1,124 @@
+"""A Redis Cluster (3 primaries + 3 replicas, real processes) under two masters.
+
+The masters are seeded with different nodes; ``ch:*`` messages are published on
+every node; a primary is killed and its replica takes over.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.cluster import MasterProcess, op, publish_until_delivered, until
+from tests.redis_cluster import RedisCluster
+
+
+@pytest.fixture
+def redis_cluster() -> Iterator[RedisCluster]:
+    cluster = RedisCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def url_of(cluster: RedisCluster, seeds: list[int]) -> str:
+    return "redis+cluster://" + cluster.seeds([cluster.nodes[i] for i in seeds])
+
+
+async def subscriber_node(cluster: RedisCluster, pid: int) -> Any:
+    """The node a master's subscriber connection is on."""
+    for node in cluster.live():
+        async with aioredis.Redis(port=node.port, decode_responses=True) as client:
+            names = [entry["name"] for entry in await client.client_list()]
+            if any(name.endswith(f":{pid}:sub") for name in names):
+                return node
+    raise AssertionError(f"no subscriber of master {pid} on the cluster")
+
+
+async def named_connections(cluster: RedisCluster, pid: int) -> dict[str, int]:
+    """How many connections of one master, by role, on all live nodes together."""
+    counts: dict[str, int] = {}
+    for node in cluster.live():
+        async with aioredis.Redis(port=node.port, decode_responses=True) as client:
+            for entry in await client.client_list():
+                if f":{pid}:" in entry["name"]:
+                    role = entry["name"].rsplit(":", 1)[1]
+                    counts[role] = counts.get(role, 0) + 1
+    return counts
+
+
+async def test_masters_seeded_apart_form_one_cluster_and_follow_a_failover(
+    redis_cluster: RedisCluster, start_master: Any, clients: Any
+) -> None:
+    host_a: MasterProcess = await start_master(
+        redis_url=url_of(redis_cluster, [0, 1]), workers=2
+    ).ready()
+    host_b: MasterProcess = await start_master(
+        redis_url=url_of(redis_cluster, [4]), workers=1
+    ).ready()
+    a0 = await clients(host_a.url(0), "a0")
+    a1 = await clients(host_a.url(1), "a1")
+    b0 = await clients(host_b.url(0), "b0")
+    everyone = [a0, a1, b0]
+    for client in everyone:
+        await client.call("join", "team")
+
+    # a ch:* message published on ANY node reaches every target once
+    for i, node in enumerate(redis_cluster.nodes):
+        async with aioredis.Redis(port=node.port) as publisher:
+            await publisher.publish("ch:node", json.dumps({"to": "team", "data": i}))
+    for client in everyone:
+        await client.wait_count("node", 6)
+        assert sorted(args[0] for args in client.got("node")) == list(range(6)), client.name
+    # handler emits and cluster operations cross the two hosts
+    await a0.call("emit", {"event": "across", "args": [1], "to": "team", "skip_sid": a0.sid()})
+    await until(lambda: len(a1.got("across")) == 1 and len(b0.got("across")) == 1)
+    fetched = await op(b0, "fetch_sockets", to="team")
+    assert sorted(s["id"] for s in fetched) == sorted(c.sid() for c in everyone)
+    for host in (host_a, host_b):
+        counts = await named_connections(redis_cluster, host.pid)
+        print(f"\nconnections of one master on the cluster: {counts}")
+        assert counts.get("sub") == 1
+
+    # kill the node host A's subscriber reads from, and a primary (the same node if it
+    # is one): A's subscriber must move, and the slots of the primary fail over
+    victims = [await subscriber_node(redis_cluster, host_a.pid)]
+    if victims[0] not in redis_cluster.primaries():  # a replica: kill another shard's primary
+        with redis_cluster.client(victims[0]) as replica:
+            its_primary = int(replica.execute_command("ROLE")[2])
+        victims.append(next(p for p in redis_cluster.primaries() if p.port != its_primary))
+    killed = time.monotonic()
+    for victim in victims:
+        victim.kill()
+    survivor = redis_cluster.live()[0]
+    async with aioredis.Redis(port=survivor.port) as publisher:
+        await publish_until_delivered(
+            publisher,
+            "ch:probe",
+            {"to": "team", "data": 1},
+            lambda: all(c.got("probe") for c in everyone),
+            timeout=30,
+        )
+        recovered = time.monotonic()
+        await until(lambda: len(redis_cluster.primaries()) == 3, timeout=30, what="a new primary")
+        promoted = time.monotonic()
+        await host_a.wait_log(r"Redis is back")
+        print(
+            f"\ncluster: nodes killed -> every host delivering again {recovered - killed:.2f} s; "
+            f"-> replica promoted {promoted - killed:.2f} s"
+        )
+        for i in range(20):
+            await publisher.publish("ch:num", json.dumps({"to": "team", "data": i}))
+        await a0.call("emit", {"event": "after", "args": [2], "to": "team", "skip_sid": a0.sid()})
+        await publisher.publish("ch:fence", json.dumps({"to": "team"}))
+    for client in everyone:
+        await client.wait_count("fence", 1)
+        assert [args[0] for args in client.got("num")] == list(range(20)), client.name
+    await until(lambda: len(a1.got("after")) == 1 and len(b0.got("after")) == 1)
+    assert a0.got("after") == []
