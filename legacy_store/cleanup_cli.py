@@ -85,6 +85,7 @@ async def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         await client.aclose()
+        await topology.close()
     progress.done()
     seconds = time.monotonic() - started
     print(summary(report, seconds))

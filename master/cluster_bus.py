@@ -102,19 +102,32 @@ class RedisTransport:
         """PUBLISH each message, in order."""
         if self._cluster:
             for channel, body in messages:
-                await self._redis.publish(channel, body)
+                await self._redis.execute_command("PUBLISH", channel, body)
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for channel, body in messages:
                 pipe.publish(channel, body)
             await pipe.execute()
 
+    async def _cluster_subscribers(self, channels: list[str]) -> dict[str, int]:
+        """``PUBSUB NUMSUB`` asked of every node, summed (each node knows its own)."""
+        total = dict.fromkeys(channels, 0)
+        cluster: Any = self._redis
+        await cluster.initialize()  # the node list is empty until the first command
+        for node in cluster.get_nodes():
+            reply = await cluster.execute_command("PUBSUB", "NUMSUB", *channels, target_nodes=node)
+            if reply and isinstance(reply[0], tuple | list):  # pairs, in some redis-py versions
+                reply = [value for pair in reply for value in pair]
+            for name, count in zip(reply[::2], reply[1::2], strict=True):
+                key = name.decode() if isinstance(name, bytes) else str(name)
+                total[key] = total.get(key, 0) + int(count)
+        return total
+
     async def subscribers(self, channels: list[str]) -> dict[str, int]:
         """``PUBSUB NUMSUB`` of each channel."""
         if self._cluster:
-            counts = await self._redis.pubsub_numsub(*channels, target_nodes="all")  # type: ignore[call-arg]
-        else:
-            counts = await self._redis.pubsub_numsub(*channels)
+            return await self._cluster_subscribers(channels)
+        counts = await self._redis.pubsub_numsub(*channels)
         return {name.decode() if isinstance(name, bytes) else name: int(n) for name, n in counts}
 
 

@@ -64,6 +64,10 @@ class Topology(Protocol):
         """A client on at most ``max_connections`` connections to the primary."""
         ...
 
+    async def close(self) -> None:
+        """Close what the topology itself holds open (connections asking sentinels)."""
+        ...
+
 
 class OneRedis:
     """A single Redis server (``redis://``, ``rediss://``, ``unix://``)."""
@@ -80,6 +84,9 @@ class OneRedis:
 
     def commands(self, max_connections: int, client_name: str) -> aioredis.Redis:
         return command_client(self.url, max_connections, client_name=client_name)
+
+    async def close(self) -> None:
+        pass
 
 
 class SentinelPrimary:
@@ -124,6 +131,10 @@ class SentinelPrimary:
             timeout=None,
             client_name=client_name,
         )
+
+    async def close(self) -> None:
+        for sentinel in self._sentinel.sentinels:
+            await sentinel.aclose()
 
 
 class ClusterNodes:
@@ -184,6 +195,9 @@ class ClusterNodes:
                 **self._options,
             ),
         )
+
+    async def close(self) -> None:
+        pass  # the node list is asked on short-lived connections
 
 
 def live_nodes(cluster_nodes: str) -> list[tuple[str, int]]:

@@ -277,6 +277,7 @@ async def serve(config: Config) -> int:
                 return 1
             stack.push_async_callback(runner.cleanup)
         topology = topology_for(url)
+        stack.push_async_callback(topology.close)
         log.info("Redis: %s", topology.describe)
         commands = topology.commands(COMMAND_CONNECTIONS, f"{client_name()}:cmd")
         stack.push_async_callback(_close_quietly, commands)

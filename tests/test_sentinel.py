@@ -140,7 +140,8 @@ async def test_store_and_cleanup_work_through_sentinel(
 async def test_commands_wait_for_a_free_connection_instead_of_failing(
     sentinels: SentinelSet,
 ) -> None:
-    commands = SentinelPrimary(parse_sentinel_url(sentinels.url())).commands(2, "sio-test:cmd")
+    topology = SentinelPrimary(parse_sentinel_url(sentinels.url()))
+    commands = topology.commands(2, "sio-test:cmd")
     started = time.monotonic()
     # five blocking pops of 0.2 s on two connections: they queue, none fails
     results = await asyncio.gather(*(commands.blpop([f"empty{i}"], 0.2) for i in range(5)))
@@ -149,3 +150,4 @@ async def test_commands_wait_for_a_free_connection_instead_of_failing(
     names = [c["name"] for c in await commands.client_list()]
     assert names.count("sio-test:cmd") == 2
     await commands.aclose()
+    await topology.close()
