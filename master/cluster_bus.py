@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from socketio import packet as sio_packet
 
 from master.adapter_wire import (
@@ -97,6 +98,7 @@ class RedisTransport:
     def __init__(self, redis: aioredis.Redis, cluster: bool = False) -> None:
         self._redis = redis
         self._cluster = cluster
+        self._counting = asyncio.Lock()  # one count at a time: the per-node pools stay small
 
     async def publish(self, messages: list[tuple[str, bytes]]) -> None:
         """PUBLISH each message, in order."""
@@ -113,9 +115,19 @@ class RedisTransport:
         """``PUBSUB NUMSUB`` asked of every node, summed (each node knows its own)."""
         total = dict.fromkeys(channels, 0)
         cluster: Any = self._redis
-        await cluster.initialize()  # the node list is empty until the first command
-        for node in cluster.get_nodes():
-            reply = await cluster.execute_command("PUBSUB", "NUMSUB", *channels, target_nodes=node)
+        replies = []
+        async with self._counting:
+            await cluster.initialize()  # the node list is empty until the first command
+            for node in cluster.get_nodes():
+                try:
+                    replies.append(
+                        await cluster.execute_command(
+                            "PUBSUB", "NUMSUB", *channels, target_nodes=node
+                        )
+                    )
+                except (RedisError, OSError):
+                    continue  # a failed node has no subscribers left to count
+        for reply in replies:
             if reply and isinstance(reply[0], tuple | list):  # pairs, in some redis-py versions
                 reply = [value for pair in reply for value in pair]
             for name, count in zip(reply[::2], reply[1::2], strict=True):

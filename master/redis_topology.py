@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 SENTINEL_TIMEOUT = 0.5  # per sentinel asked; a dead one must not hold the reconnect up
 NODE_TIMEOUT = 0.5  # per cluster node asked for the node list
+# A Cluster client keeps a pool per node. The master's command users of one node at once:
+# the publisher, the rejected list and the server count (one count at a time).
+NODE_CONNECTIONS = 3
 
 
 class PrimaryNotFound(ConnectionError):
@@ -192,6 +195,7 @@ class ClusterNodes:
             RedisCluster(
                 startup_nodes=[ClusterNode(h, p) for h, p in self.url.seeds],
                 client_name=client_name,
+                max_connections=NODE_CONNECTIONS,
                 **self._options,
             ),
         )

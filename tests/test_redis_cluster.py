@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from master.redis_topology import NODE_CONNECTIONS
 from tests.cluster import MasterProcess, op, publish_until_delivered, until
 from tests.redis_cluster import RedisCluster
 
@@ -41,16 +42,19 @@ async def subscriber_node(cluster: RedisCluster, pid: int) -> Any:
     raise AssertionError(f"no subscriber of master {pid} on the cluster")
 
 
-async def named_connections(cluster: RedisCluster, pid: int) -> dict[str, int]:
-    """How many connections of one master, by role, on all live nodes together."""
+async def named_connections(cluster: RedisCluster, pid: int) -> tuple[dict[str, int], int]:
+    """How many connections of one master, by role, on all live nodes together; and the
+    most command connections it has on any one node."""
     counts: dict[str, int] = {}
+    most_on_a_node = 0
     for node in cluster.live():
         async with aioredis.Redis(port=node.port, decode_responses=True) as client:
-            for entry in await client.client_list():
-                if f":{pid}:" in entry["name"]:
-                    role = entry["name"].rsplit(":", 1)[1]
-                    counts[role] = counts.get(role, 0) + 1
-    return counts
+            names = [e["name"] for e in await client.client_list() if f":{pid}:" in e["name"]]
+        for name in names:
+            role = name.rsplit(":", 1)[1]
+            counts[role] = counts.get(role, 0) + 1
+        most_on_a_node = max(most_on_a_node, sum(n.endswith(":cmd") for n in names))
+    return counts, most_on_a_node
 
 
 async def test_masters_seeded_apart_form_one_cluster_and_follow_a_failover(
@@ -82,9 +86,9 @@ async def test_masters_seeded_apart_form_one_cluster_and_follow_a_failover(
     fetched = await op(b0, "fetch_sockets", to="team")
     assert sorted(s["id"] for s in fetched) == sorted(c.sid() for c in everyone)
     for host in (host_a, host_b):
-        counts = await named_connections(redis_cluster, host.pid)
+        counts, most_on_a_node = await named_connections(redis_cluster, host.pid)
         print(f"\nconnections of one master on the cluster: {counts}")
-        assert counts.get("sub") == 1
+        assert counts.get("sub") == 1 and most_on_a_node <= NODE_CONNECTIONS
 
     # kill the node host A's subscriber reads from, and a primary (the same node if it
     # is one): A's subscriber must move, and the slots of the primary fail over
