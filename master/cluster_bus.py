@@ -92,7 +92,7 @@ class RedisTransport:
 
     On a Redis Cluster (``cluster``) redis-py refuses PUBLISH in a pipeline, so a
     batch goes one PUBLISH after the other, in order; and a node counts only its own
-    subscribers, so ``PUBSUB NUMSUB`` is asked of every node and summed.
+    subscribers, so ``PUBSUB NUMSUB`` is asked of every primary and summed.
     """
 
     def __init__(self, redis: aioredis.Redis, cluster: bool = False) -> None:
@@ -112,13 +112,14 @@ class RedisTransport:
             await pipe.execute()
 
     async def _cluster_subscribers(self, channels: list[str]) -> dict[str, int]:
-        """``PUBSUB NUMSUB`` asked of every node, summed (each node knows its own)."""
+        """``PUBSUB NUMSUB`` asked of every primary, summed (each node knows its own
+        subscribers; servers subscribe on primaries, ours and Node's alike)."""
         total = dict.fromkeys(channels, 0)
         cluster: Any = self._redis
         replies = []
         async with self._counting:
             await cluster.initialize()  # the node list is empty until the first command
-            for node in cluster.get_nodes():
+            for node in cluster.get_primaries():  # where every server's subscriber is
                 try:
                     replies.append(
                         await cluster.execute_command(

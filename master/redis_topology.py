@@ -158,7 +158,7 @@ class ClusterNodes:
         self._turn = 0
 
     async def primary_url(self) -> str:
-        """A live node, in turn: any node delivers every classic pub/sub message."""
+        """A live primary, in turn (see :func:`live_primaries`)."""
         nodes = await self._refresh()
         if not nodes:
             raise PrimaryNotFound("no node of the cluster answers")
@@ -183,7 +183,7 @@ class ClusterNodes:
                 continue
             finally:
                 await client.aclose()
-            nodes = live_nodes(text.decode() if isinstance(text, bytes) else str(text))
+            nodes = live_primaries(text.decode() if isinstance(text, bytes) else str(text))
             if nodes:
                 self._known = nodes + [n for n in self._known if n not in nodes]
                 return nodes
@@ -204,12 +204,18 @@ class ClusterNodes:
         pass  # the node list is asked on short-lived connections
 
 
-def live_nodes(cluster_nodes: str) -> list[tuple[str, int]]:
-    """``(host, port)`` of the nodes ``CLUSTER NODES`` shows as connected and not failing."""
+def live_primaries(cluster_nodes: str) -> list[tuple[str, int]]:
+    """``(host, port)`` of the primaries ``CLUSTER NODES`` shows as connected, not failing.
+
+    Primaries only: every node delivers classic pub/sub, but servers are counted by
+    summing ``PUBSUB NUMSUB`` over the primaries (as Node's redis-adapter does), so a
+    subscriber on a replica would not be counted.
+    """
     found = []
     for line in cluster_nodes.splitlines():
         fields = line.split()
-        if len(fields) < 8 or "fail" in fields[2] or fields[7] != "connected":
+        flags = fields[2].split(",") if len(fields) > 2 else []
+        if len(fields) < 8 or "master" not in flags or "fail" in flags or fields[7] != "connected":
             continue
         address = fields[1].split("@", 1)[0]
         host, _, port = address.rpartition(":")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from master.config import Config, ConfigError
-from master.redis_topology import OneRedis, live_nodes
+from master.redis_topology import OneRedis, live_primaries
 from master.redis_url import (
     ClusterUrl,
     RedisUrlError,
@@ -74,13 +74,14 @@ def test_store_is_refused_on_a_cluster_for_now() -> None:
         Config(redis_url="redis+cluster://h:1", store=True)
 
 
-def test_the_subscriber_picks_among_connected_nodes_only() -> None:
+def test_the_subscriber_picks_among_connected_primaries_only() -> None:
     nodes = "\n".join(
         [
             "a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460",
             "b2 127.0.0.1:7001@17001 master,fail - 0 0 2 disconnected 5461-10922",
             "c3 127.0.0.1:7002@17002 slave a1 0 0 3 connected",
             "d4 :0@0 handshake,noaddr - 0 0 0 disconnected",
+            "e5 127.0.0.1:7004@17004 master - 0 0 4 connected 10923-16383",
         ]
     )
-    assert live_nodes(nodes) == [("127.0.0.1", 7000), ("127.0.0.1", 7002)]
+    assert live_primaries(nodes) == [("127.0.0.1", 7000), ("127.0.0.1", 7004)]
