@@ -92,7 +92,7 @@ class RedisTransport:
 
     On a Redis Cluster (``cluster``) redis-py refuses PUBLISH in a pipeline, so a
     batch goes one PUBLISH after the other, in order; and a node counts only its own
-    subscribers, so ``PUBSUB NUMSUB`` is asked of every primary and summed.
+    subscribers, so ``PUBSUB NUMSUB`` is asked of every node and summed.
     """
 
     def __init__(self, redis: aioredis.Redis, cluster: bool = False) -> None:
@@ -112,14 +112,14 @@ class RedisTransport:
             await pipe.execute()
 
     async def _cluster_subscribers(self, channels: list[str]) -> dict[str, int]:
-        """``PUBSUB NUMSUB`` asked of every primary, summed (each node knows its own
-        subscribers; servers subscribe on primaries, ours and Node's alike)."""
+        """``PUBSUB NUMSUB`` asked of every node, summed (each node knows only its own
+        subscribers, and a Node server's may sit on a replica)."""
         total = dict.fromkeys(channels, 0)
         cluster: Any = self._redis
         replies = []
         async with self._counting:
             await cluster.initialize()  # the node list is empty until the first command
-            for node in cluster.get_primaries():  # where every server's subscriber is
+            for node in cluster.get_nodes():  # a subscriber is on exactly one node
                 try:
                     replies.append(
                         await cluster.execute_command(

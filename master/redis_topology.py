@@ -207,9 +207,9 @@ class ClusterNodes:
 def live_primaries(cluster_nodes: str) -> list[tuple[str, int]]:
     """``(host, port)`` of the primaries ``CLUSTER NODES`` shows as connected, not failing.
 
-    Primaries only: every node delivers classic pub/sub, but servers are counted by
-    summing ``PUBSUB NUMSUB`` over the primaries (as Node's redis-adapter does), so a
-    subscriber on a replica would not be counted.
+    Primaries only: every node delivers classic pub/sub, but Node's redis-adapter on
+    node-redis counts servers over the primaries alone, so a subscriber of ours on a
+    replica would be missed by Node servers.
     """
     found = []
     for line in cluster_nodes.splitlines():
