@@ -91,8 +91,11 @@ class RedisTransport:
     """The bus's edge on the master's command connections.
 
     On a Redis Cluster (``cluster``) redis-py refuses PUBLISH in a pipeline, so a
-    batch goes one PUBLISH after the other, in order; and a node counts only its own
-    subscribers, so ``PUBSUB NUMSUB`` is asked of every node and summed.
+    batch goes one PUBLISH after the other, in order, and all of them to ONE node
+    (redis-py's default node, replaced when it fails): the cluster forwards each node's
+    messages to the others in order, while messages published on different nodes can
+    overtake each other. And a node counts only its own subscribers, so
+    ``PUBSUB NUMSUB`` is asked of every node and summed.
     """
 
     def __init__(self, redis: aioredis.Redis, cluster: bool = False) -> None:
@@ -103,8 +106,10 @@ class RedisTransport:
     async def publish(self, messages: list[tuple[str, bytes]]) -> None:
         """PUBLISH each message, in order."""
         if self._cluster:
-            for channel, body in messages:
-                await self._redis.execute_command("PUBLISH", channel, body)
+            for channel, body in messages:  # all through one node: see the class docstring
+                await self._redis.execute_command(
+                    "PUBLISH", channel, body, target_nodes="default-node"
+                )
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for channel, body in messages:

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from master.redis_topology import NODE_CONNECTIONS
 from tests.cluster import MasterProcess, op, publish_until_delivered, until
+from tests.node_peer import NodePeer, ensure_node_modules, missing_tools
 from tests.redis_cluster import RedisCluster
 
 
@@ -126,3 +127,46 @@ async def test_masters_seeded_apart_form_one_cluster_and_follow_a_failover(
         assert [args[0] for args in client.got("num")] == list(range(20)), client.name
     await until(lambda: len(a1.got("after")) == 1 and len(b0.got("after")) == 1)
     assert a0.got("after") == []
+
+
+async def test_a_node_server_on_the_cluster_is_a_member(
+    redis_cluster: RedisCluster, start_master: Any, clients: Any
+) -> None:
+    """Node socket.io + @socket.io/redis-adapter (on an ioredis Cluster) and a master."""
+    reason = missing_tools()
+    if reason:
+        pytest.skip(f"Node peers need Node.js: {reason}")
+    ensure_node_modules()
+    url = url_of(redis_cluster, [2])
+    host: MasterProcess = await start_master(redis_url=url, workers=2).ready()
+    node = NodePeer(url, requests_timeout_ms=3000).start()
+    try:
+        p0 = await clients(host.url(0), "p0")
+        p1 = await clients(host.url(1), "p1")
+        n0 = await node.connect("n0")
+        await node.connect("n1")
+        await p1.call("join", "room")
+        await node.cmd("join", client="n0", room="room")
+
+        await node.cmd("emit", to="room", event="from-node", args=[1])
+        await p0.call("emit", {"event": "from-py", "args": [2], "to": "room"})
+        for mark in range(2):  # a fence from each side: everything before it has arrived
+            await node.cmd("emit", event="mark", args=[mark])
+            await p0.call("emit", {"event": "mark", "args": [mark]})
+        # Node's ioredis publishes each channel on the node owning its slot, so its messages
+        # to two channels may arrive out of order: wait for the message itself too
+        await p1.wait_count("from-node", 1)
+        await node.wait_count("n0", "from-py", 1)
+        for client in (p0, p1):
+            await client.wait_count("mark", 4)
+        for name in ("n0", "n1"):
+            await node.wait_count(name, "mark", 4)
+        assert [p0.got("from-node"), p1.got("from-node")] == [[], [(1,)]]
+        assert [node.got("n0", "from-py"), node.got("n1", "from-py")] == [[[2]], []]
+
+        theirs = await node.cmd("fetchSockets", to="room")
+        assert sorted(s["id"] for s in theirs) == sorted([p1.sid(), n0])
+        ours = await op(p0, "fetch_sockets", to="room")
+        assert sorted(s["id"] for s in ours) == sorted([p1.sid(), n0])
+    finally:
+        node.close()

@@ -19,6 +19,7 @@ const readline = require("readline");
 const { Server } = require("socket.io");
 const { io: connectClient } = require("socket.io-client");
 const { createClient } = require("redis");
+const { Cluster } = require("ioredis");
 const { createAdapter } = require("@socket.io/redis-adapter");
 const { encode, decode } = require("./binary");
 
@@ -43,14 +44,34 @@ function describeSocket(socket) {
   };
 }
 
-async function main() {
-  const port = Number(process.argv[2]);
-  const url = process.argv[3];
-  const requestsTimeout = Number(process.argv[4] || 5000);
+// One Redis (node-redis), or a Redis Cluster named "redis+cluster://host:port,..." (ioredis
+// Cluster, which the adapter counts servers on over every node). clientLists() gives the
+// CLIENT LIST of every node, to see when the adapter's subscriptions are active.
+async function connectRedis(url) {
+  if (url.startsWith("redis+cluster://")) {
+    const seeds = url.slice("redis+cluster://".length).split(",").map((hostPort) => {
+      const [host, port] = hostPort.split(":");
+      return { host, port: Number(port) };
+    });
+    const pub = new Cluster(seeds);
+    const sub = new Cluster(seeds, { redisOptions: { connectionName: SUB_NAME } });
+    for (const c of [pub, sub]) c.on("error", (err) => console.error(`redis: ${err.message}`));
+    await Promise.all([pub, sub].map((c) => new Promise((r) => c.once("ready", r))));
+    const clientLists = () => Promise.all(pub.nodes("all").map((n) => n.call("CLIENT", "LIST")));
+    return { pub, sub, clientLists };
+  }
   const pub = createClient({ url });
   const sub = createClient({ url, name: SUB_NAME });
   for (const c of [pub, sub]) c.on("error", (err) => console.error(`redis: ${err.message}`));
   await Promise.all([pub.connect(), sub.connect()]);
+  return { pub, sub, clientLists: async () => [await pub.sendCommand(["CLIENT", "LIST"])] };
+}
+
+async function main() {
+  const port = Number(process.argv[2]);
+  const url = process.argv[3];
+  const requestsTimeout = Number(process.argv[4] || 5000);
+  const { pub, sub, clientLists } = await connectRedis(url);
 
   const httpServer = http.createServer();
   const io = new Server(httpServer, {
@@ -211,8 +232,10 @@ async function main() {
   await new Promise((resolve) => httpServer.listen(port, "127.0.0.1", resolve));
   // ready once the adapters' subscriptions are active: 1 pattern and 3 channels per namespace
   for (;;) {
-    const list = await pub.sendCommand(["CLIENT", "LIST"]);
-    const line = list.split("\n").find((l) => l.includes(`name=${SUB_NAME} `));
+    const lists = await clientLists();
+    const line = lists
+      .flatMap((list) => list.split("\n"))
+      .find((l) => l.includes(SUB_NAME) && / flags=P /.test(l)); // ioredis adds a prefix
     const psub = line && Number(/ psub=(\d+)/.exec(line)[1]);
     const chans = line && Number(/ sub=(\d+)/.exec(line)[1]);
     if (psub === NAMESPACES.length && chans === 3 * NAMESPACES.length) break;
