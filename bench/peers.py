@@ -49,6 +49,7 @@ from bench.harness import (  # noqa: E402
     write_json,
 )
 from bench.measure import cpu_seconds, free_port_block, rss_bytes, wait_port  # noqa: E402
+from bench.redis_cluster import RedisCluster  # noqa: E402
 from master.adapter_wire import Channels, Room, broadcast_channel, encode_broadcast  # noqa: E402
 
 NODE_DIR = REPO / "bench" / "node"
@@ -259,14 +260,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 
 
-async def subscribed(r: aioredis.Redis, system: System) -> None:
-    """Wait until the system's Redis subscriptions exist, so no published message is lost."""
+async def subscribed(nodes: list[aioredis.Redis], system: System) -> None:
+    """Wait until the system's Redis subscriptions exist, so no published message is lost.
+
+    ``nodes``: every node of the Redis (one, or each node of a Cluster: a node counts only
+    the subscribers connected to it).
+    """
     for _ in range(1000):
-        if system.name == "ours":
-            ready = await r.pubsub_numpat() >= 2  # unique patterns: ch:* and socket.io#*
+        if isinstance(system, Ours):
+            patterns = [await node.pubsub_numpat() for node in nodes]
+            ready = sum(patterns) >= 2  # unique patterns: ch:* and socket.io#*
         else:
             channel = "socketio" if system.name == "python-socketio" else "socket.io-request#/#"
-            counts = await r.pubsub_numsub(channel)
+            counts = await nodes[0].pubsub_numsub(channel)
             ready = bool(counts) and counts[0][1] >= system.processes
         if ready:
             return
@@ -274,7 +280,14 @@ async def subscribed(r: aioredis.Redis, system: System) -> None:
     raise RuntimeError(f"{system.name} never subscribed")
 
 
-async def run_system(system: System, r: aioredis.Redis, args: argparse.Namespace) -> dict[str, Any]:
+async def run_system(
+    system: System,
+    r: aioredis.Redis,
+    args: argparse.Namespace,
+    nodes: list[aioredis.Redis] | None = None,
+) -> dict[str, Any]:
+    """Run every scenario on ``system``; ``r`` publishes, ``nodes`` are counted (default r)."""
+    nodes = nodes or [r]
     system.start()
     pids = system.pids()
     idle_rss = rss_bytes(pids)
@@ -291,9 +304,10 @@ async def run_system(system: System, r: aioredis.Redis, args: argparse.Namespace
         "scenarios": {},
     }
     try:
-        await subscribed(r, system)
+        await subscribed(nodes, system)
+        listed = [await node.client_list() for node in nodes]
         result["redis_connections"] = sum(
-            1 for c in await r.client_list() if c.get("name") != "bench"
+            1 for clients in listed for c in clients if c.get("name") != "bench"
         )
         for scenario in (
             Scenario("sid", 1),
@@ -387,7 +401,7 @@ async def master_rate(url: str, r: aioredis.Redis, count: int) -> float:
         return 0.0
 
     try:
-        await subscribed(r, system)
+        await subscribed([r], system)
         base = received()
         os.kill(master_pid, signal.SIGSTOP)
         try:
@@ -463,6 +477,20 @@ def table(results: dict[str, Any]) -> str:
     )
 
 
+async def run_on_cluster(args: argparse.Namespace) -> dict[str, Any]:
+    """Ours on a 3-primary + 3-replica Redis Cluster; published on one node (classic pub/sub
+    reaches every node), subscribers and connections counted on all of them."""
+    cluster = RedisCluster()
+    nodes = [aioredis.Redis(port=n.port, client_name="bench") for n in cluster.nodes]
+    try:
+        url = "redis+cluster://" + cluster.seeds(cluster.nodes[:2])
+        return await run_system(Ours(url, args.processes), nodes[0], args, nodes)
+    finally:
+        for node in nodes:
+            await node.aclose()
+        cluster.close()
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR, check=True)
     results: dict[str, Any] = {
@@ -479,6 +507,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             results["systems"][cls.name] = await run_system(
                 cls(server.url, args.processes), r, args
             )
+        if args.cluster:
+            print("running ours on a Redis Cluster ...", file=sys.stderr)
+            results["systems"]["ours (cluster)"] = await run_on_cluster(args)
         raw = await raw_reader_rate(server.url, r, args.ceiling_messages)
         routed = await master_rate(server.url, r, args.ceiling_messages)
         results["master_ceiling"] = {
@@ -494,6 +525,9 @@ def main() -> None:
     options.add_argument("--processes", type=int, default=2)
     options.add_argument("--clients", type=int, default=200)
     options.add_argument("--only", nargs="*", help="run only these systems")
+    options.add_argument(
+        "--cluster", action="store_true", help="also run ours on a 3+3 Redis Cluster"
+    )
     args = options.parse()
     scale = 0.2 if args.quick else 1.0
     args.messages = {"sid": int(20000 * scale), "room": int(5000 * scale), "all": int(1000 * scale)}

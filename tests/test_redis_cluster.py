@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from bench.redis_cluster import RedisCluster
 from master.redis_topology import NODE_CONNECTIONS
 from tests.cluster import MasterProcess, op, publish_until_delivered, until
 from tests.node_peer import NodePeer, ensure_node_modules, missing_tools
-from tests.redis_cluster import RedisCluster
 
 
 @pytest.fixture

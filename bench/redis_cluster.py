@@ -1,4 +1,4 @@
-"""A Redis Cluster for the tests: three primaries and three replicas, real processes.
+"""A Redis Cluster for tests and benchmarks: three primaries and three replicas (real processes).
 
 Every node is a real ``redis-server`` (the binary the tests already use) on a free
 loopback port, joined with that binary's ``redis-cli --cluster create``; a short
