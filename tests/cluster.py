@@ -304,3 +304,23 @@ def running_redis() -> Iterator[EmbeddedRedis]:
         yield server
     finally:
         server.close()
+
+
+async def check_exactly_once_after_recovery(
+    publisher: aioredis.Redis, sender: Recorder, everyone: Sequence[Recorder], count: int
+) -> None:
+    """After a failover: ``count`` numbered ``ch:*`` messages reach every client exactly once
+    and in order, and a handler emit of ``sender`` reaches every other client once (a fence
+    message proves nothing else is on its way)."""
+    for i in range(count):
+        await publisher.publish("ch:num", json.dumps({"to": "team", "data": i}))
+    await sender.call(
+        "emit", {"event": "after", "args": [2], "to": "team", "skip_sid": sender.sid()}
+    )
+    await publisher.publish("ch:fence", json.dumps({"to": "team"}))
+    for client in everyone:
+        await client.wait_count("fence", 1)
+        assert [args[0] for args in client.got("num")] == list(range(count)), client.name
+    others = [c for c in everyone if c is not sender]
+    await until(lambda: all(len(c.got("after")) == 1 for c in others), what="the handler emit")
+    assert sender.got("after") == []

@@ -16,7 +16,13 @@ import redis.asyncio as aioredis
 
 from bench.redis_cluster import RedisCluster
 from master.redis_topology import NODE_CONNECTIONS
-from tests.cluster import MasterProcess, op, publish_until_delivered, until
+from tests.cluster import (
+    MasterProcess,
+    check_exactly_once_after_recovery,
+    op,
+    publish_until_delivered,
+    until,
+)
 from tests.node_peer import NodePeer, ensure_node_modules, missing_tools
 
 
@@ -118,15 +124,7 @@ async def test_masters_seeded_apart_form_one_cluster_and_follow_a_failover(
             f"\ncluster: nodes killed -> every host delivering again {recovered - killed:.2f} s; "
             f"-> replica promoted {promoted - killed:.2f} s"
         )
-        for i in range(20):
-            await publisher.publish("ch:num", json.dumps({"to": "team", "data": i}))
-        await a0.call("emit", {"event": "after", "args": [2], "to": "team", "skip_sid": a0.sid()})
-        await publisher.publish("ch:fence", json.dumps({"to": "team"}))
-    for client in everyone:
-        await client.wait_count("fence", 1)
-        assert [args[0] for args in client.got("num")] == list(range(20)), client.name
-    await until(lambda: len(a1.got("after")) == 1 and len(b0.got("after")) == 1)
-    assert a0.got("after") == []
+        await check_exactly_once_after_recovery(publisher, a0, everyone, 20)
 
 
 async def test_a_node_server_on_the_cluster_is_a_member(
