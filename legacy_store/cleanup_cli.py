@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from legacy_store.cleanup import Cleanup, CleanupReport
 from legacy_store.schema import Schema
 from master.redis_topology import topology_for
-from master.redis_url import RedisUrlError, check_redis_url
+from master.redis_url import RedisUrlError, check_redis_url, is_cluster_url
 
 BAR_WIDTH = 30
 
@@ -69,7 +69,7 @@ def summary(report: CleanupReport, seconds: float) -> str:
 async def run(args: argparse.Namespace) -> int:
     try:
         check_redis_url(args.redis_url)
-        if args.redis_url.startswith(("redis+cluster:", "rediss+cluster:")):
+        if is_cluster_url(args.redis_url):
             raise RedisUrlError("on a Redis Cluster the cleanup is not supported yet")
     except RedisUrlError as exc:
         print(f"cleanup: {exc}", file=sys.stderr)

@@ -7,7 +7,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from master.redis_url import RedisUrlError, check_redis_url
+from master.redis_url import RedisUrlError, check_redis_url, is_cluster_url
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 DEFAULT_APP = "workers.demo:setup"
@@ -69,7 +69,7 @@ class Config:
                 check_redis_url(self.redis_url)
             except RedisUrlError as exc:
                 raise ConfigError(str(exc)) from None
-            if self.store and self.redis_url.startswith(("redis+cluster:", "rediss+cluster:")):
+            if self.store and is_cluster_url(self.redis_url):
                 raise ConfigError(
                     "--store needs one Redis or Sentinel: on a Redis Cluster it is not "
                     "supported yet (its keys span hash slots)"

@@ -30,10 +30,10 @@ from redis.exceptions import RedisError
 
 from master.redis_commands import command_client
 from master.redis_url import (
-    CLUSTER_SCHEMES,
-    SENTINEL_SCHEMES,
     ClusterUrl,
     SentinelUrl,
+    is_cluster_url,
+    is_sentinel_url,
     parse_cluster_url,
     parse_sentinel_url,
 )
@@ -238,8 +238,8 @@ def _node_options(url: str, scheme: str) -> dict[str, Any]:
 
 def topology_for(url: str) -> Topology:
     """The topology a ``--redis-url`` names (already checked by the configuration)."""
-    if url.startswith(tuple(f"{s}://" for s in SENTINEL_SCHEMES)):
+    if is_sentinel_url(url):
         return SentinelPrimary(parse_sentinel_url(url))
-    if url.startswith(tuple(f"{s}://" for s in CLUSTER_SCHEMES)):
+    if is_cluster_url(url):
         return ClusterNodes(parse_cluster_url(url))
     return OneRedis(url)

@@ -159,14 +159,22 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
     )
 
 
+def is_sentinel_url(url: str) -> bool:
+    return url.startswith(tuple(f"{s}://" for s in SENTINEL_SCHEMES))
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.startswith(tuple(f"{s}://" for s in CLUSTER_SCHEMES))
+
+
 def check_redis_url(url: str) -> None:
     """Raise :class:`RedisUrlError` unless ``url`` is a form the master can use."""
     if url.startswith(PLAIN_SCHEMES):
         return
-    if url.startswith(tuple(f"{s}://" for s in SENTINEL_SCHEMES)):
+    if is_sentinel_url(url):
         parse_sentinel_url(url)
         return
-    if url.startswith(tuple(f"{s}://" for s in CLUSTER_SCHEMES)):
+    if is_cluster_url(url):
         parse_cluster_url(url)
         return
     raise RedisUrlError(
