@@ -36,10 +36,8 @@ from wire.operations import (
     JoinRooms,
     LeaveRooms,
     Operation,
-    OperationError,
     Selector,
     ServerEmit,
-    SocketInfo,
 )
 
 
@@ -373,19 +371,6 @@ def answer_to(request_kind: int, message: dict[str, Any]) -> Any:
 def count_of(answer: dict[str, Any]) -> int:
     """The count a master adds to its answer to a join/leave/disconnect."""
     return int(answer.get("count", 0))
-
-
-def sockets_of(answer: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
-    """The readable sockets of a REMOTE_FETCH answer (SocketInfo wire maps), and how many
-    entries were unreadable (left out: one bad entry must not fail the whole fetch)."""
-    sockets, unreadable = [], 0
-    entries = answer.get("sockets")
-    for entry in entries if isinstance(entries, list) else []:
-        try:
-            sockets.append(SocketInfo.from_wire(entry).to_wire())
-        except OperationError:
-            unreadable += 1
-    return sockets, unreadable
 
 
 def encode_response(

@@ -21,14 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-from socketio import packet as sio_packet
 
 from master.adapter_wire import (
     AdapterFormatError,
@@ -52,14 +48,18 @@ from master.adapter_wire import (
     pack,
     request_id_of,
     room_matches,
-    sockets_of,
     type_of,
+)
+from master.bus_core import (
+    REQUESTS_TIMEOUT,
+    BusCore,
+    BusTransport,
+    decode_parts,
+    encode_parts,
 )
 from master.fanout import Fanout
 from master.host_ops import HostOperations
 from master.metrics import Metrics
-from master.outbox import Outbox
-from master.ratelimit import RateLimitedLogger
 from master.router import RoutingTable
 from wire.frames import Broadcast
 from wire.operations import (
@@ -74,17 +74,6 @@ from wire.operations import (
 )
 
 log = logging.getLogger(__name__)
-
-REQUESTS_TIMEOUT = 5.0  # the Node adapter's default requestsTimeout
-PUBLISH_BATCH = 500
-
-
-class BusTransport(Protocol):
-    """What the bus needs of Redis: the narrow edge that unit tests replace in memory."""
-
-    async def publish(self, messages: list[tuple[str, bytes]]) -> None: ...
-
-    async def subscribers(self, channels: list[str]) -> dict[str, int]: ...
 
 
 class RedisTransport:
@@ -149,40 +138,8 @@ class RedisTransport:
         return {name.decode() if isinstance(name, bytes) else name: int(n) for name, n in counts}
 
 
-@dataclass
-class Pending:
-    """A request we sent, waiting for ``expected`` answers from other servers."""
-
-    request_type: int
-    expected: int
-    future: asyncio.Future[None]
-    answers: list[Any] = field(default_factory=list)
-
-    def accept(self, message: dict[str, Any]) -> None:
-        answer = answer_to(self.request_type, message)
-        if answer is None:
-            return
-        self.answers.append(answer)
-        if len(self.answers) >= self.expected and not self.future.done():
-            self.future.set_result(None)
-
-
-def decode_parts(parts: Sequence[str | bytes]) -> tuple[str, list[Any]]:
-    """Namespace and ``[event, *args]`` of an encoded Socket.IO packet (with attachments)."""
-    pkt = sio_packet.Packet(encoded_packet=parts[0])
-    for attachment in parts[1:]:
-        pkt.add_attachment(attachment)
-    return pkt.namespace or "/", pkt.data
-
-
-def encode_parts(namespace: str, data: list[Any]) -> list[str | bytes]:
-    """The Socket.IO encoding of an event, binary attachments split out."""
-    encoded = sio_packet.Packet(sio_packet.EVENT, data=data, namespace=namespace).encode()
-    return encoded if isinstance(encoded, list) else [encoded]
-
-
-class ClusterBus:
-    """This master's side of the cross-host protocol."""
+class ClusterBus(BusCore):
+    """This master's side of the cross-host protocol (classic redis-adapter form)."""
 
     def __init__(
         self,
@@ -194,29 +151,13 @@ class ClusterBus:
         metrics: Metrics,
         buffer_bytes: int,
     ) -> None:
-        self.uid = secrets.token_hex(4)
-        self.transport = transport
+        super().__init__(transport, metrics, buffer_bytes)
         self.channels = channels
         self.table = table
         self.host = host
         self.fanout = fanout
-        self.metrics = metrics
-        self.outbox: Outbox[tuple[str, bytes]] = Outbox(
-            "publishing to other hosts",
-            transport.publish,
-            limit=buffer_bytes,
-            size=lambda item: len(item[1]),
-            overflow="oldest",
-            keep_on_failure=True,
-            on_drop=metrics.redis_buffer_dropped.inc,
-            batch=PUBLISH_BATCH,
-        )
-        metrics.redis_outbox.set_function(lambda: len(self.outbox))
-        self._pending: dict[str, Pending] = {}
         self._namespaces: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._echo_prefix = b"\x93" + pack(self.uid)
-        self._limiter = RateLimitedLogger(log)
 
     def subscriptions(self, namespaces: list[str]) -> list[str]:
         """The exact channels to SUBSCRIBE for ``namespaces`` (from now on, this master
@@ -231,16 +172,6 @@ class ClusterBus:
                 self.channels.masters(namespace),
             ]
         return names
-
-    # ---- publishing, with the outage buffer -------------------------------------
-
-    def publish(self, channel: str, body: bytes) -> None:
-        """Queue a publish; never blocks. Over the bound the oldest are dropped."""
-        self.outbox.put((channel, body))
-
-    async def run(self) -> None:
-        """Publish queued messages in pipelined batches; hold them while Redis is away."""
-        await self.outbox.run()
 
     # ---- broadcasts -----------------------------------------------------------
 
@@ -263,7 +194,7 @@ class ClusterBus:
         try:
             message = decode_broadcast(body)
         except AdapterFormatError as exc:
-            self._unreadable(channel, exc)
+            self.unreadable(channel, exc)
             return
         if message.uid == self.uid or message.namespace != namespace:
             return
@@ -279,11 +210,6 @@ class ClusterBus:
         self.fanout.deliver(
             namespace, rooms, exclude, lambda: encode_parts(namespace, message.data)
         )
-
-    def _unreadable(self, channel: str, exc: AdapterFormatError) -> None:
-        """Count and log (rate-limited) an adapter message we cannot read."""
-        self.metrics.rejected.labels(reason="bad_adapter_message").inc()
-        self._limiter.log(logging.WARNING, channel, "unreadable message on %r: %s", channel, exc)
 
     # ---- requests to other hosts ------------------------------------------------
 
@@ -301,32 +227,16 @@ class ClusterBus:
         self, namespace: str, request: dict[str, Any], expected: int, timeout: float
     ) -> list[Any]:
         """Publish a request and collect up to ``expected`` answers within ``timeout``."""
-        request_id = secrets.token_hex(6)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        kind = type_of(request)
-        pending = Pending(kind, expected, future)
-        self._pending[request_id] = pending
-        self.publish(
-            self.channels.request(namespace), encode_request(self.uid, request, request_id)
-        )
-        try:
-            if expected > 0:
-                await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            log.debug("request %s: %d of %d answers", kind, len(pending.answers), expected)
-        finally:
-            self._pending.pop(request_id, None)
-        return pending.answers
+        channel = self.channels.request(namespace)
 
-    def _fetched(self, answers: list[Any]) -> list[dict[str, Any]]:
-        """Every readable socket of the answers to a fetch; unreadable ones are counted."""
-        found: list[dict[str, Any]] = []
-        for answer in answers:
-            sockets, unreadable = sockets_of(answer)
-            found += sockets
-            if unreadable:
-                self._unreadable("a fetch answer", AdapterFormatError(f"{unreadable} bad sockets"))
-        return found
+        def send(request_id: str) -> None:
+            self.publish(channel, encode_request(self.uid, request, request_id))
+
+        kind = type_of(request)
+        return await self.ask(send, lambda message: answer_to(kind, message), expected, timeout)
+
+    def _fetched(self, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self.fetched([answer.get("sockets") for answer in answers])
 
     def _tell(self, namespace: str, request: dict[str, Any]) -> None:
         """Publish a request that nobody answers."""
@@ -397,30 +307,19 @@ class ClusterBus:
         try:
             message = decode_request(body)
         except AdapterFormatError as exc:
-            self._unreadable(channel, exc)
+            self.unreadable(channel, exc)
             return
         if kind == "response":
-            pending = self._pending.get(request_id_of(message) or "")
-            if pending is not None:
-                pending.accept(message)
+            self.answered(request_id_of(message), message)
         elif not is_own(message, self.uid):
-            task = asyncio.create_task(self._answer(channel, namespace, message))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            what = f"type {type_of(message)!r}"
+            self.spawn(self._answer(namespace, message), channel, what)
 
     def _respond(self, namespace: str, body: bytes | None) -> None:
         if body is not None:
             self.publish(self.channels.response(namespace), body)
 
-    async def _answer(self, channel: str, namespace: str, request: dict[str, Any]) -> None:
-        try:
-            await self._answer_unsafe(namespace, request)
-        except AdapterFormatError as exc:
-            self._unreadable(channel, exc)
-        except Exception:  # a bad request costs its answer, never the master
-            log.exception("could not answer a request of type %r", request.get("type"))
-
-    async def _answer_unsafe(self, namespace: str, request: dict[str, Any]) -> None:
+    async def _answer(self, namespace: str, request: dict[str, Any]) -> None:
         kind = type_of(request)
         if kind == RequestType.ALL_ROOMS:
             rooms = self.table.room_names(namespace)

@@ -1,0 +1,172 @@
+"""What both forms of the cross-host bus share: the outage buffer, requests and answers.
+
+The classic redis-adapter bus (:mod:`master.cluster_bus`) and the sharded one
+(:mod:`master.sharded_bus`) differ in channels and message shapes only; both
+publish through a bounded :class:`master.outbox.Outbox` that holds messages
+while Redis is unreachable, wait for a known number of answers to a request
+within a timeout, and count unreadable messages instead of failing on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from socketio import packet as sio_packet
+
+from master.adapter_wire import AdapterFormatError
+from master.metrics import Metrics
+from master.outbox import Outbox
+from master.ratelimit import RateLimitedLogger
+from wire.operations import OperationError, SocketInfo
+
+log = logging.getLogger(__name__)
+
+REQUESTS_TIMEOUT = 5.0  # the Node adapter's default requestsTimeout
+PUBLISH_BATCH = 500
+
+
+class BusTransport(Protocol):
+    """What the bus needs of Redis: the narrow edge that unit tests replace in memory."""
+
+    async def publish(self, messages: list[tuple[str, bytes]]) -> None: ...
+
+    async def subscribers(self, channels: list[str]) -> dict[str, int]: ...
+
+
+@dataclass
+class Pending:
+    """A request we sent, waiting for ``expected`` answers; ``read`` turns a response
+    into an answer, or None when the response is not one."""
+
+    expected: int
+    future: asyncio.Future[None]
+    read: Callable[[Any], Any]
+    answers: list[Any] = field(default_factory=list)
+
+    def accept(self, response: Any) -> None:
+        answer = self.read(response)
+        if answer is None:
+            return
+        self.answers.append(answer)
+        if len(self.answers) >= self.expected and not self.future.done():
+            self.future.set_result(None)
+
+
+def decode_parts(parts: Sequence[str | bytes]) -> tuple[str, list[Any]]:
+    """Namespace and ``[event, *args]`` of an encoded Socket.IO packet (with attachments)."""
+    pkt = sio_packet.Packet(encoded_packet=parts[0])
+    for attachment in parts[1:]:
+        pkt.add_attachment(attachment)
+    return pkt.namespace or "/", pkt.data
+
+
+def encode_parts(namespace: str, data: list[Any]) -> list[str | bytes]:
+    """The Socket.IO encoding of an event, binary attachments split out."""
+    encoded = sio_packet.Packet(sio_packet.EVENT, data=data, namespace=namespace).encode()
+    return encoded if isinstance(encoded, list) else [encoded]
+
+
+def readable_sockets(entries: Any) -> tuple[list[dict[str, Any]], int]:
+    """The readable sockets of a fetch answer (SocketInfo wire maps), and how many entries
+    were unreadable (left out: one bad entry must not fail the whole fetch)."""
+    sockets, unreadable = [], 0
+    for entry in entries if isinstance(entries, list) else []:
+        try:
+            sockets.append(SocketInfo.from_wire(entry).to_wire())
+        except OperationError:
+            unreadable += 1
+    return sockets, unreadable
+
+
+class BusCore:
+    """The publishing buffer, the pending requests and the error accounting of a bus."""
+
+    def __init__(self, transport: BusTransport, metrics: Metrics, buffer_bytes: int) -> None:
+        self.uid = secrets.token_hex(8)
+        self.transport = transport
+        self.metrics = metrics
+        self.outbox: Outbox[tuple[str, bytes]] = Outbox(
+            "publishing to other hosts",
+            transport.publish,
+            limit=buffer_bytes,
+            size=lambda item: len(item[1]),
+            overflow="oldest",
+            keep_on_failure=True,
+            on_drop=metrics.redis_buffer_dropped.inc,
+            batch=PUBLISH_BATCH,
+        )
+        metrics.redis_outbox.set_function(lambda: len(self.outbox))
+        self._pending: dict[str, Pending] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._limiter = RateLimitedLogger(log)
+
+    def publish(self, channel: str, body: bytes) -> None:
+        """Queue a publish; never blocks. Over the bound the oldest are dropped."""
+        self.outbox.put((channel, body))
+
+    async def run(self) -> None:
+        """Publish queued messages in batches; hold them while Redis is away."""
+        await self.outbox.run()
+
+    async def ask(
+        self,
+        send: Callable[[str], None],
+        read: Callable[[Any], Any],
+        expected: int,
+        timeout: float,
+    ) -> list[Any]:
+        """``send(request_id)``, then collect up to ``expected`` answers within ``timeout``."""
+        request_id = secrets.token_hex(6)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pending = Pending(expected, future, read)
+        self._pending[request_id] = pending
+        send(request_id)
+        try:
+            if expected > 0:
+                await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            log.debug("request %s: %d of %d answers", request_id, len(pending.answers), expected)
+        finally:
+            self._pending.pop(request_id, None)
+        return pending.answers
+
+    def answered(self, request_id: str | None, response: Any) -> None:
+        """A response arrived: hand it to the request waiting for it, if any."""
+        pending = self._pending.get(request_id or "")
+        if pending is not None:
+            pending.accept(response)
+
+    def fetched(self, socket_lists: list[Any]) -> list[dict[str, Any]]:
+        """Every readable socket of the answers to a fetch; unreadable ones are counted."""
+        found: list[dict[str, Any]] = []
+        for entries in socket_lists:
+            sockets, unreadable = readable_sockets(entries)
+            found += sockets
+            if unreadable:
+                self.unreadable("a fetch answer", AdapterFormatError(f"{unreadable} bad sockets"))
+        return found
+
+    def unreadable(self, channel: str, exc: AdapterFormatError) -> None:
+        """Count and log (rate-limited) an adapter message we cannot read."""
+        self.metrics.rejected.labels(reason="bad_adapter_message").inc()
+        self._limiter.log(logging.WARNING, channel, "unreadable message on %r: %s", channel, exc)
+
+    def spawn(self, work: Coroutine[Any, Any, None], channel: str, what: str) -> None:
+        """Answer another server in the background; a bad request costs its answer only."""
+
+        async def guarded() -> None:
+            try:
+                await work
+            except AdapterFormatError as exc:
+                self.unreadable(channel, exc)
+            except Exception:  # never the master
+                log.exception("could not answer a request (%s)", what)
+
+        task = asyncio.create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
