@@ -167,6 +167,24 @@ LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
     help="Channel prefix of the redis-adapter protocol between hosts.",
 )
 @click.option(
+    "--adapter",
+    type=click.Choice(["classic", "sharded"]),
+    default="classic",
+    envvar="SIO_ADAPTER",
+    show_envvar=True,
+    help="Protocol between hosts: the classic redis-adapter (PUBLISH), or the sharded one "
+    "(SPUBLISH, Redis >= 7; Node's createShardedAdapter). ch:* stays classic PSUBSCRIBE.",
+)
+@click.option(
+    "--subscription-mode",
+    type=click.Choice(["static", "dynamic", "dynamic-private"]),
+    default="dynamic",
+    envvar="SIO_SUBSCRIPTION_MODE",
+    show_envvar=True,
+    help="With --adapter sharded: which rooms get their own channel (as Node's "
+    "subscriptionMode; every server of the cluster must use the same).",
+)
+@click.option(
     "--redis-buffer-bytes",
     type=int,
     default=16 * 1024 * 1024,

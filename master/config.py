@@ -10,6 +10,8 @@ from typing import Any, Literal
 from master.redis_url import RedisUrlError, check_redis_url, is_cluster_url
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+AdapterForm = Literal["classic", "sharded"]
+SubscriptionMode = Literal["static", "dynamic", "dynamic-private"]
 DEFAULT_APP = "workers.demo:setup"
 MAX_MESSAGE_BYTES_LIMIT = 32 * 1024 * 1024  # stays well under the pipe frame limit
 
@@ -42,6 +44,8 @@ class Config:
     key_prefix: str = "socket.io"
     node_ttl: float = 15.0
     adapter_key: str = "socket.io"
+    adapter: AdapterForm = "classic"
+    subscription_mode: SubscriptionMode = "dynamic"
     redis_buffer_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
@@ -76,6 +80,13 @@ class Config:
                 )
         if not 1 <= self.node_ttl <= 15:
             raise ConfigError("--node-ttl must be 1..15 seconds")
+        if self.adapter not in ("classic", "sharded"):
+            raise ConfigError(f"--adapter must be classic or sharded, got {self.adapter!r}")
+        if self.subscription_mode not in ("static", "dynamic", "dynamic-private"):
+            raise ConfigError(
+                "--subscription-mode must be static, dynamic or dynamic-private, "
+                f"got {self.subscription_mode!r}"
+            )
         if not self.adapter_key or self.redis_buffer_bytes < 1:
             raise ConfigError("--adapter-key must not be empty; --redis-buffer-bytes positive")
         if not self.key_prefix:
