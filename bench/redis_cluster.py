@@ -21,9 +21,11 @@ NODE_TIMEOUT_MS = 1000
 class RedisCluster:
     """Six nodes; :meth:`primaries` and :meth:`replica_of` read the live topology."""
 
-    def __init__(self) -> None:
+    def __init__(self, binary: str | None = None) -> None:
+        """``binary``: the redis-server to run (default: the tests' one, maybe Redis 6)."""
         self.nodes = [
             EmbeddedRedis(
+                binary=binary,
                 extra_args=[
                     "--cluster-enabled", "yes",
                     "--cluster-config-file", "nodes.conf",
@@ -32,7 +34,7 @@ class RedisCluster:
             ).start()
             for _ in range(6)
         ]  # fmt: skip
-        cli = str(Path(redis_server_binary()).with_name("redis-cli"))
+        cli = str(Path(binary or redis_server_binary()).with_name("redis-cli"))
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
         subprocess.run(
             [cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],

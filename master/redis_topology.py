@@ -11,14 +11,18 @@ promotes a replica, the next reconnect lands on it and the outbound buffer
 On a Redis Cluster, classic pub/sub messages reach every node, so the subscriber
 may use any live node: it asks the known nodes for the current node list
 (``CLUSTER NODES``) on every (re)connect and takes the next live one in turn, so
-a dead node is passed over. Commands go through redis-py's ``RedisCluster``,
-which follows MOVED/ASK and failovers itself.
+a dead node is passed over. Sharded pub/sub (``--adapter sharded``) is served by
+the primary owning each channel's hash slot, so :meth:`Topology.shard_map` reads
+the slot ranges from the same node list. Commands go through redis-py's
+``RedisCluster``, which follows MOVED/ASK and failovers itself.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
@@ -26,6 +30,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from master.redis_commands import command_client
@@ -48,6 +53,9 @@ NODE_TIMEOUT = 0.5  # per cluster node asked for the node list
 NODE_CONNECTIONS = 3
 
 
+ShardMap = Callable[[str], str]  # a shard channel -> the URL of the node serving it
+
+
 class PrimaryNotFound(ConnectionError):
     """No sentinel could name a healthy primary right now (retried with backoff)."""
 
@@ -61,6 +69,10 @@ class Topology(Protocol):
 
     async def primary_url(self) -> str:
         """A plain URL of the server the subscriber must use now."""
+        ...
+
+    async def shard_map(self) -> ShardMap:
+        """Where each shard channel is served now (asked again after a failure)."""
         ...
 
     def commands(self, max_connections: int, client_name: str) -> aioredis.Redis:
@@ -84,6 +96,9 @@ class OneRedis:
 
     async def primary_url(self) -> str:
         return self.url
+
+    async def shard_map(self) -> ShardMap:
+        return lambda channel: self.url
 
     def commands(self, max_connections: int, client_name: str) -> aioredis.Redis:
         return command_client(self.url, max_connections, client_name=client_name)
@@ -126,6 +141,10 @@ class SentinelPrimary:
             self._last = (host, port)
         return self.url.primary_url(host, port)
 
+    async def shard_map(self) -> ShardMap:
+        url = await self.primary_url()
+        return lambda channel: url
+
     def commands(self, max_connections: int, client_name: str) -> aioredis.Redis:
         return self._sentinel.master_for(
             self.url.service,
@@ -166,8 +185,34 @@ class ClusterNodes:
         host, port = nodes[self._turn]
         return self.url.node_url(host, port)
 
+    async def shard_map(self) -> ShardMap:
+        """The primary owning each channel's slot, from the live primaries' slot ranges."""
+        text = await self._cluster_nodes()
+        ranges = sorted(slot_ranges(text)) if text is not None else []
+        if len(ranges) == 0:
+            raise PrimaryNotFound("no node of the cluster answers with its slots")
+        starts = [start for start, _, _ in ranges]
+
+        def owner(channel: str) -> str:
+            slot = key_slot(channel.encode())
+            index = bisect.bisect_right(starts, slot) - 1
+            start, end, (host, port) = ranges[max(index, 0)]
+            if not start <= slot <= end:
+                raise PrimaryNotFound(f"no live primary serves slot {slot} now")
+            return self.url.node_url(host, port)
+
+        return owner
+
     async def _refresh(self) -> list[tuple[str, int]]:
         """Ask the known nodes, in order, for the cluster's live nodes."""
+        text = await self._cluster_nodes()
+        nodes = live_primaries(text) if text is not None else []
+        if nodes:
+            self._known = nodes + [n for n in self._known if n not in nodes]
+        return nodes
+
+    async def _cluster_nodes(self) -> str | None:
+        """``CLUSTER NODES`` of the first known node that answers with live primaries."""
         for host, port in list(self._known):
             client = aioredis.Redis(
                 host=host,
@@ -183,11 +228,10 @@ class ClusterNodes:
                 continue
             finally:
                 await client.aclose()
-            nodes = live_primaries(text.decode() if isinstance(text, bytes) else str(text))
-            if nodes:
-                self._known = nodes + [n for n in self._known if n not in nodes]
-                return nodes
-        return []
+            text = text.decode() if isinstance(text, bytes) else str(text)
+            if live_primaries(text):
+                return text
+        return None
 
     def commands(self, max_connections: int, client_name: str) -> aioredis.Redis:
         return cast(
@@ -204,13 +248,8 @@ class ClusterNodes:
         pass  # the node list is asked on short-lived connections
 
 
-def live_primaries(cluster_nodes: str) -> list[tuple[str, int]]:
-    """``(host, port)`` of the primaries ``CLUSTER NODES`` shows as connected, not failing.
-
-    Primaries only: every node delivers classic pub/sub, but Node's redis-adapter on
-    node-redis counts servers over the primaries alone, so a subscriber of ours on a
-    replica would be missed by Node servers.
-    """
+def _live_primary_lines(cluster_nodes: str) -> list[tuple[tuple[str, int], list[str]]]:
+    """``((host, port), fields)`` of each connected, not failing primary."""
     found = []
     for line in cluster_nodes.splitlines():
         fields = line.split()
@@ -220,8 +259,32 @@ def live_primaries(cluster_nodes: str) -> list[tuple[str, int]]:
         address = fields[1].split("@", 1)[0]
         host, _, port = address.rpartition(":")
         if host and port.isdigit():
-            found.append((host, int(port)))
+            found.append(((host, int(port)), fields))
     return found
+
+
+def live_primaries(cluster_nodes: str) -> list[tuple[str, int]]:
+    """``(host, port)`` of the primaries ``CLUSTER NODES`` shows as connected, not failing.
+
+    Primaries only: every node delivers classic pub/sub, but Node's redis-adapter on
+    node-redis counts servers over the primaries alone, so a subscriber of ours on a
+    replica would be missed by Node servers.
+    """
+    return [address for address, _ in _live_primary_lines(cluster_nodes)]
+
+
+def slot_ranges(cluster_nodes: str) -> list[tuple[int, int, tuple[str, int]]]:
+    """``(first slot, last slot, (host, port))`` of each live primary's slot ranges
+    (``[...]`` entries, slots being migrated, are left to MOVED and a retry)."""
+    ranges = []
+    for address, fields in _live_primary_lines(cluster_nodes):
+        for entry in fields[8:]:
+            if entry.startswith("["):
+                continue
+            first, _, last = entry.partition("-")
+            if first.isdigit() and (not last or last.isdigit()):
+                ranges.append((int(first), int(last or first), address))
+    return ranges
 
 
 def _node_options(url: str, scheme: str) -> dict[str, Any]:

@@ -6,7 +6,8 @@ read to ``hiredis.Reader`` and hands every message to a synchronous callback in
 the same tick, so one socket read of many messages is handled in one go.
 
 The connection speaks just what a subscriber needs: AUTH, CLIENT SETNAME,
-PSUBSCRIBE, SUBSCRIBE and PING (for liveness). URLs are read as redis-py reads them
+PSUBSCRIBE, SUBSCRIBE, SSUBSCRIBE (sharded: ``smessage`` is read as ``message``)
+and PING (for liveness). URLs are read as redis-py reads them
 (:func:`wire.compat.parse_redis_url`), so ``redis://``, ``rediss://`` (TLS, with
 redis-py's ``ssl_*`` query options) and ``unix://`` with passwords work as elsewhere.
 """
@@ -25,6 +26,7 @@ import hiredis
 from wire.compat import parse_redis_url
 
 ItemHandler = Callable[[bytes | None, bytes, bytes], None]
+PushHandler = Callable[[list[Any]], None]
 
 
 class SubscriberError(ConnectionError):
@@ -43,8 +45,9 @@ def command(*args: str | bytes) -> bytes:
 class SubscriberProtocol(asyncio.Protocol):
     """Feeds reads to hiredis; messages go to ``on_message``, replies to waiting futures."""
 
-    def __init__(self, on_message: ItemHandler) -> None:
+    def __init__(self, on_message: ItemHandler, on_push: PushHandler | None = None) -> None:
         self._on_message = on_message
+        self._on_push = on_push
         self._reader = hiredis.Reader()
         self._replies: deque[asyncio.Future[Any]] = deque()
         self.transport: asyncio.Transport | None = None
@@ -68,13 +71,15 @@ class SubscriberProtocol(asyncio.Protocol):
                     if kind == b"pmessage":
                         on_message(item[1], item[2], item[3])
                         continue
-                    if kind == b"message":
+                    if kind == b"message" or kind == b"smessage":
                         on_message(None, item[1], item[2])
                         continue
                 if self._replies:
                     future = self._replies.popleft()
                     if not future.done():
                         future.set_result(item)
+                elif self._on_push is not None and type(item) is list:
+                    self._on_push(item)  # e.g. Redis's own sunsubscribe when a slot moves
         except hiredis.ProtocolError as exc:
             self._fail(exc)
 
@@ -109,12 +114,16 @@ class SubscriberProtocol(asyncio.Protocol):
         return answers
 
 
-async def connect(url: str, on_message: ItemHandler, timeout: float = 10) -> SubscriberProtocol:
-    """Open a subscriber connection to ``url`` and authenticate; not yet subscribed."""
+async def connect(
+    url: str, on_message: ItemHandler, timeout: float = 10, on_push: PushHandler | None = None
+) -> SubscriberProtocol:
+    """Open a subscriber connection to ``url`` and authenticate; not yet subscribed.
+
+    ``on_push`` receives the pushes no command waits for (not messages)."""
     loop = asyncio.get_running_loop()
 
     def factory() -> SubscriberProtocol:
-        return SubscriberProtocol(on_message)
+        return SubscriberProtocol(on_message, on_push)
 
     try:
         target = parse_redis_url(url)

@@ -24,33 +24,45 @@ class RoutingTable:
     def __init__(self) -> None:
         self._rooms: dict[str, dict[Room, dict[WorkerId, set[str]]]] = {}
 
-    def join(self, worker: WorkerId, namespace: str, sid: str, room: Room) -> None:
-        """Record that ``sid`` (held by ``worker``) is in ``room``; ``None`` means connected."""
+    def join(self, worker: WorkerId, namespace: str, sid: str, room: Room) -> bool:
+        """Record that ``sid`` (held by ``worker``) is in ``room``; ``None`` means connected.
+        True when the room had no socket on this host before."""
         rooms = self._rooms.setdefault(namespace, {})
-        rooms.setdefault(room, {}).setdefault(worker, set()).add(sid)
-
-    def leave(self, worker: WorkerId, namespace: str, sid: str, room: Room) -> None:
-        """Forget one membership; empty rooms and namespaces vanish."""
-        rooms = self._rooms.get(namespace)
-        if rooms is None:
-            return
         members = rooms.get(room)
         if members is None:
-            return
+            rooms[room] = {worker: {sid}}
+            return True
+        members.setdefault(worker, set()).add(sid)
+        return False
+
+    def leave(self, worker: WorkerId, namespace: str, sid: str, room: Room) -> bool:
+        """Forget one membership; empty rooms and namespaces vanish. True when the room
+        has no socket on this host any more."""
+        rooms = self._rooms.get(namespace)
+        if rooms is None:
+            return False
+        members = rooms.get(room)
+        if members is None:
+            return False
         sids = members.get(worker)
         if sids is None:
-            return
+            return False
         sids.discard(sid)
-        if not sids:
-            del members[worker]
-            if not members:
-                del rooms[room]
-                if not rooms:
-                    del self._rooms[namespace]
+        if sids:
+            return False
+        del members[worker]
+        if members:
+            return False
+        del rooms[room]
+        if not rooms:
+            del self._rooms[namespace]
+        return True
 
-    def drop_worker(self, worker: WorkerId) -> list[tuple[str, str]]:
-        """Forget everything ``worker`` held (it died); return its ``(namespace, sid)``s."""
+    def drop_worker(self, worker: WorkerId) -> tuple[list[tuple[str, str]], list[tuple[str, Room]]]:
+        """Forget everything ``worker`` held (it died): return its ``(namespace, sid)``s, and
+        the ``(namespace, room)``s that have no socket on this host any more."""
         dropped: list[tuple[str, str]] = []
+        emptied: list[tuple[str, Room]] = []
         for namespace in list(self._rooms):
             rooms = self._rooms[namespace]
             dropped += [(namespace, sid) for sid in rooms.get(None, {}).get(worker, ())]
@@ -58,9 +70,10 @@ class RoutingTable:
                 members = rooms[room]
                 if members.pop(worker, None) is not None and not members:
                     del rooms[room]
+                    emptied.append((namespace, room))
             if not rooms:
                 del self._rooms[namespace]
-        return dropped
+        return dropped, emptied
 
     def route(
         self,

@@ -25,10 +25,12 @@ import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
 
 from legacy_store.schema import Schema
 from legacy_store.socket_store import MembershipStore, NoStore, SocketStore
 from master.adapter_wire import Channels
+from master.bus_core import HostBus
 from master.cluster_bus import ClusterBus, RedisTransport
 from master.config import Config
 from master.embedded_redis import EmbeddedRedis
@@ -40,8 +42,11 @@ from master.redis_source import RedisSource
 from master.redis_topology import Topology, topology_for
 from master.rejects import RejectSink
 from master.router import RoutingTable
+from master.sharded_bus import ShardedBus
+from master.sharded_source import ShardedSource
+from master.sharded_wire import ShardChannels
 from master.supervisor import StartupError, Supervisor
-from wire.frames import HEADER, Broadcast, Join, Leave
+from wire.frames import HEADER, Broadcast, Join, Leave, is_room
 from wire.operations import ClusterOperation
 
 log = logging.getLogger(__name__)
@@ -61,16 +66,31 @@ class Master:
         self.supervisor = Supervisor(config, metrics, self)
         self.fanout = Fanout(self.table, self.supervisor, metrics, config.worker_buffer_bytes)
         self.host = HostOperations(self.table, self.supervisor)
-        channels = Channels(config.adapter_key)
-        self.bus = ClusterBus(
-            RedisTransport(commands, cluster=topology.is_cluster),
-            channels,
-            self.table,
-            self.host,
-            self.fanout,
-            metrics,
-            config.redis_buffer_bytes,
+        transport = RedisTransport(
+            commands, cluster=topology.is_cluster, sharded=config.adapter == "sharded"
         )
+        self.bus: HostBus
+        if config.adapter == "sharded":
+            self.bus = ShardedBus(
+                transport,
+                ShardChannels(config.adapter_key, config.subscription_mode),
+                ShardedSource(topology, self._on_subscribed, f"{client_name()}:ssub"),
+                self.table,
+                self.host,
+                self.fanout,
+                metrics,
+                config.redis_buffer_bytes,
+            )
+        else:
+            self.bus = ClusterBus(
+                transport,
+                Channels(config.adapter_key),
+                self.table,
+                self.host,
+                self.fanout,
+                metrics,
+                config.redis_buffer_bytes,
+            )
         self.operations = ClusterOperations(self.host, self.bus)
         self.rejects = RejectSink(commands, config.rejected_key, metrics)
         self.store: MembershipStore = NoStore()
@@ -84,7 +104,7 @@ class Master:
             )
         self.source = RedisSource(
             topology,
-            [*config.patterns, channels.broadcast_pattern],
+            [*config.patterns, *self.bus.extra_patterns],
             self._on_redis_message,
             on_subscribed=self._on_subscribed,
             client_name=f"{client_name()}:sub",
@@ -94,7 +114,6 @@ class Master:
         )
         self.namespaces: frozenset[str] | str = frozenset()
         self._prefixes = {p.encode(): event_prefix(p) for p in config.patterns}
-        self._adapter_pattern = channels.broadcast_pattern.encode()
         self._subscribed_namespaces: set[str] = set()
         self._subscriptions = 0
         self._background: set[asyncio.Task[None]] = set()
@@ -109,10 +128,12 @@ class Master:
         if isinstance(report, Join):
             if room is None and namespace not in self._subscribed_namespaces:
                 self._subscribe_namespaces([namespace])
-            self.table.join(worker, namespace, sid, room)
+            if self.table.join(worker, namespace, sid, room) and room is not None:
+                self.bus.room_opened(namespace, room, is_sid=room == sid)
             self.store.join(namespace, sid, room)
         else:
-            self.table.leave(worker, namespace, sid, room)
+            if self.table.leave(worker, namespace, sid, room) and room is not None:
+                self.bus.room_closed(namespace, room)
             self.store.leave(namespace, sid, room)
 
     def on_broadcast(self, worker: int, broadcast: Broadcast, body: bytes) -> None:
@@ -128,7 +149,10 @@ class Master:
         self.bus.relay_worker_broadcast(broadcast)
 
     def on_worker_exit(self, worker: int) -> None:
-        dropped = self.table.drop_worker(worker)
+        dropped, emptied = self.table.drop_worker(worker)
+        for namespace, room in emptied:
+            if is_room(room):
+                self.bus.room_closed(namespace, room)
         if dropped:
             log.info("forgot %d sockets of worker %d", len(dropped), worker)
         for namespace, sid in dropped:
@@ -143,12 +167,10 @@ class Master:
         self.metrics.received.inc()
         name = channel.decode("utf-8", "replace")
         try:
-            if pattern is None:
-                self.bus.on_request_or_response(name, body)
-            elif pattern == self._adapter_pattern:
-                self.bus.on_broadcast(name, body)
-            else:
+            if pattern in self._prefixes:
                 self._route_message(pattern, name, body)
+            else:
+                self.bus.on_classic(pattern, name, body)
         except Exception:  # a bug here must cost one message, never the subscriber
             self.metrics.rejected.labels(reason="internal_error").inc()
             log.exception("internal error on a message from %r", name)
@@ -178,7 +200,7 @@ class Master:
         if not new:
             return
         self._subscribed_namespaces.update(new)
-        task = asyncio.create_task(self.source.add_channels(self.bus.subscriptions(new)))
+        task = asyncio.create_task(self.source.add_channels(self.bus.channels_for(new)))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -281,9 +303,23 @@ async def serve(config: Config) -> int:
         log.info("Redis: %s", topology.describe)
         commands = topology.commands(COMMAND_CONNECTIONS, f"{client_name()}:cmd")
         stack.push_async_callback(_close_quietly, commands)
+        if config.adapter == "sharded" and not await _serves_sharded_pubsub(commands):
+            return 1
         master = Master(config, topology, commands, metrics)
         return await master.run(stop)
     return 1  # unreachable: the exit stack does not swallow exceptions
+
+
+async def _serves_sharded_pubsub(commands: aioredis.Redis) -> bool:
+    """False (logged) when Redis refuses sharded pub/sub: it is older than 7."""
+    try:
+        await commands.execute_command("PUBSUB", "SHARDNUMSUB", "sio-master-probe")
+    except ResponseError as exc:
+        log.error("--adapter sharded needs Redis >= 7 (SPUBLISH, SSUBSCRIBE): %s", exc)
+        return False
+    except (RedisError, OSError):
+        pass  # not reachable now: the subscriber retries, and fails then if it must
+    return True
 
 
 async def _close_quietly(client: aioredis.Redis) -> None:

@@ -153,7 +153,7 @@ class MemoryRedis:
     def attach(self, bus: ClusterBus, namespaces: list[str]) -> None:
         """Subscribe ``bus`` as the master's subscriber connection would."""
         self.patterns.append((bus.channels.broadcast_pattern[:-1], bus.on_broadcast))
-        for channel in bus.subscriptions(namespaces):
+        for channel in bus.channels_for(namespaces):
             self.subscribe(channel, bus.on_request_or_response)
 
     def subscribe(self, channel: str, handler: Callable[[str, bytes], None]) -> None:

@@ -1,14 +1,52 @@
-"""Several masters on one Redis form one cluster (the redis-adapter protocol between them)."""
+"""Several masters on one Redis form one cluster, in either form of the redis-adapter
+protocol: every test runs with ``--adapter classic`` (PUBLISH, on the tests' Redis) and
+with ``--adapter sharded`` (SPUBLISH/SSUBSCRIBE, on a Redis 7)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
+from master.embedded_redis import EmbeddedRedis, redis7_binary
 from tests.cluster import MasterProcess, Recorder, op, until
+
+
+@pytest.fixture(scope="module", params=["classic", "sharded"])
+def adapter(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def redis_server(adapter: str) -> Iterator[EmbeddedRedis]:
+    """The module's Redis: a Redis 7 for the sharded form (it needs SSUBSCRIBE)."""
+    binary = None
+    if adapter == "sharded":
+        binary = redis7_binary()
+        if binary is None:
+            pytest.skip("sharded pub/sub needs redis-server >= 7 (.ci/run installs it)")
+    server = EmbeddedRedis(binary=binary).start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def hosts(
+    redis_server: EmbeddedRedis, adapter: str
+) -> Iterator[tuple[MasterProcess, MasterProcess]]:
+    """Two masters with two workers each: two hosts of one cluster."""
+    extra = ["--adapter", adapter]
+    with (
+        MasterProcess(redis_server.url, workers=2, extra=extra).start() as a,
+        MasterProcess(redis_server.url, workers=2, extra=extra).start() as b,
+    ):
+        yield a.ready_sync(), b.ready_sync()
 
 
 async def everyone(hosts: tuple[MasterProcess, MasterProcess], clients: Any) -> list[Recorder]:
@@ -114,11 +152,11 @@ async def test_fetch_join_and_server_side_emit_across_hosts(
 
 
 async def test_redis_connections_per_host_do_not_grow_with_workers(
-    start_master: Any, clients: Any, redis_client: aioredis.Redis
+    start_master: Any, clients: Any, redis_client: aioredis.Redis, adapter: str
 ) -> None:
     counts: dict[int, list[str]] = {}
     for workers in (1, 4):
-        cluster = await start_master(workers=workers).ready()
+        cluster = await start_master(workers=workers, extra=["--adapter", adapter]).ready()
         for i in range(workers):  # worker broadcasts: published on a command connection
             client = await clients(cluster.url(i), f"w{i}")
             await client.call("emit", {"event": "e", "args": [], "to": "nobody"})
@@ -143,7 +181,9 @@ async def test_redis_connections_per_host_do_not_grow_with_workers(
             if c.get("name", "").startswith("sio-master:") and f":{cluster.pid}:" in c["name"]
         ]
         counts[workers] = sorted(named)
+    shard_subscribers = 1 if adapter == "sharded" else 0  # one Redis: one node to subscribe on
     for names in counts.values():
         assert names.count("sub") == 1
+        assert names.count("ssub") == shard_subscribers
         assert 1 <= names.count("cmd") <= 2  # COMMAND_CONNECTIONS
-        assert len(names) <= 3
+        assert len(names) <= 3 + shard_subscribers

@@ -97,12 +97,33 @@ def test_disconnect_is_leaving_every_room_including_none() -> None:
 def test_drop_worker_forgets_everything_it_held() -> None:
     table = build()
     table.join(0, "/chat", "q", None)
-    assert sorted(table.drop_worker(0)) == [("/", "a"), ("/", "b"), ("/", "c"), ("/chat", "q")]
+    table.join(0, "/chat", "q", "q")
+    dropped, emptied = table.drop_worker(0)
+    assert sorted(dropped) == [("/", "a"), ("/", "b"), ("/", "c"), ("/chat", "q")]
+    assert sorted(emptied, key=str) == [
+        ("/", "a"),
+        ("/", "b"),
+        ("/", "c"),
+        ("/chat", "q"),
+        ("/chat", None),
+    ]
     assert table.route("/", None) == [1, 2]
     assert table.route("/", ["a", "b"]) == []
     assert table.route("/chat", None) == []
     assert table.sockets_per_worker() == {1: 2, 2: 1}
-    assert table.drop_worker(0) == []
+    assert table.drop_worker(0) == ([], [])
+
+
+def test_join_and_leave_tell_when_a_room_opens_and_closes_on_this_host() -> None:
+    table = RoutingTable()
+    assert table.join(0, "/", "a", "red") is True
+    assert table.join(1, "/", "b", "red") is False
+    assert table.join(0, "/", "c", "red") is False
+    assert table.leave(0, "/", "a", "red") is False
+    assert table.leave(0, "/", "c", "red") is False
+    assert table.leave(1, "/", "b", "red") is True
+    assert table.leave(1, "/", "b", "red") is False
+    assert table.route("/", ["red"]) == []
 
 
 def test_sockets_lists_each_socket_with_its_rooms() -> None:
