@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from legacy_store.cleanup import Cleanup, CleanupReport
 from legacy_store.schema import Schema
 from master.redis_topology import topology_for
-from master.redis_url import RedisUrlError, check_redis_url, is_cluster_url
+from master.redis_url import RedisUrlError, check_redis_url
 
 BAR_WIDTH = 30
 
@@ -61,6 +61,11 @@ def summary(report: CleanupReport, seconds: float) -> str:
             f"memberships {verb}: {report.memberships_removed:,}",
             f"keys {verb}: {report.keys_deleted:,}",
             f"owner entries {verb}: {report.owner_entries_removed:,}",
+            *(
+                [f"nodes alive again, made to resync: {report.nodes_resynced:,}"]
+                if report.nodes_resynced
+                else []
+            ),
             "dry run: nothing was changed" if report.dry_run else "done",
         ]
     )
@@ -69,8 +74,6 @@ def summary(report: CleanupReport, seconds: float) -> str:
 async def run(args: argparse.Namespace) -> int:
     try:
         check_redis_url(args.redis_url)
-        if is_cluster_url(args.redis_url):
-            raise RedisUrlError("on a Redis Cluster the cleanup is not supported yet")
     except RedisUrlError as exc:
         print(f"cleanup: {exc}", file=sys.stderr)
         return 2
@@ -102,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--redis-url",
         required=True,
-        help="redis://, rediss://, unix:// or redis+sentinel:// URL (as sio-master's)",
+        help="redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL "
+        "(as sio-master's)",
     )
     parser.add_argument("--prefix", default="socket.io", help="key prefix (default: socket.io)")
     parser.add_argument("--dry-run", action="store_true", help="report only, change nothing")

@@ -3,8 +3,9 @@
 Why Lua: removing a socket means reading its set (its rooms) and then removing
 it from each room; done from a client that is a read-then-write race against a
 concurrent join. A script runs atomically in Redis. The scripts touch room keys
-derived from the socket set's members, so they need a single Redis (not Redis
-Cluster, where the legacy schema's keys span hash slots anyway).
+derived from the socket set's members, so they need a single Redis; on a Redis
+Cluster, whose slots the legacy keys span, the per-key forms take their place
+(:mod:`legacy_store.writes`, :mod:`legacy_store.slot_cleanup`).
 """
 
 from __future__ import annotations

@@ -7,10 +7,12 @@ liveness so stale keys can be told from live ones.
 
 Why a queue and batches: the routing hot path must never wait on Redis. Changes
 are queued synchronously in a :class:`master.outbox.Outbox` and written by one
-task, each batch (up to 500 changes) in ONE MULTI/EXEC
+task, up to 500 changes a batch, in the form the Redis allows
+(:mod:`legacy_store.writes`): on one Redis or Sentinel each batch is ONE MULTI/EXEC
 (so every join/leave updates both the room set and the socket set atomically,
-and a disconnect runs the atomic Lua script). Why a full resync: when a write
-fails, or the heartbeat finds its key gone (Redis restarted, or the node was
+and a disconnect runs the atomic Lua script); on a Redis Cluster, whose slots the
+legacy keys span, it is written per key in ordered phases. Why a full resync: when
+a write fails, or the heartbeat finds its key gone (Redis restarted, or the node was
 presumed dead and cleaned), queued changes are no longer a reliable delta; the
 master's routing table is the truth, so the whole live state is written back
 and this node's leftovers are removed.
@@ -25,13 +27,13 @@ import os
 import socket
 import time
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from legacy_store.lua import DISCONNECT
 from legacy_store.schema import Schema
+from legacy_store.writes import Op, Socket, is_cluster_client, writes_for
 from master.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,6 @@ MAX_QUEUED = 100_000  # beyond this a full resync is cheaper than the backlog
 RESYNC_CHUNK = 500
 RETRY_DELAY = 1.0
 
-Op = tuple[str, str, str, Hashable]  # kind, namespace, sid, room
 RESYNC: Op = ("resync", "", "", None)
 
 
@@ -74,7 +75,11 @@ class NoStore:
 
 
 class SocketStore:
-    """Mirrors the master's sockets into Redis and keeps its heartbeat alive."""
+    """Mirrors the master's sockets into Redis and keeps its heartbeat alive.
+
+    ``cluster`` picks the per-key writes of a Redis Cluster; by default they are used
+    when ``redis`` is a Cluster client.
+    """
 
     def __init__(
         self,
@@ -83,8 +88,12 @@ class SocketStore:
         node_id: str,
         ttl: float,
         live_sockets: LiveSockets,
+        cluster: bool | None = None,
     ) -> None:
         self._redis = redis
+        self._writes = writes_for(
+            redis, schema, node_id, is_cluster_client(redis) if cluster is None else cluster
+        )
         self.schema = schema
         self.node_id = node_id
         self._ttl = ttl
@@ -101,7 +110,6 @@ class SocketStore:
         )
         self._dirty = False
         self._mark_dirty()  # the first write is the heartbeat and the (empty) state
-        self._disconnect = redis.register_script(DISCONNECT)
         self._info = json.dumps(
             {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
         )
@@ -155,10 +163,7 @@ class SocketStore:
             await self._resync()
             ops = ops[1:]
         if ops:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for op in ops:
-                    await self._add_op(pipe, op)
-                await pipe.execute()
+            await self._writes.apply(ops)
 
     async def _heartbeat(self) -> None:
         key = self.schema.node_key(self.node_id)
@@ -175,25 +180,6 @@ class SocketStore:
                 log.warning("this node's heartbeat key was gone; writing its sockets back")
                 self._mark_dirty()
 
-    async def _add_op(self, pipe: Any, op: Op) -> None:
-        kind, namespace, sid, room = op
-        socket_key = self.schema.socket_key(namespace, sid)
-        if kind == "connect":
-            pipe.sadd(socket_key, sid)
-            pipe.hset(self.schema.owners_key, socket_key, self.node_id)
-        elif kind == "join":
-            pipe.sadd(self.schema.room_key(namespace, str(room)), sid)
-            pipe.sadd(socket_key, str(room))
-        elif kind == "leave":
-            pipe.srem(self.schema.room_key(namespace, str(room)), sid)
-            pipe.srem(socket_key, str(room))
-        else:
-            await self._disconnect(
-                keys=[socket_key, self.schema.owners_key],
-                args=[sid, self.schema.room_prefix(namespace)],
-                client=pipe,
-            )
-
     async def _resync(self) -> None:
         """Write the whole live state, then remove this node's keys that are not live."""
         self._dirty = False
@@ -201,13 +187,12 @@ class SocketStore:
         await self._redis.set(self.schema.node_key(self.node_id), self._info, ex=int(self._ttl))
         live_keys: set[str] = set()
         for start in range(0, len(snapshot), RESYNC_CHUNK):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for namespace, sid, rooms in snapshot[start : start + RESYNC_CHUNK]:
-                    live_keys.add(self.schema.socket_key(namespace, sid))
-                    await self._add_op(pipe, ("connect", namespace, sid, None))
-                    for room in rooms:
-                        await self._add_op(pipe, ("join", namespace, sid, room))
-                await pipe.execute()
+            ops: list[Op] = []
+            for namespace, sid, rooms in snapshot[start : start + RESYNC_CHUNK]:
+                live_keys.add(self.schema.socket_key(namespace, sid))
+                ops.append(("connect", namespace, sid, None))
+                ops.extend(("join", namespace, sid, room) for room in rooms)
+            await self._writes.apply(ops)
         await self._remove_owned(keep=live_keys)
         if snapshot:
             log.info("store: wrote %d live sockets", len(snapshot))
@@ -218,11 +203,13 @@ class SocketStore:
         async for key, owner in self._redis.hscan_iter(self.schema.owners_key, count=1000):
             if owner.decode() == self.node_id and key.decode() not in keep:
                 stale.append(key.decode())
+        sockets: list[Socket] = []
         for key in stale:
             split = self.schema.split(key)
             if split is not None:
                 prefix, sid = split
-                await self._disconnect(keys=[key, self.schema.owners_key], args=[sid, prefix])
+                sockets.append((key, sid, prefix))
+        await self._writes.remove(sockets)
         return len(stale)
 
     async def close(self) -> None:

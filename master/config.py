@@ -7,7 +7,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from master.redis_url import RedisUrlError, check_redis_url, is_cluster_url
+from master.redis_url import RedisUrlError, check_redis_url
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 AdapterForm = Literal["classic", "sharded"]
@@ -73,11 +73,6 @@ class Config:
                 check_redis_url(self.redis_url)
             except RedisUrlError as exc:
                 raise ConfigError(str(exc)) from None
-            if self.store and is_cluster_url(self.redis_url):
-                raise ConfigError(
-                    "--store needs one Redis or Sentinel: on a Redis Cluster it is not "
-                    "supported yet (its keys span hash slots)"
-                )
         if not 1 <= self.node_ttl <= 15:
             raise ConfigError("--node-ttl must be 1..15 seconds")
         if self.adapter not in ("classic", "sharded"):

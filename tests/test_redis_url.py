@@ -69,9 +69,9 @@ def test_a_cluster_url_names_seed_nodes() -> None:
     assert url.node_url("c", 7002) == "rediss://:pw@c:7002/0?ssl_cert_reqs=none"
 
 
-def test_store_is_refused_on_a_cluster_for_now() -> None:
-    with pytest.raises(ConfigError, match="--store needs one Redis or Sentinel"):
-        Config(redis_url="redis+cluster://h:1", store=True)
+def test_the_store_is_accepted_on_a_cluster() -> None:
+    config = Config(redis_url="rediss+cluster://:pw@a:7000,b:7001", store=True)
+    assert config.store and Config.from_json(config.to_json()) == config
 
 
 def test_the_subscriber_picks_among_connected_primaries_only() -> None:
