@@ -30,6 +30,7 @@ class RedisCluster:
                     "--cluster-enabled", "yes",
                     "--cluster-config-file", "nodes.conf",
                     "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                    "--repl-diskless-sync-delay", "0",
                 ]
             ).start()
             for _ in range(6)
@@ -43,6 +44,7 @@ class RedisCluster:
             timeout=60,
         )
         self.wait_until_ok()
+        self.wait_until_replicas_synced()
 
     def client(self, node: EmbeddedRedis) -> redis.Redis:
         return redis.Redis(port=node.port, socket_timeout=2, decode_responses=True)
@@ -63,6 +65,22 @@ class RedisCluster:
                 return
             time.sleep(0.05)
         raise RuntimeError("the cluster did not get to state ok")
+
+    def wait_until_replicas_synced(self, timeout: float = 30.0) -> None:
+        """Every replica's link to its primary is up: a replica that never synced cannot
+        take over (Redis 7 delays a first sync by 5 s unless told otherwise)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            links = []
+            for node in self.live():
+                with self.client(node) as c:
+                    info = c.info("replication")
+                    if info.get("role") == "slave":
+                        links.append(info.get("master_link_status") == "up")
+            if len(links) == 3 and all(links):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the replicas did not sync with their primaries")
 
     def primaries(self) -> list[EmbeddedRedis]:
         """The live nodes that are primaries now."""

@@ -86,7 +86,10 @@ def from_wire(value: Any) -> Any:
 class NodePeer:
     """One ``node peer.js`` process on a free loopback port, connected to ``redis_url``."""
 
-    def __init__(self, redis_url: str, requests_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, redis_url: str, requests_timeout_ms: int = 5000, adapter: str = "classic"
+    ) -> None:
+        """``adapter``: "classic", or "sharded[:subscriptionMode]" (createShardedAdapter)."""
         self.port = free_port()
         self.args = [
             "node",
@@ -94,6 +97,7 @@ class NodePeer:
             str(self.port),
             redis_url,
             str(requests_timeout_ms),
+            adapter,
         ]
         self.proc: subprocess.Popen[str] | None = None
         self.uids: dict[str, str] = {}  # namespace -> the adapter's uid

@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bench.redis_cluster import RedisCluster
+from master.embedded_redis import redis7_binary
 from master.redis_topology import NODE_CONNECTIONS
 from tests.cluster import (
     MasterProcess,
@@ -166,5 +167,101 @@ async def test_a_node_server_on_the_cluster_is_a_member(
         assert sorted(s["id"] for s in theirs) == sorted([p1.sid(), n0])
         ours = await op(p0, "fetch_sockets", to="room")
         assert sorted(s["id"] for s in ours) == sorted([p1.sid(), n0])
+    finally:
+        node.close()
+
+
+@pytest.fixture
+def redis7_cluster() -> Iterator[RedisCluster]:
+    binary = redis7_binary()
+    if binary is None:
+        pytest.skip("sharded pub/sub needs redis-server >= 7 (.ci/run installs it)")
+    cluster = RedisCluster(binary)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+async def owner_of(cluster: RedisCluster, channel: str) -> Any:
+    """The primary serving ``channel``'s hash slot now."""
+    for node in cluster.primaries():
+        async with aioredis.Redis(port=node.port) as client:
+            slot = await client.execute_command("CLUSTER", "KEYSLOT", channel)
+            for start, end, primary, *_ in await client.execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    return next(n for n in cluster.live() if n.port == int(primary[1]))
+    raise AssertionError(f"no primary serves {channel!r}")
+
+
+async def test_sharded_adapter_on_a_cluster_with_node_and_a_failover(
+    redis7_cluster: RedisCluster, start_master: Any, clients: Any
+) -> None:
+    """Two masters seeded apart and Node's createShardedAdapter (node-redis createCluster),
+    all SSUBSCRIBEd on the primaries owning their channels; then the primary serving the
+    namespace channel is killed, and the shard subscribers follow its replica."""
+    reason = missing_tools()
+    if reason:
+        pytest.skip(f"Node peers need Node.js: {reason}")
+    ensure_node_modules()
+    sharded = ["--adapter", "sharded"]
+    host_a: MasterProcess = await start_master(
+        redis_url=url_of(redis7_cluster, [0, 1]), workers=2, extra=sharded
+    ).ready()
+    host_b: MasterProcess = await start_master(
+        redis_url=url_of(redis7_cluster, [4]), workers=1, extra=sharded
+    ).ready()
+    node = NodePeer(url_of(redis7_cluster, [2]), 3000, adapter="sharded").start()
+    try:
+        a0 = await clients(host_a.url(0), "a0")
+        a1 = await clients(host_a.url(1), "a1")
+        b0 = await clients(host_b.url(0), "b0")
+        n0 = await node.connect("n0")
+        ours = [a0, a1, b0]
+        for client in ours:
+            await client.call("join", "team")
+        await node.cmd("join", client="n0", room="team")
+
+        async def fenced_round(mark: int) -> None:
+            """Each side emits to the room, then a fence on the namespace channel."""
+            await a0.call("emit", {"event": "from-py", "args": [mark], "to": "team"})
+            await node.cmd("emit", to="team", event="from-node", args=[mark])
+            await until(lambda: all(len(c.got("from-node")) == mark for c in ours))
+            await node.wait_count("n0", "from-py", mark)
+
+        await fenced_round(1)
+        assert [c.got("from-py") for c in ours] == [[(1,)]] * 3
+        assert [c.got("from-node") for c in ours] == [[(1,)]] * 3
+        theirs = await node.cmd("fetchSockets", to="team")
+        assert sorted(s["id"] for s in theirs) == sorted([*(c.sid() for c in ours), n0])
+        fetched = await op(b0, "fetch_sockets", to="team")
+        assert sorted(s["id"] for s in fetched) == sorted([*(c.sid() for c in ours), n0])
+        for host in (host_a, host_b):
+            counts, most_on_a_node = await named_connections(redis7_cluster, host.pid)
+            print(f"\nconnections of one master, sharded, on the cluster: {counts}")
+            assert counts.get("sub") == 1 and 1 <= counts.get("ssub", 0) <= 3
+            assert most_on_a_node <= NODE_CONNECTIONS
+
+        victim = await owner_of(redis7_cluster, "socket.io#/#")
+        killed = time.monotonic()
+        victim.kill()
+        await host_a.wait_log(r"sharded subscriber lost", timeout=30)
+        await until(lambda: len(redis7_cluster.primaries()) == 3, timeout=30, what="promotion")
+        promoted = time.monotonic()
+        await host_a.wait_log(r"Redis is back: \d+ shard channels", timeout=30)
+        await host_b.wait_log(r"Redis is back: \d+ shard channels", timeout=30)
+        # exactly once after recovery: a numbered round from host A to the room
+        for i in range(1, 6):
+            await a0.call("emit", {"event": "after", "args": [i], "to": "team"})
+        await until(lambda: len(b0.got("after")) >= 5, timeout=30, what="b0 after recovery")
+        recovered = time.monotonic()
+        await a0.call("emit", {"event": "mark", "args": [], "to": "team"})
+        await b0.wait_count("mark", 1)
+        assert b0.got("after") == [(i,) for i in range(1, 6)]
+        assert a1.got("after") == [(i,) for i in range(1, 6)]
+        print(
+            f"\nsharded: primary killed -> replica promoted {promoted - killed:.2f} s; "
+            f"-> host B delivering again {recovered - killed:.2f} s"
+        )
     finally:
         node.close()

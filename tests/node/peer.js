@@ -2,7 +2,9 @@
 // @socket.io/redis-adapter 8.3 (node-redis v4 clients, as the adapter's docs show), plus
 // socket.io-client clients, all driven from Python over a line protocol.
 //
-// Usage: node peer.js PORT REDIS_URL [REQUESTS_TIMEOUT_MS]
+// Usage: node peer.js PORT REDIS_URL [REQUESTS_TIMEOUT_MS] [ADAPTER]
+// ADAPTER: "classic" (createAdapter, the default) or "sharded[:MODE]" (createShardedAdapter,
+// Redis >= 7, node-redis clients as the adapter's docs show; MODE is its subscriptionMode).
 //
 // stdin:  one JSON command per line, {"id": n, "cmd": "...", ...args}
 // stdout: one JSON object per line:
@@ -18,9 +20,9 @@ const http = require("http");
 const readline = require("readline");
 const { Server } = require("socket.io");
 const { io: connectClient } = require("socket.io-client");
-const { createClient } = require("redis");
+const { createClient, createCluster } = require("redis");
 const { Cluster } = require("ioredis");
-const { createAdapter } = require("@socket.io/redis-adapter");
+const { createAdapter, createShardedAdapter } = require("@socket.io/redis-adapter");
 const { encode, decode } = require("./binary");
 
 const NAMESPACES = ["/", "/chat"];
@@ -67,17 +69,51 @@ async function connectRedis(url) {
   return { pub, sub, clientLists: async () => [await pub.sendCommand(["CLIENT", "LIST"])] };
 }
 
+// The sharded adapter on node-redis: one client, or a cluster (createCluster, which sends
+// each SSUBSCRIBE to the node owning the channel's slot). Every SSUBSCRIBE the adapter
+// starts is kept, so readiness (and a join's own room channel) can be awaited.
+async function connectSharded(url) {
+  const cluster = url.startsWith("redis+cluster://");
+  const rootNodes = url
+    .slice("redis+cluster://".length)
+    .split(",")
+    .map((hostPort) => ({ url: `redis://${hostPort}` }));
+  const pub = cluster ? createCluster({ rootNodes }) : createClient({ url });
+  const sub = cluster ? createCluster({ rootNodes }) : createClient({ url, name: SUB_NAME });
+  for (const c of [pub, sub]) c.on("error", (err) => console.error(`redis: ${err.message}`));
+  await Promise.all([pub.connect(), sub.connect()]);
+  const subscribing = [];
+  const sSubscribe = sub.sSubscribe.bind(sub);
+  sub.sSubscribe = (...args) => {
+    const done = sSubscribe(...args);
+    subscribing.push(done);
+    return done;
+  };
+  const settled = () => Promise.all(subscribing.splice(0));
+  return { pub, sub, settled };
+}
+
 async function main() {
   const port = Number(process.argv[2]);
   const url = process.argv[3];
   const requestsTimeout = Number(process.argv[4] || 5000);
-  const { pub, sub, clientLists } = await connectRedis(url);
+  const [form, subscriptionMode = "dynamic"] = (process.argv[5] || "classic").split(":");
+  let adapter;
+  let ready;
+  let settled = async () => {};
+  if (form === "sharded") {
+    const sharded = await connectSharded(url);
+    adapter = createShardedAdapter(sharded.pub, sharded.sub, { subscriptionMode });
+    settled = sharded.settled;
+    ready = settled;
+  } else {
+    const { pub, sub, clientLists } = await connectRedis(url);
+    adapter = createAdapter(pub, sub, { requestsTimeout });
+    ready = () => classicSubscriptions(clientLists);
+  }
 
   const httpServer = http.createServer();
-  const io = new Server(httpServer, {
-    transports: ["websocket"],
-    adapter: createAdapter(pub, sub, { requestsTimeout }),
-  });
+  const io = new Server(httpServer, { transports: ["websocket"], adapter });
   const clients = new Map(); // name -> {socket, nsp}: a socket.io-client socket of one namespace
 
   for (const name of NAMESPACES) {
@@ -147,6 +183,7 @@ async function main() {
     async join({ client, room }) {
       const socket = socketOf(client);
       socket.join(room);
+      await settled(); // the sharded adapter's SSUBSCRIBE of the room's channel
       return [...socket.rooms];
     },
     async leave({ client, room }) {
@@ -230,7 +267,15 @@ async function main() {
   }, 200).unref();
 
   await new Promise((resolve) => httpServer.listen(port, "127.0.0.1", resolve));
-  // ready once the adapters' subscriptions are active: 1 pattern and 3 channels per namespace
+  await ready();
+  const uids = {};
+  for (const name of NAMESPACES) uids[name] = io.of(name).adapter.uid;
+  out({ ready: { port, uids } });
+}
+
+// The classic adapter subscribes without telling when it is done: ready once its
+// subscriptions show in CLIENT LIST, 1 pattern and 3 channels per namespace.
+async function classicSubscriptions(clientLists) {
   for (;;) {
     const lists = await clientLists();
     const line = lists
@@ -238,12 +283,9 @@ async function main() {
       .find((l) => l.includes(SUB_NAME) && / flags=P /.test(l)); // ioredis adds a prefix
     const psub = line && Number(/ psub=(\d+)/.exec(line)[1]);
     const chans = line && Number(/ sub=(\d+)/.exec(line)[1]);
-    if (psub === NAMESPACES.length && chans === 3 * NAMESPACES.length) break;
+    if (psub === NAMESPACES.length && chans === 3 * NAMESPACES.length) return;
     await new Promise((r) => setTimeout(r, 10));
   }
-  const uids = {};
-  for (const name of NAMESPACES) uids[name] = io.of(name).adapter.uid;
-  out({ ready: { port, uids } });
 }
 
 main().catch((err) => {
