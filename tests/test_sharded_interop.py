@@ -18,14 +18,13 @@ import pytest
 import redis
 
 from master.embedded_redis import EmbeddedRedis, redis7_binary
+from tests import test_node_interop as interop
 from tests.cluster import MasterProcess, until
 from tests.node_peer import NodePeer
 from tests.test_node_interop import (  # noqa: F401 (collected here, with this module's fixtures)
     INTEROP_APP,
     NAMESPACES,
     fetched_ids,
-    node,
-    node_modules,
     pytestmark,
     test_acks_both_ways,
     test_close_room_with_a_node_server_empties_it_everywhere_promptly,
@@ -41,6 +40,9 @@ from tests.test_node_interop import (  # noqa: F401 (collected here, with this m
     test_sockets_leave_with_a_node_server_counts_its_sockets_and_returns_promptly,
     test_string_room_and_sid_broadcasts_cross_both_ways,
 )
+
+node_modules = interop.node_modules  # the fixtures this module shares with the classic one
+node = interop.node
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +78,16 @@ def peer(
     redis_server: EmbeddedRedis, master: MasterProcess, node_modules: None
 ) -> Iterator[NodePeer]:
     """Node's sharded adapter; ready when Redis counts both servers per namespace."""
-    node = NodePeer(redis_server.url, requests_timeout_ms=3000, adapter="sharded").start()
+    started = NodePeer(redis_server.url, requests_timeout_ms=3000, adapter="sharded").start()
     channels = [f"socket.io#{n}#" for n in NAMESPACES]
     deadline = time.monotonic() + 10
     try:
         while shard_servers(redis_server.url, channels) != [2] * len(channels):
             assert time.monotonic() < deadline, "not 2 servers on the shard channels"
             time.sleep(0.02)
-        yield node
+        yield started
     finally:
-        node.close()
+        started.close()
 
 
 async def test_room_channels_are_subscribed_while_this_host_holds_the_room(
