@@ -297,7 +297,8 @@ def answer_of(request_kind: MessageType, response: ShardMessage) -> Any:
     """What a response says to a request of ``request_kind``; None if not an answer to it.
 
     A fetch is answered by its sockets, an emit with acks by the ack (as a list of
-    arguments), a join/leave/disconnect (ours only) by a count.
+    arguments), a join/leave/disconnect (ours only) by a count. (Our server-side emits
+    wait for no answer.)
     """
     kind, data = response.kind, response.data
     if request_kind == MessageType.FETCH_SOCKETS and kind == MessageType.FETCH_SOCKETS_RESPONSE:
@@ -306,11 +307,6 @@ def answer_of(request_kind: MessageType, response: ShardMessage) -> Any:
     if request_kind == MessageType.BROADCAST and kind == MessageType.BROADCAST_ACK:
         args = data.get("args")
         return args if isinstance(args, list) else [data.get("packet")]
-    if (
-        request_kind == MessageType.SERVER_SIDE_EMIT
-        and kind == MessageType.SERVER_SIDE_EMIT_RESPONSE
-    ):
-        return data.get("packet")
     if request_kind in MEMBERSHIP_TYPES.values() and kind == request_kind:
         count = data.get("count")
         return count if type(count) is int else 0

@@ -116,3 +116,27 @@ async def test_room_channels_are_subscribed_while_this_host_holds_the_room(
     await p1.call("leave", "dyn-room")
     await until(lambda: shard_servers(redis_server.url, [channel]) == [1], what="we unsubscribe")
     assert await fetched_ids(p0, to="dyn-room") == {n0}
+
+
+async def test_unreadable_shard_messages_are_counted_and_nothing_valid_is_lost(
+    master: MasterProcess, node: NodePeer, redis_server: EmbeddedRedis, clients: Any
+) -> None:
+    metric = 'sio_master_messages_rejected_total{reason="bad_adapter_message"}'
+    before = master.metric(metric)
+    p0 = await clients(master.url(0), "p0")
+    await p0.call("join", "bad-room")
+    await until(lambda: shard_servers(redis_server.url, ["socket.io#/#bad-room#"]) == [1])
+    bad = [  # readable-looking ones only where Node does not read: they would crash it
+        ("socket.io#/#", b"\xc1not msgpack"),
+        ("socket.io#/#", b"{not json"),
+        ("socket.io#/#bad-room#", b'{"uid":"x","nsp":"/","type":3,"data":{"packet":{}}}'),
+        ("socket.io#/#bad-room#", b'{"uid":"x","nsp":"/","type":"3"}'),
+    ]
+    with redis.Redis.from_url(redis_server.url) as client:
+        for channel, body in bad:
+            client.execute_command("SPUBLISH", channel, body)
+    await node.cmd("emit", to="bad-room", event="fine", args=[1])
+    await node.cmd("emit", event="mark")
+    await p0.wait_count("mark", 1)
+    assert p0.got("fine") == [(1,)]
+    await until(lambda: master.metric(metric) == before + len(bad), what="4 counted")
