@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -74,7 +75,7 @@ class Master:
             self.bus = ShardedBus(
                 transport,
                 ShardChannels(config.adapter_key, config.subscription_mode),
-                ShardedSource(topology, self._on_subscribed, f"{client_name()}:ssub"),
+                ShardedSource(topology, self._reconnect_counter(), f"{client_name()}:ssub"),
                 self.table,
                 self.host,
                 self.fanout,
@@ -106,7 +107,7 @@ class Master:
             topology,
             [*config.patterns, *self.bus.extra_patterns],
             self._on_redis_message,
-            on_subscribed=self._on_subscribed,
+            on_subscribed=self._reconnect_counter(),
             client_name=f"{client_name()}:sub",
         )
         metrics.watch_state(
@@ -115,7 +116,6 @@ class Master:
         self.namespaces: frozenset[str] | str = frozenset()
         self._prefixes = {p.encode(): event_prefix(p) for p in config.patterns}
         self._subscribed_namespaces: set[str] = set()
-        self._subscriptions = 0
         self._background: set[asyncio.Task[None]] = set()
 
     # ---- workers -> master (called by the supervisor's dispatch) ----------------
@@ -189,10 +189,18 @@ class Master:
             return
         self.fanout.deliver(delivery.namespace, delivery.to, delivery.exclude, [delivery.packet])
 
-    def _on_subscribed(self) -> None:
-        if self._subscriptions:
-            self.metrics.redis_reconnects.inc()
-        self._subscriptions += 1
+    def _reconnect_counter(self) -> Callable[[], None]:
+        """What one subscriber calls on every (re)subscription: all but its first count as
+        reconnects (each subscriber has its own, so a second one starting is not one)."""
+        first = True
+
+        def subscribed() -> None:
+            nonlocal first
+            if not first:
+                self.metrics.redis_reconnects.inc()
+            first = False
+
+        return subscribed
 
     def _subscribe_namespaces(self, namespaces: list[str]) -> None:
         """SUBSCRIBE the adapter's request/response channels of newly seen namespaces."""

@@ -95,6 +95,7 @@ async def test_room_channels_are_subscribed_while_this_host_holds_the_room(
 ) -> None:
     """Dynamic mode: a broadcast to one room goes on that room's channel, which a server
     reads only while it holds the room; sid rooms stay on the namespace channel."""
+    assert master.metric("sio_master_redis_reconnects_total") == 0  # two subscribers, no outage
     channel = "socket.io#/#dyn-room#"
     p0 = await clients(master.url(0), "p0")
     p1 = await clients(master.url(1), "p1")
