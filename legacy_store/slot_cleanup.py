@@ -4,8 +4,8 @@ Per batch of candidate keys, in round trips: the owners (one HMGET of ``P:owners
 the members of every candidate (SMEMBERS: a socket set holds its own id, a room set does
 not); the heartbeat (EXISTS ``P:node:<id>``) of each distinct owner; then, for each stale
 socket, SREM from each room it names (counting memberships and emptied rooms as the
-``CLEAN_BATCH`` script does), and only after that the DEL of its set and the HDEL of its
-owner entry, so a run cut short leaves a socket set that still names its rooms.
+``CLEAN_BATCH`` script does), then the DEL of its set, then the HDEL of its owner entry,
+so a run cut short leaves a socket set that still names its rooms, or an owner entry alone.
 
 What the script's atomicity excluded and this form must repair: a node presumed dead
 (its heartbeat expired) that comes back while its sockets are being removed. Coming back,
@@ -13,7 +13,7 @@ the node finds its heartbeat key gone (SET XX fails), SETs the key again and onl
 rewrites all its live sockets (:meth:`legacy_store.socket_store.SocketStore._resync`);
 deletes of this batch may land after some of those writes. So once a batch's deletes are
 complete, the heartbeats of the owners whose sockets it removed are checked again
-(:meth:`SlotCleanup._recheck`), and the key of every owner found alive is DELeted: that
+(:meth:`SlotCleanup.recheck`), and the key of every owner found alive is DELeted: that
 node's next heartbeat (SET XX) fails and it writes its whole state again.
 
 Why that converges: the deletes completed before the recheck began. If the node's SET came
@@ -81,26 +81,16 @@ class SlotCleanup:
         yield keys
 
     async def clean(self, candidates: list[Candidate]) -> tuple[list[Removed], set[str]]:
-        stale = await self._stale(candidates)
+        """The three steps below, as one batch."""
+        stale = await self.stale(candidates)
         if not stale:
             return [], set()
-        counts = await self._leave_rooms(stale)
-        removed = [
-            Removed(s.key, memberships, int(s.existed), emptied, int(bool(s.owner)), s.owner)
-            for s, (memberships, emptied) in zip(stale, counts, strict=True)
-        ]
+        removed = await self.remove(stale)
         if self.dry_run:
             return removed, set()
+        return removed, await self.recheck({s.owner for s in stale if s.owner})
 
-        def delete(pipe: Any) -> None:
-            for s in stale:
-                pipe.delete(s.key)
-            pipe.hdel(self.schema.owners_key, *(s.key for s in stale))
-
-        await pipelined(self.redis, delete)
-        return removed, await self._recheck({s.owner for s in stale if s.owner})
-
-    async def _stale(self, candidates: list[Candidate]) -> list[Stale]:
+    async def stale(self, candidates: list[Candidate]) -> list[Stale]:
         """The candidates that are sockets (not room sets) of no live node."""
         keys = [key for key, _ in candidates]
 
@@ -123,6 +113,36 @@ class SlotCleanup:
             if existed or owner:
                 stale.append(Stale(key, sid, prefix, sorted(members - {sid}), existed, owner))
         return stale
+
+    async def remove(self, stale: list[Stale]) -> list[Removed]:
+        """Out of its rooms, then the set, then the owner entry of each stale socket.
+
+        A real run counts what its own commands removed (a socket removed by a cleanup
+        running at the same time is counted by that one); a dry run counts what it read.
+        """
+        counts = await self._leave_rooms(stale)
+        if self.dry_run:
+            return [
+                Removed(s.key, members, int(s.existed), emptied, int(bool(s.owner)), s.owner)
+                for s, (members, emptied) in zip(stale, counts, strict=True)
+            ]
+
+        def delete_sets(pipe: Any) -> None:
+            for s in stale:
+                pipe.delete(s.key)
+
+        def delete_owner_entries(pipe: Any) -> None:
+            for s in stale:
+                pipe.hdel(self.schema.owners_key, s.key)
+
+        deleted = await pipelined(self.redis, delete_sets)
+        owned = await pipelined(self.redis, delete_owner_entries)
+        return [
+            Removed(s.key, members, int(existed), emptied, int(entry), s.owner)
+            for s, (members, emptied), existed, entry in zip(
+                stale, counts, deleted, owned, strict=True
+            )
+        ]
 
     async def _alive(self, owners: set[str]) -> dict[str, bool]:
         nodes = sorted(owners)
@@ -161,7 +181,7 @@ class SlotCleanup:
             counts.append((memberships, emptied))
         return counts
 
-    async def _recheck(self, owners: set[str]) -> set[str]:
+    async def recheck(self, owners: set[str]) -> set[str]:
         """After the deletes: the owners found alive again are made to resync."""
         alive = await self._alive(owners)
         back = sorted(node for node, is_alive in alive.items() if is_alive)

@@ -15,9 +15,10 @@ A. the owner entries (``HSET P:owners``) of the sockets the batch connects, firs
    concurrent cleanup would take a live socket for one of no known node;
 B. the batch's set changes, reduced to their net effect (:func:`slot_plan`), and the
    members (SMEMBERS) of every socket set being removed;
-C. the removed sockets taken out of the rooms read in B, and only then their socket sets
-   and owner entries deleted, so a removal cut short by a failure leaves a socket set that
-   still names its rooms, for the next resync or cleanup to finish.
+C. the removed sockets taken out of the rooms read in B; then their socket sets deleted;
+   then their owner entries. A removal cut short by a failure leaves a socket set that
+   still names its rooms, or an owner entry alone, for the next resync or cleanup to
+   finish; and at no moment does a socket set exist without its owner entry.
 
 Why the net effect: each change sets one member of one set present or absent, so only the
 last change of each (key, member) pair matters, and a batch reduced to one command per pair
@@ -192,7 +193,7 @@ class SlotWrites:
             await self._remove_read(chunk, await self._send(read))
 
     async def _remove_read(self, sockets: Sequence[Socket], members: Sequence[Any]) -> None:
-        """Phase C: out of the rooms their sets name, then the sets and owner entries."""
+        """Phase C: out of the rooms their sets name, then the sets, then the owner entries."""
         leaving: dict[str, set[str]] = {}  # room key -> sids to SREM
         for (_, sid, prefix), rooms in zip(sockets, members, strict=True):
             for room in map(text, rooms):
@@ -209,9 +210,9 @@ class SlotWrites:
         def delete(pipe: Any) -> None:
             for key, _, _ in sockets:
                 pipe.delete(key)
-            pipe.hdel(self.schema.owners_key, *(key for key, _, _ in sockets))
 
         await self._send(delete)
+        await self._redis.hdel(self.schema.owners_key, *(key for key, _, _ in sockets))
 
     async def _send(self, queue: Callable[[Any], None]) -> list[Any]:
         return await pipelined(self._redis, queue)
