@@ -71,7 +71,7 @@ class SlotCleanup:
 
     async def socket_keys(self, pattern: str, count: int) -> AsyncIterator[list[str]]:
         """redis-py's Cluster ``scan_iter`` SCANs every primary, each with its own cursor
-        (so since 5.0.2, the lowest version supported); its keys are cut into batches."""
+        (from 5.0.2, the lowest version supported, on); its keys are cut into batches."""
         keys: list[str] = []
         async for key in self.redis.scan_iter(match=pattern, count=count, _type="SET"):
             keys.append(text(key))
