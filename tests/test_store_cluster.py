@@ -34,7 +34,9 @@ from tests.cluster import REPO, MasterProcess, Recorder, until
 
 SCHEMA = Schema("socket.io")
 TTL = "2"
-BAD_LOG = re.compile(r"\b(ERROR|CRITICAL)\b|CROSSSLOT|MOVED|Traceback|Too many connections")
+BAD_LOG = re.compile(
+    r"\b(ERROR|CRITICAL)\b|CROSSSLOT|MOVED|Traceback|MaxConnections|heartbeat failed"
+)
 Live = dict[tuple[str, str], set[str]]  # (namespace, sid) -> rooms, as a master's table
 
 
