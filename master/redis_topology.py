@@ -48,9 +48,6 @@ log = logging.getLogger(__name__)
 
 SENTINEL_TIMEOUT = 0.5  # per sentinel asked; a dead one must not hold the reconnect up
 NODE_TIMEOUT = 0.5  # per cluster node asked for the node list
-# A Cluster client keeps a pool per node. The master's command users of one node at once:
-# the publisher, the rejected list and the server count (one count at a time).
-NODE_CONNECTIONS = 3
 
 
 ShardMap = Callable[[str], str]  # a shard channel -> the URL of the node serving it
@@ -76,7 +73,8 @@ class Topology(Protocol):
         ...
 
     def commands(self, max_connections: int, client_name: str) -> aioredis.Redis:
-        """A client on at most ``max_connections`` connections to the primary."""
+        """A client on at most ``max_connections`` connections to the primary (on a
+        Cluster: to each node, and a user beyond them is refused, not kept waiting)."""
         ...
 
     async def close(self) -> None:
@@ -239,7 +237,7 @@ class ClusterNodes:
             RedisCluster(
                 startup_nodes=[ClusterNode(h, p) for h, p in self.url.seeds],
                 client_name=client_name,
-                max_connections=NODE_CONNECTIONS,
+                max_connections=max_connections,
                 **self._options,
             ),
         )

@@ -53,6 +53,12 @@ from wire.operations import ClusterOperation
 log = logging.getLogger(__name__)
 
 COMMAND_CONNECTIONS = 2  # plus the subscriber: 3 Redis connections per host, whatever N
+# On a Cluster, redis-py keeps a pool per node that refuses a user beyond its size instead of
+# making it wait, so each node's pool holds one connection per user that may run at once:
+# the publisher, the rejected list and the server count (one count at a time); with --store
+# also the store's writer and its heartbeat.
+NODE_COMMAND_USERS = 3
+STORE_COMMAND_USERS = 2
 
 
 class Master:
@@ -268,6 +274,14 @@ class Master:
         return True
 
 
+def command_connections(config: Config, topology: Topology) -> int:
+    """The size of the command pool: shared by every user on one Redis; per node, one
+    connection per concurrent user, on a Cluster (see NODE_COMMAND_USERS)."""
+    if not topology.is_cluster:
+        return COMMAND_CONNECTIONS
+    return NODE_COMMAND_USERS + (STORE_COMMAND_USERS if config.store else 0)
+
+
 def client_name() -> str:
     """How this master's Redis connections are named in ``CLIENT LIST``."""
     return f"sio-master:{socket.gethostname()}:{os.getpid()}"
@@ -309,7 +323,7 @@ async def serve(config: Config) -> int:
         topology = topology_for(url)
         stack.push_async_callback(topology.close)
         log.info("Redis: %s", topology.describe)
-        commands = topology.commands(COMMAND_CONNECTIONS, f"{client_name()}:cmd")
+        commands = topology.commands(command_connections(config, topology), f"{client_name()}:cmd")
         stack.push_async_callback(_close_quietly, commands)
         if config.adapter == "sharded" and not await _serves_sharded_pubsub(commands):
             return 1

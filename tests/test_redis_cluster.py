@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from bench.redis_cluster import RedisCluster
 from master.embedded_redis import redis7_binary
-from master.redis_topology import NODE_CONNECTIONS
+from master.server import NODE_COMMAND_USERS
 from tests.cluster import (
     MasterProcess,
     check_exactly_once_after_recovery,
@@ -96,7 +96,7 @@ async def test_masters_seeded_apart_form_one_cluster_and_follow_a_failover(
     for host in (host_a, host_b):
         counts, most_on_a_node = await named_connections(redis_cluster, host.pid)
         print(f"\nconnections of one master on the cluster: {counts}")
-        assert counts.get("sub") == 1 and most_on_a_node <= NODE_CONNECTIONS
+        assert counts.get("sub") == 1 and most_on_a_node <= NODE_COMMAND_USERS
 
     # kill the node host A's subscriber reads from, and a primary (the same node if it
     # is one): A's subscriber must move, and the slots of the primary fail over
@@ -240,7 +240,7 @@ async def test_sharded_adapter_on_a_cluster_with_node_and_a_failover(
             counts, most_on_a_node = await named_connections(redis7_cluster, host.pid)
             print(f"\nconnections of one master, sharded, on the cluster: {counts}")
             assert counts.get("sub") == 1 and 1 <= counts.get("ssub", 0) <= 3
-            assert most_on_a_node <= NODE_CONNECTIONS
+            assert most_on_a_node <= NODE_COMMAND_USERS
 
         victim = await owner_of(redis7_cluster, "socket.io#/#")
         killed = time.monotonic()

@@ -30,7 +30,9 @@ from legacy_store.cleanup import Cleanup, CleanupReport
 from legacy_store.schema import Schema
 from legacy_store.slot_cleanup import SlotCleanup
 from legacy_store.socket_store import SocketStore
+from master.server import NODE_COMMAND_USERS, STORE_COMMAND_USERS
 from tests.cluster import REPO, MasterProcess, Recorder, until
+from tests.test_redis_cluster import named_connections
 
 SCHEMA = Schema("socket.io")
 TTL = "2"
@@ -192,6 +194,9 @@ async def test_a_master_keeps_the_keys_exactly_each_on_its_slots_node(
     expected[SCHEMA.owners_key] = {f"socket.io#{sb}": node}
     await until_contents(r, expected)
     assert bad_lines(master) == []
+    counts, most_on_a_node = await named_connections(redis_cluster, master.pid)
+    assert counts.get("sub") == 1
+    assert most_on_a_node <= NODE_COMMAND_USERS + STORE_COMMAND_USERS  # the pool never refuses
 
     master.signal(signal.SIGTERM)  # a graceful stop removes every key of the node
     assert await master.wait_exit() == 0
