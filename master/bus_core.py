@@ -19,11 +19,18 @@ from typing import Any, Protocol
 from socketio import packet as sio_packet
 
 from master.adapter_wire import AdapterFormatError
+from master.host_ops import HostOperations
 from master.metrics import Metrics
 from master.outbox import Outbox
 from master.ratelimit import RateLimitedLogger
 from wire.frames import Broadcast, Room
-from wire.operations import ClusterOperation, OperationError, SocketInfo
+from wire.operations import (
+    ClusterOperation,
+    EmitWithAck,
+    FetchSockets,
+    OperationError,
+    SocketInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +187,30 @@ class BusCore:
         """Count and log (rate-limited) an adapter message we cannot read."""
         self.metrics.rejected.labels(reason="bad_adapter_message").inc()
         self._limiter.log(logging.WARNING, channel, "unreadable message on %r: %s", channel, exc)
+
+    async def relay_acks(
+        self,
+        host: HostOperations,
+        fetch: FetchSockets,
+        data: list[Any],
+        timeout: float,
+        count: Callable[[int], None],
+        ack: Callable[[list[Any]], None],
+    ) -> None:
+        """Another server's emit with acks, on this host: ``count`` the recipients, then
+        ``ack`` each client's answer as it comes (a client that does not answer: nothing)."""
+        sockets = await host.on_host(fetch)
+        count(len(sockets))
+
+        async def one(sid: str) -> None:
+            try:
+                args = await host.on_host(EmitWithAck(fetch.namespace, sid, data, timeout))
+            except Exception as exc:
+                log.debug("no ack from %s: %s", sid, exc)
+                return
+            ack(args)
+
+        await asyncio.gather(*(one(SocketInfo.from_wire(s).id) for s in sockets))
 
     def spawn(self, work: Coroutine[Any, Any, None], channel: str, what: str) -> None:
         """Answer another server in the background; a bad request costs its answer only."""

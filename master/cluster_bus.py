@@ -70,7 +70,6 @@ from wire.operations import (
     JoinRooms,
     LeaveRooms,
     ServerEmit,
-    SocketInfo,
 )
 
 log = logging.getLogger(__name__)
@@ -364,15 +363,11 @@ class ClusterBus(BusCore):
 
     async def _answer_emit_with_ack(self, namespace: str, emit: EmitRequest) -> None:
         """An emit with acks from another server: count our recipients, relay each ack."""
-        sockets = await self.host.on_host(emit.fetch)
-        self._respond(namespace, emit.client_count(len(sockets)))
-
-        async def one(sid: str) -> None:
-            try:
-                ack = await self.host.on_host(EmitWithAck(namespace, sid, emit.data, emit.timeout))
-            except Exception as exc:  # no ack from that client: nothing to answer
-                log.debug("no ack from %s: %s", sid, exc)
-                return
-            self._respond(namespace, emit.ack(ack))
-
-        await asyncio.gather(*(one(SocketInfo.from_wire(s).id) for s in sockets))
+        await self.relay_acks(
+            self.host,
+            emit.fetch,
+            emit.data,
+            emit.timeout,
+            lambda count: self._respond(namespace, emit.client_count(count)),
+            lambda args: self._respond(namespace, emit.ack(args)),
+        )

@@ -53,7 +53,6 @@ from wire.operations import (
     LeaveRooms,
     Selector,
     ServerEmit,
-    SocketInfo,
 )
 
 log = logging.getLogger(__name__)
@@ -217,19 +216,20 @@ class ShardedBus(BusCore):
         flags = opts.get("flags") if isinstance(opts, dict) else None
         milliseconds = flags.get("timeout") if isinstance(flags, dict) else None
         timeout = float(milliseconds) / 1000 if milliseconds else REQUESTS_TIMEOUT
-        sockets = await self.host.on_host(FetchSockets(namespace, selector, ids_only=True))
-        self._respond(message, MessageType.BROADCAST_CLIENT_COUNT, {"clientCount": len(sockets)})
-
-        async def one(sid: str) -> None:
-            try:
-                ack = await self.host.on_host(EmitWithAck(namespace, sid, data, timeout))
-            except Exception as exc:  # no ack from that client: nothing to answer
-                log.debug("no ack from %s: %s", sid, exc)
-                return
-            packet = {"packet": ack[0] if ack else None, "args": ack}
-            self._respond(message, MessageType.BROADCAST_ACK, packet)
-
-        await asyncio.gather(*(one(SocketInfo.from_wire(s).id) for s in sockets))
+        await self.relay_acks(
+            self.host,
+            FetchSockets(namespace, selector, ids_only=True),
+            data,
+            timeout,
+            lambda count: self._respond(
+                message, MessageType.BROADCAST_CLIENT_COUNT, {"clientCount": count}
+            ),
+            lambda args: self._respond(
+                message,
+                MessageType.BROADCAST_ACK,
+                {"packet": args[0] if args else None, "args": args},
+            ),
+        )
 
     # ---- requests to other hosts ------------------------------------------------
 
