@@ -11,7 +11,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import aiohttp
 import redis.asyncio as aioredis
+import socketio
 
 from bench.measure import descendants, is_running
 from master.embedded_redis import EmbeddedRedis
@@ -79,6 +81,34 @@ async def test_sigterm_closes_clients_and_leaves_nothing_behind(
     assert all(port_is_free(cluster.port_of(i)) for i in (0, 1))
     assert port_is_free(cluster.metrics_port)
     await cluster.wait_log(r"worker-1 .*stopped")
+
+
+async def test_sigterm_is_prompt_with_websocket_long_polling_and_idle_polling_clients(
+    start_master: Any, clients: Any
+) -> None:
+    """An idle long-polling session (one handshake, then nothing) used to hold a worker for
+    the whole graceful timeout (5 s here): nobody came to fetch its CLOSE."""
+    cluster = await start_master(workers=2).ready()
+    websocket = await clients(cluster.url(0), "ws")
+    polling = socketio.AsyncClient(reconnection=False)
+    disconnects: list[str] = []
+    polling.on("disconnect", lambda *reason: disconnects.append("polling"))
+    await polling.connect(cluster.url(1), transports=["polling"], wait_timeout=10)
+    async with aiohttp.ClientSession() as http:
+        for port in (cluster.port_of(0), cluster.port_of(1)):  # idle: handshake only
+            url = f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling"
+            async with http.get(url) as response:
+                assert (await response.text()).startswith("0{")
+        started = time.monotonic()
+        cluster.signal(signal.SIGTERM)
+        assert await cluster.wait_exit(timeout=15) == 0
+        took = time.monotonic() - started
+    await until(lambda: not websocket.client.connected, what="the websocket client closed")
+    await until(lambda: disconnects == ["polling"], what="the long-polling client closed")
+    print(f"\nSIGTERM to exit with websocket, long-polling and idle polling clients: {took:.2f} s")
+    assert took < 3.0, cluster.lines[-10:]  # the graceful timeout is 5 s
+    assert not cluster.log_matches(r"timed out")
+    await polling.disconnect()
 
 
 async def test_embedded_redis_then_master_kill9_leaves_no_orphans(

@@ -136,6 +136,11 @@ def eio_sockets(sio: Any) -> Mapping[str, Any]:
     return sockets
 
 
+def forget_eio_sockets(sio: Any) -> None:
+    """Drop every engine.io session of ``sio`` (they were closed): at shutdown."""
+    sio.eio.sockets = {}
+
+
 def enqueue(eio_socket: Any, packets: Sequence[Any]) -> None:
     """Put engine.io ``packets`` on an open socket's queue (its writer task sends them)."""
     if not eio_socket.closed:

@@ -138,14 +138,20 @@ class Worker:
     async def _shutdown(
         self, site: web.TCPSite, runner: web.AppRunner, sio: socketio.AsyncServer
     ) -> None:
+        """Stop listening, tell every client to go, and end as soon as their connections do.
+
+        Every engine.io socket gets its CLOSE packet, so clients reconnect elsewhere: a
+        websocket also gets a close frame (its writer is stopped), a pending long-poll GET
+        is answered with the CLOSE. Nothing waits for an idle long-polling client to come
+        and fetch its CLOSE (python-socketio's ``disconnect()`` would, until the graceful
+        timeout): its session is simply dropped, and its next request finds it gone.
+        """
         await site.stop()
-        sockets = list(compat.eio_sockets(sio).values())
-        if sockets:
-            await sio.eio.disconnect()  # engine.io CLOSE to each client: they reconnect elsewhere
-        for eio_socket in sockets:
-            # engine.io's writer closes the websocket (close frame) once it dequeues None;
-            # without this the connection lingers until the client hangs up.
+        sockets = compat.eio_sockets(sio)
+        for eio_socket in list(sockets.values()):
+            await eio_socket.close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
             compat.stop_writer(eio_socket)
+        compat.forget_eio_sockets(sio)
         await sio.shutdown()
         await runner.cleanup()
         log.info("stopped")
