@@ -70,10 +70,13 @@ async def polling_client(
                 return
             if response.status != 200:
                 return
-            if any(p == "1" for p in text.split("\x1e")):
+            packets = text.split("\x1e")
+            if any(p.startswith("40") for p in packets):
+                told.append("long-polling connected")  # its next GET is the pending one
+            if "1" in packets:
                 told.append("long-polling")
                 return
-            if "2" in text.split("\x1e"):
+            if "2" in packets:
                 async with http.post(url, data="3"):
                     pass
 
@@ -105,6 +108,10 @@ async def one_run(clients: int) -> dict[str, float | int]:
                 else:
                     opened.append(handshake(http, base))
             readers = await asyncio.wait_for(asyncio.gather(*opened), CONNECT_TIMEOUT)
+            deadline = time.monotonic() + CONNECT_TIMEOUT
+            while told.count("long-polling connected") < counts["long-polling"]:
+                assert time.monotonic() < deadline, "long-polling clients not connected"
+                await asyncio.sleep(0.01)  # bounded: every CONNECT answer read
             started = time.monotonic()
             master.signal(signal.SIGTERM)
             code = await master.wait_exit(timeout=30)
