@@ -194,6 +194,10 @@ class ClusterBus(BusCore):
         elif pattern == self._broadcast_pattern:
             self.on_broadcast(channel, body)
 
+    def subscribed(self) -> bool:
+        """Everything is on the classic subscriber."""
+        return True
+
     def room_opened(self, namespace: str, room: Room, is_sid: bool) -> None:
         """Every broadcast channel is read through one pattern: nothing to subscribe."""
 

@@ -8,6 +8,7 @@ master at scrape time, so they can never drift from the routing table.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -117,14 +118,30 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-async def serve_metrics(metrics: Metrics, host: str, port: int) -> web.AppRunner:
-    """Serve ``GET /metrics`` on ``host:port``; the caller cleans the runner up."""
+Readiness = Callable[[], dict[str, Any]]  # {"ready": bool, ...what it was judged on}
+
+
+async def serve_metrics(
+    metrics: Metrics, host: str, port: int, readiness: Readiness
+) -> web.AppRunner:
+    """Serve ``GET /metrics``, and the probes ``GET /healthz`` (the master runs) and
+    ``GET /readyz`` (200 only when ``readiness()`` says ready, else 503; both with the
+    JSON it returned), on ``host:port``; the caller cleans the runner up."""
 
     async def handle(_: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
 
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "pid": os.getpid()})
+
+    async def readyz(_: web.Request) -> web.Response:
+        state = readiness()
+        return web.json_response(state, status=200 if state.get("ready") else 503)
+
     app = web.Application()
     app.router.add_get("/metrics", handle)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_address=True).start()

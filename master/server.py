@@ -220,6 +220,20 @@ class Master:
 
     # ---- lifecycle ------------------------------------------------------------
 
+    def readiness(self, stop: asyncio.Event) -> dict[str, Any]:
+        """What ``/readyz`` answers: ready while every worker serves, every subscriber is
+        subscribed and no stop has begun (so a balancer drains this host first)."""
+        workers = self.supervisor.alive_count()
+        subscribed = self.source.connected and self.bus.subscribed()
+        stopping = stop.is_set()
+        return {
+            "ready": workers == self.config.workers and subscribed and not stopping,
+            "workers": workers,
+            "workers_expected": self.config.workers,
+            "redis_subscribed": subscribed,
+            "stopping": stopping,
+        }
+
     async def run(self, stop: asyncio.Event) -> int:
         """Startup, main loop until ``stop`` is set, shutdown; return the exit status."""
         tasks: list[asyncio.Task[None]] = []
@@ -315,7 +329,12 @@ async def serve(config: Config) -> int:
         metrics = Metrics()
         if config.metrics_port:
             try:
-                runner = await serve_metrics(metrics, config.metrics_host, config.metrics_port)
+                runner = await serve_metrics(
+                    metrics,
+                    config.metrics_host,
+                    config.metrics_port,
+                    lambda: master.readiness(stop) if master is not None else {"ready": False},
+                )
             except OSError as exc:
                 log.error("cannot serve metrics on port %d: %s", config.metrics_port, exc)
                 return 1

@@ -63,6 +63,8 @@ IGNORED_TYPES = (MessageType.INITIAL_HEARTBEAT, MessageType.HEARTBEAT, MessageTy
 class ShardSubscriber(Protocol):
     """The part of :class:`master.sharded_source.ShardedSource` the bus drives."""
 
+    connected: bool  # every wanted channel subscribed, as far as it knows
+
     def deliver_to(self, handler: Callable[[bytes, bytes], None]) -> None: ...
 
     def add_channels(self, names: list[str]) -> None: ...
@@ -117,6 +119,9 @@ class ShardedBus(BusCore):
 
     def on_classic(self, pattern: bytes | None, channel: str, body: bytes) -> None:
         """Nothing of this bus is on the classic subscriber."""
+
+    def subscribed(self) -> bool:
+        return self.subscriber.connected
 
     def room_opened(self, namespace: str, room: Room, is_sid: bool) -> None:
         """This host holds ``room`` now: read its channel if Node's servers would."""

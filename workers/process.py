@@ -84,6 +84,18 @@ class Worker:
             self.manager.rpc.fail_all("the master is gone")
             self._stop.set()
 
+    async def _healthz(self, sio: socketio.AsyncServer) -> web.Response:
+        """``GET /healthz``: 200 while this worker serves and its master is there; 503 once
+        it is stopping or orphaned (a balancer's HTTP check takes it out of the pool)."""
+        healthy = not self._stop.is_set()
+        state = {
+            "status": "ok" if healthy else "stopping",
+            "worker": self.worker_id,
+            "pid": os.getpid(),
+            "connections": len(compat.eio_sockets(sio)),
+        }
+        return web.json_response(state, status=200 if healthy else 503)
+
     def _namespaces(self, sio: socketio.AsyncServer) -> tuple[str, ...] | str:
         if sio.namespaces == "*":
             return "*"
@@ -114,6 +126,7 @@ class Worker:
         self.link.send(Hello(self.worker_id, os.getpid(), self._namespaces(sio)).encode())
 
         app = web.Application()
+        app.router.add_get("/healthz", lambda _: self._healthz(sio))
         sio.attach(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()

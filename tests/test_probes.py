@@ -1,0 +1,76 @@
+"""Health endpoints for probes and balancers: the master's ``/readyz`` and ``/healthz`` (on the
+metrics port) and every worker's ``/healthz`` (on its own port)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from master.embedded_redis import EmbeddedRedis, redis7_binary
+from tests.cluster import MasterProcess, until
+
+
+@pytest.fixture(params=["classic", "sharded"])
+def adapter(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def redis_for(adapter: str) -> Iterator[EmbeddedRedis]:
+    """The test's own Redis (it kills and restarts it): a Redis 7 for the sharded form."""
+    binary = redis7_binary() if adapter == "sharded" else None
+    if adapter == "sharded" and binary is None:
+        pytest.skip("sharded pub/sub needs redis-server >= 7 (.ci/run installs it)")
+    server = EmbeddedRedis(binary=binary).start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+async def get(url: str) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        return response.status, await response.json()
+
+
+async def readyz(probes: str) -> tuple[int, dict[str, Any]] | None:
+    try:
+        return await get(f"{probes}/readyz")
+    except aiohttp.ClientError:
+        return None
+
+
+async def test_readyz_follows_the_workers_and_every_redis_subscriber(
+    start_master: Any, redis_for: EmbeddedRedis, clients: Any, adapter: str
+) -> None:
+    cluster: MasterProcess = await start_master(
+        redis_url=redis_for.url, workers=2, extra=["--adapter", adapter]
+    ).ready()
+    probes = f"http://127.0.0.1:{cluster.metrics_port}"
+    ready = {
+        "ready": True,
+        "workers": 2,
+        "workers_expected": 2,
+        "redis_subscribed": True,
+        "stopping": False,
+    }
+    await until(lambda: _is(probes, 200, ready), what="ready")
+    assert await get(f"{probes}/healthz") == (200, {"status": "ok", "pid": cluster.pid})
+    await clients(cluster.url(1), "c")
+    for worker in (0, 1):
+        status, state = await get(f"http://127.0.0.1:{cluster.port_of(worker)}/healthz")
+        assert (status, state["worker"], state["status"]) == (200, worker, "ok")
+        assert state["connections"] == worker  # the one client is on worker 1
+
+    redis_for.kill()  # every worker serves, but nothing from Redis arrives: not ready
+    outage = {**ready, "ready": False, "redis_subscribed": False}
+    await until(lambda: _is(probes, 503, outage), timeout=20, what="503 during the outage")
+    redis_for.start()
+    await until(lambda: _is(probes, 200, ready), timeout=20, what="ready again")
+
+
+async def _is(probes: str, status: int, state: dict[str, Any]) -> bool:
+    return await readyz(probes) == (status, state)
