@@ -117,7 +117,9 @@ class Master:
             client_name=f"{client_name()}:sub",
         )
         metrics.watch_state(
-            self.table.sockets_per_worker, self.supervisor.alive_count, self.supervisor.stats
+            lambda: self.supervisor.per_worker(self.table.sockets_per_worker()),
+            self.supervisor.alive_count,
+            self.supervisor.stats,
         )
         self.namespaces: frozenset[str] | str = frozenset()
         self._prefixes = {p.encode(): event_prefix(p) for p in config.patterns}
@@ -302,7 +304,8 @@ def client_name() -> str:
 
 
 async def serve(config: Config) -> int:
-    """Run a master until SIGTERM/SIGINT; a second signal kills the workers at once."""
+    """Run a master until SIGTERM/SIGINT; a second signal kills the workers at once.
+    SIGHUP replaces the workers one at a time (see ``Supervisor.rolling_restart``)."""
     stop = asyncio.Event()
     master: Master | None = None
 
@@ -315,9 +318,20 @@ async def serve(config: Config) -> int:
         log.info("%s received: stopping gracefully", sig.name)
         stop.set()
 
+    restarts: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        if master is None or stop.is_set():
+            log.warning("SIGHUP: no workers to restart now")
+            return
+        task = asyncio.create_task(master.supervisor.rolling_restart())
+        restarts.add(task)
+        task.add_done_callback(restarts.discard)
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(log.info, "stopped")
         url = config.redis_url

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -56,7 +58,11 @@ class StartupError(RuntimeError):
 
 
 class WorkerEvents(Protocol):
-    """What the master does with its workers' frames (the one dispatch is :meth:`_dispatch`)."""
+    """What the master does with its workers' frames (the one dispatch is :meth:`_dispatch`).
+
+    A worker is named by its key: unique per process, never reused, so the old and the new
+    process of one port (a respawn, a rolling restart) are never mixed up in the routing table.
+    """
 
     def on_hello(self) -> None: ...
 
@@ -81,8 +87,9 @@ class WorkerPool(Protocol):
 
 @dataclass(eq=False)
 class WorkerHandle:
-    """One generation of worker ``worker_id``: a new handle per (re)spawn."""
+    """One process of worker ``worker_id`` (its port): a new handle, and key, per spawn."""
 
+    key: int
     worker_id: int
     port: int
     process: asyncio.subprocess.Process
@@ -94,6 +101,7 @@ class WorkerHandle:
     namespaces: tuple[str, ...] | str = ()
     last_pong: float = field(default_factory=time.monotonic)
     stats: dict[str, Any] = field(default_factory=dict)
+    respawn: bool = True  # False: its exit is expected (replaced, or a failed replacement)
 
     @property
     def pid(self) -> int:
@@ -114,15 +122,27 @@ class Supervisor:
         self._health_task: asyncio.Task[None] | None = None
         self._startup_progress = asyncio.Event()  # a worker got ready or exited
         self._fast_deaths: dict[int, int] = {}
+        self._keys = itertools.count()
+        self._rolling = False
 
     # ---- the WorkerPool view ----------------------------------------------------
 
     def alive(self) -> list[int]:
-        """Workers running and ready: a worker still starting takes no requests."""
-        return [w for w, h in self._handles.items() if h.alive and h.ready.is_set()]
+        """Workers (keys) running and ready: a worker still starting takes no requests."""
+        return [k for k, h in self._handles.items() if h.alive and h.ready.is_set()]
 
     def alive_count(self) -> int:
-        return sum(1 for h in self._handles.values() if h.alive)
+        """How many worker ports have a live process (two during a rolling restart count once)."""
+        return len({h.worker_id for h in self._handles.values() if h.alive})
+
+    def per_worker(self, by_key: Mapping[int, int]) -> dict[int, int]:
+        """Counts by worker key, summed by worker id (the label operators see)."""
+        counts: dict[int, int] = {}
+        for key, count in by_key.items():
+            handle = self._handles.get(key)
+            if handle is not None:
+                counts[handle.worker_id] = counts.get(handle.worker_id, 0) + count
+        return counts
 
     def send(self, worker: int, frame: bytes) -> bool:
         """Queue a droppable frame (a delivery) on ``worker``'s pipe; False if refused."""
@@ -145,8 +165,8 @@ class Supervisor:
         return frozenset(names)
 
     def stats(self) -> dict[int, dict[str, Any]]:
-        """What each worker reported with its last pong."""
-        return {w: h.stats for w, h in self._handles.items()}
+        """What each worker (by id) reported with its last pong."""
+        return {h.worker_id: h.stats for h in self._handles.values() if h.alive}
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -174,7 +194,8 @@ class Supervisor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _spawn(self, worker_id: int) -> WorkerHandle:
+    async def _spawn(self, worker_id: int, respawn: bool = True) -> WorkerHandle:
+        key = next(self._keys)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         port = self.config.worker_port(worker_id)
         try:
@@ -197,10 +218,10 @@ class Supervisor:
         )
         rpc = Rpc(
             lambda frame: link.send(frame, droppable=False),
-            lambda operation: self._events.handle_request(worker_id, operation),
+            lambda operation: self._events.handle_request(key, operation),
         )
-        handle = WorkerHandle(worker_id, port, process, link, rpc)
-        self._handles[worker_id] = handle
+        handle = WorkerHandle(key, worker_id, port, process, link, rpc, respawn=respawn)
+        self._handles[key] = handle
         await link.attach(parent_sock)  # the handle exists before any frame is read
         log.info("worker %d started (pid %d, port %d)", worker_id, process.pid, port)
         self._spawn_task(self._watch(handle))
@@ -214,7 +235,7 @@ class Supervisor:
         """Every frame a worker sends is handled here, by its class."""
         if not handle.alive:
             return  # late frames of a dead generation must not touch the routing table
-        worker = handle.worker_id
+        worker = handle.key
         match frame:
             case Join() | Leave():
                 self._events.on_membership(worker, frame)
@@ -233,14 +254,15 @@ class Supervisor:
                 handle.ready.set()
                 self._startup_progress.set()
                 handle.last_pong = time.monotonic()
-                if not self._starting:
-                    log.info("worker %d ready again on port %d", worker, handle.port)
+                if not self._starting and handle.respawn:
+                    log.info("worker %d ready again on port %d", handle.worker_id, handle.port)
             case Hello(_, _, namespaces):
                 handle.namespaces = namespaces
                 self._events.on_hello()
             case _:
                 self.metrics.bad_frames.inc()
-                log.error("unexpected %s frame from worker %d", type(frame).__name__, worker)
+                name = type(frame).__name__
+                log.error("unexpected %s frame from worker %d", name, handle.worker_id)
 
     async def _watch(self, handle: WorkerHandle) -> None:
         code = await handle.process.wait()
@@ -248,8 +270,11 @@ class Supervisor:
         self._startup_progress.set()
         handle.rpc.fail_all(f"worker {handle.worker_id} died")
         handle.link.close()
-        self._events.on_worker_exit(handle.worker_id)
-        if self._stopping or self._starting:
+        self._events.on_worker_exit(handle.key)
+        if self._starting:
+            return  # start() reports it
+        self._handles.pop(handle.key, None)
+        if self._stopping or not handle.respawn:
             return
         how = f"signal {-code}" if code < 0 else f"code {code}"
         log.error(
@@ -265,6 +290,70 @@ class Supervisor:
             await asyncio.sleep(delay)
         if not self._stopping:
             await self._spawn(handle.worker_id)
+
+    # ---- rolling restart (SIGHUP) -------------------------------------------------
+
+    async def rolling_restart(self) -> bool:
+        """Replace every worker by a new process, one at a time; False if stopped short.
+
+        The new process of a port listens beside the old one (SO_REUSEPORT) and is ready
+        before the old one is told to stop, so the port never refuses a connection; the
+        old one then closes its clients (they reconnect, to the new one) and exits. A new
+        process that does not get ready is killed, the old one keeps serving, and the
+        restart stops there: reported, never half-applied to one port.
+        """
+        if self._rolling or self._stopping or self._starting:
+            log.warning("rolling restart: not now (one is running, or starting or stopping)")
+            return False
+        self._rolling = True
+        try:
+            log.info("rolling restart of %d workers", self.config.workers)
+            for worker_id in range(self.config.workers):
+                if self._stopping or not await self._replace(worker_id):
+                    return False
+            log.info("rolling restart done")
+            return True
+        finally:
+            self._rolling = False
+
+    async def _replace(self, worker_id: int) -> bool:
+        olds = [h for h in self._handles.values() if h.worker_id == worker_id and h.alive]
+        new = await self._spawn(worker_id, respawn=False)
+        if not await self._ready_or_dead(new):
+            with contextlib.suppress(ProcessLookupError):
+                new.process.kill()
+            log.error(
+                "rolling restart: the new worker %d (pid %d) did not get ready; "
+                "the old one keeps serving and the restart stops here",
+                worker_id,
+                new.pid,
+            )
+            return False
+        new.respawn = True
+        for old in olds:
+            old.respawn = False
+            with contextlib.suppress(ProcessLookupError):
+                old.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(old.process.wait(), self.config.graceful_timeout + 1)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    old.process.kill()
+            log.info(
+                "rolling restart: worker %d replaced (pid %d -> %d)", worker_id, old.pid, new.pid
+            )
+        return True
+
+    async def _ready_or_dead(self, handle: WorkerHandle) -> bool:
+        """Wait until ``handle`` is ready (True), or exits or times out (False)."""
+        ready = asyncio.create_task(handle.ready.wait())
+        dead = asyncio.create_task(handle.process.wait())
+        await asyncio.wait(
+            {ready, dead}, timeout=STARTUP_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
+        ready.cancel()
+        dead.cancel()
+        return handle.ready.is_set() and handle.process.returncode is None
 
     async def _health_loop(self) -> None:
         """Ping every ready worker; kill one that has not answered for the timeout."""

@@ -130,7 +130,8 @@ class Worker:
         sio.attach(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, config.host, self.port, reuse_address=True)
+        # reuse_port: during a rolling restart the new process listens beside the old one
+        site = web.TCPSite(runner, config.host, self.port, reuse_address=True, reuse_port=True)
         try:
             await site.start()
         except OSError as exc:
