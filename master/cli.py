@@ -92,6 +92,14 @@ LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
     show_envvar=True,
 )
 @click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar="SIO_LOG_FORMAT",
+    show_envvar=True,
+    help="text lines, or one JSON object per line (ts, level, role, logger, message, exc).",
+)
+@click.option(
     "--metrics-port",
     type=int,
     default=0,
@@ -204,7 +212,7 @@ def main(**options: Any) -> None:
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
-    configure_logging("master", config.log_level)
+    configure_logging("master", config.log_level, config.log_format)
 
     import uvloop
 

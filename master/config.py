@@ -10,6 +10,7 @@ from typing import Any, Literal
 from master.redis_url import RedisUrlError, check_redis_url
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LogFormat = Literal["text", "json"]
 AdapterForm = Literal["classic", "sharded"]
 SubscriptionMode = Literal["static", "dynamic", "dynamic-private"]
 DEFAULT_APP = "workers.demo:setup"
@@ -34,6 +35,7 @@ class Config:
     cors_allowed_origins: tuple[str, ...] = ()
     max_message_bytes: int = 1024 * 1024
     log_level: LogLevel = "info"
+    log_format: LogFormat = "text"
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
     worker_buffer_bytes: int = 16 * 1024 * 1024
@@ -75,6 +77,8 @@ class Config:
                 raise ConfigError(str(exc)) from None
         if not 1 <= self.node_ttl <= 15:
             raise ConfigError("--node-ttl must be 1..15 seconds")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"--log-format must be text or json, got {self.log_format!r}")
         if self.adapter not in ("classic", "sharded"):
             raise ConfigError(f"--adapter must be classic or sharded, got {self.adapter!r}")
         if self.subscription_mode not in ("static", "dynamic", "dynamic-private"):

@@ -3,6 +3,8 @@ metrics port) and every worker's ``/healthz`` (on its own port)."""
 
 from __future__ import annotations
 
+import json
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -74,3 +76,18 @@ async def test_readyz_follows_the_workers_and_every_redis_subscriber(
 
 async def _is(probes: str, status: int, state: dict[str, Any]) -> bool:
     return await readyz(probes) == (status, state)
+
+
+async def test_log_format_json_gives_one_object_per_line_from_every_process(
+    start_master: Any, clients: Any
+) -> None:
+    cluster: MasterProcess = await start_master(workers=2, extra=["--log-format", "json"]).ready()
+    await clients(cluster.url(1), "c")
+    cluster.signal(signal.SIGTERM)
+    assert await cluster.wait_exit() == 0
+    lines = [json.loads(line) for line in cluster.lines]  # every line, or this raises
+    assert {tuple(sorted(line)) for line in lines} == {("level", "logger", "message", "role", "ts")}
+    assert {line["role"] for line in lines} == {"master", "worker-0", "worker-1"}
+    messages = [(line["role"], line["message"]) for line in lines]
+    assert ("master", "stopped") in messages and ("worker-1", "stopped") in messages
+    assert any(role == "master" and m.startswith("cluster ready") for role, m in messages)

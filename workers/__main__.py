@@ -19,7 +19,7 @@ def main() -> None:
     """Parse the master's arguments and run the worker."""
     fd, worker_id = sys.argv[1:3]
     config = Config.from_json(os.environ.pop(WORKER_CONFIG_ENV))
-    configure_logging(f"worker-{worker_id}", config.log_level)
+    configure_logging(f"worker-{worker_id}", config.log_level, config.log_format)
     run(int(worker_id), int(fd), config)
 
 
