@@ -1,6 +1,6 @@
 """``python -m master``: see :mod:`master.cli`."""
 
-from master.cli import main
+from master.cli import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

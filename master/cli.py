@@ -14,6 +14,17 @@ from wire.logformat import configure_logging
 LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 
 
+def entry() -> None:
+    """``sio-master``: run the master, or ``sio-master balancer-config ...`` (a tool that
+    prints a balancer configuration; see :mod:`master.balancer_config`)."""
+    if sys.argv[1:2] == ["balancer-config"]:
+        from master.balancer_config import main as balancer_config
+
+        balancer_config(sys.argv[2:])
+        return
+    main()
+
+
 @click.command(context_settings={"show_default": True, "max_content_width": 100})
 @click.option(
     "--workers",

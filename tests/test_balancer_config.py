@@ -1,0 +1,55 @@
+"""``sio-master balancer-config``: the configurations for the actual options (pure; the real
+balancers run them in tests/test_balancers.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from master.balancer_config import Layout, haproxy, nginx
+from tests.cluster import REPO
+
+LAYOUT = Layout("0.0.0.0", 80, ("10.0.0.1", "10.0.0.2"), 9000, 2)
+
+
+def test_haproxy_has_one_checked_server_per_worker_of_every_host_and_sticks_by_source() -> None:
+    text = haproxy(LAYOUT)
+    servers = [line.split()[1:3] for line in text.splitlines() if line.strip().startswith("server")]
+    assert servers == [
+        ["h0w0", "10.0.0.1:9000"],
+        ["h0w1", "10.0.0.1:9001"],
+        ["h1w0", "10.0.0.2:9000"],
+        ["h1w1", "10.0.0.2:9001"],
+    ]
+    for needed in ("mode tcp", "balance source", "hash-type consistent", "bind 0.0.0.0:80"):
+        assert needed in text
+    assert "option httpchk GET /healthz" in text and "timeout tunnel 1h" in text
+
+
+def test_nginx_hashes_the_client_address_over_every_worker() -> None:
+    text = nginx(LAYOUT)
+    servers = [line.split()[1] for line in text.splitlines() if " max_fails=" in line]
+    assert servers == ["10.0.0.1:9000", "10.0.0.1:9001", "10.0.0.2:9000", "10.0.0.2:9001"]
+    assert "hash $remote_addr consistent;" in text and "listen 0.0.0.0:80;" in text
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["haproxy"],  # --workers is required
+        ["envoy", "--workers", "2"],
+        ["nginx", "--workers", "0"],
+        ["nginx", "--workers", "2", "--listen", "80"],
+        ["nginx", "--workers", "2", "--port", "65535"],
+    ],
+)
+def test_bad_arguments_exit_2_with_a_reason(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "master", "balancer-config", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "error:" in done.stderr and done.stdout == ""
