@@ -1,4 +1,9 @@
-"""Loading the user's ``--app module:callable`` inside a worker (like uvicorn's app strings)."""
+"""Loading the user's ``--app module:callable`` inside a worker (like uvicorn's app strings).
+
+The callable receives the worker's ``socketio.AsyncServer``; one that takes a second
+parameter also receives the worker's ``aiohttp.web.Application``, to add its own HTTP
+routes (a page, an API) beside ``/socket.io/`` and ``/healthz``.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
+from aiohttp import web
 
-AppSetup = Callable[[socketio.AsyncServer], Awaitable[Any] | Any]
+AppSetup = Callable[..., Awaitable[Any] | Any]
 
 
 class AppLoadError(ImportError):
@@ -38,8 +44,13 @@ def load_app(spec: str, app_dir: str) -> AppSetup:
     return target  # type: ignore[no-any-return]
 
 
-async def apply_app(setup: AppSetup, sio: socketio.AsyncServer) -> None:
-    """Call the user's setup with the server; await it if it is a coroutine function."""
-    result = setup(sio)
+async def apply_app(setup: AppSetup, sio: socketio.AsyncServer, web_app: web.Application) -> None:
+    """Call the user's setup with the server (and the web application, if it takes a second
+    parameter); await it if it is a coroutine function."""
+    try:
+        takes_web_app = len(inspect.signature(setup).parameters) >= 2
+    except (TypeError, ValueError):  # a callable without a readable signature: one argument
+        takes_web_app = False
+    result = setup(sio, web_app) if takes_web_app else setup(sio)
     if inspect.isawaitable(result):
         await result

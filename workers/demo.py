@@ -3,21 +3,38 @@
 Client events:
 - ``join`` (room) / ``leave`` (room): enter or leave a room; the room hears
   ``joined`` / ``left`` with ``{"sid", "room"}``. The ack is the socket's rooms.
-- ``say`` ({"room"?, "text"}): sends ``message`` ``{"from", "text", "room"}`` to the
-  room, or to everyone when no room is given, whichever worker holds them.
+- ``say`` ({"room"?, "text", "nick"?}): sends ``message`` ``{"from", "nick", "text",
+  "room"}`` to the room, or to everyone when no room is given, whichever worker holds them.
 
 Backend services reach the same clients by publishing on ``ch:*`` (see README).
+
+Every worker also serves the chat page at ``/``, with the Socket.IO client (4.8, MIT)
+from this package at ``/socket.io.min.js``: no CDN, so it works offline.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import socketio
+from aiohttp import web
+
+STATIC = Path(__file__).resolve().parent / "demo_static"
+MAX_NICK = 32
 
 
-def setup(sio: socketio.AsyncServer) -> None:
-    """Register the demo's handlers on ``sio``."""
+def setup(sio: socketio.AsyncServer, web_app: web.Application) -> None:
+    """Register the demo's handlers on ``sio`` and its page on ``web_app``."""
+
+    def serve(name: str) -> Any:
+        async def handle(_: web.Request) -> web.FileResponse:
+            return web.FileResponse(STATIC / name)
+
+        return handle
+
+    web_app.router.add_get("/", serve("index.html"))
+    web_app.router.add_get("/socket.io.min.js", serve("socket.io.min.js"))
 
     async def rooms_of(sid: str) -> list[str]:
         return sorted(str(r) for r in sio.rooms(sid) if r != sid)
@@ -40,6 +57,8 @@ def setup(sio: socketio.AsyncServer) -> None:
     async def say(sid: str, message: Any) -> None:
         if not isinstance(message, dict) or not isinstance(message.get("text"), str):
             return
-        room = message.get("room")
+        room, nick = message.get("room"), message.get("nick")
         target = room if isinstance(room, str) and room else None
-        await sio.emit("message", {"from": sid, "text": message["text"], "room": target}, to=target)
+        nick = nick[:MAX_NICK] if isinstance(nick, str) and nick else None
+        body = {"from": sid, "nick": nick, "text": message["text"], "room": target}
+        await sio.emit("message", body, to=target)

@@ -122,11 +122,11 @@ class Worker:
             raise SystemExit(1) from None
         # each tick's frames to a connection in one write (see workers.fast_ws)
         fast_ws.install(sio.eio, paths)
-        await apply_app(load_app(config.app, config.app_dir), sio)
-        self.link.send(Hello(self.worker_id, os.getpid(), self._namespaces(sio)).encode())
-
         app = web.Application()
         app.router.add_get("/healthz", lambda _: self._healthz(sio))
+        await apply_app(load_app(config.app, config.app_dir), sio, app)
+        self.link.send(Hello(self.worker_id, os.getpid(), self._namespaces(sio)).encode())
+
         sio.attach(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
