@@ -28,6 +28,7 @@ RejectReason = Literal[
     "bad_event",
     "reserved_event",
     "unknown_namespace",
+    "too_deep",
 ]
 
 ALLOWED_FIELDS: Final = frozenset({"event", "data", "args", "to", "except", "namespace"})
@@ -133,9 +134,13 @@ def parse_message(
     if namespaces != ANY_NAMESPACE and namespace not in namespaces:
         raise Rejected("unknown_namespace", f"no worker serves the namespace {namespace!r}")
 
+    try:
+        packet = encode_event_packet(namespace, event, args)
+    except orjson.JSONEncodeError as exc:  # nested deeper than orjson writes (254 levels)
+        raise Rejected("too_deep", f"the data cannot be encoded again: {exc}") from None
     return Delivery(
         namespace=namespace,
         to=_targets(message, "to"),
         exclude=_targets(message, "except") or [],
-        packet=encode_event_packet(namespace, event, args),
+        packet=packet,
     )

@@ -176,15 +176,17 @@ class Master:
         name = channel.decode("utf-8", "replace")
         try:
             if pattern in self._prefixes:
-                self._route_message(pattern, name, body)
+                self._route_message(pattern, channel, name, body)
             else:
                 self.bus.on_classic(pattern, name, body)
         except Exception:  # a bug here must cost one message, never the subscriber
             self.metrics.rejected.labels(reason="internal_error").inc()
             log.exception("internal error on a message from %r", name)
 
-    def _route_message(self, pattern: bytes, name: str, body: bytes) -> None:
+    def _route_message(self, pattern: bytes, channel: bytes, name: str, body: bytes) -> None:
         try:
+            if "\ufffd" in name and not _is_utf8(channel):
+                raise Rejected("bad_event", "the channel name (the event) is not UTF-8")
             delivery = parse_message(
                 name,
                 body,
@@ -288,6 +290,14 @@ class Master:
             log.error("cluster failed to start: %s", exc)
             return False
         return True
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def command_connections(config: Config, topology: Topology) -> int:

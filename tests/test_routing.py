@@ -20,7 +20,7 @@ REJECTED = "sio-master:rejected"
 _tokens = itertools.count()
 
 
-async def publish(redis: aioredis.Redis, channel: str, body: Any) -> None:
+async def publish(redis: aioredis.Redis, channel: str | bytes, body: Any) -> None:
     raw = body if isinstance(body, bytes | str) else json.dumps(body)
     await redis.publish(channel, raw)
 
@@ -190,8 +190,10 @@ async def test_bad_bodies_are_rejected_and_valid_traffic_flows(
     cluster: MasterProcess, clients: Any, redis_client: aioredis.Redis
 ) -> None:
     a0, b0 = await clients(cluster.url(0), "a0"), await clients(cluster.url(1), "b0")
-    bad: list[tuple[str, Any, str]] = [
+    bad: list[tuple[str | bytes, Any, str]] = [
         ("ch:x", b"\xff\xfe not json", "invalid_json"),
+        (b"ch:\xff\xfe", {"data": 1}, "bad_event"),  # a channel (the event) that is not UTF-8
+        ("ch:x", '{"data": ' + "[" * 300 + "]" * 300 + "}", "too_deep"),
         ("ch:x", "{not json", "invalid_json"),
         ("ch:x", "[1, 2]", "not_object"),
         ("ch:x", "42", "not_object"),
@@ -230,7 +232,10 @@ async def test_bad_bodies_are_rejected_and_valid_traffic_flows(
     stored = [json.loads(e) for e in await redis_client.lrange(REJECTED, 0, -1)]
     assert len(stored) == kept_before + len(bad)
     newest = stored[: len(bad)][::-1]
-    assert [(e["channel"], e["reason"]) for e in newest] == [(c, r) for c, _, r in bad]
+    shown = [c.decode("utf-8", "replace") if isinstance(c, bytes) else c for c, _, _ in bad]
+    assert [(e["channel"], e["reason"]) for e in newest] == list(
+        zip(shown, [r for _, _, r in bad], strict=True)
+    )
     assert newest[-1]["size"] > 1024 * 1024 and len(newest[-1]["body"]) == 4096
     assert after["sio_master_workers_alive"] == 2
     assert cluster.proc is not None and cluster.proc.poll() is None
