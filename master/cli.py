@@ -204,6 +204,20 @@ def entry() -> None:
     "subscriptionMode; every server of the cluster must use the same).",
 )
 @click.option(
+    "--admin-ui/--no-admin-ui",
+    default=False,
+    envvar="SIO_ADMIN_UI",
+    show_envvar=True,
+    help="Serve the Socket.IO Admin UI's /admin namespace on every worker, cluster-wide.",
+)
+@click.option(
+    "--admin-auth",
+    default="",
+    envvar="SIO_ADMIN_AUTH",
+    show_envvar=True,
+    help="USER:PASSWORD the Admin UI logs in with; 'none' serves it without a login.",
+)
+@click.option(
     "--redis-buffer-bytes",
     type=int,
     default=16 * 1024 * 1024,

@@ -49,6 +49,8 @@ class Config:
     adapter: AdapterForm = "classic"
     subscription_mode: SubscriptionMode = "dynamic"
     redis_buffer_bytes: int = 16 * 1024 * 1024
+    admin_ui: bool = False
+    admin_auth: str = ""  # "user:password", or "none" to serve the Admin UI without a login
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -77,6 +79,11 @@ class Config:
                 raise ConfigError(str(exc)) from None
         if not 1 <= self.node_ttl <= 15:
             raise ConfigError("--node-ttl must be 1..15 seconds")
+        if self.admin_ui and self.admin_auth != "none" and ":" not in self.admin_auth:
+            raise ConfigError(
+                "--admin-ui needs --admin-auth USER:PASSWORD (or --admin-auth none to serve "
+                "it without a login)"
+            )
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"--log-format must be text or json, got {self.log_format!r}")
         if self.adapter not in ("classic", "sharded"):
@@ -92,6 +99,13 @@ class Config:
             raise ConfigError("--key-prefix must not be empty")
         if self.graceful_timeout <= 0 or self.worker_health_timeout < 0:
             raise ConfigError("timeouts must be positive (health timeout 0 = off)")
+
+    def admin_credentials(self) -> tuple[str, str] | None:
+        """The Admin UI's login, or None when it is served without one."""
+        if self.admin_auth == "none":
+            return None
+        user, _, password = self.admin_auth.partition(":")
+        return user, password
 
     def worker_port(self, worker_id: int) -> int:
         """Worker ``i`` listens on ``port + i`` so an L4 balancer can front them."""

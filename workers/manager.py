@@ -91,6 +91,9 @@ def _as_list(value: Any) -> list[Any]:
     return [value]
 
 
+MembershipObserver = Callable[[str, str, Hashable, bool], None]  # namespace, sid, room, joined
+
+
 class ClusterManager(socketio.AsyncManager):
     """An ``AsyncManager`` whose rooms and emits span every worker of the host."""
 
@@ -106,6 +109,8 @@ class ClusterManager(socketio.AsyncManager):
         self._sync_tokens = itertools.count(1)
         self._sync_waiters: dict[int, asyncio.Future[None]] = {}
         self._connected_at: dict[str, int] = {}  # sid -> ms since the epoch
+        # told of every join and leave (room None: connect, disconnect), e.g. the Admin UI
+        self.observers: list[MembershipObserver] = []
 
     async def sync(self) -> None:
         """Return once the master has applied every report sent so far."""
@@ -278,6 +283,11 @@ class ClusterManager(socketio.AsyncManager):
 
     def _report(self, report: Join | Leave) -> None:
         self.link.send(report.encode(), droppable=False)
+        for observer in self.observers:
+            try:
+                observer(report.namespace, report.sid, report.room, isinstance(report, Join))
+            except Exception:  # an observer's bug must not cost the membership
+                log.exception("a membership observer failed")
 
     def basic_enter_room(
         self, sid: str, namespace: str, room: Hashable, eio_sid: str | None = None

@@ -34,6 +34,7 @@ from wire.frames import (
 )
 from wire.link import FrameLink
 from workers import fast_ws
+from workers.admin import AdminUI
 from workers.app_loader import apply_app, load_app
 from workers.fast_ws import Counters
 from workers.manager import ClusterManager
@@ -125,6 +126,8 @@ class Worker:
         app = web.Application()
         app.router.add_get("/healthz", lambda _: self._healthz(sio))
         await apply_app(load_app(config.app, config.app_dir), sio, app)
+        if config.admin_ui:
+            AdminUI(sio, self.manager, config.admin_credentials()).install()
         self.link.send(Hello(self.worker_id, os.getpid(), self._namespaces(sio)).encode())
 
         sio.attach(app)

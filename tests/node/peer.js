@@ -169,6 +169,13 @@ async function main() {
       });
       return { id: socket.id };
     },
+    async clientEmit({ client, event, args = [] }) {
+      // an event a socket.io-client client sends to its server (the Admin UI's actions)
+      const c = clients.get(client);
+      if (!c) throw new Error(`no client ${client}`);
+      c.socket.emit(event, ...args);
+      return null;
+    },
     async reset() {
       // disconnect every client and wait until this server has no socket left
       for (const { socket } of clients.values()) socket.disconnect();
