@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from wire.frames import SLOW_CLIENTS_DROPPED
+from wire.frames import BAD_CLIENTS_DROPPED, SLOW_CLIENTS_DROPPED
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,16 @@ class _StateCollector(Collector):
             "Connections a worker aborted for not reading (since that worker started)",
             labels=["worker"],
         )
+        bad = GaugeMetricFamily(
+            f"{PREFIX}_bad_clients_dropped",
+            "Websockets a worker closed for a packet it cannot decode (since it started)",
+            labels=["worker"],
+        )
         for worker, stats in sorted(self._worker_stats().items()):
             slow.add_metric([str(worker)], stats.get(SLOW_CLIENTS_DROPPED, 0))
+            bad.add_metric([str(worker)], stats.get(BAD_CLIENTS_DROPPED, 0))
         yield slow
+        yield bad
 
 
 class Metrics:

@@ -211,6 +211,8 @@ class Ping(Frame):
 
 SLOW_CLIENTS_DROPPED = "slow_clients_dropped"
 """The key of a Pong's stats: connections the worker aborted for not reading."""
+BAD_CLIENTS_DROPPED = "bad_clients_dropped"
+"""The key of a Pong's stats: websockets the worker closed for an undecodable packet."""
 
 
 @dataclass(frozen=True, slots=True)

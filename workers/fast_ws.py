@@ -28,9 +28,11 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+from master.ratelimit import RateLimitedLogger
 from wire import compat
 
 log = logging.getLogger(__name__)
+bad_packets = RateLimitedLogger(log)  # one line per 10 s, however many clients misbehave
 
 SLOW_CLIENT_BYTES = 4 * 1024 * 1024
 _LEN1 = struct.Struct("!BB")
@@ -65,6 +67,7 @@ class Counters:
     flushes = 0  # transport writes made here: at most one per connection per tick
     coalesced_flushes = 0  # of those, the writes that carried several deliveries
     dropped = 0  # connections aborted for not reading (reported to the master)
+    bad_clients = 0  # websockets closed for an undecodable packet (reported to the master)
 
 
 direct_writers: dict[str, CoalescingWebSocket] = {}
@@ -88,7 +91,8 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
     def __init__(self, handler: Any, server: Any, direct_writes: bool = False) -> None:
         super().__init__(self._serve, server)
         self._eio_handler = handler
-        served = compat.served_socket(handler) if direct_writes else None
+        self._served = compat.served_socket(handler)
+        served = self._served if direct_writes else None
         self._sid: str | None = None if served is None else served[0]
         self._eio_socket: Any = None if served is None else served[1]
         self._transport: asyncio.Transport | None = None  # None: aiohttp's own send path
@@ -105,9 +109,22 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
             direct_writers[sid] = self
         try:
             await self._eio_handler(ws)
+        except ValueError as exc:  # python-engineio's "Invalid empty packet received", ...
+            await self._drop_bad_client(exc)
         finally:
             if sid is not None:
                 direct_writers.pop(sid, None)
+
+    async def _drop_bad_client(self, exc: ValueError) -> None:
+        """engine.io's reader raised on a packet it cannot decode and left its socket open:
+        a ghost in the rooms until the ping timeout. Close it now, as a transport error."""
+        Counters.bad_clients += 1
+        bad_packets.log(logging.WARNING, "bad packet", "closed a websocket: %s", exc)
+        if self._served is None:
+            return
+        eio_socket = self._served[1]
+        await eio_socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+        compat.stop_writer(eio_socket)  # its writer ends and closes the websocket
 
     def idle(self) -> bool:
         """True if a delivery may be written now, bypassing engine.io without overtaking it."""

@@ -21,6 +21,7 @@ from aiohttp import web
 from master.config import Config
 from wire import compat
 from wire.frames import (
+    BAD_CLIENTS_DROPPED,
     SLOW_CLIENTS_DROPPED,
     Broadcast,
     Frame,
@@ -72,7 +73,10 @@ class Worker:
             case Synced(token):
                 self.manager.synced(token)
             case Ping(token):
-                stats = {SLOW_CLIENTS_DROPPED: Counters.dropped}
+                stats = {
+                    SLOW_CLIENTS_DROPPED: Counters.dropped,
+                    BAD_CLIENTS_DROPPED: Counters.bad_clients,
+                }
                 self.link.send(Pong(token, stats).encode(), droppable=False)
             case _:
                 log.warning("unexpected %s frame from the master", type(frame).__name__)

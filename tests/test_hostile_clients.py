@@ -1,0 +1,41 @@
+"""Clients that send what engine.io cannot decode: closed at once, counted, logged without a
+traceback; the worker and its other clients go on."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from tests.cluster import MasterProcess, until
+
+
+async def test_an_empty_websocket_frame_closes_that_client_and_leaves_no_ghost(
+    start_master: Any, clients: Any, redis_client: aioredis.Redis
+) -> None:
+    # health pings every second: the worker's counters reach the master's metrics promptly
+    cluster: MasterProcess = await start_master(
+        workers=1, extra=["--worker-health-timeout", "3"]
+    ).ready()
+    good = await clients(cluster.url(0), "good")
+    await good.call("join", "room")
+    gauge = 'sio_master_connected_sockets{worker="0"}'
+    url = cluster.url(0).replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        await ws.receive()  # engine.io OPEN
+        await ws.send_str("40")
+        assert str((await ws.receive()).data).startswith("40")
+        assert cluster.metric(gauge) == 2
+        await ws.send_str("")  # python-engineio: "Invalid empty packet received"
+        closing = await ws.receive(timeout=5)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), closing
+    await until(lambda: cluster.metric(gauge) == 1, what="the bad client's socket forgotten")
+    metric = 'sio_master_bad_clients_dropped{worker="0"}'
+    await until(lambda: cluster.metric(metric) == 1, what="the bad client counted")
+    await redis_client.publish("ch:news", json.dumps({"to": "room", "data": "still here"}))
+    await good.wait_count("news", 1)
+    assert good.got("news") == [("still here",)]
+    assert cluster.log_matches(r"closed a websocket: Invalid empty packet received")
+    assert not cluster.log_matches(r"Traceback")
