@@ -2,7 +2,9 @@
 
 Client events:
 - ``join`` (room) / ``leave`` (room): enter or leave a room; the room hears
-  ``joined`` / ``left`` with ``{"sid", "room"}``. The ack is the socket's rooms.
+  ``joined`` / ``left`` with ``{"sid", "room"}``. The ack is the socket's rooms. A room
+  name over 128 characters, or a join beyond 100 rooms per socket, is refused (the ack
+  shows the rooms unchanged): a public demo must not let one client grow without bound.
 - ``say`` ({"room"?, "text", "nick"?}): sends ``message`` ``{"from", "nick", "text",
   "room"}`` to the room, or to everyone when no room is given, whichever worker holds them.
 
@@ -22,6 +24,8 @@ from aiohttp import web
 
 STATIC = Path(__file__).resolve().parent / "demo_static"
 MAX_NICK = 32
+MAX_ROOM_NAME = 128
+MAX_ROOMS = 100
 
 
 def setup(sio: socketio.AsyncServer, web_app: web.Application) -> None:
@@ -41,7 +45,12 @@ def setup(sio: socketio.AsyncServer, web_app: web.Application) -> None:
 
     @sio.on("join")
     async def join(sid: str, room: Any) -> list[str]:
-        if isinstance(room, str) and room:
+        rooms = await rooms_of(sid)
+        if (
+            isinstance(room, str)
+            and 0 < len(room) <= MAX_ROOM_NAME
+            and (room in rooms or len(rooms) < MAX_ROOMS)
+        ):
             await sio.enter_room(sid, room)
             await sio.emit("joined", {"sid": sid, "room": room}, to=room)
         return await rooms_of(sid)

@@ -111,6 +111,8 @@ class ClusterManager(socketio.AsyncManager):
         self._connected_at: dict[str, int] = {}  # sid -> ms since the epoch
         # told of every join and leave (room None: connect, disconnect), e.g. the Admin UI
         self.observers: list[MembershipObserver] = []
+        # (namespace, sid) -> its rooms, in join order: get_rooms without scanning every room
+        self._rooms_of: dict[tuple[str, str], dict[Hashable, None]] = {}
 
     async def sync(self) -> None:
         """Return once the master has applied every report sent so far."""
@@ -281,6 +283,11 @@ class ClusterManager(socketio.AsyncManager):
         count: int = await self.cluster(ServerEmit(namespace, event, list(args)))
         return count
 
+    def get_rooms(self, sid: str, namespace: str) -> list[Any]:
+        """The rooms ``sid`` is in (its own room included), from this manager's index:
+        python-socketio's scans every room of the namespace, making a join's ack quadratic."""
+        return list(self._rooms_of.get((namespace, sid), ()))
+
     def _report(self, report: Join | Leave) -> None:
         self.link.send(report.encode(), droppable=False)
         for observer in self.observers:
@@ -296,6 +303,8 @@ class ClusterManager(socketio.AsyncManager):
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
         if room is None:
             self._connected_at[sid] = int(time.time() * 1000)
+        else:
+            self._rooms_of.setdefault((namespace, sid), {})[room] = None
         self._report(Join(namespace, sid, room))  # type: ignore[arg-type]  # checked above
 
     def basic_leave_room(self, sid: str, namespace: str, room: Hashable) -> None:
@@ -303,6 +312,12 @@ class ClusterManager(socketio.AsyncManager):
         super().basic_leave_room(sid, namespace, room)
         if room is None:
             self._connected_at.pop(sid, None)
+        else:
+            rooms = self._rooms_of.get((namespace, sid))
+            if rooms is not None:
+                rooms.pop(room, None)
+                if not rooms:
+                    del self._rooms_of[(namespace, sid)]
         if member:
             self._report(Leave(namespace, sid, room))  # type: ignore[arg-type]  # a member
 
