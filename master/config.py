@@ -14,7 +14,10 @@ LogFormat = Literal["text", "json"]
 AdapterForm = Literal["classic", "sharded"]
 SubscriptionMode = Literal["static", "dynamic", "dynamic-private"]
 DEFAULT_APP = "workers.demo:setup"
-MAX_MESSAGE_BYTES_LIMIT = 32 * 1024 * 1024  # stays well under the pipe frame limit
+# Redis cuts a subscriber whose output buffer passes `client-output-buffer-limit pubsub`
+# (32 MB at once, or 8 MB for 60 s, by default): a body of 30 MiB made it drop ours and lose
+# what was queued behind it. 8 MiB keeps one message within the defaults.
+MAX_MESSAGE_BYTES_LIMIT = 8 * 1024 * 1024
 
 
 class ConfigError(ValueError):

@@ -42,6 +42,7 @@ def test_one_line_per_key_per_interval_then_the_held_back_count(
         ({"patterns": ("",)}, "--pattern"),
         ({"max_message_bytes": 0}, "--max-message-bytes"),
         ({"max_message_bytes": 64 * 1024 * 1024}, "--max-message-bytes"),
+        ({"max_message_bytes": 8 * 1024 * 1024 + 1}, "--max-message-bytes"),  # Redis cuts us
         ({"worker_buffer_bytes": 10}, "--worker-buffer-bytes"),
         ({"app": "nocolon"}, "--app must look like"),
         ({"redis_url": "http://x"}, "--redis-url must start"),
