@@ -39,3 +39,25 @@ async def test_an_empty_websocket_frame_closes_that_client_and_leaves_no_ghost(
     assert good.got("news") == [("still here",)]
     assert cluster.log_matches(r"closed a websocket: Invalid empty packet received")
     assert not cluster.log_matches(r"Traceback")
+
+
+async def test_a_long_polling_post_over_max_payload_is_answered_and_its_session_dropped(
+    start_master: Any,
+) -> None:
+    cluster: MasterProcess = await start_master(workers=1).ready()
+    base = cluster.url(0) + "/socket.io/?EIO=4&transport=polling"
+    gauge = 'sio_master_connected_sockets{worker="0"}'
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base) as response:
+            sid = json.loads((await response.text())[1:])["sid"]
+        session = f"{base}&sid={sid}"
+        async with http.post(session, data="40") as response:
+            assert response.status == 200
+        await until(lambda: cluster.metric(gauge) == 1, what="connected")
+        too_big = b"4" + b"x" * 1_000_000  # engine.io's maxPayload is 1,000,000 bytes
+        timeout = aiohttp.ClientTimeout(total=10)  # it used to wait forever
+        async with http.post(session, data=too_big, timeout=timeout) as response:
+            assert response.status == 400
+        async with http.get(session) as response:
+            assert response.status == 400  # the session is gone
+    await until(lambda: cluster.metric(gauge) == 0, what="its socket forgotten")

@@ -136,6 +136,29 @@ def eio_sockets(sio: Any) -> Mapping[str, Any]:
     return sockets
 
 
+def disconnect_without_waiting(eio: Any) -> None:
+    """Make ``eio.disconnect(sid)`` close the session without waiting for the client to
+    fetch its CLOSE packet.
+
+    python-engineio's waits (``close(wait=True)``). A long-polling client that never polls
+    again never fetches it: for example one whose POST was over ``maxPayload``, which
+    engine.io disconnects from inside that POST. The POST then never got its answer, and
+    its connection and body stayed held.
+    """
+    original = eio.disconnect
+
+    async def disconnect(sid: str | None = None) -> None:
+        if sid is None:
+            await original()
+            return
+        eio_socket = eio.sockets.get(sid)
+        if eio_socket is not None:
+            await eio_socket.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+            eio.sockets.pop(sid, None)
+
+    eio.disconnect = disconnect
+
+
 def forget_eio_sockets(sio: Any) -> None:
     """Drop every engine.io session of ``sio`` (they were closed): at shutdown."""
     sio.eio.sockets = {}

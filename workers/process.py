@@ -127,6 +127,7 @@ class Worker:
             raise SystemExit(1) from None
         # each tick's frames to a connection in one write (see workers.fast_ws)
         fast_ws.install(sio.eio, paths)
+        compat.disconnect_without_waiting(sio.eio)
         app = web.Application()
         app.router.add_get("/healthz", lambda _: self._healthz(sio))
         await apply_app(load_app(config.app, config.app_dir), sio, app)
