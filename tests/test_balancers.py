@@ -103,10 +103,8 @@ class Client:
         return self
 
     async def close(self) -> None:
-        """Without waiting for a long-polling read to end: python-engineio's server does not
-        answer a pending GET when the client closes, so ``disconnect()`` would wait ~25 s."""
         self.sio.reconnection = False
-        await self.sio.eio.disconnect(abort=True)
+        await self.sio.disconnect()
         await self.http.close()
 
 

@@ -4,10 +4,12 @@ traceback; the worker and its other clients go on."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
+import socketio
 
 from tests.cluster import MasterProcess, until
 
@@ -61,3 +63,16 @@ async def test_a_long_polling_post_over_max_payload_is_answered_and_its_session_
         async with http.get(session) as response:
             assert response.status == 400  # the session is gone
     await until(lambda: cluster.metric(gauge) == 0, what="its socket forgotten")
+
+
+async def test_a_long_polling_client_s_disconnect_is_answered_at_once(start_master: Any) -> None:
+    """python-engineio left the pending GET waiting ~25 s after the client's CLOSE, and
+    python-socketio's ``disconnect()`` waits for that GET."""
+    cluster: MasterProcess = await start_master(workers=1).ready()
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(cluster.url(0), transports=["polling"], wait_timeout=10)
+    started = time.monotonic()
+    await client.disconnect()
+    took = time.monotonic() - started
+    assert took < 5, f"disconnect took {took:.1f} s"  # ~25 s before
+    await until(lambda: cluster.metric('sio_master_connected_sockets{worker="0"}') == 0)

@@ -159,6 +159,29 @@ def disconnect_without_waiting(eio: Any) -> None:
     eio.disconnect = disconnect
 
 
+def answer_polls_on_client_close() -> None:
+    """When a long-polling client sends CLOSE, answer its pending GET at once (empty).
+
+    Node's engine.io does; python-engineio leaves the GET waiting until its ping timeout,
+    so a python-socketio client's ``disconnect()`` over long-polling took about 25 s (it
+    waits for that GET to end). Patched on engine.io's socket class, in workers only.
+    """
+    from engineio import packet as eio_packet
+    from engineio.async_socket import AsyncSocket
+
+    if getattr(AsyncSocket.receive, "_answers_polls", False):
+        return
+    original = AsyncSocket.receive
+
+    async def receive(self: Any, pkt: Any) -> None:
+        await original(self, pkt)
+        if pkt.packet_type == eio_packet.CLOSE and not self.upgraded:
+            self.queue.put_nowait(None)  # the pending GET returns, empty
+
+    receive._answers_polls = True  # type: ignore[attr-defined]
+    AsyncSocket.receive = receive  # type: ignore[method-assign]
+
+
 def forget_eio_sockets(sio: Any) -> None:
     """Drop every engine.io session of ``sio`` (they were closed): at shutdown."""
     sio.eio.sockets = {}

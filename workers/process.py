@@ -128,6 +128,7 @@ class Worker:
         # each tick's frames to a connection in one write (see workers.fast_ws)
         fast_ws.install(sio.eio, paths)
         compat.disconnect_without_waiting(sio.eio)
+        compat.answer_polls_on_client_close()
         app = web.Application()
         app.router.add_get("/healthz", lambda _: self._healthz(sio))
         await apply_app(load_app(config.app, config.app_dir), sio, app)
