@@ -76,3 +76,24 @@ async def test_a_long_polling_client_s_disconnect_is_answered_at_once(start_mast
     took = time.monotonic() - started
     assert took < 5, f"disconnect took {took:.1f} s"  # ~25 s before
     await until(lambda: cluster.metric('sio_master_connected_sockets{worker="0"}') == 0)
+
+
+async def test_a_binary_packet_announcing_too_many_attachments_closes_that_client(
+    start_master: Any, clients: Any, redis_client: aioredis.Redis
+) -> None:
+    cluster: MasterProcess = await start_master(
+        workers=1, extra=["--worker-health-timeout", "3"]
+    ).ready()
+    good = await clients(cluster.url(0), "good")
+    url = cluster.url(0).replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        await ws.receive()
+        await ws.send_str("40")
+        await ws.receive()
+        await ws.send_str('4599999999-["upload",{"_placeholder":true,"num":0}]')
+        messages = [await ws.receive(timeout=5) for _ in range(2)]
+        assert messages[-1].type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    await until(lambda: cluster.metric('sio_master_bad_clients_dropped{worker="0"}') == 1)
+    await redis_client.publish("ch:news", json.dumps({"data": "on"}))
+    await good.wait_count("news", 1)
+    assert cluster.log_matches(r"closed a client announcing 99999999 binary frames")

@@ -34,7 +34,7 @@ import logging
 import platform
 import ssl
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -157,6 +157,33 @@ def disconnect_without_waiting(eio: Any) -> None:
             eio.sockets.pop(sid, None)
 
     eio.disconnect = disconnect
+
+
+MAX_ATTACHMENTS = 64  # binary frames one Socket.IO packet may announce
+
+
+def attachment_count(data: str) -> int:
+    """How many binary frames a BINARY_EVENT/ACK header (``51-[...]``) announces; 0 if none."""
+    if data[:1] not in ("5", "6"):
+        return 0
+    digits = data[1 : data.find("-")] if "-" in data else ""
+    return int(digits) if digits.isdigit() else 0
+
+
+def limit_attachments(sio: Any, refused: Callable[[str, int], Awaitable[None]]) -> None:
+    """Refuse a binary packet announcing more than MAX_ATTACHMENTS frames: python-socketio
+    buffers every frame that follows until the count is reached, with no bound (a header
+    announcing 99,999,999 made a worker keep all 45 MB sent after it). ``refused`` gets
+    the engine.io sid and the count, and must close that client."""
+    original = sio._handle_eio_message
+
+    async def handle(eio_sid: str, data: Any) -> None:
+        if isinstance(data, str) and attachment_count(data) > MAX_ATTACHMENTS:
+            await refused(eio_sid, attachment_count(data))
+            return
+        await original(eio_sid, data)
+
+    sio.eio.on("message", handle)
 
 
 def answer_polls_on_client_close() -> None:

@@ -10,6 +10,7 @@ SIGINT is ignored: a Ctrl-C on the terminal reaches the master, which stops us.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -89,6 +90,17 @@ class Worker:
             self.manager.rpc.fail_all("the master is gone")
             self._stop.set()
 
+    async def _refuse_client(self, sio: socketio.AsyncServer, eio_sid: str, count: int) -> None:
+        """A client announced more binary frames than allowed: counted, closed."""
+        Counters.bad_clients += 1
+        fast_ws.bad_packets.log(
+            logging.WARNING, "attachments", "closed a client announcing %d binary frames", count
+        )
+        eio_socket = compat.eio_sockets(sio).get(eio_sid)
+        await sio.eio.disconnect(eio_sid)
+        if eio_socket is not None:
+            compat.stop_writer(eio_socket)  # a websocket gets its close frame too
+
     async def _healthz(self, sio: socketio.AsyncServer) -> web.Response:
         """``GET /healthz``: 200 while this worker serves and its master is there; 503 once
         it is stopping or orphaned (a balancer's HTTP check takes it out of the pool)."""
@@ -129,6 +141,7 @@ class Worker:
         fast_ws.install(sio.eio, paths)
         compat.disconnect_without_waiting(sio.eio)
         compat.answer_polls_on_client_close()
+        compat.limit_attachments(sio, functools.partial(self._refuse_client, sio))
         app = web.Application()
         app.router.add_get("/healthz", lambda _: self._healthz(sio))
         await apply_app(load_app(config.app, config.app_dir), sio, app)
