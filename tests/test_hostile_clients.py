@@ -96,4 +96,34 @@ async def test_a_binary_packet_announcing_too_many_attachments_closes_that_clien
     await until(lambda: cluster.metric('sio_master_bad_clients_dropped{worker="0"}') == 1)
     await redis_client.publish("ch:news", json.dumps({"data": "on"}))
     await good.wait_count("news", 1)
-    assert cluster.log_matches(r"closed a client announcing 99999999 binary frames")
+    assert cluster.log_matches(r"closed a client that sent a packet announcing 99999999 binary")
+
+
+async def test_a_flood_of_undecodable_packets_costs_one_log_line(
+    start_master: Any, clients: Any, redis_client: aioredis.Redis
+) -> None:
+    """2,000 invalid packets used to write 68,000 lines (a traceback each, twice over)."""
+    cluster: MasterProcess = await start_master(workers=1).ready()
+    good = await clients(cluster.url(0), "good")
+    before = len(cluster.lines)
+    url = cluster.url(0).replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    sent = 0
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        await ws.receive()
+        await ws.send_str("40")
+        await ws.receive()
+        for _ in range(2000):
+            if ws.closed or ws.exception() is not None:
+                break
+            await ws.send_str("4x")  # "x" is no Socket.IO packet type
+            sent += 1
+        closing = await ws.receive(timeout=5)
+        while closing.type == aiohttp.WSMsgType.TEXT:  # engine.io's CLOSE, then the frame
+            closing = await ws.receive(timeout=5)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    await redis_client.publish("ch:news", json.dumps({"data": "on"}))
+    await good.wait_count("news", 1)
+    new = cluster.lines[before:]
+    assert [line for line in new if "closed a client that sent" in line], new
+    assert len(new) <= 3 and not [line for line in new if "Traceback" in line], new[:5]
+    print(f"\n{sent} invalid packets sent before the close, {len(new)} log line(s)")

@@ -170,18 +170,28 @@ def attachment_count(data: str) -> int:
     return int(digits) if digits.isdigit() else 0
 
 
-def limit_attachments(sio: Any, refused: Callable[[str, int], Awaitable[None]]) -> None:
-    """Refuse a binary packet announcing more than MAX_ATTACHMENTS frames: python-socketio
-    buffers every frame that follows until the count is reached, with no bound (a header
-    announcing 99,999,999 made a worker keep all 45 MB sent after it). ``refused`` gets
-    the engine.io sid and the count, and must close that client."""
+def guard_messages(sio: Any, refused: Callable[[str, str], Awaitable[None]]) -> None:
+    """Refuse what a client sends that python-socketio cannot use, before it costs more:
+
+    - a binary packet announcing more than MAX_ATTACHMENTS frames (python-socketio buffers
+      every frame that follows until the count is reached, with no bound: a header
+      announcing 99,999,999 made a worker keep all 45 MB sent after it);
+    - a packet it cannot decode (it raises, and engine.io logged a 34-line traceback per
+      packet: 2,000 bad packets wrote 68,000 lines).
+
+    ``refused`` gets the engine.io sid and why, and must close that client (Node's
+    socket.io closes the connection on a parse error too).
+    """
     original = sio._handle_eio_message
 
     async def handle(eio_sid: str, data: Any) -> None:
         if isinstance(data, str) and attachment_count(data) > MAX_ATTACHMENTS:
-            await refused(eio_sid, attachment_count(data))
+            await refused(eio_sid, f"a packet announcing {attachment_count(data)} binary frames")
             return
-        await original(eio_sid, data)
+        try:
+            await original(eio_sid, data)
+        except ValueError as exc:
+            await refused(eio_sid, f"an undecodable packet ({exc})")
 
     sio.eio.on("message", handle)
 

@@ -48,3 +48,11 @@ def configure_logging(role: str, level: str, fmt: str = "text") -> None:
     quiet = logging.DEBUG if level == "debug" else logging.WARNING
     for name in ("socketio", "engineio", "aiohttp.access"):
         logging.getLogger(name).setLevel(quiet)
+
+
+def adopt_library_loggers() -> None:
+    """Drop the handlers python-socketio and python-engineio add to their own loggers when a
+    server is built: their records reach ours anyway, so each line came out twice, once
+    without our format (and not as JSON)."""
+    for name in ("engineio.server", "socketio.server"):
+        logging.getLogger(name).handlers.clear()

@@ -35,6 +35,7 @@ from wire.frames import (
     Synced,
 )
 from wire.link import FrameLink
+from wire.logformat import adopt_library_loggers
 from workers import fast_ws
 from workers.admin import AdminUI
 from workers.app_loader import apply_app, load_app
@@ -90,12 +91,11 @@ class Worker:
             self.manager.rpc.fail_all("the master is gone")
             self._stop.set()
 
-    async def _refuse_client(self, sio: socketio.AsyncServer, eio_sid: str, count: int) -> None:
-        """A client announced more binary frames than allowed: counted, closed."""
+    async def _refuse_client(self, sio: socketio.AsyncServer, eio_sid: str, why: str) -> None:
+        """A client sent what cannot be used (see ``compat.guard_messages``): counted, closed,
+        logged at most once per 10 s."""
         Counters.bad_clients += 1
-        fast_ws.bad_packets.log(
-            logging.WARNING, "attachments", "closed a client announcing %d binary frames", count
-        )
+        fast_ws.bad_packets.log(logging.WARNING, "refused", "closed a client that sent %s", why)
         eio_socket = compat.eio_sockets(sio).get(eio_sid)
         await sio.eio.disconnect(eio_sid)
         if eio_socket is not None:
@@ -132,6 +132,7 @@ class Worker:
             client_manager=self.manager,
             cors_allowed_origins=origins if origins != ["*"] else "*",
         )
+        adopt_library_loggers()
         try:
             paths = compat.check(sio)  # the dependency internals we rely on, checked once
         except compat.CompatError as exc:
@@ -141,7 +142,7 @@ class Worker:
         fast_ws.install(sio.eio, paths)
         compat.disconnect_without_waiting(sio.eio)
         compat.answer_polls_on_client_close()
-        compat.limit_attachments(sio, functools.partial(self._refuse_client, sio))
+        compat.guard_messages(sio, functools.partial(self._refuse_client, sio))
         app = web.Application()
         app.router.add_get("/healthz", lambda _: self._healthz(sio))
         await apply_app(load_app(config.app, config.app_dir), sio, app)
