@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -368,11 +369,39 @@ async def serve(config: Config) -> int:
         log.info("Redis: %s", topology.describe)
         commands = topology.commands(command_connections(config, topology), f"{client_name()}:cmd")
         stack.push_async_callback(_close_quietly, commands)
+        if not await _certificate_trusted(commands, topology.describe):
+            return 1
         if config.adapter == "sharded" and not await _serves_sharded_pubsub(commands):
             return 1
         master = Master(config, topology, commands, metrics)
         return await master.run(stop)
     return 1  # unreachable: the exit stack does not swallow exceptions
+
+
+async def _certificate_trusted(commands: aioredis.Redis, where: str) -> bool:
+    """False (logged) when Redis's TLS certificate is refused: a wrong or missing CA is a
+    configuration error, not an outage to wait out. Any other failure is left to retries."""
+    try:
+        await commands.ping()
+    except (RedisError, OSError) as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or _caused_by(exc, ssl.SSLCertVerificationError):
+            log.error(
+                "Redis at %s: its TLS certificate is not trusted (%s); give the CA with "
+                "?ssl_ca_certs=/path/to/ca.pem in the URL",
+                where,
+                exc,
+            )
+            return False
+    return True
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def _serves_sharded_pubsub(commands: aioredis.Redis) -> bool:

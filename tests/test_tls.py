@@ -1,11 +1,14 @@
-"""Redis over TLS with a private CA: ``rediss://...?ssl_ca_certs=`` for the subscriber and the
-command connections alike (a real redis-server with TLS only, certificates made by openssl)."""
+"""Redis over TLS with a private CA and client certificates: ``rediss://...?ssl_ca_certs=...
+&ssl_certfile=...&ssl_keyfile=...`` for the subscriber, the command connections and
+``sio-cleanup`` alike (a real redis-server with TLS only that requires a client certificate;
+every certificate made by openssl)."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ import redis
 import redis.asyncio as aioredis
 
 from master.embedded_redis import free_port, redis7_binary
-from tests.cluster import MasterProcess, until
+from tests.cluster import REPO, MasterProcess, until
 
 pytestmark = pytest.mark.skipif(
     shutil.which("openssl") is None or redis7_binary() is None,
@@ -32,11 +35,23 @@ class TlsRedis:
     process: subprocess.Popen[bytes]
 
     def url(self, ca: Path | None) -> str:
-        query = f"?ssl_ca_certs={ca}" if ca else ""
-        return f"rediss://127.0.0.1:{self.port}/0{query}"
+        folder = self.ca.parent
+        query = f"ssl_certfile={folder / 'client.crt'}&ssl_keyfile={folder / 'client.key'}"
+        if ca:
+            query += f"&ssl_ca_certs={ca}"
+        return f"rediss://127.0.0.1:{self.port}/0?{query}"
+
+    def tls(self) -> dict[str, Any]:
+        folder = self.ca.parent
+        return {
+            "ssl": True,
+            "ssl_ca_certs": str(self.ca),
+            "ssl_certfile": str(folder / "client.crt"),
+            "ssl_keyfile": str(folder / "client.key"),
+        }
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, ssl=True, ssl_ca_certs=str(self.ca), socket_timeout=5)
+        return redis.Redis(port=self.port, socket_timeout=5, **self.tls())
 
 
 def openssl(folder: Path, *args: str) -> None:
@@ -54,6 +69,10 @@ def private_ca(folder: Path) -> None:
     openssl(folder, "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
             "-CAcreateserial", "-days", "2", "-extfile", "san.ext",
             "-out", "server.crt")  # fmt: skip
+    openssl(folder, "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=sio-master",
+            "-keyout", "client.key", "-out", "client.csr")  # fmt: skip
+    openssl(folder, "x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-out", "client.crt")  # fmt: skip
 
 
 @pytest.fixture
@@ -65,7 +84,7 @@ def tls_redis(tmp_path: Path) -> Iterator[TlsRedis]:
     process = subprocess.Popen(
         [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
          "--tls-cert-file", "server.crt", "--tls-key-file", "server.key",
-         "--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no",
+         "--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "yes",
          "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -95,9 +114,7 @@ async def test_the_subscriber_and_commands_trust_a_private_ca(
     a = await clients(cluster.url(0), "a")
     b = await clients(cluster.url(1), "b")
     await b.call("join", "secure")
-    async with aioredis.Redis(
-        port=tls_redis.port, ssl=True, ssl_ca_certs=str(tls_redis.ca)
-    ) as publisher:
+    async with aioredis.Redis(port=tls_redis.port, **tls_redis.tls()) as publisher:
         await publisher.publish("ch:news", json.dumps({"to": "secure", "data": "over TLS"}))
         await publisher.publish("ch:mark", json.dumps({}))
         await a.wait_count("mark", 1)
@@ -122,8 +139,25 @@ async def _roles_include(client: aioredis.Redis, pid: int, role: str) -> bool:
     return role in await _roles(client, pid)
 
 
-async def test_without_the_private_ca_the_certificate_is_refused_and_said_so(
+async def test_without_the_private_ca_the_master_stops_at_start_and_says_why(
     tls_redis: TlsRedis, start_master: Any
 ) -> None:
     cluster: MasterProcess = start_master(redis_url=tls_redis.url(None), workers=1)
-    await cluster.wait_log(r"Redis subscriber lost \(.*certificate verify failed", timeout=20)
+    assert await cluster.wait_exit(timeout=20) == 1
+    assert cluster.log_matches(r"TLS certificate is not trusted .*ssl_ca_certs")
+
+
+def test_the_cleanup_runs_over_tls(tls_redis: TlsRedis) -> None:
+    with tls_redis.client() as client:
+        client.sadd("socket.io#orphan", "orphan")  # a socket set of no known node
+    done = subprocess.run(
+        [sys.executable, "scripts/cleanup.py", "--redis-url", tls_redis.url(tls_redis.ca)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "stale sockets: 1" in done.stdout
+    with tls_redis.client() as client:
+        assert client.exists("socket.io#orphan") == 0
