@@ -84,6 +84,20 @@ async def test_the_ui_sees_every_worker_and_socket_of_the_cluster_and_acts_on_th
     connected = next(e[0] for e in ui.got("admin", "socket_connected") if e[0]["id"] == sid)
     assert (connected["nsp"], connected["transport"]) == ("/", "websocket")
 
+    # the UI's charts: worker 0 counts p2's connection, disconnection and packets
+    def counted(kind: str) -> int:
+        return sum(
+            event["count"]
+            for stats in ui.got("admin", "server_stats")
+            if stats[0]["pid"] == master.worker_pids()[0]
+            for event in stats[0]["aggregatedEvents"]
+            if event["type"] == kind
+        )
+
+    await until(lambda: counted("rawDisconnection") >= 1, what="p2's disconnection counted")
+    assert counted("rawConnection") >= 1 and counted("packetsIn") >= 2  # CONNECT and join
+    assert "AGGREGATED_EVENTS" in features
+
     # the UI's actions, carried out cluster-wide
     await ui.cmd("clientEmit", client="admin", event="join", args=["/", "green", p0.sid()])
     await until(lambda: _rooms(p0, "green"), what="p0 joined green")

@@ -196,6 +196,18 @@ def guard_messages(sio: Any, refused: Callable[[str, str], Awaitable[None]]) -> 
     sio.eio.on("message", handle)
 
 
+def observe_eio_event(eio: Any, event: str, observer: Callable[..., None]) -> None:
+    """Call ``observer(*args)`` before engine.io's current handler of ``event`` (connect,
+    disconnect, message), keeping that handler: python-socketio registered its own."""
+    original = eio.handlers[event]
+
+    async def handler(*args: Any) -> Any:
+        observer(*args)
+        return await original(*args)
+
+    eio.on(event, handler)
+
+
 def answer_polls_on_client_close() -> None:
     """When a long-polling client sends CLOSE, answer its pending GET at once (empty).
 

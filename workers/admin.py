@@ -9,7 +9,8 @@ worker of any host, hears every worker (``server_stats`` per worker, each its ow
 server), and its listing comes from the cluster-wide ``fetch_sockets``.
 
 - on connect (``auth`` ``{username, password}``): ``config`` then ``all_sockets``;
-- every 2 s from each worker: ``server_stats``;
+- every 2 s from each worker: ``server_stats``, with the connections, disconnections and
+  packets and bytes received per second since the last ones (``aggregatedEvents``);
 - as they happen on each worker: ``socket_connected``, ``socket_disconnected``,
   ``room_joined``, ``room_left``;
 - from the UI: ``emit``, ``join``, ``leave``, ``_disconnect`` (room-wide, cluster-wide).
@@ -36,7 +37,35 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "/admin"
 STATS_INTERVAL = 2.0
-FEATURES = ["EMIT", "JOIN", "LEAVE", "DISCONNECT", "MJOIN", "MLEAVE", "MDISCONNECT"]
+FEATURES = [
+    "EMIT",
+    "JOIN",
+    "LEAVE",
+    "DISCONNECT",
+    "MJOIN",
+    "MLEAVE",
+    "MDISCONNECT",
+    "AGGREGATED_EVENTS",
+]
+
+
+class EventBuffer:
+    """Counts per second and kind, as the UI's charts read them (``aggregatedEvents``)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[int, str, str | None], int] = {}
+
+    def push(self, kind: str, sub_kind: str | None = None, count: int = 1) -> None:
+        key = (int(time.time()) * 1000, kind, sub_kind)
+        self._counts[key] = self._counts.get(key, 0) + count
+
+    def take(self) -> list[dict[str, Any]]:
+        values = [
+            {"timestamp": ts, "type": kind, "subType": sub, "count": n}
+            for (ts, kind, sub), n in self._counts.items()
+        ]
+        self._counts.clear()
+        return values
 
 
 def now() -> str:
@@ -58,6 +87,7 @@ class AdminUI:
         self.server_id = f"{socket.gethostname()}#{os.getpid()}"
         self._started = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.events = EventBuffer()
 
     def install(self) -> None:
         """Register the namespace, its handlers, the membership observer and the stats."""
@@ -67,6 +97,12 @@ class AdminUI:
         self.sio.on("leave", self._leave, namespace=NAMESPACE)
         self.sio.on("_disconnect", self._disconnect, namespace=NAMESPACE)
         self.manager.observers.append(self._on_membership)
+        eio = self.sio.eio
+        compat.observe_eio_event(eio, "connect", lambda *_: self.events.push("rawConnection"))
+        compat.observe_eio_event(
+            eio, "disconnect", lambda _, reason=None: self.events.push("rawDisconnection", reason)
+        )
+        compat.observe_eio_event(eio, "message", self._message_in)
         self._spawn(self._stats_forever())
 
     def _spawn(self, work: Any) -> None:
@@ -137,6 +173,10 @@ class AdminUI:
 
     # ---- what happens on this worker ---------------------------------------------
 
+    def _message_in(self, _: str, data: Any) -> None:
+        self.events.push("packetsIn")
+        self.events.push("bytesIn", None, len(data))
+
     def _on_membership(self, namespace: str, sid: str, room: Hashable, joined: bool) -> None:
         """Called by the manager on every join and leave (``room`` None: connect or
         disconnect), synchronously: the events go out from a task."""
@@ -166,7 +206,7 @@ class AdminUI:
             "uptime": time.monotonic() - self._started,
             "clientsCount": len(sockets),
             "pollingClientsCount": sum(1 for s in sockets.values() if not s.upgraded),
-            "aggregatedEvents": [],
+            "aggregatedEvents": self.events.take(),
             "namespaces": [
                 {"name": n, "socketsCount": len(self.manager.rooms.get(n, {}).get(None, {}))}
                 for n in self._namespaces()
