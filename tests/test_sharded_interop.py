@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import redis
 
-from master.embedded_redis import EmbeddedRedis, redis7_binary
+from master.embedded_redis import EmbeddedRedis
 from tests import test_node_interop as interop
-from tests.cluster import MasterProcess, until
+from tests.cluster import MasterProcess, running_redis, until
 from tests.node_peer import NodePeer
 from tests.test_node_interop import (  # noqa: F401 (collected here, with this module's fixtures)
     INTEROP_APP,
@@ -47,14 +47,7 @@ node = interop.node
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[EmbeddedRedis]:
-    binary = redis7_binary()
-    if binary is None:
-        pytest.skip("sharded pub/sub needs redis-server >= 7 (.ci/run installs it)")
-    server = EmbeddedRedis(binary=binary).start()
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from running_redis(version7=True)
 
 
 @pytest.fixture(scope="module")
