@@ -204,6 +204,14 @@ def entry() -> None:
     "subscriptionMode; every server of the cluster must use the same).",
 )
 @click.option(
+    "--max-connections",
+    type=int,
+    default=10_000,
+    envvar="SIO_MAX_CONNECTIONS",
+    show_envvar=True,
+    help="Connections (engine.io sessions) one worker accepts; more are refused (401).",
+)
+@click.option(
     "--admin-ui/--no-admin-ui",
     default=False,
     envvar="SIO_ADMIN_UI",

@@ -52,6 +52,7 @@ class Config:
     adapter: AdapterForm = "classic"
     subscription_mode: SubscriptionMode = "dynamic"
     redis_buffer_bytes: int = 16 * 1024 * 1024
+    max_connections: int = 10_000  # engine.io connections per worker
     admin_ui: bool = False
     admin_auth: str = ""  # "user:password", or "none" to serve the Admin UI without a login
 
@@ -82,6 +83,8 @@ class Config:
                 raise ConfigError(str(exc)) from None
         if not 1 <= self.node_ttl <= 15:
             raise ConfigError("--node-ttl must be 1..15 seconds")
+        if self.max_connections < 1:
+            raise ConfigError("--max-connections must be at least 1")
         if self.admin_ui and self.admin_auth != "none" and ":" not in self.admin_auth:
             raise ConfigError(
                 "--admin-ui needs --admin-auth USER:PASSWORD (or --admin-auth none to serve "

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from wire.frames import BAD_CLIENTS_DROPPED, SLOW_CLIENTS_DROPPED
+from wire.frames import BAD_CLIENTS_DROPPED, CONNECTIONS_REFUSED, SLOW_CLIENTS_DROPPED
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,18 @@ class _StateCollector(Collector):
             "Websockets a worker closed for a packet it cannot decode (since it started)",
             labels=["worker"],
         )
+        full = GaugeMetricFamily(
+            f"{PREFIX}_connections_refused",
+            "Connections a worker refused at --max-connections (since it started)",
+            labels=["worker"],
+        )
         for worker, stats in sorted(self._worker_stats().items()):
             slow.add_metric([str(worker)], stats.get(SLOW_CLIENTS_DROPPED, 0))
             bad.add_metric([str(worker)], stats.get(BAD_CLIENTS_DROPPED, 0))
+            full.add_metric([str(worker)], stats.get(CONNECTIONS_REFUSED, 0))
         yield slow
         yield bad
+        yield full
 
 
 class Metrics:

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 import socketio
 
@@ -127,3 +128,25 @@ async def test_a_flood_of_undecodable_packets_costs_one_log_line(
     assert [line for line in new if "closed a client that sent" in line], new
     assert len(new) <= 3 and not [line for line in new if "Traceback" in line], new[:5]
     print(f"\n{sent} invalid packets sent before the close, {len(new)} log line(s)")
+
+
+async def test_a_full_worker_refuses_new_connections_and_serves_the_ones_it_has(
+    start_master: Any, clients: Any, redis_client: aioredis.Redis
+) -> None:
+    cluster: MasterProcess = await start_master(
+        workers=1, extra=["--max-connections", "2", "--worker-health-timeout", "3"]
+    ).ready()
+    first = await clients(cluster.url(0), "first")
+    second = await clients(cluster.url(0), "second")
+    third = socketio.AsyncClient(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await third.connect(cluster.url(0), transports=["websocket"], wait_timeout=5)
+    await until(lambda: cluster.metric('sio_master_connections_refused{worker="0"}') == 1)
+    await redis_client.publish("ch:news", json.dumps({"data": 1}))
+    await first.wait_count("news", 1)
+    await second.wait_count("news", 1)
+    await second.close()  # room again: the next one gets in
+    await until(lambda: cluster.metric('sio_master_connected_sockets{worker="0"}') == 1)
+    await third.connect(cluster.url(0), transports=["websocket"], wait_timeout=5)
+    assert third.connected
+    await third.disconnect()

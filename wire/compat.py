@@ -196,6 +196,21 @@ def guard_messages(sio: Any, refused: Callable[[str, str], Awaitable[None]]) -> 
     sio.eio.on("message", handle)
 
 
+def refuse_connections_over(eio: Any, limit: int, refused: Callable[[], None]) -> None:
+    """Refuse a new engine.io connection while ``limit`` are open (engine.io answers 401 with
+    the reason): past its file descriptors and memory a worker fails everyone, not just the
+    newcomer. ``refused()`` counts each refusal."""
+    original = eio.handlers["connect"]
+
+    async def connect(sid: str, environ: Any, *args: Any) -> Any:
+        if len(eio.sockets) > limit:  # engine.io registered the new socket already
+            refused()
+            return "this worker is full"
+        return await original(sid, environ, *args)
+
+    eio.on("connect", connect)
+
+
 def observe_eio_event(eio: Any, event: str, observer: Callable[..., None]) -> None:
     """Call ``observer(*args)`` before engine.io's current handler of ``event`` (connect,
     disconnect, message), keeping that handler: python-socketio registered its own."""

@@ -213,6 +213,8 @@ SLOW_CLIENTS_DROPPED = "slow_clients_dropped"
 """The key of a Pong's stats: connections the worker aborted for not reading."""
 BAD_CLIENTS_DROPPED = "bad_clients_dropped"
 """The key of a Pong's stats: websockets the worker closed for an undecodable packet."""
+CONNECTIONS_REFUSED = "connections_refused"
+"""The key of a Pong's stats: connections refused because the worker was full."""
 
 
 @dataclass(frozen=True, slots=True)

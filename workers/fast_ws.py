@@ -32,7 +32,7 @@ from master.ratelimit import RateLimitedLogger
 from wire import compat
 
 log = logging.getLogger(__name__)
-bad_packets = RateLimitedLogger(log)  # one line per 10 s, however many clients misbehave
+client_refusals = RateLimitedLogger(log)  # a line per 10 s per kind, however many clients
 
 SLOW_CLIENT_BYTES = 4 * 1024 * 1024
 _LEN1 = struct.Struct("!BB")
@@ -68,6 +68,7 @@ class Counters:
     coalesced_flushes = 0  # of those, the writes that carried several deliveries
     dropped = 0  # connections aborted for not reading (reported to the master)
     bad_clients = 0  # websockets closed for an undecodable packet (reported to the master)
+    refused = 0  # connections refused at --max-connections (reported to the master)
 
 
 direct_writers: dict[str, CoalescingWebSocket] = {}
@@ -119,7 +120,7 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
         """engine.io's reader raised on a packet it cannot decode and left its socket open:
         a ghost in the rooms until the ping timeout. Close it now, as a transport error."""
         Counters.bad_clients += 1
-        bad_packets.log(logging.WARNING, "bad packet", "closed a websocket: %s", exc)
+        client_refusals.log(logging.WARNING, "bad packet", "closed a websocket: %s", exc)
         if self._served is None:
             return
         eio_socket = self._served[1]

@@ -23,6 +23,7 @@ from master.config import Config
 from wire import compat
 from wire.frames import (
     BAD_CLIENTS_DROPPED,
+    CONNECTIONS_REFUSED,
     SLOW_CLIENTS_DROPPED,
     Broadcast,
     Frame,
@@ -78,6 +79,7 @@ class Worker:
                 stats = {
                     SLOW_CLIENTS_DROPPED: Counters.dropped,
                     BAD_CLIENTS_DROPPED: Counters.bad_clients,
+                    CONNECTIONS_REFUSED: Counters.refused,
                 }
                 self.link.send(Pong(token, stats).encode(), droppable=False)
             case _:
@@ -95,11 +97,20 @@ class Worker:
         """A client sent what cannot be used (see ``compat.guard_messages``): counted, closed,
         logged at most once per 10 s."""
         Counters.bad_clients += 1
-        fast_ws.bad_packets.log(logging.WARNING, "refused", "closed a client that sent %s", why)
+        fast_ws.client_refusals.log(logging.WARNING, "refused", "closed a client that sent %s", why)
         eio_socket = compat.eio_sockets(sio).get(eio_sid)
         await sio.eio.disconnect(eio_sid)
         if eio_socket is not None:
             compat.stop_writer(eio_socket)  # a websocket gets its close frame too
+
+    def _full(self) -> None:
+        Counters.refused += 1
+        fast_ws.client_refusals.log(
+            logging.WARNING,
+            "full",
+            "refused a connection: %d open (--max-connections)",
+            self.config.max_connections,
+        )
 
     async def _healthz(self, sio: socketio.AsyncServer) -> web.Response:
         """``GET /healthz``: 200 while this worker serves and its master is there; 503 once
@@ -143,6 +154,7 @@ class Worker:
         compat.disconnect_without_waiting(sio.eio)
         compat.answer_polls_on_client_close()
         compat.guard_messages(sio, functools.partial(self._refuse_client, sio))
+        compat.refuse_connections_over(sio.eio, config.max_connections, self._full)
         app = web.Application()
         app.router.add_get("/healthz", lambda _: self._healthz(sio))
         await apply_app(load_app(config.app, config.app_dir), sio, app)
