@@ -132,7 +132,14 @@ def unpack(body: bytes) -> Any:
         value = msgpack.unpackb(
             body, raw=False, ext_hook=_ext_hook, timestamp=3, strict_map_key=False
         )
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+    ) as exc:
+        # TypeError: a map with an unhashable key, such as a list (found by tests/test_fuzz.py)
         raise AdapterFormatError(f"not msgpack: {exc}") from None
     return _plain(value)
 

@@ -280,11 +280,29 @@ def encode_frame(kind: Kind, *fields: Any) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
+# What msgpack raises on bytes that are not msgpack. TypeError: a map keyed by something
+# unhashable, such as a list (found by tests/test_fuzz.py).
+MSGPACK_ERRORS = (
+    ValueError,
+    TypeError,
+    msgpack.ExtraData,
+    msgpack.FormatError,
+    msgpack.StackError,
+)
+
+
 def decode_body(body: bytes) -> Frame:
     """The frame a body holds; raise :class:`FrameError` if it is malformed in any way."""
     try:
         items = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=False)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+    ) as exc:
+        # TypeError: a map with an unhashable key, such as a list (found by tests/test_fuzz.py)
         raise FrameError(f"frame body is not msgpack: {exc}") from exc
     if type(items) is not list or not items or type(items[0]) is not int:
         raise FrameError("frame body is not an array starting with a kind")
