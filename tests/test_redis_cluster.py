@@ -15,13 +15,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from bench.redis_cluster import RedisCluster
-from master.embedded_redis import redis7_binary
 from master.server import NODE_COMMAND_USERS
 from tests.cluster import (
     MasterProcess,
     check_exactly_once_after_recovery,
     op,
     publish_until_delivered,
+    running_cluster,
     until,
 )
 from tests.node_peer import NodePeer, ensure_node_modules, missing_tools
@@ -29,11 +29,7 @@ from tests.node_peer import NodePeer, ensure_node_modules, missing_tools
 
 @pytest.fixture
 def redis_cluster() -> Iterator[RedisCluster]:
-    cluster = RedisCluster()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    yield from running_cluster()
 
 
 def url_of(cluster: RedisCluster, seeds: list[int]) -> str:
@@ -173,14 +169,7 @@ async def test_a_node_server_on_the_cluster_is_a_member(
 
 @pytest.fixture
 def redis7_cluster() -> Iterator[RedisCluster]:
-    binary = redis7_binary()
-    if binary is None:
-        pytest.skip("sharded pub/sub needs redis-server >= 7 (.ci/run installs it)")
-    cluster = RedisCluster(binary)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    yield from running_cluster(version7=True)
 
 
 async def owner_of(cluster: RedisCluster, channel: str) -> Any:

@@ -31,7 +31,7 @@ from legacy_store.schema import Schema
 from legacy_store.slot_cleanup import SlotCleanup
 from legacy_store.socket_store import SocketStore
 from master.server import NODE_COMMAND_USERS, STORE_COMMAND_USERS
-from tests.cluster import REPO, MasterProcess, Recorder, until
+from tests.cluster import REPO, MasterProcess, Recorder, running_cluster, until
 from tests.test_redis_cluster import named_connections
 
 SCHEMA = Schema("socket.io")
@@ -44,11 +44,7 @@ Live = dict[tuple[str, str], set[str]]  # (namespace, sid) -> rooms, as a master
 
 @pytest.fixture(scope="module")
 def shared_cluster() -> Iterator[RedisCluster]:
-    cluster = RedisCluster()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    yield from running_cluster()
 
 
 @pytest.fixture
@@ -63,11 +59,7 @@ def redis_cluster(shared_cluster: RedisCluster) -> RedisCluster:
 @pytest.fixture
 def own_cluster() -> Iterator[RedisCluster]:
     """A Cluster of the test's own (it kills a node)."""
-    cluster = RedisCluster()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    yield from running_cluster()
 
 
 def url_of(cluster: RedisCluster) -> str:

@@ -20,7 +20,7 @@ import redis
 import redis.asyncio as aioredis
 
 from master.embedded_redis import free_port, redis7_binary
-from tests.cluster import REPO, MasterProcess, until
+from tests.cluster import REPO, MasterProcess, redis7_or_skip, until
 
 pytestmark = pytest.mark.skipif(
     shutil.which("openssl") is None or redis7_binary() is None,
@@ -79,8 +79,7 @@ def private_ca(folder: Path) -> None:
 def tls_redis(tmp_path: Path) -> Iterator[TlsRedis]:
     private_ca(tmp_path)
     port = free_port()
-    binary = redis7_binary()
-    assert binary is not None
+    binary = redis7_or_skip()
     process = subprocess.Popen(
         [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
          "--tls-cert-file", "server.crt", "--tls-key-file", "server.key",
