@@ -3,8 +3,10 @@ traceback; the worker and its other clients go on."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -13,6 +15,18 @@ import redis.asyncio as aioredis
 import socketio
 
 from tests.cluster import MasterProcess, until
+
+
+@contextlib.asynccontextmanager
+async def raw_client(cluster: MasterProcess) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """A websocket speaking engine.io by hand, connected to "/" on worker 0: it can send what
+    no real client would."""
+    url = cluster.url(0).replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        await ws.receive()  # engine.io OPEN
+        await ws.send_str("40")
+        assert str((await ws.receive()).data).startswith("40")
+        yield ws
 
 
 async def test_an_empty_websocket_frame_closes_that_client_and_leaves_no_ghost(
@@ -25,11 +39,7 @@ async def test_an_empty_websocket_frame_closes_that_client_and_leaves_no_ghost(
     good = await clients(cluster.url(0), "good")
     await good.call("join", "room")
     gauge = 'sio_master_connected_sockets{worker="0"}'
-    url = cluster.url(0).replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
-    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
-        await ws.receive()  # engine.io OPEN
-        await ws.send_str("40")
-        assert str((await ws.receive()).data).startswith("40")
+    async with raw_client(cluster) as ws:
         assert cluster.metric(gauge) == 2
         await ws.send_str("")  # python-engineio: "Invalid empty packet received"
         closing = await ws.receive(timeout=5)
@@ -86,11 +96,7 @@ async def test_a_binary_packet_announcing_too_many_attachments_closes_that_clien
         workers=1, extra=["--worker-health-timeout", "3"]
     ).ready()
     good = await clients(cluster.url(0), "good")
-    url = cluster.url(0).replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
-    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
-        await ws.receive()
-        await ws.send_str("40")
-        await ws.receive()
+    async with raw_client(cluster) as ws:
         await ws.send_str('4599999999-["upload",{"_placeholder":true,"num":0}]')
         messages = [await ws.receive(timeout=5) for _ in range(2)]
         assert messages[-1].type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
@@ -107,12 +113,8 @@ async def test_a_flood_of_undecodable_packets_costs_one_log_line(
     cluster: MasterProcess = await start_master(workers=1).ready()
     good = await clients(cluster.url(0), "good")
     before = len(cluster.lines)
-    url = cluster.url(0).replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
     sent = 0
-    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
-        await ws.receive()
-        await ws.send_str("40")
-        await ws.receive()
+    async with raw_client(cluster) as ws:
         for _ in range(2000):
             if ws.closed or ws.exception() is not None:
                 break
