@@ -95,16 +95,15 @@ class RedisTransport:
         self._cluster = cluster
         self._publish = "SPUBLISH" if sharded else "PUBLISH"
         self._numsub = "SHARDNUMSUB" if sharded else "NUMSUB"
+        # on a Cluster: SPUBLISH goes where redis-py routes it, PUBLISH through one node
+        self._route: dict[str, Any] = {} if sharded else {"target_nodes": "default-node"}
         self._counting = asyncio.Lock()  # one count at a time: the per-node pools stay small
 
     async def publish(self, messages: list[tuple[str, bytes]]) -> None:
         """PUBLISH (or SPUBLISH) each message, in order."""
         if self._cluster:
-            route: dict[str, Any] = (
-                {} if self._publish == "SPUBLISH" else {"target_nodes": "default-node"}
-            )
             for channel, body in messages:  # one at a time: see the class docstring
-                await self._redis.execute_command(self._publish, channel, body, **route)
+                await self._redis.execute_command(self._publish, channel, body, **self._route)
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for channel, body in messages:

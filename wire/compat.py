@@ -185,8 +185,9 @@ def guard_messages(sio: Any, refused: Callable[[str, str], Awaitable[None]]) -> 
     original = sio._handle_eio_message
 
     async def handle(eio_sid: str, data: Any) -> None:
-        if isinstance(data, str) and attachment_count(data) > MAX_ATTACHMENTS:
-            await refused(eio_sid, f"a packet announcing {attachment_count(data)} binary frames")
+        count = attachment_count(data) if isinstance(data, str) else 0
+        if count > MAX_ATTACHMENTS:
+            await refused(eio_sid, f"a packet announcing {count} binary frames")
             return
         try:
             await original(eio_sid, data)
