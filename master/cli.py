@@ -212,6 +212,15 @@ def entry() -> None:
     help="Connections (engine.io sessions) one worker accepts; more are refused (401).",
 )
 @click.option(
+    "--header-timeout",
+    type=float,
+    default=10.0,
+    envvar="SIO_HEADER_TIMEOUT",
+    show_envvar=True,
+    help="Seconds a new connection has to send its first request's headers; slower ones "
+    "are closed (slowloris).",
+)
+@click.option(
     "--admin-ui/--no-admin-ui",
     default=False,
     envvar="SIO_ADMIN_UI",

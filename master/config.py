@@ -53,6 +53,7 @@ class Config:
     subscription_mode: SubscriptionMode = "dynamic"
     redis_buffer_bytes: int = 16 * 1024 * 1024
     max_connections: int = 10_000  # engine.io connections per worker
+    header_timeout: float = 10.0  # seconds a new connection has to send its request's headers
     admin_ui: bool = False
     admin_auth: str = ""  # "user:password", or "none" to serve the Admin UI without a login
 
@@ -85,6 +86,10 @@ class Config:
             raise ConfigError("--node-ttl must be 1..15 seconds")
         if self.max_connections < 1:
             raise ConfigError("--max-connections must be at least 1")
+        if not 0 < self.header_timeout <= 3600:
+            raise ConfigError(
+                f"--header-timeout must be above 0 and at most 3600 s, got {self.header_timeout}"
+            )
         if self.admin_ui and self.admin_auth != "none" and ":" not in self.admin_auth:
             raise ConfigError(
                 "--admin-ui needs --admin-auth USER:PASSWORD (or --admin-auth none to serve "

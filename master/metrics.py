@@ -17,7 +17,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from wire.frames import BAD_CLIENTS_DROPPED, CONNECTIONS_REFUSED, SLOW_CLIENTS_DROPPED
+from wire.frames import (
+    BAD_CLIENTS_DROPPED,
+    CONNECTIONS_REFUSED,
+    HEADER_TIMEOUTS,
+    SLOW_CLIENTS_DROPPED,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +67,21 @@ class _StateCollector(Collector):
             "Connections a worker refused at --max-connections (since it started)",
             labels=["worker"],
         )
+        late = GaugeMetricFamily(
+            f"{PREFIX}_header_timeouts",
+            "Connections a worker closed for not sending a request's headers within "
+            "--header-timeout (since it started)",
+            labels=["worker"],
+        )
         for worker, stats in sorted(self._worker_stats().items()):
             slow.add_metric([str(worker)], stats.get(SLOW_CLIENTS_DROPPED, 0))
             bad.add_metric([str(worker)], stats.get(BAD_CLIENTS_DROPPED, 0))
             full.add_metric([str(worker)], stats.get(CONNECTIONS_REFUSED, 0))
+            late.add_metric([str(worker)], stats.get(HEADER_TIMEOUTS, 0))
         yield slow
         yield bad
         yield full
+        yield late
 
 
 class Metrics:

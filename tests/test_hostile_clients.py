@@ -3,6 +3,7 @@ traceback; the worker and its other clients go on."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -152,3 +153,147 @@ async def test_a_full_worker_refuses_new_connections_and_serves_the_ones_it_has(
     await third.connect(cluster.url(0), transports=["websocket"], wait_timeout=5)
     assert third.connected
     await third.disconnect()
+
+
+async def test_a_websocket_message_over_the_size_limit_closes_that_client(
+    start_master: Any, clients: Any, redis_client: aioredis.Redis
+) -> None:
+    cluster: MasterProcess = await start_master(
+        workers=1, extra=["--worker-health-timeout", "3"]
+    ).ready()
+    good = await clients(cluster.url(0), "good")
+    gauge = 'sio_master_connected_sockets{worker="0"}'
+    async with raw_client(cluster) as ws:
+        await until(lambda: cluster.metric(gauge) == 2, what="both connected")
+        # engine.io's maxPayload (1,000,000 bytes) is aiohttp's max_msg_size on its websockets
+        await ws.send_str('42["upload","' + "x" * 1_000_000 + '"]')
+        closing = await ws.receive(timeout=5)
+        assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1009), closing
+    await until(lambda: cluster.metric(gauge) == 1, what="the big sender's socket forgotten")
+    await until(lambda: cluster.metric('sio_master_bad_clients_dropped{worker="0"}') == 1)
+    await redis_client.publish("ch:news", json.dumps({"data": "still here"}))
+    await good.wait_count("news", 1)
+    assert good.got("news") == [("still here",)]
+    assert cluster.log_matches(r"closed a websocket that sent a message over 1000000 bytes")
+
+
+async def test_binary_garbage_on_a_websocket_closes_that_client(
+    start_master: Any, clients: Any, redis_client: aioredis.Redis
+) -> None:
+    cluster: MasterProcess = await start_master(
+        workers=1, extra=["--worker-health-timeout", "3"]
+    ).ready()
+    good = await clients(cluster.url(0), "good")
+    gauge = 'sio_master_connected_sockets{worker="0"}'
+    async with raw_client(cluster) as ws:
+        await until(lambda: cluster.metric(gauge) == 2, what="both connected")
+        await ws.send_bytes(bytes(range(256)) * 16)  # no binary event announced it
+        closing = await ws.receive(timeout=5)
+        while closing.type == aiohttp.WSMsgType.TEXT:  # engine.io's CLOSE, then the frame
+            closing = await ws.receive(timeout=5)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), closing
+    await until(lambda: cluster.metric(gauge) == 1, what="the garbage sender's socket forgotten")
+    await until(lambda: cluster.metric('sio_master_bad_clients_dropped{worker="0"}') == 1)
+    await redis_client.publish("ch:news", json.dumps({"data": "still here"}))
+    await good.wait_count("news", 1)
+    assert good.got("news") == [("still here",)]
+    assert not cluster.log_matches(r"Traceback")
+
+
+async def test_half_open_requests_are_closed_at_the_header_timeout(
+    start_master: Any, clients: Any, redis_client: aioredis.Redis
+) -> None:
+    """Slowloris: 1,500 half-sent requests used to stay open as long as their senders liked."""
+    cluster: MasterProcess = await start_master(
+        workers=1, extra=["--header-timeout", "1", "--worker-health-timeout", "3"]
+    ).ready()
+    good = await clients(cluster.url(0), "good")
+    await good.call("join", "room")
+    polling = socketio.AsyncClient(reconnection=False)
+    got: list[Any] = []
+    polling.on("news", got.append)
+    await polling.connect(cluster.url(0), transports=["polling"], wait_timeout=10)
+    try:
+        await polling.call("join", "room", timeout=10)
+        port = cluster.port_of(0)
+        half_open = [await asyncio.open_connection("127.0.0.1", port) for _ in range(500)]
+        for _, writer in half_open:
+            writer.write(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        started = time.monotonic()
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(reader.read() for reader, _ in half_open)), timeout=20
+        )
+        took = time.monotonic() - started
+        assert answers == [b""] * 500  # closed without a word, as nginx and HAProxy do
+        for _, writer in half_open:
+            writer.close()
+        metric = 'sio_master_header_timeouts{worker="0"}'
+        await until(lambda: cluster.metric(metric) == 500, what="the half-open requests counted")
+        # the real clients, a websocket and a long-polling one, outlived the timeout
+        await redis_client.publish("ch:news", json.dumps({"to": "room", "data": "still here"}))
+        await good.wait_count("news", 1)
+        await until(lambda: got == ["still here"], what="the polling client's message")
+        assert good.got("news") == [("still here",)]
+        assert len(cluster.log_matches(r"sent no request within 1\.0 s")) == 1  # rate-limited
+        print(f"\n500 half-open requests closed {took:.2f} s after they were sent")
+    finally:
+        await polling.disconnect()
+
+
+async def test_a_burst_of_2000_connections_is_served_up_to_the_cap(
+    start_master: Any, clients: Any, redis_client: aioredis.Redis
+) -> None:
+    """1,000 websockets and 1,000 long-polling handshakes at once, against a cap of 1,500:
+    1,499 served beside the client already there, 501 refused, and a numbered stream to
+    that client goes on through the burst, every message once and in order."""
+    cluster: MasterProcess = await start_master(
+        workers=1, extra=["--max-connections", "1500", "--worker-health-timeout", "3"]
+    ).ready()
+    good = await clients(cluster.url(0), "good")
+    await good.call("join", "room")
+    worker_pid = cluster.worker_pids()[0]
+    rss_before = rss_kib(worker_pid)
+    base = cluster.url(0) + "/socket.io/?EIO=4&transport="
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        sockets: list[aiohttp.ClientWebSocketResponse] = []
+
+        async def websocket() -> int:
+            try:
+                ws = await http.ws_connect(base.replace("http", "ws") + "websocket")
+            except aiohttp.WSServerHandshakeError as exc:
+                return exc.status
+            sockets.append(ws)
+            await ws.receive(timeout=10)  # engine.io OPEN
+            return 101
+
+        async def handshake() -> int:
+            async with http.get(base + "polling") as response:
+                await response.read()
+                return response.status
+
+        async def stream() -> None:
+            for number in range(200):
+                await redis_client.publish("ch:news", json.dumps({"to": "room", "data": number}))
+                await asyncio.sleep(0.01)  # pacing: ~100 messages/s through the burst
+
+        burst = [websocket() for _ in range(1000)] + [handshake() for _ in range(1000)]
+        statuses, _ = await asyncio.gather(asyncio.gather(*burst), stream())
+        served = statuses.count(101) + statuses.count(200)
+        assert (served, statuses.count(401)) == (1499, 501), sorted(set(statuses))
+        await good.wait_count("news", 200)
+        assert good.got("news") == [(number,) for number in range(200)]
+        metric = 'sio_master_connections_refused{worker="0"}'
+        await until(lambda: cluster.metric(metric) == 501, what="the refusals counted")
+        growth = rss_kib(worker_pid) - rss_before
+        print(f"\nworker RSS +{growth / 1024:.1f} MiB for {served} connections")
+        assert growth < 1499 * 100, f"{growth} KiB"  # bounded: under 100 KiB a connection
+        for ws in sockets:
+            await ws.close()
+    late = await clients(cluster.url(0), "late")  # the websockets' places are free again
+    assert late.client.connected
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))

@@ -215,6 +215,8 @@ BAD_CLIENTS_DROPPED = "bad_clients_dropped"
 """The key of a Pong's stats: websockets the worker closed for an undecodable packet."""
 CONNECTIONS_REFUSED = "connections_refused"
 """The key of a Pong's stats: connections refused because the worker was full."""
+HEADER_TIMEOUTS = "header_timeouts"
+"""The key of a Pong's stats: connections closed for not sending a request in time."""
 
 
 @dataclass(frozen=True, slots=True)

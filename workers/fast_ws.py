@@ -28,6 +28,8 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+from aiohttp import WSCloseCode
+
 from master.ratelimit import RateLimitedLogger
 from wire import compat
 
@@ -69,6 +71,7 @@ class Counters:
     dropped = 0  # connections aborted for not reading (reported to the master)
     bad_clients = 0  # websockets closed for an undecodable packet (reported to the master)
     refused = 0  # connections refused at --max-connections (reported to the master)
+    header_timeouts = 0  # connections closed at --header-timeout (reported to the master)
 
 
 direct_writers: dict[str, CoalescingWebSocket] = {}
@@ -126,6 +129,22 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
         eio_socket = self._served[1]
         await eio_socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
         compat.stop_writer(eio_socket)  # its writer ends and closes the websocket
+
+    async def wait(self) -> str | bytes:
+        """The next message, as engine.io's own ``wait``; one over ``maxPayload``, which
+        aiohttp refuses by closing the websocket (1009), is also counted and logged."""
+        message = await compat.aiohttp_response(self).receive()
+        if isinstance(message.data, str | bytes):
+            return message.data
+        if getattr(message.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+            Counters.bad_clients += 1
+            client_refusals.log(
+                logging.WARNING,
+                "too big",
+                "closed a websocket that sent a message over %d bytes",
+                self.server.max_http_buffer_size,
+            )
+        raise OSError("the websocket is closed")  # engine.io's reader ends on this
 
     def idle(self) -> bool:
         """True if a delivery may be written now, bypassing engine.io without overtaking it."""

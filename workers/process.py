@@ -24,6 +24,7 @@ from wire import compat
 from wire.frames import (
     BAD_CLIENTS_DROPPED,
     CONNECTIONS_REFUSED,
+    HEADER_TIMEOUTS,
     SLOW_CLIENTS_DROPPED,
     Broadcast,
     Frame,
@@ -41,10 +42,14 @@ from workers import fast_ws
 from workers.admin import AdminUI
 from workers.app_loader import apply_app, load_app
 from workers.fast_ws import Counters
+from workers.header_deadline import DeadlineSite, HeaderDeadline
 from workers.manager import ClusterManager
 
 log = logging.getLogger(__name__)
 
+# An idle kept-alive HTTP connection is closed after this long (aiohttp's default differs
+# between versions: 75 s, later 3,630 s); a long-poll GET is never idle for more than ~25 s.
+KEEPALIVE_SECONDS = 75.0
 ORPHAN_EXIT_SECONDS = 1.0  # the master is gone: close clients briefly, then exit
 
 
@@ -80,6 +85,7 @@ class Worker:
                     SLOW_CLIENTS_DROPPED: Counters.dropped,
                     BAD_CLIENTS_DROPPED: Counters.bad_clients,
                     CONNECTIONS_REFUSED: Counters.refused,
+                    HEADER_TIMEOUTS: Counters.header_timeouts,
                 }
                 self.link.send(Pong(token, stats).encode(), droppable=False)
             case _:
@@ -110,6 +116,15 @@ class Worker:
             "full",
             "refused a connection: %d open (--max-connections)",
             self.config.max_connections,
+        )
+
+    def _late_headers(self) -> None:
+        Counters.header_timeouts += 1
+        fast_ws.client_refusals.log(
+            logging.WARNING,
+            "headers",
+            "closed a connection that sent no request within %.1f s (--header-timeout)",
+            self.config.header_timeout,
         )
 
     async def _healthz(self, sio: socketio.AsyncServer) -> web.Response:
@@ -155,7 +170,8 @@ class Worker:
         compat.answer_polls_on_client_close()
         compat.guard_messages(sio, functools.partial(self._refuse_client, sio))
         compat.refuse_connections_over(sio.eio, config.max_connections, self._full)
-        app = web.Application()
+        deadline = HeaderDeadline(config.header_timeout, self._late_headers)
+        app = web.Application(middlewares=[deadline.middleware])
         app.router.add_get("/healthz", lambda _: self._healthz(sio))
         await apply_app(load_app(config.app, config.app_dir), sio, app)
         if config.admin_ui:
@@ -163,10 +179,15 @@ class Worker:
         self.link.send(Hello(self.worker_id, os.getpid(), self._namespaces(sio)).encode())
 
         sio.attach(app)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=2.0,
+            keepalive_timeout=KEEPALIVE_SECONDS,
+        )
         await runner.setup()
-        # reuse_port: during a rolling restart the new process listens beside the old one
-        site = web.TCPSite(runner, config.host, self.port, reuse_address=True, reuse_port=True)
+        site = DeadlineSite(runner, config.host, self.port, deadline)
         try:
             await site.start()
         except OSError as exc:
@@ -185,7 +206,7 @@ class Worker:
         return self._orphaned
 
     async def _shutdown(
-        self, site: web.TCPSite, runner: web.AppRunner, sio: socketio.AsyncServer
+        self, site: web.BaseSite, runner: web.AppRunner, sio: socketio.AsyncServer
     ) -> None:
         """Stop listening, tell every client to go, and end as soon as their connections do.
 

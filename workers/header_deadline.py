@@ -1,0 +1,85 @@
+"""A listening site that closes a connection whose first request's headers do not arrive in time.
+
+aiohttp reads request headers with no deadline of its own (slowloris): 1,500 connections that
+each sent half a request line stayed open for as long as their senders liked, each holding a
+file descriptor and a buffer. Depending on the aiohttp version, its keep-alive timer may or may
+not cover a connection that never completes a request. This site gives every accepted
+connection ``seconds`` to deliver its first request's headers, whatever the version: a timer
+per connection, disarmed by an application middleware, which aiohttp calls once the headers
+are parsed. A connection still without a request when the timer fires is closed and counted.
+
+Later requests on a kept-alive connection are covered by aiohttp's ``keepalive_timeout``,
+which closes a connection with no request in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HeaderDeadline:
+    """The per-connection timers, and the middleware that disarms them."""
+
+    def __init__(self, seconds: float, on_expired: Callable[[], None]) -> None:
+        self.seconds = seconds
+        self._on_expired = on_expired
+        # the armed timers; a connection is held here at most ``seconds``
+        self._timers: dict[object, asyncio.TimerHandle] = {}
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Disarm the timer of the request's connection: its headers have arrived."""
+        timer = self._timers.pop(request.protocol, None)
+        if timer is not None:
+            timer.cancel()
+        return await handler(request)
+
+    def watch(self, connection: RequestHandler) -> None:
+        """Close ``connection`` in ``seconds`` unless a request has arrived on it by then."""
+        loop = asyncio.get_running_loop()
+        self._timers[connection] = loop.call_later(self.seconds, self._expire, connection)
+
+    def _expire(self, connection: RequestHandler) -> None:
+        del self._timers[connection]
+        transport = connection.transport
+        if transport is None:  # the client has gone already
+            return
+        transport.close()
+        self._on_expired()
+
+
+class DeadlineSite(web.BaseSite):
+    """A TCP site (as aiohttp's ``TCPSite``, with SO_REUSEPORT) whose connections are watched."""
+
+    def __init__(
+        self, runner: web.AppRunner, host: str, port: int, deadline: HeaderDeadline
+    ) -> None:
+        super().__init__(runner)
+        self._host = host
+        self._port = port
+        self._deadline = deadline
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None  # the runner is set up before its sites start
+
+        def connection() -> RequestHandler:
+            handler = server()
+            self._deadline.watch(handler)
+            return handler
+
+        # reuse_port: during a rolling restart the new process listens beside the old one
+        self._server = await asyncio.get_running_loop().create_server(
+            connection, self._host, self._port, reuse_address=True, reuse_port=True
+        )
