@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Iterable
 
-from master.embedded_redis import free_port
+from master.embedded_redis import free_port, listening_range
 
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -81,9 +81,10 @@ def is_running(pid: int) -> bool:
 
 def free_port_block(count: int) -> int:
     """A base port P such that P..P+count-1 were all free a moment ago."""
+    _, end = listening_range()
     for _ in range(200):
         base = free_port()
-        if base + count > 65000:
+        if base + count > end:
             continue
         socks = []
         try:

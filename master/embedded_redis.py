@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import random
 import re
 import shutil
 import signal
@@ -63,10 +64,36 @@ def redis7_binary() -> str | None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (callers retry if it is taken meanwhile)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port that was free a moment ago, outside the kernel's ephemeral range.
+
+    A port from ``bind(0)`` is an ephemeral one: until its user binds it, the kernel may
+    hand it to any outgoing connection as its local port, and under load (a test opening
+    thousands of client connections) it did, so a worker could not listen. Ports below
+    the ephemeral range are only ever taken by an explicit bind.
+    """
+    low, high = listening_range()
+    for _ in range(500):
+        port = random.randrange(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}..{high - 1}")
+
+
+def listening_range() -> tuple[int, int]:
+    """Ports to listen on: those below the ephemeral range (Linux: 32768-60999 by
+    default), from 10000, or the ones above it if the range starts too low."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            first, last = (int(n) for n in f.read().split())
+    except (OSError, ValueError):
+        first, last = 32768, 60999
+    if first - 10_000 >= 1_000:
+        return 10_000, first
+    return last + 1, 65_536
 
 
 def die_with_parent() -> None:

@@ -17,7 +17,6 @@ import asyncio
 import itertools
 import json
 import shutil
-import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 import socketio
 
+from master.embedded_redis import free_port
 from tests import probe_app
 from tests.cluster import until
 
@@ -53,12 +53,6 @@ def ensure_node_modules() -> None:
         check=True,
         timeout=600,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def to_wire(value: Any) -> Any:
