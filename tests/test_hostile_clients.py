@@ -90,6 +90,28 @@ async def test_a_long_polling_client_s_disconnect_is_answered_at_once(start_mast
     await until(lambda: cluster.metric('sio_master_connected_sockets{worker="0"}') == 0)
 
 
+async def test_a_closed_polling_session_frees_its_place_at_once(start_master: Any) -> None:
+    """python-engineio kept a session closed by its client for 20-40 s, counted against
+    --max-connections: under churn, a worker refused clients while serving none."""
+    cluster: MasterProcess = await start_master(
+        workers=1, extra=["--max-connections", "3"]
+    ).ready()
+    base = cluster.url(0) + "/socket.io/?EIO=4&transport=polling"
+    async with aiohttp.ClientSession() as http:
+        for _ in range(12):  # four times the cap, one after the other
+            async with http.get(base) as response:
+                assert response.status == 200, await response.text()
+                sid = json.loads((await response.text())[1:])["sid"]
+            async with http.post(f"{base}&sid={sid}", data="40") as response:
+                assert response.status == 200
+            async with http.get(f"{base}&sid={sid}") as response:
+                assert (await response.text()).startswith("40")
+            async with http.post(f"{base}&sid={sid}", data="1") as response:  # engine.io CLOSE
+                assert response.status == 200
+        async with http.get(cluster.url(0) + "/healthz") as response:
+            assert (await response.json())["connections"] == 0
+
+
 async def test_a_binary_packet_announcing_too_many_attachments_closes_that_client(
     start_master: Any, clients: Any, redis_client: aioredis.Redis
 ) -> None:

@@ -224,12 +224,16 @@ def observe_eio_event(eio: Any, event: str, observer: Callable[..., None]) -> No
     eio.on(event, handler)
 
 
-def answer_polls_on_client_close() -> None:
-    """When a long-polling client sends CLOSE, answer its pending GET at once (empty).
+def end_polling_sessions_on_client_close() -> None:
+    """When a long-polling client sends CLOSE, answer its pending GET at once (empty) and
+    forget its session.
 
-    Node's engine.io does; python-engineio leaves the GET waiting until its ping timeout,
+    Node's engine.io does both. python-engineio left the GET waiting until its ping timeout,
     so a python-socketio client's ``disconnect()`` over long-polling took about 25 s (it
-    waits for that GET to end). Patched on engine.io's socket class, in workers only.
+    waits for that GET to end); and it kept the closed session in ``AsyncServer.sockets``
+    until its service task came by, 20-40 s later: under churn thousands of them, counted
+    against ``--max-connections`` and holding their memory. Patched on engine.io's socket
+    class, in workers only.
     """
     from engineio import packet as eio_packet
     from engineio.async_socket import AsyncSocket
@@ -242,6 +246,8 @@ def answer_polls_on_client_close() -> None:
         await original(self, pkt)
         if pkt.packet_type == eio_packet.CLOSE and not self.upgraded:
             self.queue.put_nowait(None)  # the pending GET returns, empty
+            if self.closed and self.server.sockets.get(self.sid) is self:
+                del self.server.sockets[self.sid]
 
     receive._answers_polls = True  # type: ignore[attr-defined]
     AsyncSocket.receive = receive  # type: ignore[method-assign]

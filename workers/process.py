@@ -167,7 +167,7 @@ class Worker:
         # each tick's frames to a connection in one write (see workers.fast_ws)
         fast_ws.install(sio.eio, paths)
         compat.disconnect_without_waiting(sio.eio)
-        compat.answer_polls_on_client_close()
+        compat.end_polling_sessions_on_client_close()
         compat.guard_messages(sio, functools.partial(self._refuse_client, sio))
         compat.refuse_connections_over(sio.eio, config.max_connections, self._full)
         deadline = HeaderDeadline(config.header_timeout, self._late_headers)
