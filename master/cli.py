@@ -212,6 +212,25 @@ def entry() -> None:
     help="Connections (engine.io sessions) one worker accepts; more are refused (401).",
 )
 @click.option(
+    "--connection-state-recovery",
+    type=float,
+    default=0.0,
+    envvar="SIO_CONNECTION_STATE_RECOVERY",
+    show_envvar=True,
+    help="Seconds a disconnected client may come back within and get its socket (id, rooms, "
+    "session) and every message it missed, as Node's connectionStateRecovery; 0 (the default) "
+    "is off. On: every broadcast event carries an offset as its last argument.",
+)
+@click.option(
+    "--recovery-buffer-bytes",
+    type=int,
+    default=64 * 1024 * 1024,
+    envvar="SIO_RECOVERY_BUFFER_BYTES",
+    show_envvar=True,
+    help="With --connection-state-recovery: the most bytes of messages the master keeps for "
+    "returning clients (oldest out first).",
+)
+@click.option(
     "--header-timeout",
     type=float,
     default=10.0,

@@ -54,6 +54,8 @@ class Config:
     redis_buffer_bytes: int = 16 * 1024 * 1024
     max_connections: int = 10_000  # engine.io connections per worker
     header_timeout: float = 10.0  # seconds a new connection has to send its request's headers
+    connection_state_recovery: float = 0.0  # the recovery window in seconds; 0: off
+    recovery_buffer_bytes: int = 64 * 1024 * 1024  # the packet log's cap, per host
     admin_ui: bool = False
     admin_auth: str = ""  # "user:password", or "none" to serve the Admin UI without a login
 
@@ -90,6 +92,10 @@ class Config:
             raise ConfigError(
                 f"--header-timeout must be above 0 and at most 3600 s, got {self.header_timeout}"
             )
+        if not 0 <= self.connection_state_recovery <= 86_400:
+            raise ConfigError("--connection-state-recovery must be 0 (off) to 86400 seconds")
+        if self.recovery_buffer_bytes < 1024:
+            raise ConfigError("--recovery-buffer-bytes must be at least 1024")
         if self.admin_ui and self.admin_auth != "none" and ":" not in self.admin_auth:
             raise ConfigError(
                 "--admin-ui needs --admin-auth USER:PASSWORD (or --admin-auth none to serve "

@@ -6,6 +6,9 @@ recipient; the frame is built once (or forwarded byte for byte, as a worker's
 own broadcast is); the same bytes are queued on each target's pipe, counted per
 worker; a worker whose pipe is over its bound loses the message, counted and
 logged at a limited rate, and never slows the others.
+
+With connection state recovery on, this is also where each event gets its offset
+(:class:`master.recovery.RecoveryLog`): stamped once, logged, then framed for everyone.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from prometheus_client import Counter
 
 from master.metrics import Metrics
 from master.ratelimit import RateLimitedLogger
+from master.recovery import RecoveryLog
 from master.router import RoutingTable
 from master.supervisor import WorkerPool
 from wire.frames import Broadcast, Room
+from wire.offsets import takes_offset
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +35,15 @@ class Fanout:
     """Delivers encoded packets to the workers that hold their recipients."""
 
     def __init__(
-        self, table: RoutingTable, workers: WorkerPool, metrics: Metrics, pipe_bound: int
+        self,
+        table: RoutingTable,
+        workers: WorkerPool,
+        metrics: Metrics,
+        pipe_bound: int,
+        recovery: RecoveryLog | None = None,
     ) -> None:
         self.table = table
+        self.recovery = recovery
         self._workers = workers
         self._metrics = metrics
         self._pipe_bound = pipe_bound
@@ -56,6 +67,13 @@ class Fanout:
         """
         exclude = list(exclude)
         targets = self.table.route(namespace, rooms, exclude, skip_worker)
+        recovery = self.recovery
+        if recovery is not None and (targets or recovery.wanted(namespace, rooms)):
+            encoded = parts() if callable(parts) else parts
+            text = encoded[0]
+            if isinstance(text, str) and takes_offset(text):
+                parts = recovery.stamp(namespace, rooms, exclude, encoded)
+                frame = None
         if not targets:
             return
         if frame is None:

@@ -14,9 +14,10 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from master.recovery import Outcome, RecoveryLog
 from wire.frames import (
     BAD_CLIENTS_DROPPED,
     CONNECTIONS_REFUSED,
@@ -84,6 +85,39 @@ class _StateCollector(Collector):
         yield late
 
 
+class _RecoveryCollector(Collector):
+    """Recoveries by outcome, and what the master holds for clients that may come back."""
+
+    def __init__(self, recovery: RecoveryLog) -> None:
+        self._recovery = recovery
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        recovery = self._recovery
+        outcomes = CounterMetricFamily(
+            f"{PREFIX}_recoveries",
+            "Connection state recoveries asked of this host, by outcome",
+            labels=["outcome"],
+        )
+        for outcome in Outcome:
+            outcomes.add_metric([outcome.value], recovery.outcomes[outcome])
+        yield outcomes
+        yield GaugeMetricFamily(
+            f"{PREFIX}_recovery_sessions",
+            "Sessions of disconnected sockets kept for recovery",
+            value=recovery.sessions,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_recovery_log_bytes",
+            "Bytes of packets kept for recovering clients (capped by --recovery-buffer-bytes)",
+            value=recovery.log_bytes,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_recovery_log_packets",
+            "Packets kept for recovering clients",
+            value=recovery.log_packets,
+        )
+
+
 class Metrics:
     """Every counter the master keeps, on a private registry."""
 
@@ -139,6 +173,10 @@ class Metrics:
     ) -> None:
         """Expose the current-state gauges, read from the master at scrape time."""
         self.registry.register(_StateCollector(sockets, alive, worker_stats))
+
+    def watch_recovery(self, recovery: RecoveryLog) -> None:
+        """Expose connection state recovery's counters and sizes, read at scrape time."""
+        self.registry.register(_RecoveryCollector(recovery))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -75,6 +75,22 @@ class RoutingTable:
                 del self._rooms[namespace]
         return dropped, emptied
 
+    def sockets_of_worker(self, worker: WorkerId) -> dict[tuple[str, str], list[Room]]:
+        """Every socket ``worker`` holds, as ``(namespace, sid)`` -> its rooms (its own sid
+        room included, None not): what a socket takes with it when its worker dies."""
+        found: dict[tuple[str, str], list[Room]] = {}
+        for namespace, rooms in self._rooms.items():
+            for sid in rooms.get(None, {}).get(worker, ()):
+                found[(namespace, sid)] = []
+            for room, members in rooms.items():
+                if room is None:
+                    continue
+                for sid in members.get(worker, ()):
+                    held = found.get((namespace, sid))
+                    if held is not None:
+                        held.append(room)
+        return found
+
     def route(
         self,
         namespace: str,

@@ -40,6 +40,8 @@ from master.fanout import Fanout
 from master.host_ops import ClusterOperations, HostOperations
 from master.messages import Rejected, event_prefix, parse_message
 from master.metrics import Metrics, serve_metrics
+from master.recovery import RecoveryLog
+from master.recovery_host import HostRecovery
 from master.redis_source import RedisSource
 from master.redis_topology import Topology, topology_for
 from master.rejects import RejectSink
@@ -48,7 +50,7 @@ from master.sharded_bus import ShardedBus
 from master.sharded_source import ShardedSource
 from master.sharded_wire import ShardChannels
 from master.supervisor import StartupError, Supervisor
-from wire.frames import HEADER, Broadcast, Join, Leave, is_room
+from wire.frames import HEADER, Broadcast, Join, Leave, RecoveryFrame, is_room
 from wire.operations import ClusterOperation
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,22 @@ class Master:
         self.metrics = metrics
         self.table = RoutingTable()
         self.supervisor = Supervisor(config, metrics, self)
-        self.fanout = Fanout(self.table, self.supervisor, metrics, config.worker_buffer_bytes)
+        self.recovery: HostRecovery | None = None
+        if config.connection_state_recovery:
+            recovery_log = RecoveryLog(
+                config.connection_state_recovery, config.recovery_buffer_bytes
+            )
+            self.recovery = HostRecovery(
+                recovery_log, self.on_membership, self.supervisor.send_control
+            )
+            metrics.watch_recovery(recovery_log)
+        self.fanout = Fanout(
+            self.table,
+            self.supervisor,
+            metrics,
+            config.worker_buffer_bytes,
+            None if self.recovery is None else self.recovery.log,
+        )
         self.host = HostOperations(self.table, self.supervisor)
         transport = RedisTransport(
             commands, cluster=topology.is_cluster, sharded=config.adapter == "sharded"
@@ -144,20 +161,38 @@ class Master:
             if self.table.leave(worker, namespace, sid, room) and room is not None:
                 self.bus.room_closed(namespace, room)
             self.store.leave(namespace, sid, room)
+            if room is None and self.recovery is not None:
+                self.recovery.socket_left(namespace, sid)
 
     def on_broadcast(self, worker: int, broadcast: Broadcast, body: bytes) -> None:
         self.metrics.worker_broadcasts.inc()
-        self.fanout.deliver(
-            broadcast.namespace,
-            broadcast.rooms,
-            broadcast.exclude,
-            broadcast.parts,
-            skip_worker=worker,
-            frame=HEADER.pack(len(body)) + body,
-        )
+        if self.recovery is not None:
+            # the worker delivered nothing itself: its sockets get the packet, stamped,
+            # in the host's order, with everyone else's
+            self.fanout.deliver(
+                broadcast.namespace, broadcast.rooms, broadcast.exclude, broadcast.parts
+            )
+        else:
+            self.fanout.deliver(
+                broadcast.namespace,
+                broadcast.rooms,
+                broadcast.exclude,
+                broadcast.parts,
+                skip_worker=worker,
+                frame=HEADER.pack(len(body)) + body,
+            )
         self.bus.relay_worker_broadcast(broadcast)
 
+    def on_recovery(self, worker: int, frame: RecoveryFrame) -> None:
+        if self.recovery is None:
+            self.metrics.bad_frames.inc()
+            log.error("a worker sent %s, but recovery is off", type(frame).__name__)
+            return
+        self.recovery.on_frame(worker, frame)
+
     def on_worker_exit(self, worker: int) -> None:
+        if self.recovery is not None:
+            self.recovery.worker_lost(self.table.sockets_of_worker(worker))
         dropped, emptied = self.table.drop_worker(worker)
         for namespace, room in emptied:
             if is_room(room):

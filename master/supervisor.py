@@ -33,12 +33,17 @@ from wire.frames import (
     FrameError,
     Hello,
     Join,
+    KeepSession,
     Leave,
     Ping,
     Pong,
     Ready,
+    Recoverable,
+    RecoveryFrame,
     Request,
     Response,
+    Restore,
+    SessionData,
     Sync,
     Synced,
 )
@@ -71,6 +76,8 @@ class WorkerEvents(Protocol):
     def on_broadcast(self, worker: int, broadcast: Broadcast, body: bytes) -> None: ...
 
     def on_worker_exit(self, worker: int) -> None: ...
+
+    def on_recovery(self, worker: int, frame: RecoveryFrame) -> None: ...
 
     async def handle_request(self, worker: int, operation: ClusterOperation) -> Any: ...
 
@@ -148,6 +155,11 @@ class Supervisor:
         """Queue a droppable frame (a delivery) on ``worker``'s pipe; False if refused."""
         handle = self._handles.get(worker)
         return handle is not None and handle.alive and handle.link.send(frame)
+
+    def send_control(self, worker: int, frame: bytes) -> bool:
+        """Queue a frame that is never dropped (an answer) on ``worker``'s pipe."""
+        handle = self._handles.get(worker)
+        return handle is not None and handle.alive and handle.link.send(frame, droppable=False)
 
     async def call(self, worker: int, operation: ClusterOperation, timeout: float) -> Any:
         handle = self._handles.get(worker)
@@ -241,6 +253,8 @@ class Supervisor:
                 self._events.on_membership(worker, frame)
             case Broadcast():
                 self._events.on_broadcast(worker, frame, body)
+            case Recoverable() | SessionData() | KeepSession() | Restore():
+                self._events.on_recovery(worker, frame)
             case Request():
                 handle.rpc.on_request(frame)
             case Response():

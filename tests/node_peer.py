@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import socketio
 
@@ -77,34 +77,20 @@ def from_wire(value: Any) -> Any:
     return value
 
 
-class NodePeer:
-    """One ``node peer.js`` process on a free loopback port, connected to ``redis_url``."""
+class NodeScript:
+    """One ``node tests/node/<script>`` driven over the JSON line protocol: commands on its
+    stdin answered by id, and what it pushes handed to :meth:`on_message`."""
 
-    def __init__(
-        self, redis_url: str, requests_timeout_ms: int = 5000, adapter: str = "classic"
-    ) -> None:
-        """``adapter``: "classic", or "sharded[:subscriptionMode]" (createShardedAdapter)."""
-        self.port = free_port()
-        self.args = [
-            "node",
-            str(NODE_DIR / "peer.js"),
-            str(self.port),
-            redis_url,
-            str(requests_timeout_ms),
-            adapter,
-        ]
+    def __init__(self, script: str, *args: str) -> None:
+        self.args = ["node", str(NODE_DIR / script), *args]
         self.proc: subprocess.Popen[str] | None = None
-        self.uids: dict[str, str] = {}  # namespace -> the adapter's uid
-        self.received: list[dict[str, Any]] = []  # {"client", "nsp", "event", "args"}
-        self.disconnects: list[dict[str, Any]] = []  # {"client", "nsp", "reason"}
-        self.server_events: list[dict[str, Any]] = []  # {"nsp", "event", "args"}
         self.stderr: list[str] = []
         self._replies: dict[int, dict[str, Any]] = {}
         self._ids = itertools.count(1)
         self._write_lock = threading.Lock()
         self._ready = threading.Event()
 
-    def start(self, timeout: float = 30.0) -> NodePeer:
+    def start(self, timeout: float = 30.0) -> Self:
         self.proc = subprocess.Popen(
             self.args,
             cwd=NODE_DIR,
@@ -118,8 +104,11 @@ class NodePeer:
         threading.Thread(target=self._read_stderr, daemon=True).start()
         if not self._ready.wait(timeout):
             self.close()
-            raise RuntimeError("node peer not ready:\n" + "\n".join(self.stderr[-30:]))
+            raise RuntimeError(f"{self.args[1]} not ready:\n" + "\n".join(self.stderr[-30:]))
         return self
+
+    def on_message(self, message: dict[str, Any]) -> None:
+        """What the script pushed (not an answer); ``{"ready": ...}`` included."""
 
     def _read_stdout(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -127,14 +116,9 @@ class NodePeer:
             message = from_wire(json.loads(line))
             if "id" in message:
                 self._replies[message["id"]] = message
-            elif "recv" in message:
-                self.received.append(message["recv"])
-            elif "disconnect" in message:
-                self.disconnects.append(message["disconnect"])
-            elif "server_event" in message:
-                self.server_events.append(message["server_event"])
-            elif "ready" in message:
-                self.uids = message["ready"]["uids"]
+                continue
+            self.on_message(message)
+            if "ready" in message:
                 self._ready.set()
         self._ready.set()  # the process ended: let a waiting start() fail at once
 
@@ -143,12 +127,8 @@ class NodePeer:
         for line in self.proc.stderr:
             self.stderr.append(line.rstrip("\n"))
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     async def cmd(self, name: str, timeout: float = 10.0, **args: Any) -> Any:
-        """Run command ``name`` in the peer and return its result; raise its error.
+        """Run command ``name`` in the script and return its result; raise its error.
 
         A trailing underscore is dropped from argument names (``except_`` is ``except``).
         """
@@ -160,16 +140,60 @@ class NodePeer:
             self.proc.stdin.write(line)
             self.proc.stdin.flush()
         try:
-            await until(lambda: request_id in self._replies, timeout, f"node peer {name!r}")
+            await until(lambda: request_id in self._replies, timeout, f"node {name!r}")
         except AssertionError:
             raise AssertionError(
-                f"node peer did not answer {name!r} in {timeout} s; stderr:\n"
+                f"node did not answer {name!r} in {timeout} s; stderr:\n"
                 + "\n".join(self.stderr[-20:])
             ) from None
         reply = self._replies.pop(request_id)
         if "error" in reply:
             raise NodePeerError(f"{name}: {reply['error']}")
         return reply["ok"]
+
+    def close(self) -> None:
+        """End the script: close its stdin, then kill it if it is still there."""
+        if self.proc is None:
+            return
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class NodePeer(NodeScript):
+    """One ``node peer.js`` process on a free loopback port, connected to ``redis_url``."""
+
+    def __init__(
+        self, redis_url: str, requests_timeout_ms: int = 5000, adapter: str = "classic"
+    ) -> None:
+        """``adapter``: "classic", or "sharded[:subscriptionMode]" (createShardedAdapter)."""
+        self.port = free_port()
+        super().__init__("peer.js", str(self.port), redis_url, str(requests_timeout_ms), adapter)
+        self.uids: dict[str, str] = {}  # namespace -> the adapter's uid
+        self.received: list[dict[str, Any]] = []  # {"client", "nsp", "event", "args"}
+        self.disconnects: list[dict[str, Any]] = []  # {"client", "nsp", "reason"}
+        self.server_events: list[dict[str, Any]] = []  # {"nsp", "event", "args"}
+
+    def on_message(self, message: dict[str, Any]) -> None:
+        if "recv" in message:
+            self.received.append(message["recv"])
+        elif "disconnect" in message:
+            self.disconnects.append(message["disconnect"])
+        elif "server_event" in message:
+            self.server_events.append(message["server_event"])
+        elif "ready" in message:
+            self.uids = message["ready"]["uids"]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     async def connect(self, client: str, nsp: str = "/", **options: Any) -> str:
         """Connect a socket.io-client client named ``client``; return its socket id."""
@@ -199,20 +223,33 @@ class NodePeer:
         self.disconnects.clear()
         self.server_events.clear()
 
-    def close(self) -> None:
-        """End the peer: close its stdin, then kill it if it is still there."""
-        if self.proc is None:
-            return
-        try:
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+
+class RecoveringClients(NodeScript):
+    """socket.io-client 4.8 clients that reconnect and recover by themselves
+    (``tests/node/recovering.js``), recording every connection and event."""
+
+    def __init__(self) -> None:
+        super().__init__("recovering.js")
+        self.connects: list[dict[str, Any]] = []  # {"client", "id", "recovered"}
+        self.received: list[dict[str, Any]] = []  # {"client", "event", "args"}
+        self.disconnects: list[dict[str, Any]] = []  # {"client", "reason"}
+
+    def on_message(self, message: dict[str, Any]) -> None:
+        if "recv" in message:
+            self.received.append(message["recv"])
+        elif "connect" in message:
+            self.connects.append(message["connect"])
+        elif "disconnect" in message:
+            self.disconnects.append(message["disconnect"])
+
+    def got(self, client: str, event: str) -> list[list[Any]]:
+        """The argument lists of every ``event`` that ``client`` received, in order."""
+        return [
+            r["args"] for r in list(self.received) if r["client"] == client and r["event"] == event
+        ]
+
+    def connections(self, client: str) -> list[dict[str, Any]]:
+        return [c for c in list(self.connects) if c["client"] == client]
 
 
 async def run_emitter(redis_url: str, actions: list[dict[str, Any]], timeout: float = 20.0) -> None:

@@ -275,6 +275,47 @@ def stop_writer(eio_socket: Any) -> None:
     eio_socket.queue.put_nowait(None)
 
 
+# -- python-socketio: connection state recovery ------------------------------------------
+
+ConnectAuth = Callable[[str, str, Any], Awaitable[Any]]
+
+
+def intercept_connect(sio: Any, before: ConnectAuth) -> None:
+    """Run ``before(eio_sid, namespace, auth)`` on every namespace CONNECT; what it returns is
+    the auth python-socketio then sees (python-socketio: ``AsyncServer._handle_connect``,
+    called through the instance). Recovery reads and removes ``pid`` and ``offset`` there."""
+    original = sio._handle_connect
+
+    async def handle_connect(eio_sid: str, namespace: str | None, data: Any) -> Any:
+        auth = await before(eio_sid, namespace or "/", data)
+        return await original(eio_sid, namespace, auth)
+
+    sio._handle_connect = handle_connect
+
+
+def intercept_connect_reply(sio: Any, amend: Callable[[str, dict[str, Any]], None]) -> None:
+    """Call ``amend(namespace, data)`` on every CONNECT reply's ``{"sid": ...}`` before it is
+    sent (python-socketio: ``AsyncServer._send_packet``, called through the instance, and
+    ``Packet.packet_type``/``data``/``namespace``); recovery adds the socket's ``pid``."""
+    from socketio import packet as sio_packet
+
+    original = sio._send_packet
+
+    async def send_packet(eio_sid: str, pkt: Any) -> Any:
+        if pkt.packet_type == sio_packet.CONNECT and isinstance(pkt.data, dict):
+            amend(pkt.namespace or "/", pkt.data)
+        return await original(eio_sid, pkt)
+
+    sio._send_packet = send_packet
+
+
+def eio_session(eio_socket: Any) -> dict[str, Any]:
+    """The engine.io socket's session dict; python-socketio keeps a namespace's user session
+    at ``[namespace]`` (engine.io: ``AsyncSocket.session``)."""
+    session: dict[str, Any] = eio_socket.session
+    return session
+
+
 # -- python-socketio: rooms -----------------------------------------------------
 
 

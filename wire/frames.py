@@ -26,6 +26,11 @@ Sync           token                                               w -> m
 Synced         token                                               m -> w
 Request        request_id, operation, payload (see wire.operations)  both
 Response       request_id, error (``None`` or text), result        both
+Recoverable    namespace, sid, pid                                 w -> m
+SessionData    namespace, sid, data (msgpack bytes)                w -> m
+KeepSession    namespace, sid, rooms                               w -> m
+Restore        token, namespace, pid, offset                       w -> m
+Restored       token, outcome, sid, rooms, data, missed            m -> w
 =============  ==================================================  =========
 
 ``room`` ``None`` means "connected" (the room of every socket of the namespace),
@@ -40,6 +45,12 @@ followed by ``bytes`` attachments for binary events), so a packet is encoded onc
 by whoever produced it and each receiving worker only writes it to its sockets.
 A worker-originated Broadcast is forwarded by the master to the sibling workers
 byte for byte.
+
+The last five kinds carry connection state recovery (:mod:`master.recovery`): a worker
+tells the master each recoverable socket's private id and python-socketio session, and
+which sockets ended without a goodbye; a returning client's Restore is answered with a
+Restored frame that the worker applies as it reads it, in pipe order, so no broadcast
+routed after the answer can overtake the replay.
 """
 
 from __future__ import annotations
@@ -72,6 +83,11 @@ class Kind(IntEnum):
     SYNCED = 10
     REQUEST = 11
     RESPONSE = 12
+    RECOVERABLE = 13
+    SESSION_DATA = 14
+    KEEP_SESSION = 15
+    RESTORE = 16
+    RESTORED = 17
 
 
 class FrameError(ValueError):
@@ -102,6 +118,18 @@ def _parts(value: Any) -> bool:
         and type(value[0]) is str
         and all(type(p) is bytes for p in value[1:])
     )
+
+
+def _parts_list(value: Any) -> bool:
+    return type(value) is list and all(_parts(v) for v in value)
+
+
+def _is_bytes(value: Any) -> bool:
+    return type(value) is bytes
+
+
+def _bytes_or_none(value: Any) -> bool:
+    return value is None or type(value) is bytes
 
 
 def _namespaces(value: Any) -> bool:
@@ -267,10 +295,75 @@ class Response(Frame):
         return encode_frame(self.KIND, self.request_id, self.error, self.result)
 
 
+@dataclass(frozen=True, slots=True)
+class Recoverable(Frame):
+    """A socket that may recover later, and its private id (sent with its CONNECT reply)."""
+
+    KIND = Kind.RECOVERABLE
+    CHECKS = (_is_str, _is_str, _is_str)
+    namespace: str
+    sid: str
+    pid: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionData(Frame):
+    """A recoverable socket's python-socketio session, msgpack, each time it is saved."""
+
+    KIND = Kind.SESSION_DATA
+    CHECKS = (_is_str, _is_str, _is_bytes)
+    namespace: str
+    sid: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeepSession(Frame):
+    """A recoverable socket's connection ended without a goodbye: keep its session.
+    Sent before the socket's Leave reports; ``rooms`` include its own sid room."""
+
+    KIND = Kind.KEEP_SESSION
+    CHECKS = (_is_str, _is_str, _rooms)
+    namespace: str
+    sid: str
+    rooms: Sequence[Room]
+
+
+@dataclass(frozen=True, slots=True)
+class Restore(Frame):
+    """A client came back with the private id and last offset of a socket it had."""
+
+    KIND = Kind.RESTORE
+    CHECKS = (_is_int, _is_str, _is_str, _is_str)
+    token: int
+    namespace: str
+    pid: str
+    offset: str
+
+
+@dataclass(frozen=True, slots=True)
+class Restored(Frame):
+    """The answer to a Restore. ``outcome`` is ``"recovered"`` (then the socket is routed
+    to this worker again, and ``missed`` holds the encoded packets to replay, in order) or
+    why not (then the other fields are empty)."""
+
+    KIND = Kind.RESTORED
+    CHECKS = (_is_int, _is_str, _is_str, _rooms, _bytes_or_none, _parts_list)
+    token: int
+    outcome: str
+    sid: str
+    rooms: Sequence[Room]
+    data: bytes | None
+    missed: Sequence[Sequence[str | bytes]]
+
+
+RecoveryFrame = Recoverable | SessionData | KeepSession | Restore
+"""What a worker sends the master about connection state recovery."""
+
 FRAME_CLASSES: dict[Kind, type[Frame]] = {
     cls.KIND: cls
     for cls in (Hello, Ready, Join, Leave, Broadcast, Ping, Pong, Sync, Synced)
-    + (Request, Response)
+    + (Request, Response, Recoverable, SessionData, KeepSession, Restore, Restored)
 }
 
 

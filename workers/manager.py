@@ -39,6 +39,7 @@ from typing import Any
 import socketio
 from socketio import packet as sio_packet
 
+from wire import compat
 from wire.frames import Broadcast, Join, Leave, Room, Sync, is_room
 from wire.link import FrameLink
 from wire.operations import (
@@ -97,9 +98,15 @@ MembershipObserver = Callable[[str, str, Hashable, bool], None]  # namespace, si
 class ClusterManager(socketio.AsyncManager):
     """An ``AsyncManager`` whose rooms and emits span every worker of the host."""
 
-    def __init__(self, link: FrameLink) -> None:
+    def __init__(self, link: FrameLink, sequenced: bool = False) -> None:
         super().__init__()
         self.link = link
+        # connection state recovery: every emit is stamped by the master, in the host's
+        # order, so this worker's own sockets get theirs through the master too
+        self.sequenced = sequenced
+        self._restored: dict[tuple[str, str], str] = {}  # (eio_sid, namespace) -> its old sid
+        self.recovered_sockets: set[tuple[str, str]] = set()  # (namespace, sid), while connected
+        self._reporting = True
         self.rpc = Rpc(
             lambda frame: link.send(frame, droppable=False),
             lambda operation: handle_request(self, operation),
@@ -141,7 +148,41 @@ class ClusterManager(socketio.AsyncManager):
             if not waiter.done():
                 waiter.set_result(None)
 
+    def restore_socket(
+        self, sid: str, namespace: str, eio_sid: str, rooms: Sequence[Hashable]
+    ) -> bool:
+        """Give ``eio_sid`` its old socket ``sid`` and rooms back (connection state recovery),
+        before python-socketio handles its CONNECT: :meth:`pre_connect` then picks this sid.
+        The master routed them here already, so nothing is reported. False if ``eio_sid``
+        has a socket in ``namespace`` already, or ``sid`` is connected here."""
+        members = compat.room_members(self, namespace, None)
+        if sid in members or eio_sid in members.values():
+            return False
+        self._reporting = False
+        try:
+            self.basic_enter_room(sid, namespace, None, eio_sid=eio_sid)
+            for room in rooms:
+                if room == sid or not self.is_sid_room(namespace, room):
+                    self.basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        finally:
+            self._reporting = True
+        self.pending_connect.setdefault(namespace, []).append(sid)
+        self._restored[(eio_sid, namespace)] = sid
+        return True
+
+    def recovered(self, sid: str, namespace: str = "/") -> bool:
+        """True if ``sid`` came back through connection state recovery, with its rooms and
+        session and the packets it missed (Node's ``socket.recovered``)."""
+        return (namespace, sid) in self.recovered_sockets
+
+    def is_sid_room(self, namespace: str, room: Hashable) -> bool:
+        """True if ``room`` is the sid of another socket connected here."""
+        return room in compat.room_members(self, namespace, None)
+
     async def pre_connect(self, eio_sid: str, namespace: str) -> str | None:
+        restored = self._restored.pop((eio_sid, namespace), None)
+        if restored is not None:
+            return restored  # registered by restore_socket, and routed by the master
         sid: str | None = await super().pre_connect(eio_sid, namespace)
         if sid is not None:
             await self.sync()
@@ -289,7 +330,8 @@ class ClusterManager(socketio.AsyncManager):
         return list(self._rooms_of.get((namespace, sid), ()))
 
     def _report(self, report: Join | Leave) -> None:
-        self.link.send(report.encode(), droppable=False)
+        if self._reporting:
+            self.link.send(report.encode(), droppable=False)
         for observer in self.observers:
             try:
                 observer(report.namespace, report.sid, report.room, isinstance(report, Join))
@@ -354,6 +396,10 @@ class ClusterManager(socketio.AsyncManager):
         pkt = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args])
         encoded = pkt.encode()
         parts = encoded if isinstance(encoded, list) else [encoded]
+        if self.sequenced:
+            # never dropped: with recovery on, a lost emit would be lost for good
+            self.link.send(Broadcast.build(namespace, rooms, exclude, parts), droppable=False)
+            return
         if rooms is not None and all(
             isinstance(r, str) and self.is_local(r, namespace) for r in rooms
         ):

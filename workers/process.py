@@ -34,6 +34,7 @@ from wire.frames import (
     Ready,
     Request,
     Response,
+    Restored,
     Synced,
 )
 from wire.link import FrameLink
@@ -44,6 +45,7 @@ from workers.app_loader import apply_app, load_app
 from workers.fast_ws import Counters
 from workers.header_deadline import DeadlineSite, HeaderDeadline
 from workers.manager import ClusterManager
+from workers.recovery import WorkerRecovery
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,8 @@ class Worker:
         self.port = config.worker_port(worker_id)
         # built before the pipe is read: a frame may be waiting in it already
         self.link = FrameLink(self.on_frame, self.on_lost, config.worker_buffer_bytes)
-        self.manager = ClusterManager(self.link)
+        self.manager = ClusterManager(self.link, sequenced=bool(config.connection_state_recovery))
+        self.recovery: WorkerRecovery | None = None
         self._stop = asyncio.Event()
         self._orphaned = False
 
@@ -80,6 +83,8 @@ class Worker:
                 self.manager.rpc.on_response(frame)
             case Synced(token):
                 self.manager.synced(token)
+            case Restored() if self.recovery is not None:
+                self.recovery.on_restored(frame)
             case Ping(token):
                 stats = {
                     SLOW_CLIENTS_DROPPED: Counters.dropped,
@@ -104,6 +109,8 @@ class Worker:
         logged at most once per 10 s."""
         Counters.bad_clients += 1
         fast_ws.client_refusals.log(logging.WARNING, "refused", "closed a client that sent %s", why)
+        if self.recovery is not None:
+            self.recovery.refused(eio_sid)
         eio_socket = compat.eio_sockets(sio).get(eio_sid)
         await sio.eio.disconnect(eio_sid)
         if eio_socket is not None:
@@ -174,6 +181,9 @@ class Worker:
         app = web.Application(middlewares=[deadline.middleware])
         app.router.add_get("/healthz", lambda _: self._healthz(sio))
         await apply_app(load_app(config.app, config.app_dir), sio, app)
+        if config.connection_state_recovery:
+            self.recovery = WorkerRecovery(sio, self.manager)
+            self.recovery.install()
         if config.admin_ui:
             AdminUI(sio, self.manager, config.admin_credentials()).install()
         self.link.send(Hello(self.worker_id, os.getpid(), self._namespaces(sio)).encode())
