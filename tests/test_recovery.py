@@ -10,7 +10,7 @@ import asyncio
 import json
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -50,7 +50,7 @@ async def js(node_clients: RecoveringClients) -> AsyncIterator[RecoveringClients
 
 
 async def stream(
-    publisher: aioredis.Redis, room: str, midway: Callable[[], Awaitable[None]]
+    publisher: aioredis.Redis, room: str, midway: Callable[[], Coroutine[Any, Any, None]]
 ) -> None:
     """Publish ``STREAM`` numbered messages to ``room`` at ``RATE``; run ``midway`` (the
     fault) after a third of them, while the stream goes on."""
