@@ -80,9 +80,17 @@ class Channels:
         return base if uid is None else f"{base}{uid}#"
 
     def masters(self, namespace: str) -> str:
-        """Subscribed by our masters only (never published to): ``PUBSUB NUMSUB`` counts
-        them apart from Node servers, which answer fewer request types."""
+        """Subscribed by our masters only: ``PUBSUB NUMSUB`` counts them apart from Node
+        servers, which answer fewer request types; and requests only our masters know
+        (:mod:`master.handover_wire`) go there."""
         return f"{self.key}-masters#{namespace}#"
+
+    def parse_masters(self, channel: str) -> str | None:
+        """The namespace of a masters channel, else None."""
+        head = f"{self.key}-masters#"
+        if not channel.startswith(head) or not channel.endswith("#"):
+            return None
+        return channel[len(head) : -1]
 
     def parse_broadcast(self, channel: str) -> tuple[str, str | None] | None:
         """``(namespace, room or None)`` of a broadcast channel, else None."""

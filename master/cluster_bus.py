@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from master import handover_wire
 from master.adapter_wire import (
     AdapterFormatError,
     Channels,
@@ -58,8 +60,10 @@ from master.bus_core import (
     encode_parts,
 )
 from master.fanout import Fanout
+from master.handover_wire import HandoverAnswer, HandoverRequest
 from master.host_ops import HostOperations
 from master.metrics import Metrics
+from master.recovery import Outcome, Restoration
 from master.router import RoutingTable
 from wire.frames import Broadcast, Room
 from wire.operations import (
@@ -73,6 +77,16 @@ from wire.operations import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class HandoverPeer(Protocol):
+    """What the bus asks of connection state recovery (:mod:`master.recovery_host`)."""
+
+    def answer_handover(
+        self, namespace: str, request: HandoverRequest
+    ) -> tuple[Outcome | None, Restoration | None]: ...
+
+    def echoed(self, body: bytes) -> None: ...
 
 
 class RedisTransport:
@@ -171,6 +185,9 @@ class ClusterBus(BusCore):
         self._echo_prefix = b"\x93" + pack(self.uid)
         self.extra_patterns = [channels.broadcast_pattern]
         self._broadcast_pattern = channels.broadcast_pattern.encode()
+        # connection state recovery across hosts, when on (set by the master)
+        self.handovers: HandoverPeer | None = None
+        self._markers: dict[str, Callable[[], None]] = {}  # request id -> its marker
 
     def channels_for(self, namespaces: list[str]) -> list[str]:
         """The exact channels to SUBSCRIBE for ``namespaces`` (from now on, this master
@@ -189,7 +206,11 @@ class ClusterBus(BusCore):
     def on_classic(self, pattern: bytes | None, channel: str, body: bytes) -> None:
         """A request or response (exact channels), or a broadcast (the adapter pattern)."""
         if pattern is None:
-            self.on_request_or_response(channel, body)
+            namespace = self.channels.parse_masters(channel)
+            if namespace is None:
+                self.on_request_or_response(channel, body)
+            else:
+                self.on_masters(namespace, channel, body)
         elif pattern == self._broadcast_pattern:
             self.on_broadcast(channel, body)
 
@@ -205,21 +226,24 @@ class ClusterBus(BusCore):
 
     # ---- broadcasts -----------------------------------------------------------
 
-    def relay_worker_broadcast(self, broadcast: Broadcast) -> None:
-        """Publish a worker's broadcast for the other hosts."""
+    def relay_worker_broadcast(self, broadcast: Broadcast) -> bytes:
+        """Publish a worker's broadcast for the other hosts; return the body published."""
         namespace, data = decode_parts(broadcast.parts)
         body = encode_broadcast(self.uid, namespace, data, broadcast.rooms, broadcast.exclude)
         self.publish(broadcast_channel(self.channels, namespace, broadcast.rooms), body)
+        return body
 
     def on_broadcast(self, channel: str, body: bytes) -> None:
         """A broadcast from another server or an emitter: deliver to our sockets."""
         if body.startswith(self._echo_prefix):
+            if self.handovers is not None:
+                self.handovers.echoed(body)
             return
         parsed = self.channels.parse_broadcast(channel)
         if parsed is None:
             return
         namespace, room = parsed
-        if room and not self.table.route(namespace, channel_room_candidates(room)):
+        if room and not self.fanout.wanted_here(namespace, channel_room_candidates(room)):
             return  # no socket of that room here: not worth decoding
         try:
             message = decode_broadcast(body)
@@ -240,6 +264,50 @@ class ClusterBus(BusCore):
         self.fanout.deliver(
             namespace, rooms, exclude, lambda: encode_parts(namespace, message.data)
         )
+
+    # ---- recovery handovers (connection state recovery across hosts) --------------
+
+    async def handover(
+        self, namespace: str, pid: str, offset: str, marker: Callable[[], None]
+    ) -> HandoverAnswer | None:
+        """Ask our other masters for the session ``pid`` and what it missed after ``offset``
+        (see :mod:`master.handover_wire`); ``marker()`` runs when our own request comes
+        back from Redis: the point of Redis's order up to which the owner answers."""
+        _, masters = await self._other_servers(namespace)
+        if masters == 0:
+            return None
+
+        def send(request_id: str) -> None:
+            self._markers[request_id] = marker
+            body = handover_wire.encode_request(self.uid, request_id, pid, offset)
+            self.publish(self.channels.masters(namespace), body)
+
+        answers = await self.ask(
+            send, lambda message: handover_wire.read_answer(namespace, message), masters, 3.0
+        )
+        return next((answer for answer in answers if answer.outcome is not None), None)
+
+    def on_masters(self, namespace: str, channel: str, body: bytes) -> None:
+        """A handover request, answered at once: its place in Redis's order is the point
+        up to which this host's log answers for it."""
+        try:
+            request = handover_wire.read_request(decode_request(body))
+        except AdapterFormatError as exc:
+            self.unreadable(channel, exc)
+            return
+        if request is None:
+            self.unreadable(channel, AdapterFormatError("not a handover request"))
+            return
+        if request.uid == self.uid:
+            marker = self._markers.pop(request.request_id, None)
+            if marker is not None:
+                marker()
+            return
+        outcome, found = None, None
+        if self.handovers is not None:
+            outcome, found = self.handovers.answer_handover(namespace, request)
+        answer = handover_wire.encode_answer(request.request_id, outcome, found)
+        self.publish(self.channels.response(namespace, request.uid), answer)
 
     # ---- requests to other hosts ------------------------------------------------
 

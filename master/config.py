@@ -94,6 +94,16 @@ class Config:
             )
         if not 0 <= self.connection_state_recovery <= 86_400:
             raise ConfigError("--connection-state-recovery must be 0 (off) to 86400 seconds")
+        if (
+            self.connection_state_recovery
+            and self.adapter == "sharded"
+            and self.subscription_mode != "static"
+        ):
+            raise ConfigError(
+                "--connection-state-recovery with --adapter sharded needs --subscription-mode "
+                "static: a dynamic mode leaves a room's channel when its last socket here goes, "
+                "and a socket away for recovery would miss what other hosts send it"
+            )
         if self.recovery_buffer_bytes < 1024:
             raise ConfigError("--recovery-buffer-bytes must be at least 1024")
         if self.admin_ui and self.admin_auth != "none" and ":" not in self.admin_auth:

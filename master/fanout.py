@@ -51,6 +51,13 @@ class Fanout:
         self._dropped: dict[int, Counter] = {}
         self._drop_log = RateLimitedLogger(log)
 
+    def wanted_here(self, namespace: str, rooms: Sequence[Room]) -> bool:
+        """True if a socket of this host is in one of ``rooms``, or a kept session (recovery)
+        may be: a message for none of them need not even be decoded."""
+        if self.table.route(namespace, rooms):
+            return True
+        return self.recovery is not None and self.recovery.wanted(namespace, rooms)
+
     def deliver(
         self,
         namespace: str,
@@ -59,23 +66,28 @@ class Fanout:
         parts: Parts | Callable[[], Parts],
         skip_worker: int | None = None,
         frame: bytes | None = None,
-    ) -> None:
+        own: bool = False,
+    ) -> int | None:
         """Send the packet to every worker holding a recipient.
 
         ``parts`` may be a callable, so a packet nobody here receives is never
-        encoded; ``frame`` is a ready Broadcast frame to forward as it is.
+        encoded; ``frame`` is a ready Broadcast frame to forward as it is. With recovery
+        on, return the sequence number of the packet's offset if it got one (``own``: a
+        broadcast of this host's workers).
         """
         exclude = list(exclude)
         targets = self.table.route(namespace, rooms, exclude, skip_worker)
         recovery = self.recovery
+        seq = None
         if recovery is not None and (targets or recovery.wanted(namespace, rooms)):
             encoded = parts() if callable(parts) else parts
             text = encoded[0]
             if isinstance(text, str) and takes_offset(text):
-                parts = recovery.stamp(namespace, rooms, exclude, encoded)
+                parts = recovery.stamp(namespace, rooms, exclude, encoded, own)
+                seq = recovery.last_seq
                 frame = None
         if not targets:
-            return
+            return seq
         if frame is None:
             encoded = parts() if callable(parts) else parts
             frame = Broadcast.build(namespace, rooms, exclude, encoded)
@@ -88,6 +100,7 @@ class Fanout:
                 counter.inc()
             else:
                 self._drop(worker)
+        return seq
 
     def _drop(self, worker: int) -> None:
         counter = self._dropped.get(worker)

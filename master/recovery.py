@@ -49,6 +49,10 @@ TAG_ALPHABET = string.ascii_lowercase + string.digits
 MAX_REPLAY_BYTES = 32 * 1024 * 1024
 
 
+def _same(outcome: Outcome) -> Outcome:
+    return outcome
+
+
 class Outcome(Enum):
     """How a recovery attempt ended (the label of ``sio_master_recoveries``)."""
 
@@ -79,6 +83,7 @@ class _Entry:
     parts: list[str | bytes]
     size: int
     logged_at: float
+    own: bool  # a broadcast of this host's workers (else it came from Redis)
 
 
 @dataclass
@@ -116,6 +121,12 @@ class RecoveryLog:
         self._next_seq = 1
         self._bytes = 0
         self._evicted_for_bytes = 0  # the highest seq the byte cap pushed out
+        self.last_seq = 0  # the sequence number of the packet stamped last
+        self._capturing: Counter[str] = Counter()  # namespace -> handovers under way
+        # this host's own broadcasts published to Redis and not yet read back from it, in
+        # publishing order: (published body, seq)
+        self._unechoed: deque[tuple[bytes, int]] = deque()
+        self._unechoed_seqs: set[int] = set()
         self.outcomes: Counter[Outcome] = Counter()
 
     # ---- sockets ----------------------------------------------------------------
@@ -152,20 +163,30 @@ class RecoveryLog:
 
     def wanted(self, namespace: str, rooms: Sequence[Room] | None) -> bool:
         """True if a kept session may be a recipient (when no socket here is one now)."""
+        if self._capturing[namespace]:
+            return True  # a handover from another host needs every packet of the namespace
         counts = self._session_rooms.get(namespace)
         if not counts:
             return False
         return rooms is None or any(room in counts for room in rooms)
 
     def stamp(
-        self, namespace: str, rooms: Sequence[Room] | None, exclude: Sequence[Room], parts: Parts
+        self,
+        namespace: str,
+        rooms: Sequence[Room] | None,
+        exclude: Sequence[Room],
+        parts: Parts,
+        own: bool = False,
     ) -> list[str | bytes]:
-        """Give the packet this host's next offset, log it, and return it stamped.
+        """Give the packet this host's next offset, log it, and return it stamped
+        (:attr:`last_seq` is its sequence number). ``own``: a broadcast of this host's
+        workers, which reaches Redis only after this.
 
         ``parts`` must take an offset (:func:`wire.offsets.takes_offset`).
         """
         seq = self._next_seq
         self._next_seq += 1
+        self.last_seq = seq
         out = stamped(parts, f"{self.tag}.{seq:x}")
         size = sum(len(p) for p in out) + 64
         now = self._clock()
@@ -178,6 +199,7 @@ class RecoveryLog:
                 out,
                 size,
                 now,
+                own,
             )
         )
         self._bytes += size
@@ -190,39 +212,118 @@ class RecoveryLog:
 
     # ---- recovery ---------------------------------------------------------------
 
-    def restore(self, namespace: str, pid: str, offset: str) -> Restoration | Outcome:
+    def restore(
+        self, namespace: str, pid: str, offset: str, here: bool = True
+    ) -> Restoration | Outcome:
         """Take the session of ``pid`` with what it missed after ``offset``, or say why not.
 
         A session is used once, whether or not its packets can still be replayed.
+        ``here`` False: the client came back on another host, which asked at a point of
+        Redis's order of messages; what that host read from Redis after that point it
+        replays itself, so this host's own broadcasts not yet read back from Redis are left
+        out, and the outcome is counted there, not here.
         """
+        count = self._count if here else _same
         self._expire()
         session = self._sessions.get(pid)
         if session is None or session.namespace != namespace:
-            return self._count(Outcome.UNKNOWN)
+            return count(Outcome.UNKNOWN)
         self._forget(session)
         seq = self._seq_of(offset)
         if seq is None:
-            return self._count(Outcome.UNKNOWN)
+            return count(Outcome.UNKNOWN)
         first = self._log[0].seq if self._log else self._next_seq
         if seq + 1 < first:
             lost_to_cap = self._evicted_for_bytes >= seq + 1
-            return self._count(Outcome.OVERFLOWED if lost_to_cap else Outcome.EXPIRED)
-        rooms = frozenset(session.rooms)
+            return count(Outcome.OVERFLOWED if lost_to_cap else Outcome.EXPIRED)
+        skip = set() if here else self._unechoed_seqs
+        missed = self._replay(
+            namespace, session.rooms, (e for e in self._since(seq) if e.seq not in skip)
+        )
+        if missed is None:
+            return count(Outcome.OVERFLOWED)
+        if here:
+            self._live[(namespace, session.sid)] = _Live(session.pid, session.data)
+            self.outcomes[Outcome.RECOVERED] += 1
+        return Restoration(session, missed)
+
+    # ---- a client that comes back on this host with another host's offset ---------
+
+    def mark(self) -> int:
+        """The sequence number the next logged packet will have: a position in the log."""
+        return self._next_seq
+
+    def open_capture(self, namespace: str) -> None:
+        """A handover in ``namespace`` starts: log every packet of it (see :meth:`wanted`)."""
+        self._capturing[namespace] += 1
+
+    def close_capture(self, namespace: str) -> None:
+        self._capturing[namespace] -= 1
+        if self._capturing[namespace] <= 0:
+            del self._capturing[namespace]
+
+    def captured(
+        self, session: Session, own_from: int, redis_from: int
+    ) -> list[list[str | bytes]] | None:
+        """What this host logged for ``session`` that the other host could not have: its own
+        workers' broadcasts from ``own_from`` on (published after the request) and what it
+        read from Redis from ``redis_from`` on (after the request came back); None if more
+        than one replay can carry."""
+        since = self._since(min(own_from, redis_from) - 1)
+        entries = (e for e in since if e.seq >= redis_from or (e.own and e.seq >= own_from))
+        return self._replay(session.namespace, session.rooms, entries)
+
+    def adopt(self, session: Session) -> None:
+        """``session`` came from another host and lives here now."""
+        self._live[(session.namespace, session.sid)] = _Live(session.pid, session.data)
+
+    def count(self, outcome: Outcome) -> None:
+        self.outcomes[outcome] += 1
+
+    # ---- this host's broadcasts, as Redis orders them ------------------------------
+
+    def published(self, seq: int, body: bytes) -> None:
+        """Own broadcast ``seq`` was queued for Redis as ``body``."""
+        self._unechoed.append((body, seq))
+        self._unechoed_seqs.add(seq)
+
+    def echoed(self, body: bytes) -> None:
+        """Redis gave back one of our own broadcasts. They come back in publishing order;
+        one never published (dropped in an outage) is passed over."""
+        while self._unechoed:
+            sent, seq = self._unechoed.popleft()
+            self._unechoed_seqs.discard(seq)
+            if sent == body:
+                return
+
+    def _since(self, seq: int) -> Iterable[_Entry]:
+        """The logged entries after ``seq`` (which must not be before the log's start - 1)."""
+        first = self._log[0].seq if self._log else self._next_seq
+        return itertools.islice(self._log, max(seq + 1 - first, 0), None)
+
+    def _replay(
+        self, namespace: str, rooms: Iterable[Room], entries: Iterable[_Entry]
+    ) -> list[list[str | bytes]] | None:
+        """The packets of ``entries`` a socket in ``rooms`` receives, in order; None over
+        MAX_REPLAY_BYTES."""
+        held = frozenset(rooms)
         missed = []
         size = 0
-        for entry in itertools.islice(self._log, seq + 1 - first, None):
+        for entry in entries:
             if (
                 entry.namespace == namespace
-                and (entry.rooms is None or not rooms.isdisjoint(entry.rooms))
-                and rooms.isdisjoint(entry.exclude)
+                and (entry.rooms is None or not held.isdisjoint(entry.rooms))
+                and held.isdisjoint(entry.exclude)
             ):
                 missed.append(entry.parts)
                 size += entry.size
-        if size > MAX_REPLAY_BYTES:
-            return self._count(Outcome.OVERFLOWED)
-        self._live[(namespace, session.sid)] = _Live(session.pid, session.data)
-        self.outcomes[Outcome.RECOVERED] += 1
-        return Restoration(session, missed)
+                if size > MAX_REPLAY_BYTES:
+                    return None
+        return missed
+
+    def is_ours(self, offset: str) -> bool:
+        """True if ``offset`` has this host's tag (it may still be unknown here)."""
+        return offset.partition(".")[0] == self.tag
 
     def _seq_of(self, offset: str) -> int | None:
         """The sequence number of one of this host's offsets; None for any other string."""
@@ -261,6 +362,9 @@ class RecoveryLog:
         log = self._log
         while log and log[0].logged_at < horizon:
             self._bytes -= log.popleft().size
+        first = log[0].seq if log else self._next_seq
+        while self._unechoed and self._unechoed[0][1] < first:
+            self._unechoed_seqs.discard(self._unechoed.popleft()[1])  # never came back
 
     # ---- state, for the metrics -----------------------------------------------
 

@@ -116,6 +116,8 @@ class Master:
                 metrics,
                 config.redis_buffer_bytes,
             )
+        if self.recovery is not None and isinstance(self.bus, ClusterBus):
+            self.recovery.hand_over_through(self.bus)
         self.operations = ClusterOperations(self.host, self.bus)
         self.rejects = RejectSink(commands, config.rejected_key, metrics)
         self.store: MembershipStore = NoStore()
@@ -169,18 +171,19 @@ class Master:
         if self.recovery is not None:
             # the worker delivered nothing itself: its sockets get the packet, stamped,
             # in the host's order, with everyone else's
-            self.fanout.deliver(
-                broadcast.namespace, broadcast.rooms, broadcast.exclude, broadcast.parts
+            seq = self.fanout.deliver(
+                broadcast.namespace, broadcast.rooms, broadcast.exclude, broadcast.parts, own=True
             )
-        else:
-            self.fanout.deliver(
-                broadcast.namespace,
-                broadcast.rooms,
-                broadcast.exclude,
-                broadcast.parts,
-                skip_worker=worker,
-                frame=HEADER.pack(len(body)) + body,
-            )
+            self.recovery.published(seq, self.bus.relay_worker_broadcast(broadcast))
+            return
+        self.fanout.deliver(
+            broadcast.namespace,
+            broadcast.rooms,
+            broadcast.exclude,
+            broadcast.parts,
+            skip_worker=worker,
+            frame=HEADER.pack(len(body)) + body,
+        )
         self.bus.relay_worker_broadcast(broadcast)
 
     def on_recovery(self, worker: int, frame: RecoveryFrame) -> None:

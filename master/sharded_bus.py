@@ -142,7 +142,9 @@ class ShardedBus(BusCore):
     # ---- broadcasts -----------------------------------------------------------
 
     def relay_worker_broadcast(self, broadcast: Broadcast) -> None:
-        """Publish a worker's broadcast for the other hosts, on Node's channel for it."""
+        """Publish a worker's broadcast for the other hosts, on Node's channel for it. (Its
+        echo is not tracked: shards give no order across channels, so recovery across
+        hosts, which needs one, is not offered with this bus.)"""
         namespace, data = decode_parts(broadcast.parts)
         rooms = None if broadcast.rooms is None else tuple(broadcast.rooms)
         selector = Selector(rooms, tuple(broadcast.exclude))
@@ -173,7 +175,7 @@ class ShardedBus(BusCore):
         is_response = parsed is not None and parsed[1] == self.uid
         if parsed is not None and not is_response:
             namespace, room = parsed
-            if not self.table.route(namespace, channel_room_candidates(room)):
+            if not self.fanout.wanted_here(namespace, channel_room_candidates(room)):
                 return  # no socket of that room here (any more): not worth decoding
         try:
             message = decode(body)

@@ -47,6 +47,13 @@ def test_one_line_per_key_per_interval_then_the_held_back_count(
         ({"app": "nocolon"}, "--app must look like"),
         ({"redis_url": "http://x"}, "--redis-url must start"),
         ({"graceful_timeout": 0}, "timeouts"),
+        ({"header_timeout": 0}, "--header-timeout"),
+        ({"connection_state_recovery": -1}, "--connection-state-recovery must be"),
+        ({"recovery_buffer_bytes": 10}, "--recovery-buffer-bytes"),
+        (
+            {"connection_state_recovery": 60, "adapter": "sharded"},
+            "needs --subscription-mode static",
+        ),
     ],
 )
 def test_bad_configuration_is_refused(kwargs: dict[str, Any], message: str) -> None:

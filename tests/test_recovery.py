@@ -227,3 +227,38 @@ async def test_python_socketio_clients_see_the_offset_as_a_last_argument(
         assert await client.call("join", "other", timeout=10)  # acks carry no offset
     finally:
         await client.disconnect()
+
+
+async def test_a_client_moved_to_another_host_loses_nothing(
+    start_master: Any, js: RecoveringClients, redis_client: aioredis.Redis, clients: Any
+) -> None:
+    """Host A keeps the session; the client comes back on host B. Beside the ``ch:*``
+    stream, a handler on each host emits its own numbered stream to the room, so packets
+    of every origin cross the handover: Redis's, A's own and B's own."""
+    a: MasterProcess = start_master(workers=2, extra=WINDOW)
+    b: MasterProcess = start_master(workers=2, extra=WINDOW)
+    await a.ready()
+    await b.ready()
+    sid = await joined(js, "moving", a.url(1), "room")
+    emitters = {"from-a": await clients(a.url(0)), "from-b": await clients(b.url(0))}
+
+    async def emit_streams() -> None:
+        for number in range(STREAM // 3):
+            for event, emitter in emitters.items():
+                spec = {"event": event, "to": "room", "args": [number]}
+                await emitter.call("emit", spec)
+            await asyncio.sleep(0.005)  # pacing: ~200 handler emits per host and second
+
+    async def move() -> None:
+        await js.cmd("retarget", client="moving", url=b.url(0))
+        await js.cmd("blip", client="moving")
+
+    emitting = asyncio.create_task(emit_streams())
+    await stream(redis_client, "room", move)
+    await emitting
+    await check_recovered(js, "moving", sid)
+    for event in emitters:
+        assert [args[0] for args in js.got("moving", event)] == list(range(STREAM // 3)), event
+    recovered = 'sio_master_recoveries_total{outcome="recovered"}'
+    await until(lambda: b.metric(recovered) == 1, what="B counted the recovery")
+    assert a.metric(recovered) == 0

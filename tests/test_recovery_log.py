@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from master.recovery import MAX_REPLAY_BYTES, Outcome, RecoveryLog, Restoration
+from master import adapter_wire, handover_wire
+from master.recovery import MAX_REPLAY_BYTES, Outcome, RecoveryLog, Restoration, Session
 from wire.offsets import stamped, takes_offset
 
 
@@ -175,3 +176,87 @@ def test_packets_are_logged_only_for_someone() -> None:
     assert log.wanted("/", ["room", "x"])
     assert not log.wanted("/", ["x"])
     assert not log.wanted("/chat", None)
+
+
+def test_a_handover_answers_up_to_the_request_and_leaves_out_own_unechoed_broadcasts() -> None:
+    """Host A answers at the request's place in Redis's order: its own broadcasts that Redis
+    has not given back yet come after that place, and host B replays those itself."""
+    a, _ = log_with()
+    a.connected("/", "s", "p")
+    seen = offset_of(a.stamp("/", None, [], event("m", 0)))
+    a.keep("/", "s", ["s", "room"])
+    a.stamp("/", ["room"], [], event("redis", 1))  # read from Redis
+    first_own = a.stamp("/", ["room"], [], event("own", 2), own=True)
+    a.published(a.last_seq, b"body-2")
+    a.stamp("/", ["room"], [], event("own", 3), own=True)
+    a.published(a.last_seq, b"body-3")
+    a.echoed(b"body-2")  # 2 came back before the request, 3 did not
+    result = a.restore("/", "p", seen, here=False)
+    assert isinstance(result, Restoration)
+    assert [offset_of(p) for p in result.missed][1] == offset_of(first_own)
+    assert [json.loads(str(p[0])[1:])[1] for p in result.missed] == [1, 2]
+    assert not a.is_live("/", "s")  # it lives on the other host now
+    assert a.outcomes == {}  # counted where the client came back
+
+
+def test_an_own_broadcast_never_published_does_not_hold_back_the_next() -> None:
+    log, _ = log_with()
+    log.stamp("/", None, [], event("own", 1), own=True)
+    log.published(log.last_seq, b"dropped in an outage")
+    log.stamp("/", None, [], event("own", 2), own=True)
+    log.published(log.last_seq, b"body-2")
+    log.echoed(b"body-2")
+    log.connected("/", "s", "p")
+    log.keep("/", "s", ["s"])
+    result = log.restore("/", "p", f"{log.tag}.0", here=False)
+    assert isinstance(result, Restoration) and len(result.missed) == 2
+
+
+def test_the_host_taking_a_client_over_replays_what_came_after_the_request() -> None:
+    """Host B: its own broadcasts from the moment it published the request, and what it
+    read from Redis from the moment the request came back."""
+    b, _ = log_with()
+    b.open_capture("/")
+    assert b.wanted("/", ["any"])  # every packet of the namespace is logged meanwhile
+    own_from = b.mark()
+    b.stamp("/", ["room"], [], event("own-before-echo", 1), own=True)
+    b.stamp("/", ["room"], [], event("redis-before-echo", 2))  # A has this one
+    redis_from = b.mark()
+    b.stamp("/", ["room"], [], event("redis-after-echo", 3))
+    b.stamp("/", ["other"], [], event("not-its-room", 4))
+    b.stamp("/", ["room"], [], event("own-after-echo", 5), own=True)
+    session = Session("/", "s", "p", ("s", "room"), None, 0.0)
+    captured = b.captured(session, own_from, redis_from)
+    assert captured is not None
+    assert [json.loads(str(p[0])[1:])[1] for p in captured] == [1, 3, 5]
+    b.close_capture("/")
+    assert not b.wanted("/", ["any"])
+    b.adopt(session)
+    assert b.is_live("/", "s")
+
+
+def test_handover_messages_from_redis_are_checked_field_by_field() -> None:
+    request = handover_wire.read_request(
+        adapter_wire.unpack(handover_wire.encode_request("uid", "r1", "pid", "h1.5"))
+    )
+    assert request == handover_wire.HandoverRequest("uid", "r1", "pid", "h1.5")
+    assert handover_wire.read_request({"type": handover_wire.HANDOVER, "uid": 1}) is None
+    assert handover_wire.read_request(["not", "a", "map"]) is None
+    session = Session("/", "s", "p", ("s", "room", 7), b"\x80", 0.0)
+    found = Restoration(session, [['2["m",1,"h1.2"]'], ['51-["b",{}]', b"\x00"]])
+    body = handover_wire.encode_answer("r1", Outcome.RECOVERED, found)
+    answer = handover_wire.read_answer("/", adapter_wire.unpack(body))
+    assert answer is not None and answer.session is not None
+    assert (answer.outcome, answer.session.rooms, answer.missed) == (
+        Outcome.RECOVERED,
+        ("s", "room", 7),
+        found.missed,
+    )
+    none = handover_wire.read_answer(
+        "/", adapter_wire.unpack(handover_wire.encode_answer("r", None, None))
+    )
+    assert none == handover_wire.HandoverAnswer(None)
+    bad = {"type": handover_wire.HANDOVER, "outcome": "recovered", "sid": "s", "pid": "p",
+           "rooms": [[1]], "data": None, "missed": []}  # fmt: skip
+    assert handover_wire.read_answer("/", bad) is None
+    assert handover_wire.read_answer("/", {**bad, "outcome": "nonsense"}) is None
