@@ -159,7 +159,13 @@ async def test_every_transport_through_the_balancer_and_a_killed_worker_s_client
         victim = pids[clients[0].name]
         on_victim = [c for c in clients if pids[c.name] == victim]
         os.kill(victim, signal.SIGKILL)
-        await until(lambda: all(c.joined == 2 for c in on_victim), timeout=20, what="back")
+        try:
+            await until(lambda: all(c.joined == 2 for c in on_victim), timeout=20, what="back")
+        except AssertionError:  # say where each one is stuck (a rare flake under heavy load)
+            state = [(c.name, c.joined, c.sio.connected, c.sio.transport()) for c in on_victim]
+            raise AssertionError(
+                f"not back after 20 s: {state}; master log:\n" + "\n".join(master.lines[-20:])
+            ) from None
         await fence(clients, redis_client, 2)
         await fence(clients, redis_client, 3)
         for c in clients:
