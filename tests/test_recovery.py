@@ -191,7 +191,7 @@ async def test_the_log_stays_under_its_cap_when_a_client_never_comes_back(
     await js.cmd("retarget", client="gone", url="http://127.0.0.1:9")
     await js.cmd("blip", client="gone")
     await until(lambda: cluster.metric("sio_master_recovery_sessions") == 1, what="kept")
-    for number in range(1, 1001):  # ~100 bytes each: five times the cap
+    for number in range(1, 1001):  # each counts ~460 bytes (payload and overhead): 23 caps
         await redis_client.publish("ch:tick", json.dumps({"to": "room", "data": number}))
     await until(lambda: cluster.metric("sio_master_recovery_log_packets") > 0, what="logged")
     await redis_client.ping()
