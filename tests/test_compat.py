@@ -300,3 +300,12 @@ def test_rediss_urls_load_the_named_certificates(tmp_path: Path) -> None:
     assert context is not None
     subjects = [ca["subject"] for ca in context.get_ca_certs()]
     assert ((("commonName", "sio-cluster-test"),),) in subjects
+
+
+def test_recovery_checks_the_internals_it_hooks_into() -> None:
+    sio = socketio.AsyncServer(async_mode="aiohttp")
+    compat.check_recovery(sio)  # the installed versions have them
+    sio._send_packet = lambda eio_sid, pkt: None  # a version where it is no coroutine
+    del sio.manager.pending_connect
+    with pytest.raises(compat.CompatError, match="_send_packet, manager.pending_connect"):
+        compat.check_recovery(sio)

@@ -21,6 +21,9 @@ its aiohttp ``WebSocket._sock``; aiohttp                slow-client abort   aioh
 ``WebSocketResponse._writer.transport``                 (and direct writes)
 asyncio ``Queue._getters``; engine.io socket            direct writes       engine.io's queue and
 ``upgraded``, ``sid``, ``_websocket_handler``                               writer task
+python-socketio ``AsyncServer._handle_connect``,        connection state    :class:`CompatError`
+``_send_packet``, ``manager.pending_connect``;          recovery            (checked only with
+engine.io socket ``session``                                                the option on)
 ======================================================  ==================  ======================
 
 Redis URLs are read through redis-py's public ``ConnectionPool.from_url``
@@ -30,6 +33,7 @@ Redis URLs are read through redis-py's public ``ConnectionPool.from_url``
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import platform
 import ssl
@@ -307,6 +311,30 @@ def intercept_connect_reply(sio: Any, amend: Callable[[str, dict[str, Any]], Non
         return await original(eio_sid, pkt)
 
     sio._send_packet = send_packet
+
+
+def check_recovery(sio: Any) -> None:
+    """Raise :class:`CompatError` unless the internals recovery hooks into are there (call at
+    start with ``--connection-state-recovery``): without them it would silently not work."""
+    missing = [
+        name
+        for name, present in (
+            ("AsyncServer._handle_connect", inspect.iscoroutinefunction(sio._handle_connect)),
+            ("AsyncServer._send_packet", inspect.iscoroutinefunction(sio._send_packet)),
+            (
+                "manager.pending_connect",
+                isinstance(getattr(sio.manager, "pending_connect", None), dict),
+            ),
+            ("engine.io socket.session", isinstance(AsyncSocket(sio.eio, "probe").session, dict)),
+        )
+        if not present
+    ]
+    if missing:
+        raise CompatError(
+            f"--connection-state-recovery cannot work on {version('python-socketio')} and "
+            f"{version('python-engineio')}: missing {', '.join(missing)}. Install the versions "
+            "in setup.cfg or update wire/compat.py."
+        )
 
 
 def eio_session(eio_socket: Any) -> dict[str, Any]:

@@ -182,6 +182,11 @@ class Worker:
         app.router.add_get("/healthz", lambda _: self._healthz(sio))
         await apply_app(load_app(config.app, config.app_dir), sio, app)
         if config.connection_state_recovery:
+            try:
+                compat.check_recovery(sio)
+            except compat.CompatError as exc:
+                log.error("%s", exc)
+                raise SystemExit(1) from None
             self.recovery = WorkerRecovery(sio, self.manager)
             self.recovery.install()
         if config.admin_ui:
