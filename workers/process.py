@@ -175,6 +175,7 @@ class Worker:
         fast_ws.install(sio.eio, paths)
         compat.disconnect_without_waiting(sio.eio)
         compat.end_polling_sessions_on_client_close()
+        compat.end_ping_tasks_with_their_socket()
         compat.guard_messages(sio, functools.partial(self._refuse_client, sio))
         compat.refuse_connections_over(sio.eio, config.max_connections, self._full)
         deadline = HeaderDeadline(config.header_timeout, self._late_headers)
