@@ -11,8 +11,11 @@ C websocket clients (a Node load generator speaking engine.io frames) spread ove
 the ports; client i joins room ``r{i % 20}``. An external publisher sends, in each
 system's own format (our ``ch:*`` JSON; python-socketio's pub/sub JSON; the Node
 emitter's msgpack), to one random sid, to one room of C/20, and to everyone: at
-the highest rate (pipelined) and at a fixed rate for latency. It prints a markdown
-table, writes JSON and draws a PNG chart.
+the highest rate (one pipelined burst), at a fixed rate for latency, and in a closed loop
+(``bench/scaling_load.py``: publishing continuously while at most ``--window`` deliveries,
+and at least 20 messages, are in flight), whose sustained rate does not depend on how a
+system swallows one huge burst. It prints a markdown table, writes JSON and draws a PNG
+chart. ``bench/scaling.py`` runs the same systems against their number of processes.
 
     python bench/peers.py            # full run
     python bench/peers.py --quick    # under 2 minutes on 2 cores
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import random
@@ -50,14 +54,15 @@ from bench.harness import (  # noqa: E402
 )
 from bench.measure import cpu_seconds, free_port_block, rss_bytes, wait_port  # noqa: E402
 from bench.redis_cluster import RedisCluster  # noqa: E402
+from bench.scaling_load import RawPublisher, closed_loop  # noqa: E402
 from master.adapter_wire import Channels, Room, broadcast_channel, encode_broadcast  # noqa: E402
 
 NODE_DIR = REPO / "bench" / "node"
 ROOMS = 20
 SCENARIOS = ("sid", "room", "all")
 HEADER = (
-    "system|scenario|published/s|delivered/s|delivered|CPU ms per 1k|loadgen CPU|p50 ms|p99 ms|"
-    "max ms|RSS KB/conn|Redis conns"
+    "system|scenario|published/s|delivered/s|delivered|CPU ms per 1k|loadgen CPU|streamed/s|"
+    "p50 ms|p99 ms|max ms|RSS KB/conn|Redis conns"
 ).split("|")
 
 
@@ -203,10 +208,15 @@ class LoadGenerator:
         return result
 
     def close(self) -> None:
+        """QUIT; killed if it does not exit (or its stdin is gone), so it never outlives us."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write("QUIT\n")
-        self.proc.stdin.flush()
-        self.proc.wait(10)
+        try:
+            self.proc.stdin.write("QUIT\n")
+            self.proc.stdin.flush()
+            self.proc.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
 
 
 @dataclass
@@ -220,6 +230,11 @@ class Scenario:
         if self.name == "room":
             return f"r{random.randrange(ROOMS)}"
         return None
+
+
+def numbered(system: System, scenario: Scenario, sids: list[str], i: int) -> tuple[str, bytes]:
+    """Message ``i`` of a stream to ``scenario``'s targets (a sid or room drawn anew each time)."""
+    return system.message(scenario.target(sids), {"i": i})
 
 
 async def publish(r: aioredis.Redis, messages: list[tuple[str, bytes]]) -> float:
@@ -303,7 +318,10 @@ async def run_system(
         ),
         "scenarios": {},
     }
+    kwargs = r.connection_pool.connection_kwargs
+    publisher: RawPublisher | None = None
     try:
+        publisher = await RawPublisher.connect(kwargs["host"], kwargs["port"])
         await subscribed(nodes, system)
         listed = [await node.client_list() for node in nodes]
         result["redis_connections"] = sum(
@@ -340,20 +358,37 @@ async def run_system(
             _, _, latencies = await drain(
                 load, latency_count * scenario.per_message, time.perf_counter()
             )
+            window = max(args.window, 20 * scenario.per_message)
+            streamed = await closed_loop(
+                publisher,
+                load,
+                functools.partial(numbered, system, scenario, load.sids),
+                scenario.per_message,
+                window,
+                args.stream_seconds,
+                {"servers": system.pids(), "loadgen": {load.proc.pid}},
+            )
             result["scenarios"][scenario.name] = {
                 "published_per_s": round(count / publish_seconds),
                 "delivered_per_s": round(delivered / seconds) if seconds else 0,
                 "fraction_delivered": round(delivered / (count * scenario.per_message), 4),
                 "cpu_ms_per_1k": round(cpu * 1000 / max(delivered, 1) * 1000, 1),
                 "loadgen_cpu_share": round(load_cpu / seconds, 2) if seconds else 0,
+                "streamed_per_s": round(streamed.deliveries_per_s),
+                "stream_window": window,
+                "stream_lost": streamed.lost,
                 "latency_rate_per_s": rate,
                 "p50_ms": round(percentile(latencies, 0.50), 2),
                 "p99_ms": round(percentile(latencies, 0.99), 2),
                 "max_ms": round(max(latencies), 2) if latencies else float("nan"),
             }
     finally:
-        load.close()
-        system.stop()
+        try:
+            load.close()
+        finally:
+            system.stop()
+        if publisher is not None:
+            await publisher.close()
     return result
 
 
@@ -458,6 +493,7 @@ def table(results: dict[str, Any]) -> str:
                     f"{s['fraction_delivered']:.1%}",
                     s["cpu_ms_per_1k"],
                     f"{s['loadgen_cpu_share']:.0%}",
+                    f"{s['streamed_per_s']:,}",
                     s["p50_ms"],
                     s["p99_ms"],
                     s["max_ms"],
@@ -525,6 +561,7 @@ def main() -> None:
     options.add_argument("--processes", type=int, default=2)
     options.add_argument("--clients", type=int, default=200)
     options.add_argument("--only", nargs="*", help="run only these systems")
+    options.add_argument("--window", type=int, default=500, help="closed loop: deliveries")
     options.add_argument(
         "--cluster", action="store_true", help="also run ours on a 3+3 Redis Cluster"
     )
@@ -533,6 +570,7 @@ def main() -> None:
     args.messages = {"sid": int(20000 * scale), "room": int(5000 * scale), "all": int(1000 * scale)}
     args.rates = {"sid": 2000, "room": 2000, "all": 100}
     args.latency_seconds = 1.0 if args.quick else 3.0
+    args.stream_seconds = 1.0 if args.quick else 3.0
     args.ceiling_messages = int(50000 * scale)
     results = asyncio.run(main_async(args))
     json_path = write_json(args.out, "peers", results)

@@ -268,19 +268,26 @@ class ClusterBus(BusCore):
     # ---- recovery handovers (connection state recovery across hosts) --------------
 
     async def handover(
-        self, namespace: str, pid: str, offset: str, marker: Callable[[], None]
+        self,
+        namespace: str,
+        pid: str,
+        offset: str,
+        sent: Callable[[], None],
+        returned: Callable[[], None],
     ) -> HandoverAnswer | None:
         """Ask our other masters for the session ``pid`` and what it missed after ``offset``
-        (see :mod:`master.handover_wire`); ``marker()`` runs when our own request comes
-        back from Redis: the point of Redis's order up to which the owner answers."""
+        (see :mod:`master.handover_wire`). ``sent()`` runs as the request is queued, behind
+        every broadcast published before it; ``returned()`` when it comes back from Redis:
+        the point of Redis's order up to which the owner answers."""
         _, masters = await self._other_servers(namespace)
         if masters == 0:
             return None
 
         def send(request_id: str) -> None:
-            self._markers[request_id] = marker
+            self._markers[request_id] = returned
             body = handover_wire.encode_request(self.uid, request_id, pid, offset)
             self.publish(self.channels.masters(namespace), body)
+            sent()
 
         answers = await self.ask(
             send, lambda message: handover_wire.read_answer(namespace, message), masters, 3.0

@@ -125,20 +125,23 @@ class HostRecovery:
         """Recover a socket another host kept (see the module docstring)."""
         assert self._bus is not None
         recovery = self.log
-        place = _Place(own=recovery.mark())
+        place = _Place()
         recovery.open_capture(namespace)
         try:
 
-            def marker() -> None:
+            def sent() -> None:
+                place.own = recovery.mark()
+
+            def returned() -> None:
                 place.redis = recovery.mark()
 
             try:
-                answer = await self._bus.handover(namespace, pid, offset, marker)
+                answer = await self._bus.handover(namespace, pid, offset, sent, returned)
             except Exception:  # an outage, a bug: the client connects as a new socket
                 log.exception("a recovery handover failed")
                 answer = None
             # from here on, one step: what was logged is replayed, what comes is routed
-            if answer is None or answer.outcome is None or place.redis is None:
+            if answer is None or answer.outcome is None or None in (place.own, place.redis):
                 outcome = Outcome.UNKNOWN
             else:
                 outcome = answer.outcome
@@ -146,7 +149,7 @@ class HostRecovery:
                 recovery.count(outcome)
                 self._refuse(worker, token, namespace, outcome)
                 return
-            assert place.redis is not None
+            assert place.own is not None and place.redis is not None
             ours = recovery.captured(answer.session, place.own, place.redis)
             if ours is None:
                 recovery.count(Outcome.OVERFLOWED)
@@ -186,7 +189,7 @@ class _Place:
     """Where a handover request stands in this host's log: the first sequence number after
     it was published (``own``), and after it came back from Redis (``redis``)."""
 
-    own: int
+    own: int | None = None
     redis: int | None = None
 
 
