@@ -183,6 +183,19 @@ class Node(System):
         return broadcast_channel(self.channels, "/", rooms), body
 
 
+def node_modules() -> None:
+    """``npm ci`` in ``bench/node`` unless its install is there and newer than the lock file.
+
+    Not every run: ``npm ci`` deletes ``node_modules`` first, which breaks any other benchmark
+    using ``bench/node`` at that moment (seen: a Node server failing on ``@redis/client``).
+    """
+    installed = NODE_DIR / "node_modules" / ".package-lock.json"
+    lock = NODE_DIR / "package-lock.json"
+    if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR, check=True)
+
+
 class LoadGenerator:
     """The Node websocket clients; counts what they receive and the latencies."""
 
@@ -528,7 +541,7 @@ async def run_on_cluster(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR, check=True)
+    node_modules()
     results: dict[str, Any] = {
         "clients": args.clients,
         "processes": args.processes,
