@@ -93,9 +93,7 @@ async def test_a_long_polling_client_s_disconnect_is_answered_at_once(start_mast
 async def test_a_closed_polling_session_frees_its_place_at_once(start_master: Any) -> None:
     """python-engineio kept a session closed by its client for 20-40 s, counted against
     --max-connections: under churn, a worker refused clients while serving none."""
-    cluster: MasterProcess = await start_master(
-        workers=1, extra=["--max-connections", "3"]
-    ).ready()
+    cluster: MasterProcess = await start_master(workers=1, extra=["--max-connections", "3"]).ready()
     base = cluster.url(0) + "/socket.io/?EIO=4&transport=polling"
     async with aiohttp.ClientSession() as http:
         for _ in range(12):  # four times the cap, one after the other
