@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/
 from bench.harness import Options, markdown_table, redis_server, write_json  # noqa: E402
 from bench.measure import cpu_seconds, free_port_block, rss_bytes  # noqa: E402
 from bench.peers import (  # noqa: E402
-    NODE_DIR,
     ROOMS,
     LoadGenerator,
     Ours,
     Scenario,
     drain,
+    node_modules,
     percentile,
     publish,
 )
@@ -119,7 +118,7 @@ async def one(
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
-    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR, check=True)
+    node_modules()
     rows = []
     async with redis_server(client_name="bench") as (server, r):
         for setting in SETTINGS:
