@@ -86,6 +86,7 @@ async def js_count(js: RecoveringClients, client: str, event: str, count: int) -
 async def check_recovered(js: RecoveringClients, client: str, sid: str) -> None:
     """``client`` got all of the stream once, in order, and its last connection recovered
     its old socket."""
+    await until(lambda: len(js.connections(client)) >= 2, 20, f"{client} connected again")
     await until(lambda: len(numbers(js, client)) >= STREAM, 20, f"the whole stream at {client}")
     assert numbers(js, client) == list(range(STREAM))
     last = js.connections(client)[-1]
