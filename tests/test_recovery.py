@@ -50,15 +50,18 @@ async def js(node_clients: RecoveringClients) -> AsyncIterator[RecoveringClients
 
 
 async def stream(
-    publisher: aioredis.Redis, room: str, midway: Callable[[], Coroutine[Any, Any, None]]
+    publisher: aioredis.Redis,
+    room: str,
+    midway: Callable[[], Coroutine[Any, Any, None]],
+    count: int = STREAM,
 ) -> None:
-    """Publish ``STREAM`` numbered messages to ``room`` at ``RATE``; run ``midway`` (the
+    """Publish ``count`` numbered messages to ``room`` at ``RATE``; run ``midway`` (the
     fault) after a third of them, while the stream goes on."""
     fault: asyncio.Task[None] | None = None
     loop = asyncio.get_running_loop()
     started = loop.time()
-    for number in range(STREAM):
-        if number == STREAM // 3:
+    for number in range(count):
+        if number == count // 3:
             fault = asyncio.create_task(midway())
         await publisher.publish("ch:tick", json.dumps({"to": room, "data": number}))
         await asyncio.sleep(max(0.0, started + (number + 1) / RATE - loop.time()))  # pacing
@@ -83,12 +86,14 @@ async def js_count(js: RecoveringClients, client: str, event: str, count: int) -
     await until(lambda: len(js.got(client, event)) >= count, what=f"{count} {event} at {client}")
 
 
-async def check_recovered(js: RecoveringClients, client: str, sid: str) -> None:
+async def check_recovered(
+    js: RecoveringClients, client: str, sid: str, count: int = STREAM
+) -> None:
     """``client`` got all of the stream once, in order, and its last connection recovered
     its old socket."""
     await until(lambda: len(js.connections(client)) >= 2, 20, f"{client} connected again")
-    await until(lambda: len(numbers(js, client)) >= STREAM, 20, f"the whole stream at {client}")
-    assert numbers(js, client) == list(range(STREAM))
+    await until(lambda: len(numbers(js, client)) >= count, 20, f"the whole stream at {client}")
+    assert numbers(js, client) == list(range(count))
     last = js.connections(client)[-1]
     assert (last["id"], last["recovered"]) == (sid, True), js.connections(client)
     assert len(js.connections(client)) == 2, js.connections(client)
@@ -156,9 +161,10 @@ async def test_a_rolling_restart_loses_nothing(
         cluster.signal(signal.SIGHUP)
         await cluster.wait_log(r"rolling restart done", timeout=30)
 
-    await stream(redis_client, "room", restart)
-    await check_recovered(js, "a", first)
-    await check_recovered(js, "b", second)
+    long = 5 * STREAM  # 10 s: the restart of both workers happens inside the stream
+    await stream(redis_client, "room", restart, long)
+    await check_recovered(js, "a", first, long)
+    await check_recovered(js, "b", second, long)
 
 
 async def test_after_the_window_a_client_starts_afresh(
