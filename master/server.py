@@ -55,6 +55,7 @@ from wire.operations import ClusterOperation
 
 log = logging.getLogger(__name__)
 
+STOP_TASKS_SECONDS = 5.0  # how long the subscriber, publisher and store get to stop
 COMMAND_CONNECTIONS = 2  # plus the subscriber: 3 Redis connections per host, whatever N
 # On a Cluster, redis-py keeps a pool per node that refuses a user beyond its size instead of
 # making it wait, so each node's pool holds one connection per user that may run at once:
@@ -305,9 +306,7 @@ class Master:
             log.info("stopping")
             return 0
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel(tasks)
             await self.supervisor.stop()
             self.supervisor.kill_all()
             if tasks:  # the store wrote something only if the cluster got ready
@@ -329,6 +328,22 @@ class Master:
             log.error("cluster failed to start: %s", exc)
             return False
         return True
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait for them, a bounded time: on Python 3.11 a cancellation that
+    meets a completing ``wait_for`` (redis-py has some) can be lost, and the stop must not hang
+    on it (a test's loop once went on for 23 minutes after its cancel)."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, timeout=STOP_TASKS_SECONDS)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s ended with %r", task.get_coro(), task.exception())
+    if pending:
+        log.warning("%d background tasks did not stop when asked; going on", len(pending))
 
 
 def _is_utf8(data: bytes) -> bool:
