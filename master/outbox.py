@@ -110,11 +110,17 @@ class Outbox(Generic[T]):
             self._on_drop(dropped)
 
     async def run(self) -> None:
-        """Write queued items in batches, forever; hold or drop them while Redis fails."""
-        while True:
+        """Write queued items in batches until cancelled; hold or drop them while Redis fails.
+
+        A cancellation can be lost on Python 3.11 when it meets a ``wait_for`` that completes
+        (redis-py's sends go through one: CPython gh-86296); the loop also looks whether its
+        task is being cancelled, so a master's stop never waits on it forever.
+        """
+        task = asyncio.current_task()
+        while task is None or not task.cancelling():
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._items:
+            while self._items and (task is None or not task.cancelling()):
                 batch = self._take()
                 try:
                     await self._write(batch)
