@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
+import functools
 import os
 import random
 import signal
 import subprocess
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -33,8 +32,11 @@ from bench.measure import is_running
 from bench.soak_ledger import Ledger, Window
 from master.embedded_redis import EmbeddedRedis, EmbeddedRedisError, die_with_parent
 from tests.cluster import REPO, MasterProcess
+from tests.cluster import eventually as poll
 
 RECOVERY_TIMEOUT = 60.0
+# the soak's checks read HTTP endpoints and logs: every 50 ms is often enough
+eventually = functools.partial(poll, interval=0.05)
 STOP_SECONDS = (0.5, 2.5)  # how long a worker stays SIGSTOPped
 REDIS_DOWN_SECONDS = (0.5, 2.0)
 KILLED_WORKER = 1
@@ -59,21 +61,6 @@ class SoakMaster(MasterProcess):
 
     def count(self, pattern: str) -> int:
         return len(self.log_matches(pattern))
-
-
-async def eventually(check: Callable[[], Any], timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``check()`` (sync or async) until true; False after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return True
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(interval)
 
 
 class Cluster:

@@ -27,7 +27,7 @@ from typing import Any
 import msgpack
 import orjson
 
-from wire.frames import Room, is_room
+from wire.frames import MSGPACK_ERRORS, Room, is_room
 from wire.operations import (
     ClusterOperation,
     DisconnectSockets,
@@ -140,14 +140,7 @@ def unpack(body: bytes) -> Any:
         value = msgpack.unpackb(
             body, raw=False, ext_hook=_ext_hook, timestamp=3, strict_map_key=False
         )
-    except (
-        ValueError,
-        TypeError,
-        msgpack.ExtraData,
-        msgpack.FormatError,
-        msgpack.StackError,
-    ) as exc:
-        # TypeError: a map with an unhashable key, such as a list (found by tests/test_fuzz.py)
+    except MSGPACK_ERRORS as exc:
         raise AdapterFormatError(f"not msgpack: {exc}") from None
     return _plain(value)
 

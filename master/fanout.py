@@ -80,10 +80,10 @@ class Fanout:
         recovery = self.recovery
         seq = None
         if recovery is not None and (targets or recovery.wanted(namespace, rooms)):
-            encoded = parts() if callable(parts) else parts
-            text = encoded[0]
+            parts = parts() if callable(parts) else parts  # encoded once, stamped or not
+            text = parts[0]
             if isinstance(text, str) and takes_offset(text):
-                parts = recovery.stamp(namespace, rooms, exclude, encoded, own)
+                parts = recovery.stamp(namespace, rooms, exclude, parts, own)
                 seq = recovery.last_seq
                 frame = None
         if not targets:

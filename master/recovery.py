@@ -227,7 +227,7 @@ class RecoveryLog:
         replays itself, so this host's own broadcasts not yet read back from Redis are left
         out, and the outcome is counted there, not here.
         """
-        count = self._count if here else _same
+        count = self.count if here else _same
         self._expire()
         session = self._sessions.get(pid)
         if session is None or session.namespace != namespace:
@@ -248,7 +248,7 @@ class RecoveryLog:
             return count(Outcome.OVERFLOWED)
         if here:
             self._live[(namespace, session.sid)] = _Live(session.pid, session.data)
-            self.outcomes[Outcome.RECOVERED] += 1
+            self.count(Outcome.RECOVERED)
         return Restoration(session, missed)
 
     # ---- a client that comes back on this host with another host's offset ---------
@@ -281,8 +281,10 @@ class RecoveryLog:
         """``session`` came from another host and lives here now."""
         self._live[(session.namespace, session.sid)] = _Live(session.pid, session.data)
 
-    def count(self, outcome: Outcome) -> None:
+    def count(self, outcome: Outcome) -> Outcome:
+        """Count one recovery attempt's outcome (here: where the client came back)."""
         self.outcomes[outcome] += 1
+        return outcome
 
     # ---- this host's broadcasts, as Redis orders them ------------------------------
 
@@ -339,10 +341,6 @@ class RecoveryLog:
         except ValueError:
             return None
         return seq if 0 <= seq < self._next_seq else None
-
-    def _count(self, outcome: Outcome) -> Outcome:
-        self.outcomes[outcome] += 1
-        return outcome
 
     def _forget(self, session: Session) -> None:
         del self._sessions[session.pid]

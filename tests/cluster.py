@@ -52,15 +52,22 @@ async def until(
     A predicate may be async (or return an awaitable): it is awaited, so a test polls Redis
     or HTTP with the same helper as in-process state.
     """
+    if not await eventually(predicate, timeout, interval):
+        raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float, interval: float = 0.01) -> bool:
+    """Poll ``predicate()`` (sync or async) until true; False after ``timeout`` seconds
+    (what :func:`until` asserts, for a caller that reports a failure its own way)."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
         if inspect.isawaitable(result):
             result = await result
         if result:
-            return
+            return True
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+            return False
         await asyncio.sleep(interval)
 
 

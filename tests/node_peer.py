@@ -85,6 +85,7 @@ class NodeScript:
         self.args = ["node", str(NODE_DIR / script), *args]
         self.proc: subprocess.Popen[str] | None = None
         self.stderr: list[str] = []
+        self.received: list[dict[str, Any]] = []  # {"client", "event", "args", ...}
         self._replies: dict[int, dict[str, Any]] = {}
         self._ids = itertools.count(1)
         self._write_lock = threading.Lock()
@@ -108,7 +109,13 @@ class NodeScript:
         return self
 
     def on_message(self, message: dict[str, Any]) -> None:
-        """What the script pushed (not an answer); ``{"ready": ...}`` included."""
+        """What the script pushed (not an answer nor an event): ``{"ready": ...}`` included."""
+
+    def got(self, client: str, event: str) -> list[list[Any]]:
+        """The argument lists of every ``event`` that ``client`` received, in order."""
+        return [
+            r["args"] for r in list(self.received) if r["client"] == client and r["event"] == event
+        ]
 
     def _read_stdout(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -116,8 +123,10 @@ class NodeScript:
             message = from_wire(json.loads(line))
             if "id" in message:
                 self._replies[message["id"]] = message
-                continue
-            self.on_message(message)
+            elif "recv" in message:
+                self.received.append(message["recv"])
+            else:
+                self.on_message(message)
             if "ready" in message:
                 self._ready.set()
         self._ready.set()  # the process ended: let a waiting start() fail at once
@@ -177,14 +186,11 @@ class NodePeer(NodeScript):
         self.port = free_port()
         super().__init__("peer.js", str(self.port), redis_url, str(requests_timeout_ms), adapter)
         self.uids: dict[str, str] = {}  # namespace -> the adapter's uid
-        self.received: list[dict[str, Any]] = []  # {"client", "nsp", "event", "args"}
         self.disconnects: list[dict[str, Any]] = []  # {"client", "nsp", "reason"}
         self.server_events: list[dict[str, Any]] = []  # {"nsp", "event", "args"}
 
     def on_message(self, message: dict[str, Any]) -> None:
-        if "recv" in message:
-            self.received.append(message["recv"])
-        elif "disconnect" in message:
+        if "disconnect" in message:
             self.disconnects.append(message["disconnect"])
         elif "server_event" in message:
             self.server_events.append(message["server_event"])
@@ -199,12 +205,6 @@ class NodePeer(NodeScript):
         """Connect a socket.io-client client named ``client``; return its socket id."""
         result = await self.cmd("connect", client=client, nsp=nsp, **options)
         return str(result["id"])
-
-    def got(self, client: str, event: str) -> list[list[Any]]:
-        """The argument lists of every ``event`` that ``client`` received, in order."""
-        return [
-            r["args"] for r in list(self.received) if r["client"] == client and r["event"] == event
-        ]
 
     async def wait_count(self, client: str, event: str, count: int, timeout: float = 10.0) -> None:
         await until(
@@ -231,22 +231,13 @@ class RecoveringClients(NodeScript):
     def __init__(self) -> None:
         super().__init__("recovering.js")
         self.connects: list[dict[str, Any]] = []  # {"client", "id", "recovered"}
-        self.received: list[dict[str, Any]] = []  # {"client", "event", "args"}
         self.disconnects: list[dict[str, Any]] = []  # {"client", "reason"}
 
     def on_message(self, message: dict[str, Any]) -> None:
-        if "recv" in message:
-            self.received.append(message["recv"])
-        elif "connect" in message:
+        if "connect" in message:
             self.connects.append(message["connect"])
         elif "disconnect" in message:
             self.disconnects.append(message["disconnect"])
-
-    def got(self, client: str, event: str) -> list[list[Any]]:
-        """The argument lists of every ``event`` that ``client`` received, in order."""
-        return [
-            r["args"] for r in list(self.received) if r["client"] == client and r["event"] == event
-        ]
 
     def connections(self, client: str) -> list[dict[str, Any]]:
         return [c for c in list(self.connects) if c["client"] == client]

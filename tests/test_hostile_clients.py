@@ -30,6 +30,20 @@ async def raw_client(cluster: MasterProcess) -> AsyncIterator[aiohttp.ClientWebS
         yield ws
 
 
+async def only_that_client_went(
+    cluster: MasterProcess, good: Any, redis_client: aioredis.Redis, message: dict[str, Any]
+) -> None:
+    """The bad client's socket is forgotten and counted once, and the good client still gets
+    ``message`` (whose data is "still here"), exactly once."""
+    gauge = 'sio_master_connected_sockets{worker="0"}'
+    await until(lambda: cluster.metric(gauge) == 1, what="the bad client's socket forgotten")
+    metric = 'sio_master_bad_clients_dropped{worker="0"}'
+    await until(lambda: cluster.metric(metric) == 1, what="the bad client counted")
+    await redis_client.publish("ch:news", json.dumps(message))
+    await good.wait_count("news", 1)
+    assert good.got("news") == [("still here",)]
+
+
 async def test_an_empty_websocket_frame_closes_that_client_and_leaves_no_ghost(
     start_master: Any, clients: Any, redis_client: aioredis.Redis
 ) -> None:
@@ -45,12 +59,7 @@ async def test_an_empty_websocket_frame_closes_that_client_and_leaves_no_ghost(
         await ws.send_str("")  # python-engineio: "Invalid empty packet received"
         closing = await ws.receive(timeout=5)
         assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), closing
-    await until(lambda: cluster.metric(gauge) == 1, what="the bad client's socket forgotten")
-    metric = 'sio_master_bad_clients_dropped{worker="0"}'
-    await until(lambda: cluster.metric(metric) == 1, what="the bad client counted")
-    await redis_client.publish("ch:news", json.dumps({"to": "room", "data": "still here"}))
-    await good.wait_count("news", 1)
-    assert good.got("news") == [("still here",)]
+    await only_that_client_went(cluster, good, redis_client, {"to": "room", "data": "still here"})
     assert cluster.log_matches(r"closed a websocket: Invalid empty packet received")
     assert not cluster.log_matches(r"Traceback")
 
@@ -189,11 +198,7 @@ async def test_a_websocket_message_over_the_size_limit_closes_that_client(
         await ws.send_str('42["upload","' + "x" * 1_000_000 + '"]')
         closing = await ws.receive(timeout=5)
         assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1009), closing
-    await until(lambda: cluster.metric(gauge) == 1, what="the big sender's socket forgotten")
-    await until(lambda: cluster.metric('sio_master_bad_clients_dropped{worker="0"}') == 1)
-    await redis_client.publish("ch:news", json.dumps({"data": "still here"}))
-    await good.wait_count("news", 1)
-    assert good.got("news") == [("still here",)]
+    await only_that_client_went(cluster, good, redis_client, {"data": "still here"})
     assert cluster.log_matches(r"closed a websocket that sent a message over 1000000 bytes")
 
 
@@ -212,11 +217,7 @@ async def test_binary_garbage_on_a_websocket_closes_that_client(
         while closing.type == aiohttp.WSMsgType.TEXT:  # engine.io's CLOSE, then the frame
             closing = await ws.receive(timeout=5)
         assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), closing
-    await until(lambda: cluster.metric(gauge) == 1, what="the garbage sender's socket forgotten")
-    await until(lambda: cluster.metric('sio_master_bad_clients_dropped{worker="0"}') == 1)
-    await redis_client.publish("ch:news", json.dumps({"data": "still here"}))
-    await good.wait_count("news", 1)
-    assert good.got("news") == [("still here",)]
+    await only_that_client_went(cluster, good, redis_client, {"data": "still here"})
     assert not cluster.log_matches(r"Traceback")
 
 

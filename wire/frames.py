@@ -390,14 +390,7 @@ def decode_body(body: bytes) -> Frame:
     """The frame a body holds; raise :class:`FrameError` if it is malformed in any way."""
     try:
         items = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=False)
-    except (
-        ValueError,
-        TypeError,
-        msgpack.ExtraData,
-        msgpack.FormatError,
-        msgpack.StackError,
-    ) as exc:
-        # TypeError: a map with an unhashable key, such as a list (found by tests/test_fuzz.py)
+    except MSGPACK_ERRORS as exc:
         raise FrameError(f"frame body is not msgpack: {exc}") from exc
     if type(items) is not list or not items or type(items[0]) is not int:
         raise FrameError("frame body is not an array starting with a kind")

@@ -177,7 +177,7 @@ class WorkerRecovery:
             sid = manager.sid_from_eio_sid(eio_sid, namespace)
             if sid is None or (namespace, sid) not in self._pids:
                 continue
-            rooms = [room for room in manager.get_rooms(sid, namespace) if room is not None]
+            rooms = manager.get_rooms(sid, namespace)  # its sid room included, None never
             manager.link.send(KeepSession(namespace, sid, rooms).encode(), droppable=False)
 
     def _on_membership(self, namespace: str, sid: str, room: Hashable, joined: bool) -> None:
