@@ -175,10 +175,6 @@ class ClusterManager(socketio.AsyncManager):
         session and the packets it missed (Node's ``socket.recovered``)."""
         return (namespace, sid) in self.recovered_sockets
 
-    def is_sid_room(self, namespace: str, room: Hashable) -> bool:
-        """True if ``room`` is the sid of another socket connected here."""
-        return room in compat.room_members(self, namespace, None)
-
     async def pre_connect(self, eio_sid: str, namespace: str) -> str | None:
         restored = self._restored.pop((eio_sid, namespace), None)
         if restored is not None:
