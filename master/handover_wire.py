@@ -17,7 +17,7 @@ from typing import Any
 
 from master.adapter_wire import pack
 from master.recovery import Outcome, Restoration, Session
-from wire.frames import is_room
+from wire.frames import is_parts, is_room
 
 HANDOVER = "sio-cluster:handover"
 
@@ -98,17 +98,8 @@ def read_answer(namespace: str, message: Any) -> HandoverAnswer | None:
         and all(is_room(room) for room in rooms)
         and (data is None or isinstance(data, bytes))
         and isinstance(missed, list)
-        and all(_is_parts(parts) for parts in missed)
+        and all(is_parts(parts) for parts in missed)
     ):
         return None
     session = Session(namespace, sid, pid, tuple(rooms), data, 0.0)
     return HandoverAnswer(outcome, session, missed)
-
-
-def _is_parts(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and bool(value)
-        and isinstance(value[0], str)
-        and all(isinstance(part, bytes) for part in value[1:])
-    )

@@ -111,7 +111,8 @@ def _rooms_or_none(value: Any) -> bool:
     return value is None or _rooms(value)
 
 
-def _parts(value: Any) -> bool:
+def is_parts(value: Any) -> bool:
+    """An encoded Socket.IO packet: its text, then its binary attachments."""
     return (
         type(value) is list
         and bool(value)
@@ -121,7 +122,7 @@ def _parts(value: Any) -> bool:
 
 
 def _parts_list(value: Any) -> bool:
-    return type(value) is list and all(_parts(v) for v in value)
+    return type(value) is list and all(is_parts(v) for v in value)
 
 
 def _is_bytes(value: Any) -> bool:
@@ -418,7 +419,7 @@ def _decode_broadcast(fields: list[Any]) -> Broadcast:
             type(namespace) is str
             and (rooms is None or _rooms(rooms))
             and _rooms(exclude)
-            and _parts(parts)
+            and is_parts(parts)
         ):
             return Broadcast(namespace, rooms, exclude, parts)
     raise FrameError(f"malformed Broadcast frame: {fields[:4]!r}"[:300])
