@@ -276,3 +276,16 @@ def _register_session(sio: socketio.AsyncServer, namespace: str) -> None:
     async def save_session(sid: str, session: dict[str, Any]) -> bool:
         await sio.save_session(sid, session, namespace=namespace)
         return True
+
+
+class LegacyClients(NodeScript):
+    """socket.io-client 2.5.0 and 1.7.4 clients (Engine.IO 3, ``tests/node/legacy.js``),
+    recording the events each listens to; also engine.io 6's own v3 payload codec."""
+
+    def __init__(self) -> None:
+        super().__init__("legacy.js")
+        self.disconnects: list[dict[str, Any]] = []  # {"client", "reason"}
+
+    def on_message(self, message: dict[str, Any]) -> None:
+        if "disconnect" in message:
+            self.disconnects.append(message["disconnect"])
