@@ -240,6 +240,14 @@ def entry() -> None:
     "are closed (slowloris).",
 )
 @click.option(
+    "--allow-eio3/--no-allow-eio3",
+    default=False,
+    envvar="SIO_ALLOW_EIO3",
+    show_envvar=True,
+    help="Also accept socket.io-client 1.x/2.x (Engine.IO 3), as Node's allowEIO3; they join "
+    "the same rooms and get the same messages as current clients.",
+)
+@click.option(
     "--admin-ui/--no-admin-ui",
     default=False,
     envvar="SIO_ADMIN_UI",

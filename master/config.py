@@ -56,6 +56,7 @@ class Config:
     header_timeout: float = 10.0  # seconds a new connection has to send its request's headers
     connection_state_recovery: float = 0.0  # the recovery window in seconds; 0: off
     recovery_buffer_bytes: int = 64 * 1024 * 1024  # the packet log's cap, per host
+    allow_eio3: bool = False  # also serve Engine.IO 3 clients (socket.io-client 1.x/2.x)
     admin_ui: bool = False
     admin_auth: str = ""  # "user:password", or "none" to serve the Admin UI without a login
 

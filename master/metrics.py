@@ -21,6 +21,7 @@ from master.recovery import Outcome, RecoveryLog
 from wire.frames import (
     BAD_CLIENTS_DROPPED,
     CONNECTIONS_REFUSED,
+    EIO3_CLIENTS,
     HEADER_TIMEOUTS,
     SLOW_CLIENTS_DROPPED,
 )
@@ -74,7 +75,14 @@ class _StateCollector(Collector):
             "--header-timeout (since it started)",
             labels=["worker"],
         )
+        old = GaugeMetricFamily(
+            f"{PREFIX}_eio3_clients",
+            "Engine.IO 3 clients (socket.io-client 1.x/2.x, --allow-eio3) connected to each "
+            "worker, as of its last health check",
+            labels=["worker"],
+        )
         for worker, stats in sorted(self._worker_stats().items()):
+            old.add_metric([str(worker)], stats.get(EIO3_CLIENTS, 0))
             slow.add_metric([str(worker)], stats.get(SLOW_CLIENTS_DROPPED, 0))
             bad.add_metric([str(worker)], stats.get(BAD_CLIENTS_DROPPED, 0))
             full.add_metric([str(worker)], stats.get(CONNECTIONS_REFUSED, 0))
@@ -83,6 +91,7 @@ class _StateCollector(Collector):
         yield bad
         yield full
         yield late
+        yield old
 
 
 class _RecoveryCollector(Collector):

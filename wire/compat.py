@@ -381,6 +381,166 @@ def eio_session(eio_socket: Any) -> dict[str, Any]:
     return session
 
 
+# -- engine.io 3 clients (--allow-eio3) -------------------------------------------------
+
+Answer = tuple[bytes, str]  # a long-poll answer's body and content type
+
+
+def translate_requests(eio: Any, translate: Callable[[dict[str, Any]], None]) -> None:
+    """Run ``translate(environ)`` on each request's environ before engine.io reads it
+    (engine.io: ``_async['translate_request']``; the driver table is copied first)."""
+    original = eio._async["translate_request"]
+
+    async def translate_request(*args: Any, **kwargs: Any) -> Any:
+        environ = original(*args, **kwargs)
+        if inspect.isawaitable(environ):
+            environ = await environ
+        translate(environ)
+        return environ
+
+    eio._async = {**eio._async, "translate_request": translate_request}
+
+
+def encode_polls(eio: Any, encode: Callable[[list[Any]], Answer | None]) -> None:
+    """Let ``encode(packets)`` answer a long-poll GET in another encoding; None keeps engine.io's
+    (engine.io: ``AsyncServer._ok``, called through the instance, and its answer's dict).
+    engine.io compresses the answer afterwards as it would its own."""
+    original = eio._ok
+
+    def ok(packets: Any = None, headers: Any = None, jsonp_index: Any = None) -> Any:
+        if packets is not None and jsonp_index is None:
+            answer = encode(packets)
+            if answer is not None:
+                body, content_type = answer
+                headers = [*(headers or []), ("Content-Type", content_type)]
+                return {"status": "200 OK", "headers": headers, "response": body}
+        return original(packets, headers, jsonp_index)
+
+    eio._ok = ok
+
+
+def take_posts(
+    eio: Any,
+    wants: Callable[[Mapping[str, Any]], bool],
+    take: Callable[[Any, Mapping[str, Any], bytes], Awaitable[None]],
+) -> None:
+    """Let ``await take(eio_socket, environ, body)`` handle the long-poll POSTs for which
+    ``wants(environ)`` (engine.io: ``AsyncSocket.handle_post_request``, patched once on the
+    class, in workers only; it runs after engine.io's own checks of the request). The length
+    limit stays engine.io's (``ContentTooLongError``); ``take`` may raise engine.io's
+    ``EngineIOError`` as engine.io does, to close the session and answer 400."""
+    from engineio import exceptions
+
+    eio._sio_cluster_posts = (wants, take)
+    if getattr(AsyncSocket.handle_post_request, "_hookable", False):
+        return
+    original = AsyncSocket.handle_post_request
+
+    async def handle_post_request(self: Any, environ: Any) -> None:
+        hooks = getattr(self.server, "_sio_cluster_posts", None)
+        if hooks is None or not hooks[0](environ):
+            await original(self, environ)
+            return
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length > self.server.max_http_buffer_size:
+            raise exceptions.ContentTooLongError()
+        await hooks[1](self, environ, await environ["wsgi.input"].read(length))
+
+    handle_post_request._hookable = True  # type: ignore[attr-defined]
+    AsyncSocket.handle_post_request = handle_post_request  # type: ignore[method-assign]
+
+
+def pong_received(eio_socket: Any) -> None:
+    """Do what engine.io does when a client answers its PING (engine.io:
+    ``AsyncSocket.schedule_ping``): the next PING is due a ping interval from now."""
+    eio_socket.schedule_ping()
+
+
+def client_ping_deadline(eio: Any) -> float:
+    """Seconds an Engine.IO 3 client may stay silent between its PINGs: the interval told
+    at the handshake (engine.io adds its grace period) plus the timeout, as Node allows."""
+    return float(eio.ping_interval + eio.ping_interval_grace_period + eio.ping_timeout)
+
+
+EventWrapper = Callable[..., Awaitable[Any]]
+
+
+def wrap_eio_event(eio: Any, event: str, wrapper: EventWrapper) -> None:
+    """Make ``wrapper(handler, *args)`` engine.io's handler of ``event``, where ``handler`` is
+    the current one (python-socketio's, or a wrapper of it)."""
+    original = eio.handlers[event]
+
+    async def handler(*args: Any) -> Any:
+        return await wrapper(original, *args)
+
+    eio.on(event, handler)
+
+
+def translate_sent_packets(sio: Any, translate: Callable[[str, Any], Any]) -> None:
+    """Send ``translate(eio_sid, packet)`` instead of each Socket.IO packet python-socketio
+    sends one client itself (CONNECT, CONNECT_ERROR, DISCONNECT, acks: python-socketio's
+    ``AsyncServer._send_packet``, called through the instance)."""
+    original = sio._send_packet
+
+    async def send_packet(eio_sid: str, pkt: Any) -> Any:
+        return await original(eio_sid, translate(eio_sid, pkt))
+
+    sio._send_packet = send_packet
+
+
+def pre_connect_as(manager: Any, sid: str, eio_sid: str, namespace: str) -> bool:
+    """python-socketio's ``pre_connect`` with a given ``sid`` instead of a random one (the
+    same steps: the namespace's member, its own room, ``pending_connect``); False if
+    ``eio_sid`` is in ``namespace`` already."""
+    from bidict import ValueDuplicationError
+
+    try:
+        manager.basic_enter_room(sid, namespace, None, eio_sid=eio_sid)
+    except ValueDuplicationError:
+        return False
+    manager.basic_enter_room(sid, namespace, sid, eio_sid=eio_sid)
+    manager.pending_connect.setdefault(namespace, []).append(sid)
+    return True
+
+
+def check_eio3(sio: Any, paths: FastPaths) -> None:
+    """Raise :class:`CompatError` unless the internals ``--allow-eio3`` hooks into are there
+    (call at start with the option on): without them old clients would be misread."""
+    eio = sio.eio
+    missing = [
+        name
+        for name, present in (
+            ("engine.io's websocket class (coalesced writes)", paths.coalesced_writes),
+            ("AsyncServer._ok", callable(getattr(eio, "_ok", None))),
+            ("AsyncServer._async['translate_request']", "translate_request" in eio._async),
+            (
+                "AsyncSocket.handle_post_request",
+                inspect.iscoroutinefunction(AsyncSocket.handle_post_request),
+            ),
+            ("AsyncSocket.schedule_ping", callable(getattr(AsyncSocket, "schedule_ping", None))),
+            ("AsyncServer._send_packet", inspect.iscoroutinefunction(sio._send_packet)),
+            (
+                "manager.pending_connect",
+                isinstance(getattr(sio.manager, "pending_connect", None), dict),
+            ),
+            (
+                "the ping settings",
+                all(
+                    isinstance(getattr(eio, name, None), int | float)
+                    for name in ("ping_interval", "ping_interval_grace_period", "ping_timeout")
+                ),
+            ),
+        )
+        if not present
+    ]
+    if missing:
+        raise CompatError(
+            f"--allow-eio3 cannot work on {version('python-socketio')} and "
+            f"{version('python-engineio')}: missing {', '.join(missing)}. Install the versions "
+            "in setup.cfg or update wire/compat.py."
+        )
+
+
 # -- python-socketio: rooms -----------------------------------------------------
 
 

@@ -246,6 +246,8 @@ CONNECTIONS_REFUSED = "connections_refused"
 """The key of a Pong's stats: connections refused because the worker was full."""
 HEADER_TIMEOUTS = "header_timeouts"
 """The key of a Pong's stats: connections closed for not sending a request in time."""
+EIO3_CLIENTS = "eio3_clients"
+"""The key of a Pong's stats: Engine.IO 3 clients connected now (``--allow-eio3``)."""
 
 
 @dataclass(frozen=True, slots=True)

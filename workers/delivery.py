@@ -46,17 +46,23 @@ def deliver(
 
     Recipients: the sockets in any of ``rooms`` (``None``: all of the namespace)
     minus the sockets in any room of ``exclude``. A recipient whose websocket writer
-    is idle gets the frames straight away (built once for all of them); the others
+    is idle gets the frames straight away (built once for all of them, and once more
+    for Engine.IO 3 clients, whose binary frames differ); the others
     get the packets on their engine.io queue. Neither path creates a task or awaits.
     """
     recipients = select(manager, namespace, rooms, exclude)
     packets = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]
     writers = fast_ws.direct_writers
     sockets = compat.eio_sockets(manager.server)
-    frames = b""
+    frames = eio3_frames = b""
     for _, eio_sid in recipients:
         ws = writers.get(eio_sid)
         if ws is not None and ws.idle():
+            if ws.eio3:
+                if not eio3_frames:
+                    eio3_frames = fast_ws.frames(packets, eio3=True)
+                ws.write(eio3_frames)
+                continue
             if not frames:
                 frames = fast_ws.frames(packets)
             ws.write(frames)

@@ -32,6 +32,8 @@ from aiohttp import WSCloseCode
 
 from master.ratelimit import RateLimitedLogger
 from wire import compat
+from workers import eio3_codec
+from workers.eio3 import Eio3Clients, Eio3Session
 
 log = logging.getLogger(__name__)
 client_refusals = RateLimitedLogger(log)  # a line per 10 s per kind, however many clients
@@ -53,12 +55,16 @@ def frame(payload: bytes, opcode: int) -> bytes:
     return _LEN3.pack(first, 127, size) + payload
 
 
-def frames(packets: Sequence[Any]) -> bytes:
-    """engine.io ``packets`` as websocket frames, ready for :meth:`~CoalescingWebSocket.write`."""
+def frames(packets: Sequence[Any], eio3: bool = False) -> bytes:
+    """engine.io ``packets`` as websocket frames, ready for :meth:`~CoalescingWebSocket.write`
+    (``eio3``: for an Engine.IO 3 client, whose binary frames start with their type)."""
     out = []
     for pkt in packets:
         data = pkt.encode()
-        out.append(frame(data, 0x2) if isinstance(data, bytes) else frame(data.encode(), 0x1))
+        if isinstance(data, bytes):
+            out.append(frame(eio3_codec.websocket_binary(data) if eio3 else data, 0x2))
+        else:
+            out.append(frame(data.encode(), 0x1))
     return out[0] if len(out) == 1 else b"".join(out)
 
 
@@ -78,22 +84,33 @@ direct_writers: dict[str, CoalescingWebSocket] = {}
 """This process's websockets that accept direct writes, by engine.io sid."""
 
 
-def install(eio: Any, paths: compat.FastPaths) -> None:
+def install(eio: Any, paths: compat.FastPaths, eio3: Eio3Clients | None = None) -> None:
     """Serve ``eio``'s websockets with :class:`CoalescingWebSocket`, as far as ``paths`` allow.
 
     ``paths`` is what :func:`wire.compat.check` returned; with no coalesced writes,
-    engine.io keeps its own websocket class.
+    engine.io keeps its own websocket class (``--allow-eio3`` needs ours: the worker checks).
+    ``eio3``: the worker serves Engine.IO 3 clients too.
     """
     if paths.coalesced_writes:
-        factory = functools.partial(CoalescingWebSocket, direct_writes=paths.direct_writes)
+        factory = functools.partial(
+            CoalescingWebSocket, direct_writes=paths.direct_writes, eio3=eio3
+        )
         compat.install_websocket_class(eio, factory)
 
 
 class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
     """Drop-in for engine.io's aiohttp ``WebSocket`` (see :func:`install`)."""
 
-    def __init__(self, handler: Any, server: Any, direct_writes: bool = False) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        server: Any,
+        direct_writes: bool = False,
+        eio3: Eio3Clients | None = None,
+    ) -> None:
         super().__init__(self._serve, server)
+        self._eio3 = eio3
+        self._eio3_session: Eio3Session | None = None  # set if the client speaks Engine.IO 3
         self._eio_handler = handler
         self._served = compat.served_socket(handler)
         served = self._served if direct_writes else None
@@ -105,6 +122,8 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
 
     async def _serve(self, ws: Any) -> None:
         """engine.io's handler, run once the websocket is open: its transport is known here."""
+        if self._eio3 is not None:
+            self._eio3_session = self._eio3.current()
         response = compat.aiohttp_response(self)
         if not response.compress:
             self._transport = compat.ws_transport(response)
@@ -130,9 +149,34 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
         await eio_socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
         compat.stop_writer(eio_socket)  # its writer ends and closes the websocket
 
+    @property
+    def eio3(self) -> bool:
+        """True if the client speaks Engine.IO 3 (its deliveries need v3 frames)."""
+        return self._eio3_session is not None
+
     async def wait(self) -> str | bytes:
         """The next message, as engine.io's own ``wait``; one over ``maxPayload``, which
-        aiohttp refuses by closing the websocket (1009), is also counted and logged."""
+        aiohttp refuses by closing the websocket (1009), is also counted and logged.
+
+        An Engine.IO 3 client's message is translated; its PINGs are answered here."""
+        session, clients = self._eio3_session, self._eio3
+        message = await self._receive()
+        if session is not None and clients is not None:
+            if message == "2":
+                clients.pinged(session)
+                await self._send("3")
+                # engine.io's reader gives up on a client silent for its ping interval +
+                # timeout: it is told of this sign of life as of a PONG
+                return "3"
+            try:
+                return eio3_codec.websocket_message(message)
+            except eio3_codec.PayloadError as exc:
+                Counters.bad_clients += 1
+                client_refusals.log(logging.WARNING, "bad packet", "closed a websocket: %s", exc)
+                raise OSError("the websocket sent an undecodable frame") from None
+        return message
+
+    async def _receive(self) -> str | bytes:
         message = await compat.aiohttp_response(self).receive()
         if isinstance(message.data, str | bytes):
             return message.data
@@ -167,7 +211,20 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
             asyncio.get_running_loop().call_soon(self._flush)
 
     async def send(self, message: str | bytes) -> None:
-        """engine.io's writer task sending one packet: joins this tick's write."""
+        """engine.io's writer task sending one packet: joins this tick's write.
+
+        To an Engine.IO 3 client: binary frames start with their type, and engine.io's PING
+        is not sent (see :meth:`workers.eio3.Eio3Clients.server_pinged`)."""
+        session, clients = self._eio3_session, self._eio3
+        if session is not None and clients is not None:
+            if message == "2":
+                clients.server_pinged(session)
+                return
+            if isinstance(message, bytes):
+                message = eio3_codec.websocket_binary(message)
+        await self._send(message)
+
+    async def _send(self, message: str | bytes) -> None:
         transport = self._transport
         if transport is None:
             await super().send(message)

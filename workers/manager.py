@@ -120,6 +120,8 @@ class ClusterManager(socketio.AsyncManager):
         self.observers: list[MembershipObserver] = []
         # (namespace, sid) -> its rooms, in join order: get_rooms without scanning every room
         self._rooms_of: dict[tuple[str, str], dict[Hashable, None]] = {}
+        # the id a connecting socket must have, if not a random one (Engine.IO 3 clients)
+        self.fixed_sid: Callable[[str, str], str | None] = lambda eio_sid, namespace: None
 
     async def sync(self) -> None:
         """Return once the master has applied every report sent so far."""
@@ -179,7 +181,11 @@ class ClusterManager(socketio.AsyncManager):
         restored = self._restored.pop((eio_sid, namespace), None)
         if restored is not None:
             return restored  # registered by restore_socket, and routed by the master
-        sid: str | None = await super().pre_connect(eio_sid, namespace)
+        sid = self.fixed_sid(eio_sid, namespace)
+        if sid is None:
+            sid = await super().pre_connect(eio_sid, namespace)
+        elif not compat.pre_connect_as(self, sid, eio_sid, namespace):
+            sid = None
         if sid is not None:
             await self.sync()
         return sid

@@ -24,6 +24,7 @@ from wire import compat
 from wire.frames import (
     BAD_CLIENTS_DROPPED,
     CONNECTIONS_REFUSED,
+    EIO3_CLIENTS,
     HEADER_TIMEOUTS,
     SLOW_CLIENTS_DROPPED,
     Broadcast,
@@ -42,6 +43,7 @@ from wire.logformat import adopt_library_loggers
 from workers import fast_ws
 from workers.admin import AdminUI
 from workers.app_loader import apply_app, load_app
+from workers.eio3 import Eio3Clients
 from workers.fast_ws import Counters
 from workers.header_deadline import DeadlineSite, HeaderDeadline
 from workers.manager import ClusterManager
@@ -66,6 +68,7 @@ class Worker:
         self.link = FrameLink(self.on_frame, self.on_lost, config.worker_buffer_bytes)
         self.manager = ClusterManager(self.link, sequenced=bool(config.connection_state_recovery))
         self.recovery: WorkerRecovery | None = None
+        self.eio3: Eio3Clients | None = None
         self._stop = asyncio.Event()
         self._orphaned = False
 
@@ -91,6 +94,7 @@ class Worker:
                     BAD_CLIENTS_DROPPED: Counters.bad_clients,
                     CONNECTIONS_REFUSED: Counters.refused,
                     HEADER_TIMEOUTS: Counters.header_timeouts,
+                    EIO3_CLIENTS: 0 if self.eio3 is None else len(self.eio3.sessions),
                 }
                 self.link.send(Pong(token, stats).encode(), droppable=False)
             case _:
@@ -115,6 +119,11 @@ class Worker:
         await sio.eio.disconnect(eio_sid)
         if eio_socket is not None:
             compat.stop_writer(eio_socket)  # a websocket gets its close frame too
+
+    def _bad_eio3_client(self, why: str) -> None:
+        """An Engine.IO 3 client sent what cannot be decoded: engine.io closes it; counted."""
+        Counters.bad_clients += 1
+        fast_ws.client_refusals.log(logging.WARNING, "refused", "closed a client that sent %s", why)
 
     def _full(self) -> None:
         Counters.refused += 1
@@ -171,13 +180,23 @@ class Worker:
         except compat.CompatError as exc:
             log.error("%s", exc)
             raise SystemExit(1) from None
+        if config.allow_eio3:
+            try:
+                compat.check_eio3(sio, paths)
+            except compat.CompatError as exc:
+                log.error("%s", exc)
+                raise SystemExit(1) from None
+            self.eio3 = Eio3Clients(sio, self._bad_eio3_client)
         # each tick's frames to a connection in one write (see workers.fast_ws)
-        fast_ws.install(sio.eio, paths)
+        fast_ws.install(sio.eio, paths, self.eio3)
         compat.disconnect_without_waiting(sio.eio)
         compat.end_polling_sessions_on_client_close()
         compat.end_ping_tasks_with_their_socket()
         compat.guard_messages(sio, functools.partial(self._refuse_client, sio))
         compat.refuse_connections_over(sio.eio, config.max_connections, self._full)
+        if self.eio3 is not None:
+            self.eio3.install()
+            self.manager.fixed_sid = self.eio3.sid_for
         deadline = HeaderDeadline(config.header_timeout, self._late_headers)
         app = web.Application(middlewares=[deadline.middleware])
         app.router.add_get("/healthz", lambda _: self._healthz(sio))
