@@ -70,6 +70,7 @@ class System:
     """One system under test: start, its server pids, and its publishing format."""
 
     name = ""
+    eio = 4  # the load generator's Engine.IO protocol
 
     def __init__(self, url: str, processes: int) -> None:
         self.url = url
@@ -139,6 +140,22 @@ class Ours(System):
         return "ch:bench", orjson.dumps(body)
 
 
+class OursAllowingEio3(Ours):
+    """Ours with ``--allow-eio3``, current clients: what the option costs them."""
+
+    name = "ours --allow-eio3"
+
+    def __init__(self, url: str, processes: int) -> None:
+        super().__init__(url, processes, ["--allow-eio3"])
+
+
+class OursWithV2Clients(OursAllowingEio3):
+    """Ours with ``--allow-eio3`` and every client speaking Engine.IO 3 (socket.io-client 2.x)."""
+
+    name = "ours, v2 clients"
+    eio = 3
+
+
 class PythonSocketIO(System):
     name = "python-socketio"
 
@@ -199,8 +216,8 @@ def node_modules() -> None:
 class LoadGenerator:
     """The Node websocket clients; counts what they receive and the latencies."""
 
-    def __init__(self, ports: list[int], clients: int) -> None:
-        config = json.dumps({"ports": ports, "clients": clients, "rooms": ROOMS})
+    def __init__(self, ports: list[int], clients: int, eio: int = 4) -> None:
+        config = json.dumps({"ports": ports, "clients": clients, "rooms": ROOMS, "eio": eio})
         self.proc = subprocess.Popen(
             ["node", str(NODE_DIR / "loadgen.js"), config],
             stdin=subprocess.PIPE,
@@ -320,7 +337,7 @@ async def run_system(
     pids = system.pids()
     idle_rss = rss_bytes(pids)
     try:
-        load = LoadGenerator(system.ports, args.clients)
+        load = LoadGenerator(system.ports, args.clients, system.eio)
     except BaseException:
         system.stop()
         raise
@@ -549,7 +566,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "systems": {},
     }
     async with redis_server(client_name="bench") as (server, r):
-        for cls in (Ours, PythonSocketIO, Node):
+        eio3: tuple[type[System], ...] = (OursAllowingEio3, OursWithV2Clients) if args.eio3 else ()
+        systems: tuple[type[System], ...] = (Ours, *eio3, PythonSocketIO, Node)
+        for cls in systems:
             if args.only and cls.name not in args.only:
                 continue
             print(f"running {cls.name} ...", file=sys.stderr)
@@ -577,6 +596,11 @@ def main() -> None:
     options.add_argument("--window", type=int, default=500, help="closed loop: deliveries")
     options.add_argument(
         "--cluster", action="store_true", help="also run ours on a 3+3 Redis Cluster"
+    )
+    options.add_argument(
+        "--eio3",
+        action="store_true",
+        help="also run ours with --allow-eio3: with current clients, and with v2 (EIO=3) ones",
     )
     args = options.parse()
     scale = 0.2 if args.quick else 1.0

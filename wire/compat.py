@@ -24,6 +24,11 @@ asyncio ``Queue._getters``; engine.io socket            direct writes       engi
 python-socketio ``AsyncServer._handle_connect``,        connection state    :class:`CompatError`
 ``_send_packet``, ``manager.pending_connect``;          recovery            (checked only with
 engine.io socket ``session``                                                the option on)
+engine.io ``AsyncServer._ok``,                          Engine.IO 3         :class:`CompatError`
+``_async['translate_request']``, ``AsyncSocket.``       clients             (checked only with
+``handle_post_request``, ``schedule_ping``, the ping    (``--allow-eio3``)  the option on)
+settings; python-socketio ``_send_packet``,
+``manager.pending_connect``
 ======================================================  ==================  ======================
 
 Redis URLs are read through redis-py's public ``ConnectionPool.from_url``

@@ -6,6 +6,8 @@
 //   QUIT  -> closes every client and exits
 // A received event whose first argument has "t" (ms since the epoch, as a float) adds
 // now - t to the latencies (the publisher and this process share the machine's clock).
+// With "eio": 3 the clients speak Engine.IO 3 as socket.io-client 2.x does (the server puts
+// them in "/" unasked; they ping every pingInterval), for a server run with --allow-eio3.
 // Usage: node loadgen.js '{"ports":[8000,8001],"clients":200,"rooms":20}'
 "use strict";
 const WebSocket = require("ws");
@@ -13,6 +15,7 @@ const readline = require("readline");
 const { performance } = require("perf_hooks");
 
 const config = JSON.parse(process.argv[2]);
+const eio = config.eio || 4;
 const now = () => performance.timeOrigin + performance.now();
 let received = 0;
 let latencies = [];
@@ -21,10 +24,11 @@ const sockets = [];
 function connect(i) {
   return new Promise((resolve, reject) => {
     const port = config.ports[i % config.ports.length];
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket`, {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/socket.io/?EIO=${eio}&transport=websocket`, {
       perMessageDeflate: false,
     });
     let sid = null;
+    let engineId = null;
     ws.on("error", reject);
     ws.on("message", (buffer) => {
       const text = buffer.toString();
@@ -35,9 +39,17 @@ function connect(i) {
       } else if (text === "2") {
         ws.send("3");
       } else if (text.startsWith("0")) {
-        ws.send("40");
+        const open = JSON.parse(text.slice(1));
+        engineId = open.sid;
+        if (eio === 3) {
+          const pinger = setInterval(() => ws.send("2"), open.pingInterval);
+          pinger.unref();
+          ws.on("close", () => clearInterval(pinger));
+        } else {
+          ws.send("40");
+        }
       } else if (text.startsWith("40")) {
-        sid = JSON.parse(text.slice(2)).sid;
+        sid = eio === 3 ? engineId : JSON.parse(text.slice(2)).sid; // v3: the engine.io id
         ws.send(`421["join","r${i % config.rooms}"]`);
       } else if (text.startsWith("431")) {
         resolve(sid);
