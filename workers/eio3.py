@@ -66,7 +66,7 @@ class Eio3Clients:
         self.sio = sio
         self.eio = sio.eio
         self.sessions: dict[str, Eio3Session] = {}
-        self._bad_client = bad_client  # counts and logs a client that sent garbage
+        self._bad_client = bad_client  # counts and logs a client being closed for garbage
         self._jsonp_refusals = 0
 
     def install(self) -> None:

@@ -80,6 +80,13 @@ class Counters:
     header_timeouts = 0  # connections closed at --header-timeout (reported to the master)
 
 
+def bad_client(why: str) -> None:
+    """A client sent what cannot be used (``why``) and is being closed: counted, and logged
+    at most once per 10 s however many do it."""
+    Counters.bad_clients += 1
+    client_refusals.log(logging.WARNING, "refused", "closed a client that sent %s", why)
+
+
 direct_writers: dict[str, CoalescingWebSocket] = {}
 """This process's websockets that accept direct writes, by engine.io sid."""
 
@@ -171,8 +178,7 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
             try:
                 return eio3_codec.websocket_message(message)
             except eio3_codec.PayloadError as exc:
-                Counters.bad_clients += 1
-                client_refusals.log(logging.WARNING, "bad packet", "closed a websocket: %s", exc)
+                bad_client(f"an undecodable Engine.IO 3 frame ({exc})")
                 raise OSError("the websocket sent an undecodable frame") from None
         return message
 

@@ -111,19 +111,13 @@ class Worker:
     async def _refuse_client(self, sio: socketio.AsyncServer, eio_sid: str, why: str) -> None:
         """A client sent what cannot be used (see ``compat.guard_messages``): counted, closed,
         logged at most once per 10 s."""
-        Counters.bad_clients += 1
-        fast_ws.client_refusals.log(logging.WARNING, "refused", "closed a client that sent %s", why)
+        fast_ws.bad_client(why)
         if self.recovery is not None:
             self.recovery.refused(eio_sid)
         eio_socket = compat.eio_sockets(sio).get(eio_sid)
         await sio.eio.disconnect(eio_sid)
         if eio_socket is not None:
             compat.stop_writer(eio_socket)  # a websocket gets its close frame too
-
-    def _bad_eio3_client(self, why: str) -> None:
-        """An Engine.IO 3 client sent what cannot be decoded: engine.io closes it; counted."""
-        Counters.bad_clients += 1
-        fast_ws.client_refusals.log(logging.WARNING, "refused", "closed a client that sent %s", why)
 
     def _full(self) -> None:
         Counters.refused += 1
@@ -186,7 +180,7 @@ class Worker:
             except compat.CompatError as exc:
                 log.error("%s", exc)
                 raise SystemExit(1) from None
-            self.eio3 = Eio3Clients(sio, self._bad_eio3_client)
+            self.eio3 = Eio3Clients(sio, fast_ws.bad_client)
         # each tick's frames to a connection in one write (see workers.fast_ws)
         fast_ws.install(sio.eio, paths, self.eio3)
         compat.disconnect_without_waiting(sio.eio)
