@@ -28,14 +28,20 @@ def _stat_fields(pid: int) -> list[str]:
 
 def cpu_seconds(pids: Iterable[int]) -> float:
     """User plus system CPU time of ``pids`` so far (processes gone count as 0)."""
-    total = 0.0
+    return sum(cpu_times(pids))
+
+
+def cpu_times(pids: Iterable[int]) -> tuple[float, float]:
+    """User and system (kernel) CPU time of ``pids`` so far, apart."""
+    user = system = 0.0
     for pid in pids:
         try:
             fields = _stat_fields(pid)
-            total += (int(fields[11]) + int(fields[12])) / CLK
+            user += int(fields[11]) / CLK
+            system += int(fields[12]) / CLK
         except OSError:
             pass
-    return total
+    return user, system
 
 
 def rss_bytes(pids: Iterable[int]) -> int:
@@ -77,6 +83,24 @@ def is_running(pid: int) -> bool:
         return _stat_fields(pid)[0] != "Z"
     except OSError:
         return False
+
+
+def exited(pid: int) -> bool:
+    """True once every thread of ``pid`` has exited (a zombie, or gone), so the kernel has
+    closed its sockets. :func:`is_running` is not enough after a SIGKILL: the thread group
+    leader shows ``Z`` while its other threads are still exiting and holding the files."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    return False
+        except (OSError, IndexError):
+            pass
+    return True
 
 
 def free_port_block(count: int) -> int:

@@ -187,12 +187,20 @@ class Node(System):
     name = "node"
     channels = Channels()
 
+    def __init__(self, url: str, processes: int) -> None:
+        super().__init__(url, processes)
+        self.by_port: dict[int, subprocess.Popen[Any]] = {}
+
     def spawn(self) -> None:
         for port in self.ports:
-            self.servers.start(
-                ["node", str(NODE_DIR / "server.js"), str(port), self.url],
-                stdout=subprocess.DEVNULL,
-            )
+            self.spawn_port(port)
+
+    def spawn_port(self, port: int) -> None:
+        """Start the server of ``port``: at start, or again after it died."""
+        self.by_port[port] = self.servers.start(
+            ["node", str(NODE_DIR / "server.js"), str(port), self.url],
+            stdout=subprocess.DEVNULL,
+        )
 
     def message(self, target: str | None, payload: dict[str, Any]) -> tuple[str, bytes]:
         rooms: list[Room] | None = None if target is None else [target]

@@ -1,0 +1,301 @@
+"""10,000 concurrent websocket clients on one machine: ours against Node (issue 11, item 4).
+
+Each system runs with 4 server processes and the same tiny app as ``bench/peers.py`` (a
+``join`` event), against its own redis-server on a free loopback port, one system after the
+other: ours (``python -m master --workers 4``) and Node socket.io 4.8 +
+@socket.io/redis-adapter 8.3 (``bench/node/server.js``, 4 processes). ``--clients``
+websocket clients (``bench/node/crowd.js``, over ``--crowds`` Node processes; client i on
+port ``i % 4``, from source address ``127.0.0.{1 + (i // 4) % --sources}``, in room
+``r{i % 20}``) then go through four phases, every wait bounded:
+
+1. connect: every client connects and joins its room (at most ``--window`` on their first
+   connection at once); the time from the first attempt to the last join acknowledged;
+2. memory: the resident memory of the servers (our master and workers; the Node processes)
+   idle before the clients came and once they are all joined, per connection in KiB; the
+   redis-server's is given apart;
+3. broadcast: ``--rate`` messages per second to everyone for ``--seconds`` s, each holding
+   its number and its publishing time (the system's own external format: our ``ch:*`` JSON,
+   the Node emitter's msgpack); every client counts each number it gets, so deliveries are
+   exact against clients x messages, duplicates included, and the latency is measured by the
+   client from the timestamp (p50/p99/max over every delivery). Deliveries/s is delivered /
+   (last delivery - first publish); "fan-out" is how long one broadcast took to reach its
+   last client (median and worst over the broadcasts);
+4. reconnect storm: the server process of the last port, holding a quarter of the clients,
+   is SIGKILLed (ours: the master respawns the worker; Node: the bench starts the killed
+   process again on the same port as soon as it has exited). The clients reconnect by
+   themselves with socket.io-client's default backoff (first retry 0.5-1.5 s after the drop,
+   doubling to at most 5 s, +-50% at random; the same for both systems). As each one is
+   joined again the bench publishes a probe to its new sid, again every second until it
+   arrives; the storm is over when every dropped client is joined AND has its probe. Times
+   are from the SIGKILL (``bench/ten_thousand_storm.py``).
+
+Nothing is asserted: the targets (RSS per connection at most Node's, broadcast p99 under
+50 ms, every client back and routed within 5 s) are reported beside the figures. A phase
+that does not finish within its time limit ends that system's run with the reason in the
+table and the JSON, and the bench exits 1.
+
+The soft RLIMIT_NOFILE of this process is raised to what the largest process needs (a crowd
+process or a server holding its share of the clients, plus a margin), within the hard limit;
+every process started here inherits it. On a 2-core machine the servers, the crowd, Redis
+and the publisher share the cores: the crowd's CPU is reported so its share is visible.
+
+    python bench/ten_thousand.py                 # 10,000 clients, ours then Node
+    python bench/ten_thousand.py --quick         # 2,000 clients, under 2 minutes
+    python bench/ten_thousand.py --only ours --clients 5000 --out /tmp/bench-out
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import resource
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/ten_thousand.py
+
+from bench.crowd import Crowd, PhaseFailed, epoch_ms, failed_attempts  # noqa: E402
+from bench.harness import Options, redis_server, write_json  # noqa: E402
+from bench.measure import cpu_times, rss_bytes  # noqa: E402
+from bench.peers import ROOMS, Node, Ours, System, node_modules, percentile, subscribed  # noqa: E402
+from bench.scaling_load import RawPublisher, cpu_seconds, fixed_rate  # noqa: E402
+from bench.ten_thousand_report import tables  # noqa: E402
+from bench.ten_thousand_storm import storm  # noqa: E402
+
+PROCESSES = 4
+POLL = 0.05  # seconds between looks at the crowd while waiting on it
+SETTLE = 2.0  # seconds of quiet before memory is read
+MIB = 1 << 20
+
+
+def raise_open_files(needed: int) -> dict[str, int]:
+    """Raise this process's soft RLIMIT_NOFILE to ``needed`` (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise SystemExit(
+            f"{needed} open files needed per process, the hard limit is {hard}: raise it "
+            "(ulimit -Hn) or spread the clients over more --crowds"
+        )
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    return {"soft_before": soft, "soft": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}
+
+
+class CpuWatch:
+    """CPU time of the servers (ours: the master also apart) and the crowd over one phase
+    (schedstat, to the nanosecond), and the kernel's share of the servers' (/proc/<pid>/stat,
+    in clock ticks)."""
+
+    def __init__(self, system: System, crowd: Crowd) -> None:
+        self.groups = {"servers": system.pids(), "crowd": crowd.pids}
+        if isinstance(system, Ours):
+            self.groups["master"] = {system.servers.procs[0].pid}
+        self.start = {k: cpu_seconds(pids) for k, pids in self.groups.items()}
+        self.ticks = cpu_times(self.groups["servers"])
+
+    def seconds(self) -> dict[str, float]:
+        user, kernel = cpu_times(self.groups["servers"])
+        user, kernel = user - self.ticks[0], kernel - self.ticks[1]
+        return {
+            **{f"{k}_s": round(cpu_seconds(p) - self.start[k], 3) for k, p in self.groups.items()},
+            "servers_kernel_share": round(kernel / (user + kernel), 2) if user + kernel else 0,
+        }
+
+
+async def connect(crowd: Crowd, system: System, args: argparse.Namespace) -> dict[str, Any]:
+    """Phase 1: every client connected and joined, within ``--connect-timeout``."""
+    cpu = CpuWatch(system, crowd)
+    started = time.monotonic()
+    await crowd.ask("CONNECT")
+    while True:
+        await asyncio.sleep(POLL * 4)
+        status = await crowd.ask("STATUS")
+        joined = sum(s["joined"] for s in status)
+        first = sum(s["first_pending"] for s in status)
+        if joined == args.clients and first == 0:
+            break
+        if time.monotonic() - started > args.connect_timeout:
+            raise PhaseFailed(
+                "connect",
+                f"{joined:,} of {args.clients:,} clients joined after {args.connect_timeout:g} s"
+                f" (failed attempts: {failed_attempts(status)})",
+            )
+    seconds = max(s["last_first_join_at"] for s in status) - min(s["started_at"] for s in status)
+    seconds /= 1000
+    return {
+        "seconds": round(seconds, 2),
+        "per_s": round(args.clients / seconds),
+        "failed_attempts": failed_attempts(status),
+        "drops": sum(s["drops"] for s in status),
+        "cpu": cpu.seconds(),
+    }
+
+
+async def broadcast(
+    crowd: Crowd, system: System, publisher: RawPublisher, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Phase 3: ``--rate`` numbered broadcasts a second to everyone for ``--seconds`` s."""
+    count = max(int(args.rate * args.seconds), 1)
+    expected = count * args.clients
+    await crowd.ask(f"TRACK {count}")
+    published: list[float] = []
+
+    def message(i: int) -> tuple[str, bytes]:
+        published.append(epoch_ms())
+        return system.message(None, {"b": i, "t": published[-1]})
+
+    drops = (await crowd.total("STATUS", "drops"))["drops"]
+    watch = CpuWatch(system, crowd)
+    await fixed_rate(publisher, message, count, args.rate)
+    got, last_progress = 0, time.monotonic()
+    while got < expected and time.monotonic() - last_progress < 5.0:
+        await asyncio.sleep(POLL)
+        now = (await crowd.total("COUNT", "distinct"))["distinct"]
+        if now > got:
+            got, last_progress = now, time.monotonic()
+    cpu = watch.seconds()
+    answers = await crowd.ask("BROADCASTS")
+    latencies = [v for a in answers for v in a["latencies_ms"]]
+    slowest = [max(a["slowest_ms"][b] for a in answers) for b in range(count)]
+    delivered = sum(a["distinct"] for a in answers)
+    seconds = (max(p + s for p, s in zip(published, slowest, strict=True)) - published[0]) / 1000
+    return {
+        "messages": count,
+        "rate_per_s": args.rate,
+        "expected": expected,
+        "delivered": delivered,
+        "duplicates": sum(a["duplicates"] for a in answers),
+        "unknown": sum(a["unknown"] for a in answers),
+        "clients_dropped": (await crowd.total("STATUS", "drops"))["drops"] - drops,
+        "deliveries_per_s": round(delivered / seconds) if seconds > 0 else 0,
+        "p50_ms": round(percentile(latencies, 0.50), 2),
+        "p99_ms": round(percentile(latencies, 0.99), 2),
+        "max_ms": round(max(latencies), 2) if latencies else math.nan,
+        "fanout_median_ms": round(statistics.median(slowest), 2),
+        "fanout_max_ms": round(max(slowest), 2),
+        "fanout_ms": slowest,
+        "server_cpu_ms_per_1k": round(cpu["servers_s"] * 1e6 / max(delivered, 1), 2),
+        "crowd_cpu_cores": round(cpu["crowd_s"] / seconds, 2) if seconds > 0 else 0,
+        "cpu": cpu,
+    }
+
+
+def by_process(system: System) -> dict[str, float]:
+    """Each server process's RSS in MiB, by role and pid (ours: the master apart)."""
+    first = system.servers.procs[0].pid
+    roles = {pid: "node" if isinstance(system, Node) else "worker" for pid in system.pids()}
+    if isinstance(system, Ours):
+        roles[first] = "master"
+    return {
+        f"{role} {pid}": round(rss_bytes({pid}) / MIB, 1) for pid, role in sorted(roles.items())
+    }
+
+
+async def run_system(cls: type[System], args: argparse.Namespace) -> dict[str, Any]:
+    """Every phase on one system, on its own redis-server; stopped whatever happens."""
+    result: dict[str, Any] = {"processes": PROCESSES}
+    async with redis_server(client_name="bench") as (server, r):
+        assert server.process is not None
+        if cls is Ours:
+            system: System = Ours(
+                server.url, PROCESSES, ["--max-connections", str(max(args.clients, 10_000))]
+            )
+        else:
+            system = cls(server.url, PROCESSES)
+        await asyncio.to_thread(system.start)
+        publisher: RawPublisher | None = None
+        crowd: Crowd | None = None
+        try:
+            await subscribed([r], system)
+            publisher = await RawPublisher.connect(server.host, server.port)
+            await asyncio.sleep(SETTLE)
+            idle = rss_bytes(system.pids())
+            sources = [f"127.0.0.{1 + k}" for k in range(args.sources)]
+            crowd = await Crowd.start(
+                system.ports, args.clients, ROOMS, args.crowds, sources, args.window
+            )
+            try:
+                result["connect"] = await connect(crowd, system, args)
+                await asyncio.sleep(SETTLE)
+                connected = rss_bytes(system.pids())
+                result["memory"] = {
+                    "idle_mib": round(idle / MIB, 1),
+                    "connected_mib": round(connected / MIB, 1),
+                    "kib_per_connection": round((connected - idle) / args.clients / 1024, 1),
+                    "redis_mib": round(rss_bytes({server.process.pid}) / MIB, 1),
+                    "by_process_mib": by_process(system),
+                }
+                result["broadcast"] = await broadcast(crowd, system, publisher, args)
+                result["memory"]["after_broadcasts_mib"] = round(rss_bytes(system.pids()) / MIB, 1)
+                result["storm"] = await storm(
+                    crowd, system, publisher, args.clients, args.storm_timeout
+                )
+            except PhaseFailed as exc:
+                result["failed"] = str(exc)
+        finally:
+            if crowd is not None:
+                await crowd.close()
+            if publisher is not None:
+                await publisher.close()
+            await asyncio.to_thread(system.stop)
+    return result
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    node_modules()
+    results: dict[str, Any] = {
+        "clients": args.clients,
+        "processes": PROCESSES,
+        "crowds": args.crowds,
+        "sources": args.sources,
+        "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
+        "open_files": raise_open_files(
+            max(math.ceil(args.clients / args.crowds), math.ceil(args.clients / PROCESSES)) + 1024
+        ),
+        "load_average_before": os.getloadavg(),
+        "systems": {},
+    }
+    for cls in (Ours, Node):
+        if args.only and cls.name not in args.only:
+            continue
+        print(f"running {cls.name} ...", file=sys.stderr)
+        results["systems"][cls.name] = await run_system(cls, args)
+    results["load_average_after"] = os.getloadavg()
+    return results
+
+
+def main() -> None:
+    options = Options(__doc__, quick={"clients": 2000, "seconds": 3.0})
+    options.add_argument("--clients", type=int, default=10_000)
+    options.add_argument("--crowds", type=int, default=2, help="client processes")
+    options.add_argument("--sources", type=int, default=4, help="loopback source addresses")
+    options.add_argument("--window", type=int, default=500, help="first connections at once")
+    options.add_argument("--rate", type=float, default=5.0, help="broadcasts per second")
+    options.add_argument("--seconds", type=float, default=10.0, help="of broadcasts")
+    options.add_argument("--connect-timeout", type=float, default=180.0, help="seconds")
+    options.add_argument("--storm-timeout", type=float, default=60.0, help="seconds")
+    options.add_argument("--only", nargs="*", choices=("ours", "node"), help="only these systems")
+    args = options.parse()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # cleaned up as on Ctrl-C
+    started = time.perf_counter()
+    results = asyncio.run(main_async(args))
+    results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    path = write_json(args.out, "ten_thousand", results)
+    print(tables(results))
+    print(
+        f"\nload average {results['load_average_before'][0]:.1f} before, "
+        f"{results['load_average_after'][0]:.1f} after; wall {results['wall_seconds']} s; "
+        f"JSON: {path}"
+    )
+    if any("failed" in s for s in results["systems"].values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
