@@ -8,10 +8,14 @@ reading HTTP. Websockets are long-lived and mostly idle between engine.io's ping
 (25 s), so the timeouts are an hour, not the HTTP defaults of seconds.
 
 HAProxy checks each worker's ``/healthz`` (see :mod:`workers.process`) every
-second, so a dead or stopping worker leaves the pool within about 2 s. nginx's
-open-source ``stream`` module has no active checks: a refused connection is
-retried on the next worker (``proxy_next_upstream``) and the worker is left out
-for ``fail_timeout``.
+second, so a dead or stopping worker leaves the pool within about 2 s; a respawn
+(well under a second) does not move its clients. nginx's open-source ``stream``
+module has no active checks, only passive failover (``max_fails``,
+``proxy_next_upstream``), and that split long-polling sessions: while a killed
+worker respawned, each nginx process sent the same address to whichever worker
+its own failure state chose, and a session opened on the other worker broke again
+when the address moved back. So nginx never fails over: a refused connection is
+closed, and the client retries until its worker is back.
 """
 
 from __future__ import annotations
@@ -72,8 +76,7 @@ backend workers
 
 def nginx(layout: Layout) -> str:
     servers = "\n".join(
-        f"        server {host}:{port} max_fails=1 fail_timeout=5s;"
-        for _, host, port in layout.servers()
+        f"        server {host}:{port} max_fails=0;" for _, host, port in layout.servers()
     )
     return f"""# sio-master balancer-config nginx: {len(layout.servers())} workers (stream module)
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
@@ -94,7 +97,7 @@ stream {{
         proxy_pass socketio_workers;
         proxy_connect_timeout 2s;
         proxy_timeout {TUNNEL_TIMEOUT};
-        proxy_next_upstream on;
+        proxy_next_upstream off;
     }}
 }}
 """

@@ -28,11 +28,15 @@ def test_haproxy_has_one_checked_server_per_worker_of_every_host_and_sticks_by_s
     assert "option httpchk GET /healthz" in text and "timeout tunnel 1h" in text
 
 
-def test_nginx_hashes_the_client_address_over_every_worker() -> None:
+def test_nginx_hashes_the_client_address_over_every_worker_and_never_fails_over() -> None:
     text = nginx(LAYOUT)
-    servers = [line.split()[1] for line in text.splitlines() if " max_fails=" in line]
-    assert servers == ["10.0.0.1:9000", "10.0.0.1:9001", "10.0.0.2:9000", "10.0.0.2:9001"]
+    servers = [line.split()[1:] for line in text.splitlines() if " max_fails=" in line]
+    assert servers == [
+        [address, "max_fails=0;"]
+        for address in ("10.0.0.1:9000", "10.0.0.1:9001", "10.0.0.2:9000", "10.0.0.2:9001")
+    ]
     assert "hash $remote_addr consistent;" in text and "listen 0.0.0.0:80;" in text
+    assert "proxy_next_upstream off;" in text
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,7 @@ class Balancer:
     """The real balancer, on the configuration the generator printed."""
 
     def __init__(self, kind: str, master: MasterProcess, folder: Path) -> None:
+        self.kind = kind
         self.port = free_port()
         config = subprocess.run(
             [sys.executable, "-m", "master", "balancer-config", kind, "--workers", "2"]
@@ -158,6 +159,7 @@ async def test_every_transport_through_the_balancer_and_a_killed_worker_s_client
 
         victim = pids[clients[0].name]
         on_victim = [c for c in clients if pids[c.name] == victim]
+        (slot,) = [w for w, pid in master.worker_pids().items() if pid == victim]
         os.kill(victim, signal.SIGKILL)
         try:
             await until(lambda: all(c.joined == 2 for c in on_victim), timeout=20, what="back")
@@ -166,6 +168,9 @@ async def test_every_transport_through_the_balancer_and_a_killed_worker_s_client
             raise AssertionError(
                 f"not back after 20 s: {state}; master log:\n" + "\n".join(master.lines[-20:])
             ) from None
+        if front.kind == "nginx":  # no failover: an address waits for its own worker's respawn
+            respawned = master.worker_pids()[slot]
+            assert {await c.sio.call("pid", timeout=10) for c in on_victim} == {respawned}
         await fence(clients, redis_client, 2)
         await fence(clients, redis_client, 3)
         for c in clients:
