@@ -224,13 +224,12 @@ def refuse_connections_over(eio: Any, limit: int, refused: Callable[[], None]) -
 def observe_eio_event(eio: Any, event: str, observer: Callable[..., None]) -> None:
     """Call ``observer(*args)`` before engine.io's current handler of ``event`` (connect,
     disconnect, message), keeping that handler: python-socketio registered its own."""
-    original = eio.handlers[event]
 
-    async def handler(*args: Any) -> Any:
+    async def observed(handler: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         observer(*args)
-        return await original(*args)
+        return await handler(*args)
 
-    eio.on(event, handler)
+    wrap_eio_event(eio, event, observed)
 
 
 def end_polling_sessions_on_client_close() -> None:
@@ -341,18 +340,16 @@ def intercept_connect(sio: Any, before: ConnectAuth) -> None:
 
 def intercept_connect_reply(sio: Any, amend: Callable[[str, dict[str, Any]], None]) -> None:
     """Call ``amend(namespace, data)`` on every CONNECT reply's ``{"sid": ...}`` before it is
-    sent (python-socketio: ``AsyncServer._send_packet``, called through the instance, and
-    ``Packet.packet_type``/``data``/``namespace``); recovery adds the socket's ``pid``."""
+    sent (through :func:`translate_sent_packets`; python-socketio's ``Packet.packet_type``/
+    ``data``/``namespace``); recovery adds the socket's ``pid``."""
     from socketio import packet as sio_packet
 
-    original = sio._send_packet
-
-    async def send_packet(eio_sid: str, pkt: Any) -> Any:
+    def amended(eio_sid: str, pkt: Any) -> Any:
         if pkt.packet_type == sio_packet.CONNECT and isinstance(pkt.data, dict):
             amend(pkt.namespace or "/", pkt.data)
-        return await original(eio_sid, pkt)
+        return pkt
 
-    sio._send_packet = send_packet
+    translate_sent_packets(sio, amended)
 
 
 def check_recovery(sio: Any) -> None:

@@ -10,8 +10,8 @@
 //   {"disconnect": {"client", "reason"}}              a client lost its connection
 // Binary values travel as {"$bin": "<hex>"}. The process exits when stdin closes.
 "use strict";
+const { serveCommands } = require("./commands");
 const path = require("path");
-const readline = require("readline");
 const { encode, decode } = require("./binary");
 
 // engine.io's v3 parser, from the engine.io that socket.io itself uses (not in its exports)
@@ -93,7 +93,7 @@ const commands = {
   async call({ client, event, args = [] }) {
     const socket = socketOf(client);
     return withTimeout(
-      new Promise((resolve) => socket.emit(event, ...decode(args), (...reply) => resolve(reply))),
+      new Promise((resolve) => socket.emit(event, ...args, (...reply) => resolve(reply))),
       10000,
       `ack of ${event}`,
     );
@@ -103,7 +103,7 @@ const commands = {
     socketOf(client).on(event, (...args) => {
       const ack = args.pop();
       out({ recv: { client, event, args } });
-      ack(decode(reply));
+      ack(reply);
     });
     return null;
   },
@@ -115,7 +115,7 @@ const commands = {
   // engine.io 6's parser-v3: packets -> payload (base64 of the bytes, and whether binary)
   async encodePayload({ packets, supportsBinary }) {
     return new Promise((resolve) =>
-      parserV3.encodePayload(decode(packets), supportsBinary, (data) =>
+      parserV3.encodePayload(packets, supportsBinary, (data) =>
         resolve(
           typeof data === "string"
             ? { binary: false, base64: Buffer.from(data, "utf8").toString("base64") }
@@ -137,22 +137,13 @@ const commands = {
   },
 };
 
-const lines = readline.createInterface({ input: process.stdin });
-lines.on("line", async (line) => {
-  if (!line.trim()) return;
-  let id = null;
-  try {
-    const { id: requestId, cmd, ...args } = JSON.parse(line);
-    id = requestId;
-    const command = commands[cmd];
-    if (!command) throw new Error(`unknown command ${cmd}`);
-    out({ id, ok: (await command(args)) ?? null });
-  } catch (err) {
-    out({ id, error: String((err && err.message) || err) });
-  }
-});
-lines.on("close", () => {
-  for (const socket of sockets.values()) socket.close();
-  process.exit(0);
-});
+serveCommands(
+  commands,
+  out,
+  () => {
+    for (const socket of sockets.values()) socket.close();
+    process.exit(0);
+  },
+  decode,
+);
 out({ ready: true });

@@ -17,7 +17,7 @@
 // The process exits when stdin closes or its parent dies.
 "use strict";
 const http = require("http");
-const readline = require("readline");
+const { serveCommands } = require("./commands");
 const { Server } = require("socket.io");
 const { io: connectClient } = require("socket.io-client");
 const { createClient, createCluster } = require("redis");
@@ -253,21 +253,7 @@ async function main() {
     },
   };
 
-  const lines = readline.createInterface({ input: process.stdin });
-  lines.on("line", async (line) => {
-    if (!line.trim()) return;
-    let id = null;
-    try {
-      const { id: n, cmd, ...args } = JSON.parse(line);
-      id = n;
-      const handler = commands[cmd];
-      if (!handler) throw new Error(`unknown command ${cmd}`);
-      out({ id, ok: (await handler(decode(args))) ?? null });
-    } catch (err) {
-      out({ id, error: String((err && err.message) || err) });
-    }
-  });
-  lines.on("close", () => process.exit(0));
+  serveCommands(commands, out, () => process.exit(0), decode);
   const parent = process.ppid;
   setInterval(() => {
     if (process.ppid !== parent) process.exit(1);

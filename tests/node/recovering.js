@@ -10,7 +10,7 @@
 //   {"disconnect": {"client", "reason"}}              a client lost its connection
 // The process exits when stdin closes.
 "use strict";
-const readline = require("readline");
+const { serveCommands } = require("./commands");
 const { io } = require("socket.io-client");
 
 const sockets = new Map(); // name -> socket.io-client Socket
@@ -66,22 +66,12 @@ const commands = {
   },
 };
 
-const lines = readline.createInterface({ input: process.stdin });
-lines.on("line", async (line) => {
-  if (!line.trim()) return;
-  let id = null;
-  try {
-    const { id: requestId, cmd, ...args } = JSON.parse(line);
-    id = requestId;
-    const command = commands[cmd];
-    if (!command) throw new Error(`unknown command ${cmd}`);
-    out({ id, ok: (await command(args)) ?? null });
-  } catch (err) {
-    out({ id, error: String((err && err.message) || err) });
-  }
-});
-lines.on("close", () => {
-  for (const socket of sockets.values()) socket.disconnect();
-  process.exit(0);
-});
+serveCommands(
+  commands,
+  out,
+  () => {
+    for (const socket of sockets.values()) socket.disconnect();
+    process.exit(0);
+  },
+);
 out({ ready: true });
