@@ -47,7 +47,7 @@ class Fanout:
         self._workers = workers
         self._metrics = metrics
         self._pipe_bound = pipe_bound
-        self._routed: dict[int, Counter] = {}
+        self._routed = metrics.hot.routed
         self._dropped: dict[int, Counter] = {}
         self._drop_log = RateLimitedLogger(log)
 
@@ -92,12 +92,10 @@ class Fanout:
             encoded = parts() if callable(parts) else parts
             frame = Broadcast.build(namespace, rooms, exclude, encoded)
         send = self._workers.send
+        routed = self._routed
         for worker in targets:
             if send(worker, frame):
-                counter = self._routed.get(worker)
-                if counter is None:
-                    counter = self._routed[worker] = self._metrics.routed.labels(str(worker))
-                counter.inc()
+                routed[worker] = routed.get(worker, 0) + 1
             else:
                 self._drop(worker)
         return seq

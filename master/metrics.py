@@ -1,8 +1,11 @@
 """The master's Prometheus metrics and the tiny HTTP endpoint that serves them.
 
-Counters are incremented on the hot path (cheap label lookups); gauges that
-describe current state (sockets per worker, workers alive) are read from the
-master at scrape time, so they can never drift from the routing table.
+The two counters every routed message touches (received, routed per worker) are
+plain integers (:class:`HotCounts`) read at scrape time: a prometheus-client
+``Counter.inc`` takes a lock, and the master's cost per message is the host's ceiling.
+The rarer counters are prometheus-client's own. Gauges that describe current state
+(sockets per worker, workers alive) are read from the master at scrape time, so they
+can never drift from the routing table.
 """
 
 from __future__ import annotations
@@ -29,6 +32,35 @@ from wire.frames import (
 log = logging.getLogger(__name__)
 
 PREFIX = "sio_master"
+
+
+class HotCounts:
+    """What every message increments, as bare integers; only the event loop's thread
+    writes them, and a scrape (the same thread) reads them."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.routed: dict[int, int] = {}
+
+
+class _HotCollector(Collector):
+    def __init__(self, counts: HotCounts) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            f"{PREFIX}_messages_received",
+            "Messages read from Redis pub/sub",
+            value=self._counts.received,
+        )
+        routed = CounterMetricFamily(
+            f"{PREFIX}_messages_routed",
+            "Messages written to a worker's pipe (Redis and sibling broadcasts)",
+            labels=["worker"],
+        )
+        for worker, count in sorted(self._counts.routed.items()):
+            routed.add_metric([str(worker)], count)
+        yield routed
 
 
 class _StateCollector(Collector):
@@ -133,15 +165,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.received = Counter(
-            f"{PREFIX}_messages_received", "Messages read from Redis pub/sub", registry=r
-        )
-        self.routed = Counter(
-            f"{PREFIX}_messages_routed",
-            "Messages written to a worker's pipe (Redis and sibling broadcasts)",
-            ["worker"],
-            registry=r,
-        )
+        self.hot = HotCounts()
+        r.register(_HotCollector(self.hot))
         self.rejected = Counter(
             f"{PREFIX}_messages_rejected", "Messages rejected, by reason", ["reason"], registry=r
         )

@@ -212,7 +212,7 @@ class Master:
     # ---- Redis -> workers -----------------------------------------------------
 
     def _on_redis_message(self, pattern: bytes | None, channel: bytes, body: bytes) -> None:
-        self.metrics.received.inc()
+        self.metrics.hot.received += 1
         name = channel.decode("utf-8", "replace")
         try:
             if pattern in self._prefixes:

@@ -159,7 +159,7 @@ class ShardedBus(BusCore):
     # ---- everything that arrives on a shard channel ------------------------------
 
     def _on_item(self, channel: bytes, body: bytes) -> None:
-        self.metrics.received.inc()
+        self.metrics.hot.received += 1
         name = channel.decode("utf-8", "replace")
         try:
             self.on_message(name, body)
