@@ -90,6 +90,32 @@ def test_check_passes_on_the_installed_versions_with_every_fast_path(
     assert "coalesced writes and slow-client abort on, direct writes on" in caplog.text
 
 
+@pytest.mark.parametrize(
+    "parts",
+    [
+        ['2["news","h\u00e9"]'],
+        ['2["x",' + '"' + "y" * 200 + '"]'],
+        ['2["x",' + '"' + "y" * 70000 + '"]'],
+        ['51-["bin",{"_placeholder":true,"num":0}]', b"\x00\xff" * 100],
+    ],
+    ids=["short", "126-byte length", "64-bit length", "binary attachment"],
+)
+@pytest.mark.parametrize("eio3", [False, True], ids=["eio4", "eio3"])
+def test_message_frames_are_what_engineio_packets_encode_to(
+    parts: list[str | bytes], eio3: bool
+) -> None:
+    """Direct writes build frames from the parts, skipping engine.io's packet objects:
+    byte for byte what engine.io's own encoding of those packets, framed, would send."""
+    expected = b""
+    for part in parts:
+        data = eio_packet.Packet(eio_packet.MESSAGE, part).encode()
+        if isinstance(data, str):
+            expected += fast_ws.frame(data.encode(), 0x1)
+        else:
+            expected += fast_ws.frame(b"\x04" + data if eio3 else data, 0x2)
+    assert fast_ws.message_frames(parts, eio3=eio3) == expected
+
+
 async def test_delivery_to_an_idle_websocket_is_written_directly_in_order() -> None:
     async with served() as (sio, port), connected(port) as (client, got):
         await idle_writer(sio, client)

@@ -25,6 +25,9 @@ def select(
     manager: Any, namespace: str, rooms: Sequence[Hashable] | None, exclude: Sequence[Hashable]
 ) -> list[tuple[str, str]]:
     """This worker's ``(sid, eio_sid)`` in any of ``rooms`` (None: all) minus ``exclude``."""
+    if not exclude and rooms is not None and len(rooms) == 1:
+        # one room (a sid, most often) and no exclusion: no union to build, nothing to copy
+        return list(compat.room_members(manager, namespace, rooms[0]).items())
     excluded: set[str] = set()
     for r in exclude:
         excluded.update(compat.room_members(manager, namespace, r))
@@ -51,23 +54,24 @@ def deliver(
     get the packets on their engine.io queue. Neither path creates a task or awaits.
     """
     recipients = select(manager, namespace, rooms, exclude)
-    packets = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]
     writers = fast_ws.direct_writers
-    sockets = compat.eio_sockets(manager.server)
     frames = eio3_frames = b""
+    packets: list[Any] = []
     for _, eio_sid in recipients:
         ws = writers.get(eio_sid)
         if ws is not None and ws.idle():
             if ws.eio3:
                 if not eio3_frames:
-                    eio3_frames = fast_ws.frames(packets, eio3=True)
+                    eio3_frames = fast_ws.message_frames(parts, eio3=True)
                 ws.write(eio3_frames)
                 continue
             if not frames:
-                frames = fast_ws.frames(packets)
+                frames = fast_ws.message_frames(parts)
             ws.write(frames)
             continue
-        eio_socket = sockets.get(eio_sid)
+        eio_socket = compat.eio_sockets(manager.server).get(eio_sid)
         if eio_socket is not None:
+            if not packets:
+                packets = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]
             compat.enqueue(eio_socket, packets)
     return len(recipients)

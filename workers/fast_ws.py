@@ -55,16 +55,17 @@ def frame(payload: bytes, opcode: int) -> bytes:
     return _LEN3.pack(first, 127, size) + payload
 
 
-def frames(packets: Sequence[Any], eio3: bool = False) -> bytes:
-    """engine.io ``packets`` as websocket frames, ready for :meth:`~CoalescingWebSocket.write`
-    (``eio3``: for an Engine.IO 3 client, whose binary frames start with their type)."""
+def message_frames(parts: Sequence[str | bytes], eio3: bool = False) -> bytes:
+    """A Socket.IO packet's ``parts`` as the websocket frames of engine.io MESSAGE packets,
+    ready for :meth:`~CoalescingWebSocket.write`: text ``4<text>``, and each binary
+    attachment as it is (``eio3``: for an Engine.IO 3 client, whose binary frames start with
+    their type). Built straight from the parts: no engine.io packet object on the way."""
     out = []
-    for pkt in packets:
-        data = pkt.encode()
-        if isinstance(data, bytes):
-            out.append(frame(eio3_codec.websocket_binary(data) if eio3 else data, 0x2))
+    for part in parts:
+        if isinstance(part, str):
+            out.append(frame(b"4" + part.encode(), 0x1))
         else:
-            out.append(frame(data.encode(), 0x1))
+            out.append(frame(eio3_codec.websocket_binary(part) if eio3 else part, 0x2))
     return out[0] if len(out) == 1 else b"".join(out)
 
 
