@@ -92,6 +92,35 @@ direct_writers: dict[str, CoalescingWebSocket] = {}
 """This process's websockets that accept direct writes, by engine.io sid."""
 
 
+class _TickFlush:
+    """The websockets given frames during this loop tick, written at the start of the next
+    by ONE scheduled callback: a broadcast to 10,000 connections schedules one callback,
+    not 10,000."""
+
+    def __init__(self) -> None:
+        self.pending: list[CoalescingWebSocket] = []
+        self.loop: asyncio.AbstractEventLoop | None = None  # where the flush is scheduled
+
+    def add(self, ws: CoalescingWebSocket) -> None:
+        self.pending.append(ws)
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:  # none scheduled on this loop yet (or it was another's)
+            self.loop = loop
+            loop.call_soon(self.run)
+
+    def run(self) -> None:
+        self.loop = None
+        pending, self.pending = self.pending, []
+        for ws in pending:
+            try:
+                ws._flush()
+            except Exception:  # one connection's failure must not strand the others' frames
+                log.exception("writing to a websocket failed")
+
+
+_tick_flush = _TickFlush()
+
+
 def install(eio: Any, paths: compat.FastPaths, eio3: Eio3Clients | None = None) -> None:
     """Serve ``eio``'s websockets with :class:`CoalescingWebSocket`, as far as ``paths`` allow.
 
@@ -215,7 +244,7 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
         self._frames.append(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            _tick_flush.add(self)
 
     async def send(self, message: str | bytes) -> None:
         """engine.io's writer task sending one packet: joins this tick's write.
