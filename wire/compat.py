@@ -42,6 +42,7 @@ import inspect
 import logging
 import platform
 import ssl
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -261,40 +262,53 @@ def end_polling_sessions_on_client_close() -> None:
     AsyncSocket.receive = receive  # type: ignore[method-assign]
 
 
-def end_ping_tasks_with_their_socket() -> None:
-    """Cancel an engine.io socket's ping task when the socket closes.
+def timer_pings() -> None:
+    """Send each engine.io socket's PINGs from a timer instead of a task, and stop the timer
+    when the socket closes.
 
-    python-engineio's ping task sleeps ``ping_interval`` (25 s) before it looks whether its
-    socket is still open, holding the closed socket (its queue, its session, the request's
-    environ) all that time: under churn, 25 s worth of closed connections. At 205
-    connect/disconnect cycles a second that was a worker at 110 MiB instead of 56 MiB
-    (bench/churn_memory.py). Patched on engine.io's socket class (``_send_ping``,
-    ``close``), in workers only; without ``_send_ping`` nothing is patched.
+    python-engineio starts a task per socket that sleeps ``ping_interval`` (25 s) and then
+    sends the PING: a task, its coroutine and its sleep held per connection for its whole
+    life (about 1 KiB each: ``bench/ten_thousand.py`` counts RSS per connection), and,
+    after the socket closed, the closed socket held until the sleep ends (under churn, 25 s
+    of closed connections: at 205 connect/disconnect cycles a second that was a worker at
+    110 MiB instead of 56 MiB, bench/churn_memory.py). Here ``schedule_ping`` arms a
+    ``call_later`` timer that does what engine.io's ``_send_ping`` does: a socket still
+    open notes the ping time and queues the PING (engine.io's ``send`` with its ping-timeout
+    check passing, as the ping time is now, on an unbounded queue). Patched on engine.io's
+    socket class (``schedule_ping``, ``close``), in workers only; left alone when
+    ``_send_ping`` is not the coroutine this replaces.
     """
+    from engineio import packet as eio_packet
     from engineio.async_socket import AsyncSocket
 
-    original_ping = getattr(AsyncSocket, "_send_ping", None)
-    if not inspect.iscoroutinefunction(original_ping) or getattr(
+    if not inspect.iscoroutinefunction(getattr(AsyncSocket, "_send_ping", None)) or getattr(
         AsyncSocket.close, "_ends_ping", False
     ):
         return
     original_close = AsyncSocket.close
 
-    async def send_ping(self: Any) -> None:
-        self._ping_task = asyncio.current_task()
-        try:
-            await original_ping(self)
-        finally:
-            self._ping_task = None
+    def ping_due(self: Any) -> None:
+        self._ping_timer = None
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
+            self.server.logger.info("%s: Sending packet PING data None", self.sid)
+
+    def schedule_ping(self: Any) -> None:
+        if self.last_ping:  # as engine.io: only once the previous ping cycle completed
+            self.last_ping = None
+            loop = asyncio.get_running_loop()
+            self._ping_timer = loop.call_later(self.server.ping_interval, ping_due, self)
 
     async def close(self: Any, *args: Any, **kwargs: Any) -> None:
         await original_close(self, *args, **kwargs)
-        task = getattr(self, "_ping_task", None)
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
+        timer = getattr(self, "_ping_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._ping_timer = None
 
     close._ends_ping = True  # type: ignore[attr-defined]
-    AsyncSocket._send_ping = send_ping  # type: ignore[method-assign]
+    AsyncSocket.schedule_ping = schedule_ping  # type: ignore[method-assign]
     AsyncSocket.close = close  # type: ignore[method-assign]
 
 

@@ -185,7 +185,7 @@ class Worker:
         fast_ws.install(sio.eio, paths, self.eio3)
         compat.disconnect_without_waiting(sio.eio)
         compat.end_polling_sessions_on_client_close()
-        compat.end_ping_tasks_with_their_socket()
+        compat.timer_pings()
         compat.guard_messages(sio, functools.partial(self._refuse_client, sio))
         compat.refuse_connections_over(sio.eio, config.max_connections, self._full)
         if self.eio3 is not None:
