@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -48,6 +49,9 @@ class Options(argparse.ArgumentParser):
         self.add_argument("--out", default=RESULTS, help="folder for the results (%(default)s)")
 
     def parse(self) -> argparse.Namespace:
+        """The options; from here on SIGTERM stops the benchmark as Ctrl-C does, so the
+        ``finally`` blocks that stop every process it started run in both cases."""
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         args = self.parse_args()
         if args.quick:
             for name, value in self.quick.items():

@@ -51,7 +51,6 @@ import asyncio
 import math
 import os
 import resource
-import signal
 import statistics
 import sys
 import time
@@ -282,7 +281,6 @@ def main() -> None:
     options.add_argument("--storm-timeout", type=float, default=60.0, help="seconds")
     options.add_argument("--only", nargs="*", choices=("ours", "node"), help="only these systems")
     args = options.parse()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # cleaned up as on Ctrl-C
     started = time.perf_counter()
     results = asyncio.run(main_async(args))
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
