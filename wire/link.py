@@ -43,6 +43,7 @@ class FrameLink(asyncio.Protocol):
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop  # set with the transport, in connection_made
         self.closed = False
 
     @classmethod
@@ -64,6 +65,8 @@ class FrameLink(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        # kept: Python 3.11's get_running_loop() makes a getpid() system call each time
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -109,7 +112,7 @@ class FrameLink(asyncio.Protocol):
         self._pending_bytes += len(frame)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
         return True
 
     def _flush(self) -> None:
