@@ -35,7 +35,7 @@ from wire import compat
 from workers import delivery, fast_ws
 from workers.fast_ws import Counters
 
-ALL_ON = compat.FastPaths(coalesced_writes=True, direct_writes=True)
+ALL_ON = compat.FastPaths(coalesced_writes=True, direct_writes=True, session_loop=True)
 
 
 def event(name: str, data: Any) -> str:
@@ -236,7 +236,7 @@ def test_no_queue_getters_turns_direct_writes_off_with_one_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     paths, warning = evaluate_warning(replace(probes(), queue=BareQueue()), caplog)
-    assert paths == compat.FastPaths(coalesced_writes=True, direct_writes=False)
+    assert paths == compat.FastPaths(coalesced_writes=True, direct_writes=False, session_loop=True)
     assert warning.startswith(
         f"Python {platform.python_version()} asyncio: Queue has no _getters deque"
     )
@@ -247,7 +247,9 @@ def test_no_aiohttp_writer_falls_back_to_engineio_websockets_with_one_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     paths, warning = evaluate_warning(replace(probes(), aiohttp_ws=object()), caplog)
-    assert paths == compat.FastPaths(coalesced_writes=False, direct_writes=False)
+    assert paths == compat.FastPaths(
+        coalesced_writes=False, direct_writes=False, session_loop=False
+    )
     assert warning.startswith(
         f"aiohttp {metadata.version('aiohttp')}: WebSocketResponse has no _writer"
     )
@@ -258,15 +260,34 @@ def test_no_websocket_slot_in_engineio_falls_back_with_one_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     paths, warning = evaluate_warning(replace(probes(), eio=SimpleNamespace(sockets={})), caplog)
-    assert paths == compat.FastPaths(coalesced_writes=False, direct_writes=False)
+    assert paths == compat.FastPaths(
+        coalesced_writes=False, direct_writes=False, session_loop=False
+    )
     assert warning.startswith(
         f"python-engineio {metadata.version('python-engineio')}: AsyncServer._async['websocket']"
     )
 
 
+def test_no_coroutine_receive_on_sockets_leaves_engineio_handler_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    p = probes()
+    p.eio_socket.receive = lambda pkt: None  # what workers.ws_session could not await
+    paths, warning = evaluate_warning(p, caplog)
+    assert paths == compat.FastPaths(coalesced_writes=True, direct_writes=True, session_loop=False)
+    assert warning.startswith(
+        f"python-engineio {metadata.version('python-engineio')}: sockets have no coroutine"
+        " receive()"
+    )
+    assert "engine.io's own handler" in warning
+
+
 def test_without_fast_paths_install_leaves_engineio_websockets() -> None:
     sio = socketio.AsyncServer(async_mode="aiohttp")
-    fast_ws.install(sio.eio, compat.FastPaths(coalesced_writes=False, direct_writes=False))
+    fast_ws.install(
+        sio.eio,
+        compat.FastPaths(coalesced_writes=False, direct_writes=False, session_loop=False),
+    )
     assert sio.eio._async["websocket"] is compat.EngineIoWebSocket
 
 

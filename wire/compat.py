@@ -52,6 +52,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import socketio
 from aiohttp import http_websocket, web
+from engineio import exceptions as eio_exceptions
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 from redis.asyncio.sentinel import SentinelConnectionPool
@@ -78,10 +79,14 @@ class FastPaths:
     measured on those same writes, so the two stand or fall together).
     ``direct_writes``: a delivery to a websocket whose engine.io writer is idle skips
     engine.io's queue and writer task (needs ``coalesced_writes``).
+    ``session_loop``: websockets are served by :mod:`workers.ws_session` (two tasks fewer
+    per connection, none per received message) instead of engine.io's handler (needs
+    ``coalesced_writes``).
     """
 
     coalesced_writes: bool
     direct_writes: bool
+    session_loop: bool
 
 
 def version(dist: str) -> str:
@@ -730,11 +735,24 @@ def evaluate(p: Probes) -> FastPaths:
             " Update wire/compat.py for this version.",
             direct,
         )
-    paths = FastPaths(coalesced_writes=not websocket, direct_writes=not websocket and not direct)
+    session = _session_problem(p)
+    if session and not websocket:
+        log.warning(
+            "%s: websockets are served by engine.io's own handler (a task more per connection"
+            " and one per received message). Update wire/compat.py for this version.",
+            session,
+        )
+    paths = FastPaths(
+        coalesced_writes=not websocket,
+        direct_writes=not websocket and not direct,
+        session_loop=not websocket and not session,
+    )
     log.info(
-        "fast paths: coalesced writes and slow-client abort %s, direct writes %s (%s)",
+        "fast paths: coalesced writes and slow-client abort %s, direct writes %s,"
+        " session loop %s (%s)",
         "on" if paths.coalesced_writes else "OFF",
         "on" if paths.direct_writes else "OFF",
+        "on" if paths.session_loop else "OFF",
         ", ".join(version(d) for d in ("aiohttp", "python-engineio", "python-socketio")),
     )
     return paths
@@ -809,4 +827,31 @@ def _direct_problem(p: Probes) -> str | None:
             f"{version('python-engineio')}: sockets have no _websocket_handler method"
             " (how a websocket finds its socket)"
         )
+    return None
+
+
+def _session_problem(p: Probes) -> str | None:
+    """What :mod:`workers.ws_session` reads and calls on an engine.io socket, checked."""
+    where = version("python-engineio")
+    sock = p.eio_socket
+    for flag in ("connected", "upgrading", "upgraded", "closed"):
+        if not isinstance(getattr(sock, flag, None), bool):
+            return f"{where}: sockets have no {flag} flag"
+    for method in ("receive", "close", "_websocket_handler"):
+        if not inspect.iscoroutinefunction(getattr(sock, method, None)):
+            return f"{where}: sockets have no coroutine {method}()"
+    if not all(callable(getattr(sock.queue, m, None)) for m in ("get", "put", "task_done")):
+        return f"{where}: a socket's queue is not an asyncio queue"
+    if not all(
+        isinstance(getattr(p.eio, name, None), int | float)
+        for name in ("ping_interval", "ping_timeout", "max_http_buffer_size")
+    ):
+        return f"{where}: the server has no ping_interval, ping_timeout, max_http_buffer_size"
+    if not isinstance(getattr(getattr(p.eio, "reason", None), "TRANSPORT_CLOSE", None), str):
+        return f"{where}: the server has no reason.TRANSPORT_CLOSE"
+    if not all(
+        isinstance(getattr(eio_exceptions, e, None), type)
+        for e in ("UnknownPacketError", "SocketIsClosedError")
+    ):
+        return f"{where}: engineio.exceptions lacks UnknownPacketError or SocketIsClosedError"
     return None

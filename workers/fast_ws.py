@@ -32,7 +32,7 @@ from aiohttp import WSCloseCode
 
 from master.ratelimit import RateLimitedLogger
 from wire import compat
-from workers import eio3_codec
+from workers import eio3_codec, ws_session
 from workers.eio3 import Eio3Clients, Eio3Session
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class _TickFlush:
 
     def add(self, ws: CoalescingWebSocket) -> None:
         self.pending.append(ws)
-        loop = asyncio.get_running_loop()
+        loop = ws.loop
         if self.loop is not loop:  # none scheduled on this loop yet (or it was another's)
             self.loop = loop
             loop.call_soon(self.run)
@@ -130,7 +130,10 @@ def install(eio: Any, paths: compat.FastPaths, eio3: Eio3Clients | None = None) 
     """
     if paths.coalesced_writes:
         factory = functools.partial(
-            CoalescingWebSocket, direct_writes=paths.direct_writes, eio3=eio3
+            CoalescingWebSocket,
+            direct_writes=paths.direct_writes,
+            session_loop=paths.session_loop,
+            eio3=eio3,
         )
         compat.install_websocket_class(eio, factory)
 
@@ -143,9 +146,11 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
         handler: Any,
         server: Any,
         direct_writes: bool = False,
+        session_loop: bool = False,
         eio3: Eio3Clients | None = None,
     ) -> None:
         super().__init__(self._serve, server)
+        self._session_loop = session_loop
         self._eio3 = eio3
         self._eio3_session: Eio3Session | None = None  # set if the client speaks Engine.IO 3
         self._eio_handler = handler
@@ -156,9 +161,12 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
         self._transport: asyncio.Transport | None = None  # None: aiohttp's own send path
         self._frames: list[bytes] = []
         self._flush_scheduled = False
+        # kept: Python 3.11's get_running_loop() makes a getpid() system call each time
+        self.loop = asyncio.get_running_loop()
 
     async def _serve(self, ws: Any) -> None:
-        """engine.io's handler, run once the websocket is open: its transport is known here."""
+        """The socket's session (:mod:`workers.ws_session`, or engine.io's own handler), run
+        once the websocket is open: its transport is known here."""
         if self._eio3 is not None:
             self._eio3_session = self._eio3.current()
         response = compat.aiohttp_response(self)
@@ -168,7 +176,10 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
         if sid is not None:
             direct_writers[sid] = self
         try:
-            await self._eio_handler(ws)
+            if self._session_loop and self._served is not None:
+                await ws_session.serve(self._served[1], ws)
+            else:
+                await self._eio_handler(ws)
         except ValueError as exc:  # python-engineio's "Invalid empty packet received", ...
             await self._drop_bad_client(exc)
         finally:
