@@ -29,6 +29,12 @@ engine.io ``AsyncServer._ok``,                          Engine.IO 3         :cla
 ``handle_post_request``, ``schedule_ping``, the ping    (``--allow-eio3``)  the option on)
 settings; python-socketio ``_send_packet``,
 ``manager.pending_connect``
+engine.io socket ``connected``, ``upgrading``,          session loop        engine.io's handler:
+``upgraded``, ``closed``, ``receive``, ``close``;       (workers/           a task more per
+queue ``get``, ``put``, ``task_done``; server           ws_session.py)      connection, one per
+ping settings, ``max_http_buffer_size``, ``reason``                         received message
+engine.io ``AsyncSocket._send_ping`` (a coroutine),     timer pings         engine.io's ping task
+``schedule_ping``, ``close``, ``last_ping``
 ======================================================  ==================  ======================
 
 Redis URLs are read through redis-py's public ``ConnectionPool.from_url``
