@@ -5,7 +5,7 @@ the bytes are, so the next cut is chosen by measurement. A python-socketio serve
 a worker sets up its websockets (``compat.check``, the coalescing websocket and session loop,
 timer pings) serves ``--clients`` engine.io websocket clients on 127.0.0.1 from another
 process; ``tracemalloc`` compares the server before and after they connected. Printed: the
-tasks per connection (by coroutine), the traced bytes and the RSS per connection, and the
+tasks per connection (by coroutine), the traced bytes per connection, and the
 allocation sites holding the most per connection. ``--engineio-handler`` and
 ``--engineio-pings`` put engine.io's own websocket handler and ping task back, to show what
 each of ours saves.
@@ -21,7 +21,6 @@ import collections
 import dataclasses
 import gc
 import multiprocessing
-import os
 import socket
 import sys
 import sysconfig
@@ -39,7 +38,6 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/...
 
 from bench.harness import REPO, Options, markdown_table, write_json  # noqa: E402
-from bench.measure import rss_bytes  # noqa: E402
 from wire import compat  # noqa: E402
 from workers import fast_ws  # noqa: E402
 
@@ -99,7 +97,6 @@ async def measure(
         gc.collect()
         tracemalloc.start(1)
         before = tracemalloc.take_snapshot()
-        rss_before = rss_bytes({os.getpid()})
         tasks_before = len(asyncio.all_tasks())
         clients.start()
         deadline = time.monotonic() + 120
@@ -122,7 +119,6 @@ async def measure(
             "tasks_per_connection": (len(asyncio.all_tasks()) - tasks_before) / count,
             "tasks_by_coroutine": {n: c for n, c in coroutines.most_common() if c >= count},
             "traced_bytes_per_connection": sum(d.size_diff for d in by_site) / count,
-            "rss_kib_per_connection": (rss_bytes({os.getpid()}) - rss_before) / 1024 / count,
             "sites": [
                 {
                     "site": f"{_short(d.traceback[0].filename)}:{d.traceback[0].lineno}",
@@ -172,8 +168,8 @@ def main() -> None:
     print(
         f"{results['clients']} websocket connections: "
         f"{results['tasks_per_connection']:.2f} tasks, "
-        f"{results['traced_bytes_per_connection']:,.0f} traced bytes and "
-        f"{results['rss_kib_per_connection']:.1f} KiB of RSS per connection\n"
+        f"{results['traced_bytes_per_connection']:,.0f} traced bytes per connection (RSS:"
+        " bench/ten_thousand.py; tracemalloc's own tables would swell it here)\n"
     )
     print(markdown_table(["coroutine", "tasks"], results["tasks_by_coroutine"].items()))
     print()
