@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 REQUESTS_TIMEOUT = 5.0  # the Node adapter's default requestsTimeout
 PUBLISH_BATCH = 500
+LISTENERS_SAMPLE_INTERVAL = 5.0  # how often the servers listening are counted, while healthy
+RESUBSCRIBE_GRACE = 10.0  # the longest held publishes wait for them after an outage
 
 
 class BusTransport(Protocol):
@@ -74,6 +76,66 @@ class HostBus(Protocol):
     async def request(self, operation: ClusterOperation) -> Any: ...
 
     async def run(self) -> None: ...
+
+
+class Listeners:
+    """How many servers listened on each namespace before an outage, and whether they are back.
+
+    Why: publishes held through a Redis outage could be written as soon as this master can
+    write again, which is often before the other servers' subscribers are back (our masters
+    retry after 0.2, 0.4, 0.8 s ...), and Redis delivers a message only to whoever is
+    subscribed at that moment: the chaos soak lost 63-65 handler emits per Redis restart that
+    way. So the channels each server of a namespace subscribes to (``channels()``) are counted
+    while Redis is healthy, and after an outage the held publishes wait until the counts are
+    back, or at most ``grace`` seconds from when Redis answers again (a server that went away
+    meanwhile does not hold them longer).
+    """
+
+    def __init__(
+        self,
+        transport: BusTransport,
+        channels: Callable[[], list[str]],
+        grace: float = RESUBSCRIBE_GRACE,
+    ) -> None:
+        self._transport = transport
+        self._channels = channels
+        self._grace = grace
+        self.known: dict[str, int] = {}
+        self._answering_since: float | None = None
+
+    async def count(self) -> None:
+        """Note how many listen now (Redis healthy); a failed count keeps the last one."""
+        channels = self._channels()
+        try:
+            self.known = await self._transport.subscribers(channels) if channels else {}
+        except Exception as exc:  # Redis away: what was known before is what counts
+            log.debug("could not count the listening servers: %s", exc)
+
+    async def back(self) -> bool:
+        """After an outage: True once every server counted before is subscribed again, or
+        the grace period since Redis answers again is over; False while Redis is away."""
+        loop = asyncio.get_running_loop()
+        try:
+            now = await self._transport.subscribers(list(self.known)) if self.known else {}
+        except Exception:  # still away
+            self._answering_since = None
+            return False
+        missing = {c: n - now.get(c, 0) for c, n in self.known.items() if now.get(c, 0) < n}
+        if self._answering_since is None:
+            self._answering_since = loop.time()
+            if missing:
+                log.warning(
+                    "Redis answers again: holding the buffered publishes for at most %.0f s,"
+                    " until the servers listening before are subscribed again (missing: %s)",
+                    self._grace,
+                    missing,
+                )
+        if missing and loop.time() - self._answering_since < self._grace:
+            return False
+        if missing:
+            log.warning("publishing held messages: servers still not back on %s", missing)
+        self._answering_since = None
+        return True
 
 
 @dataclass
@@ -128,6 +190,8 @@ class BusCore:
         self.uid = secrets.token_hex(8)
         self.transport = transport
         self.metrics = metrics
+        self.listeners = Listeners(transport, self.listener_channels)
+        metrics.watch_listeners(lambda: self.listeners.known)
         self.outbox: Outbox[tuple[str, bytes]] = Outbox(
             "publishing to other hosts",
             transport.publish,
@@ -137,6 +201,7 @@ class BusCore:
             keep_on_failure=True,
             on_drop=metrics.redis_buffer_dropped.inc,
             batch=PUBLISH_BATCH,
+            ready=self.listeners.back,
         )
         metrics.redis_outbox.set_function(lambda: len(self.outbox))
         self._pending: dict[str, Pending] = {}
@@ -147,9 +212,21 @@ class BusCore:
         """Queue a publish; never blocks. Over the bound the oldest are dropped."""
         self.outbox.put((channel, body))
 
+    def listener_channels(self) -> list[str]:
+        """The channels every server of a namespace this host serves subscribes to: their
+        subscriber counts are how many servers listen (see :class:`Listeners`)."""
+        raise NotImplementedError
+
     async def run(self) -> None:
-        """Publish queued messages in batches; hold them while Redis is away."""
-        await self.outbox.run()
+        """Publish queued messages in batches; hold them while Redis is away and, after an
+        outage, until the servers that listened before are back."""
+        await asyncio.gather(self.outbox.run(), self._count_listeners())
+
+    async def _count_listeners(self) -> None:
+        while True:
+            if not self.outbox.in_outage:
+                await self.listeners.count()
+            await asyncio.sleep(LISTENERS_SAMPLE_INTERVAL)
 
     async def ask(
         self,

@@ -318,6 +318,9 @@ class ClusterBus(BusCore):
 
     # ---- requests to other hosts ------------------------------------------------
 
+    def listener_channels(self) -> list[str]:
+        return [self.channels.request(namespace) for namespace in sorted(self._namespaces)]
+
     async def _other_servers(self, namespace: str) -> tuple[int, int]:
         """How many other servers serve ``namespace``, and how many of them are our masters."""
         servers = await self.transport.subscribers(

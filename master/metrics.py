@@ -63,6 +63,23 @@ class _HotCollector(Collector):
         yield routed
 
 
+class _ListenersCollector(Collector):
+    def __init__(self, known: Callable[[], Mapping[str, int]]) -> None:
+        self._known = known
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        listening = GaugeMetricFamily(
+            f"{PREFIX}_bus_listeners",
+            "Servers (this master included) subscribed to each namespace's channel of the"
+            " cross-host bus, as last counted while Redis was healthy; publishes held through"
+            " an outage wait for them",
+            labels=["channel"],
+        )
+        for channel, count in sorted(self._known().items()):
+            listening.add_metric([channel], count)
+        yield listening
+
+
 class _StateCollector(Collector):
     def __init__(
         self,
@@ -207,6 +224,10 @@ class Metrics:
     ) -> None:
         """Expose the current-state gauges, read from the master at scrape time."""
         self.registry.register(_StateCollector(sockets, alive, worker_stats))
+
+    def watch_listeners(self, known: Callable[[], Mapping[str, int]]) -> None:
+        """Expose the cross-host bus's count of listening servers, read at scrape time."""
+        self.registry.register(_ListenersCollector(known))
 
     def watch_recovery(self, recovery: RecoveryLog) -> None:
         """Expose connection state recovery's counters and sizes, read at scrape time."""

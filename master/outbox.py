@@ -12,7 +12,9 @@ chooses two policies:
 - ``keep_on_failure``: after a failed write, put the batch back and retry it
   (publishes held through an outage; the bound still holds) or drop it
   (best-effort writes). A user that repairs state its own way (the socket store
-  resyncs) gets ``on_failure``.
+  resyncs) gets ``on_failure``. A user whose held items are worth writing only
+  once others are back (publishes: Redis delivers to whoever is subscribed at
+  that moment) gives ``ready``, asked before each write after a failure.
 
 Failures are logged at most once per 10 s per outbox (with the count held back),
 and the recovery once.
@@ -50,6 +52,7 @@ class Outbox(Generic[T]):
         on_failure: Callable[[Exception], None] = lambda _: None,
         batch: int = 500,
         retry_delay: float = 0.5,
+        ready: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.name = name
         self._write = write
@@ -61,6 +64,7 @@ class Outbox(Generic[T]):
         self._on_failure = on_failure
         self._batch = batch
         self._retry_delay = retry_delay
+        self._ready = ready
         self._items: deque[T] = deque()
         self._bytes = 0
         self._wakeup = asyncio.Event()
@@ -69,6 +73,11 @@ class Outbox(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def in_outage(self) -> bool:
+        """True from a failed write until a write succeeds again."""
+        return self._outage
 
     def put(self, item: T) -> bool:
         """Queue ``item``; never blocks. False if it was refused (``overflow="newest"``)."""
@@ -121,6 +130,9 @@ class Outbox(Generic[T]):
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._items and (task is None or not task.cancelling()):
+                if self._outage and self._ready is not None and not await self._ready():
+                    await asyncio.sleep(self._retry_delay)
+                    continue
                 batch = self._take()
                 try:
                     await self._write(batch)

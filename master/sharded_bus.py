@@ -101,7 +101,7 @@ class ShardedBus(BusCore):
 
     async def run(self) -> None:
         """Publish (with the outage buffer) and keep the shard channels subscribed."""
-        await asyncio.gather(self.outbox.run(), self.subscriber.run())
+        await asyncio.gather(super().run(), self.subscriber.run())
 
     def channels_for(self, namespaces: list[str]) -> list[str]:
         """Subscribe the namespaces' shard channels (from now on, this master is one of
@@ -239,6 +239,9 @@ class ShardedBus(BusCore):
         )
 
     # ---- requests to other hosts ------------------------------------------------
+
+    def listener_channels(self) -> list[str]:
+        return [self.channels.namespace(namespace) for namespace in sorted(self._namespaces)]
 
     async def _other_servers(self, namespace: str) -> tuple[int, int]:
         """How many other servers serve ``namespace``, and how many of them are our masters."""

@@ -107,3 +107,33 @@ async def test_best_effort_writes_drop_a_failed_batch_and_tell_the_owner() -> No
         outbox.put(b"kept")
         await until(lambda: writer.written() == [b"kept"])
     assert dropped == [1] and isinstance(failures[0], ConnectionError)
+
+
+async def test_after_an_outage_held_items_wait_until_ready_then_go_once_in_order() -> None:
+    writer = Writer()
+    asked: list[bool] = []
+    others_back = False
+
+    async def ready() -> bool:
+        asked.append(others_back)
+        return others_back
+
+    outbox = make(writer, limit=1000, ready=ready)
+    async with running(outbox):
+        outbox.put(b"before")
+        await until(lambda: writer.written() == [b"before"])
+        assert asked == []  # no outage: nothing is asked
+        writer.down = True
+        outbox.put(b"held-1")
+        outbox.put(b"held-2")
+        await until(lambda: writer.failures >= 1)
+        writer.down = False  # Redis answers again, the others are not back yet
+        await until(lambda: len(asked) >= 3)
+        assert writer.written() == [b"before"] and outbox.in_outage
+        others_back = True
+        await until(lambda: writer.written() == [b"before", b"held-1", b"held-2"])
+        assert not outbox.in_outage
+        asked.clear()
+        outbox.put(b"after")
+        await until(lambda: writer.written()[-1] == b"after")
+        assert asked == []  # healthy again: not asked

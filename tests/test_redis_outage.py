@@ -7,13 +7,15 @@ import contextlib
 import json
 import os
 import signal
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from master.embedded_redis import EmbeddedRedis
-from tests.cluster import MasterProcess, publish_until_delivered, until
+from tests.cluster import MasterProcess, publish_until_delivered, running_redis, until
 
 
 async def test_outage_keeps_local_traffic_buffers_outbound_and_resumes(
@@ -93,3 +95,54 @@ async def test_subscriber_cut_by_output_buffer_limit_reconnects(
         own_redis_client, "ch:ok", {"data": 1}, lambda: len(a.got("ok")) >= 1
     )
     assert await subscriber_count() == 1
+
+
+@pytest.fixture(params=["classic", "sharded"])
+def adapter_redis(request: pytest.FixtureRequest) -> Iterator[tuple[str, EmbeddedRedis]]:
+    """Each form of the cross-host bus, on a private Redis (a Redis 7 for the sharded one)."""
+    adapter = str(request.param)
+    for server in running_redis(version7=adapter == "sharded"):
+        yield adapter, server
+
+
+async def test_publishes_held_through_an_outage_wait_for_the_other_hosts_to_be_back(
+    start_master: Any, adapter_redis: tuple[str, EmbeddedRedis], clients: Any
+) -> None:
+    """Host B's master is stopped through a Redis restart, so host A is back first. A handler
+    emit made on A during the outage, for a client on B, is held until B's master subscribed
+    again, then arrives once (published at once, Redis would have had no one to give it to)."""
+    adapter, own_redis = adapter_redis
+    channel = "socket.io-request#/#" if adapter == "classic" else "socket.io#/#"
+    extra = ["--adapter", adapter]
+    a_host: MasterProcess = await start_master(
+        redis_url=own_redis.url, workers=1, extra=extra
+    ).ready()
+    b_host: MasterProcess = await start_master(
+        redis_url=own_redis.url, workers=1, extra=[*extra, "--worker-health-timeout", "60"]
+    ).ready()
+    a = await clients(a_host.url(0), "a")
+    b = await clients(b_host.url(0), "b")
+    await b.call("join", "team")
+    await a.call("emit", {"event": "before", "args": [0], "to": "team"})
+    await b.wait_count("before", 1)
+    listening = f'sio_master_bus_listeners{{channel="{channel}"}}'
+    await until(lambda: a_host.metric(listening) == 2, 15, "host A counting both hosts")
+
+    os.kill(b_host.pid, signal.SIGSTOP)
+    try:
+        own_redis.kill()
+        await a_host.wait_log(r"Redis subscriber lost")
+        await a.call("emit", {"event": "held", "args": [1], "to": "team"})
+        await until(lambda: a_host.metric("sio_master_redis_outbox_messages") == 1, what="held")
+        own_redis.start()  # same port, empty: no subscriber until each master is back
+        await a_host.wait_log(r"holding the buffered publishes", timeout=20)
+        assert a_host.metric("sio_master_redis_outbox_messages") == 1
+        assert b.got("held") == []
+    finally:
+        os.kill(b_host.pid, signal.SIGCONT)
+    await b.wait_count("held", 1, timeout=20)
+    await until(lambda: a_host.metric("sio_master_redis_outbox_messages") == 0, what="flushed")
+    await a.call("emit", {"event": "after", "args": [2], "to": "team"})
+    await b.wait_count("after", 1)
+    assert b.got("held") == [(1,)]
+    assert a_host.metric("sio_master_redis_buffer_dropped_total") == 0
