@@ -123,8 +123,14 @@ async def test_publishes_held_through_an_outage_wait_for_the_other_hosts_to_be_b
     a = await clients(a_host.url(0), "a")
     b = await clients(b_host.url(0), "b")
     await b.call("join", "team")
-    await a.call("emit", {"event": "before", "args": [0], "to": "team"})
-    await b.wait_count("before", 1)
+
+    async def reached_b() -> bool:
+        # sharded: B's master subscribes the room's channel a moment after the join
+        if not b.got("before"):
+            await a.call("emit", {"event": "before", "args": [0], "to": "team"})
+        return bool(b.got("before"))
+
+    await until(reached_b, 15, "an emit from A reaching b", interval=0.2)
     listening = f'sio_master_bus_listeners{{channel="{channel}"}}'
     await until(lambda: a_host.metric(listening) == 2, 15, "host A counting both hosts")
 
