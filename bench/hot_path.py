@@ -67,36 +67,6 @@ HEADER = [
 ]
 
 
-class OursFrom(Ours):
-    """Ours, run from the checkout at ``repo`` (this one by default)."""
-
-    def __init__(self, url: str, processes: int, repo: Path) -> None:
-        super().__init__(url, processes)
-        self.repo = repo
-
-    def spawn(self) -> None:
-        self.servers.start(
-            [
-                sys.executable,
-                "-m",
-                "master",
-                "--workers",
-                str(self.processes),
-                "--port",
-                str(self.base),
-                "--redis-url",
-                self.url,
-                "--app",
-                "bench.app:setup",
-                "--app-dir",
-                str(self.repo),
-                "--log-level",
-                "warning",
-            ],
-            cwd=self.repo,
-        )
-
-
 def spread(values: list[float]) -> str:
     """Median, and the range when the repeats differ."""
     median = f"{statistics.median(values):.1f}"
@@ -105,7 +75,7 @@ def spread(values: list[float]) -> str:
 
 
 async def measure(
-    system: OursFrom,
+    system: Ours,
     load: LoadGenerator,
     publisher: RawPublisher,
     sids: list[str],
@@ -145,7 +115,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
     async with redis_server(client_name="bench") as (server, r):
         publisher = await RawPublisher.connect(server.host, server.port)
-        system = OursFrom(server.url, args.procs, repo)
+        system = Ours(server.url, args.procs, repo=repo)
         system.start()
         try:
             load = LoadGenerator(system.ports, args.clients)

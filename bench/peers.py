@@ -106,9 +106,12 @@ class System:
 class Ours(System):
     name = "ours"
 
-    def __init__(self, url: str, processes: int, extra: list[str] | None = None) -> None:
+    def __init__(
+        self, url: str, processes: int, extra: list[str] | None = None, repo: Path = REPO
+    ) -> None:
         super().__init__(url, processes)
         self.extra = extra or []
+        self.repo = repo  # the checkout whose server runs (bench/hot_path.py --repo)
 
     def spawn(self) -> None:
         self.servers.start(
@@ -125,12 +128,12 @@ class Ours(System):
                 "--app",
                 "bench.app:setup",
                 "--app-dir",
-                str(REPO),
+                str(self.repo),
                 "--log-level",
                 "warning",
                 *self.extra,
             ],
-            cwd=REPO,
+            cwd=self.repo,
         )
 
     def message(self, target: str | None, payload: dict[str, Any]) -> tuple[str, bytes]:
