@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from master.embedded_redis import EmbeddedRedis
-from tests.cluster import MasterProcess, Recorder, op, until
+from tests.cluster import MasterProcess, op, until
 from tests.node_peer import LegacyClients, ensure_node_modules, missing_tools
 
 pytestmark = pytest.mark.skipif(
@@ -72,22 +72,6 @@ def eio3_cluster(redis_server: EmbeddedRedis) -> Iterator[MasterProcess]:
         yield master.ready_sync()
 
 
-@pytest.fixture
-async def recorders() -> AsyncIterator[Callable[..., Any]]:
-    made: list[Recorder] = []
-
-    async def connect(url: str, name: str, namespaces: tuple[str, ...] = ("/",)) -> Recorder:
-        recorder = Recorder(name)
-        made.append(recorder)
-        return await recorder.connect(url, namespaces)
-
-    try:
-        yield connect
-    finally:
-        for recorder in made:
-            await recorder.close()
-
-
 def http_get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -129,7 +113,7 @@ def v3_records(body: str) -> list[str]:
 async def test_old_and_new_clients_in_one_room_get_each_message_once(
     eio3_cluster: MasterProcess,
     old: LegacyClients,
-    recorders: Callable[..., Any],
+    clients: Callable[..., Any],
     redis_client: aioredis.Redis,
     transport: str,
 ) -> None:
@@ -149,7 +133,7 @@ async def test_old_and_new_clients_in_one_room_get_each_message_once(
             events=events,
         )
         assert await old.cmd("call", client=name, event="join", args=[room]) == [[room]]
-    new = [await recorders(eio3_cluster.url(w), f"new{w}") for w in (0, 1)]
+    new = [await clients(eio3_cluster.url(w), f"new{w}") for w in (0, 1)]
     for client in new:
         assert await client.call("join", room) == [room]
 
@@ -189,13 +173,13 @@ async def test_old_and_new_clients_in_one_room_get_each_message_once(
 
 
 async def test_acks_both_ways_across_workers(
-    eio3_cluster: MasterProcess, old: LegacyClients, recorders: Callable[..., Any]
+    eio3_cluster: MasterProcess, old: LegacyClients, clients: Callable[..., Any]
 ) -> None:
     """An old client's emit with ack is answered; the server's ``call`` to an old client,
     made from the other worker, gets the client's answer."""
     found = await old.cmd("connect", client="asked", url=eio3_cluster.url(1), events=[])
     await old.cmd("answer", client="asked", event="question", reply={"answer": 42})
-    asker = await recorders(eio3_cluster.url(0), "asker")
+    asker = await clients(eio3_cluster.url(0), "asker")
     answer = await op(asker, "call", sid=found["id"], event="question", data="life?")
     assert answer == {"answer": 42}
     assert old.got("asked", "question") == [["life?"]]
@@ -295,7 +279,7 @@ async def test_an_undecodable_payload_closes_only_that_client(
 
 
 async def test_without_the_option_old_clients_are_refused_as_before(
-    redis_server: EmbeddedRedis, old: LegacyClients, recorders: Callable[..., Any]
+    redis_server: EmbeddedRedis, old: LegacyClients, clients: Callable[..., Any]
 ) -> None:
     with MasterProcess(redis_server.url, workers=1, app=APP).start() as master:
         await master.ready()
@@ -303,7 +287,7 @@ async def test_without_the_option_old_clients_are_refused_as_before(
         assert (status, json.loads(body)) == (400, REFUSAL)
         told = await old.cmd("refused", client="turned-away", url=master.url(0))
         assert "connected" not in told and "connectError" in told
-        current = await recorders(master.url(0), "current")
+        current = await clients(master.url(0), "current")
         assert await current.call("join", "fine") == ["fine"]
 
 
@@ -350,7 +334,7 @@ async def test_old_clients_ping_and_stay_while_a_silent_one_is_closed(
 async def test_an_old_client_is_a_socket_like_any_other_across_hosts(
     redis_server: EmbeddedRedis,
     old: LegacyClients,
-    recorders: Callable[..., Any],
+    clients: Callable[..., Any],
     redis_client: aioredis.Redis,
 ) -> None:
     """Two hosts; an old client on host B (with ``--store``): a handler's room emit on host A
@@ -366,7 +350,7 @@ async def test_an_old_client_is_a_socket_like_any_other_across_hosts(
         sid = found["id"]
         assert await old.cmd("call", client="far", event="join", args=["hosts"]) == [["hosts"]]
         await old.cmd("answer", client="far", event="question", reply="from B")
-        near = await recorders(a.url(0), "near")
+        near = await clients(a.url(0), "near")
         assert await near.call("join", "hosts") == ["hosts"]
 
         await near.call("emit", {"event": "news", "args": ["one"], "to": "hosts"})
