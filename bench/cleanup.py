@@ -23,8 +23,8 @@ import redis.asyncio as aioredis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/cleanup.py
 
 from bench.harness import Options, markdown_table, redis_server, write_json  # noqa: E402
-from legacy_store.cleanup import Cleanup  # noqa: E402
-from legacy_store.schema import Schema  # noqa: E402
+from sio_cluster.legacy_store.cleanup import Cleanup  # noqa: E402
+from sio_cluster.legacy_store.schema import Schema  # noqa: E402
 
 FILL = """
 local first, count, prefix, owner, rooms = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])

@@ -38,8 +38,8 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/...
 
 from bench.harness import REPO, Options, markdown_table, write_json  # noqa: E402
-from wire import compat  # noqa: E402
-from workers import fast_ws  # noqa: E402
+from sio_cluster.workers import compat  # noqa: E402
+from sio_cluster.workers.transport import fast_ws  # noqa: E402
 
 STDLIB = sysconfig.get_paths()["stdlib"] + "/"
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from master.embedded_redis import die_with_parent
+from sio_cluster.master.embedded_redis import die_with_parent
 
 CROWD_JS = Path(__file__).resolve().parent / "node" / "crowd.js"
 ANSWER_TIMEOUT = 30.0

@@ -23,7 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bench.measure import descendants
-from master.embedded_redis import EmbeddedRedis
+from sio_cluster.master.embedded_redis import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = "bench-results"

@@ -8,7 +8,7 @@ most 10 µs per delivery at 20,000/s), and how much of a wake-up is the machine'
 ours. ``--repo`` runs the server of another checkout (an older commit) with the same
 command, for before/after figures.
 
-``python -m master --workers N`` (``--procs``) serves ``--clients`` websocket clients of the
+``python -m sio_cluster --workers N`` (``--procs``) serves ``--clients`` websocket clients of the
 Node load generator (client i on worker i % N). For each rate of ``--rates`` the publisher
 sends ``--seconds`` worth of messages, each to one random sid, ``--repeats`` times, in two
 ways:

@@ -22,9 +22,9 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/master_path.py
 
 from bench.harness import Options, markdown_table, write_json  # noqa: E402
-from master.messages import Delivery, parse_message  # noqa: E402
-from master.router import RoutingTable  # noqa: E402
-from wire.frames import Broadcast  # noqa: E402
+from sio_cluster.master.routing.messages import Delivery, parse_message  # noqa: E402
+from sio_cluster.master.routing.router import RoutingTable  # noqa: E402
+from sio_cluster.wire.frames import Broadcast  # noqa: E402
 
 
 def per_message(count: int, step: Callable[[], Any]) -> float:

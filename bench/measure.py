@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Iterable
 
-from master.embedded_redis import free_port, listening_range
+from sio_cluster.master.embedded_redis import free_port, listening_range
 
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -3,7 +3,7 @@
 Systems, each with the same number of server processes and the same tiny app (a
 ``join`` event that puts the socket in a room):
 
-- ``ours``: ``python -m master --workers N``;
+- ``ours``: ``python -m sio_cluster --workers N``;
 - ``python-socketio``: ``AsyncServer`` + ``AsyncRedisManager``, one process per port;
 - ``node``: socket.io 4.x + @socket.io/redis-adapter 8.x (``bench/node``, ``npm ci``).
 
@@ -55,7 +55,7 @@ from bench.harness import (  # noqa: E402
 from bench.measure import cpu_seconds, free_port_block, rss_bytes, wait_port  # noqa: E402
 from bench.redis_cluster import RedisCluster  # noqa: E402
 from bench.scaling_load import RawPublisher, closed_loop  # noqa: E402
-from master.adapter_wire import Channels, Room, broadcast_channel, encode_broadcast  # noqa: E402
+from sio_cluster.master.bus.classic_wire import Channels, Room, broadcast_channel, encode_broadcast  # noqa: E402
 
 NODE_DIR = REPO / "bench" / "node"
 ROOMS = 20
@@ -118,7 +118,7 @@ class Ours(System):
             [
                 sys.executable,
                 "-m",
-                "master",
+                "sio_cluster",
                 "--workers",
                 str(self.processes),
                 "--port",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis
 
-from master.embedded_redis import EmbeddedRedis, redis_server_binary
+from sio_cluster.master.embedded_redis import EmbeddedRedis, redis_server_binary
 
 NODE_TIMEOUT_MS = 1000
 

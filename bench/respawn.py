@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/respawn.py
 
 from bench.harness import Options, markdown_table, write_json  # noqa: E402
-from master.supervisor import STABLE_AFTER  # noqa: E402
+from sio_cluster.master.supervisor import STABLE_AFTER  # noqa: E402
 from tests.cluster import MasterProcess  # noqa: E402
 
 

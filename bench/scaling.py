@@ -7,7 +7,7 @@ recipient, so its cost per delivery should stay flat. It reuses ``bench/peers.py
 systems, app and Node load generator (a separate script because peers.py answers another
 question, max rate and latency at one N, and a sweep has its own loop and outputs).
 
-For each N of ``--procs`` and each system (ours: ``python -m master --workers N``;
+For each N of ``--procs`` and each system (ours: ``python -m sio_cluster --workers N``;
 python-socketio ``AsyncServer`` + ``AsyncRedisManager`` and Node socket.io +
 @socket.io/redis-adapter, N processes each), ``--clients`` websocket clients spread over the
 N ports (client i in room ``r{i % 20}``), then:
@@ -74,7 +74,7 @@ from bench.peers import (  # noqa: E402
 )
 from bench.scaling_chart import chart  # noqa: E402
 from bench.scaling_load import RawPublisher, closed_loop, cpu_seconds, fixed_rate  # noqa: E402
-from master.embedded_redis import EmbeddedRedis  # noqa: E402
+from sio_cluster.master.embedded_redis import EmbeddedRedis  # noqa: E402
 
 SYSTEMS: tuple[type[System], ...] = (Ours, PythonSocketIO, Node)
 HEADER = [

@@ -3,7 +3,7 @@
     python bench/soak.py --minutes 10 [--store] [--seed N] [--rate 200] [--clients 40] [--out DIR]
 
 Everything runs on 127.0.0.1 and is started here (a redis-server on a free port, real
-``python -m master`` processes with ``tests/probe_app.py``, python-socketio clients)
+``python -m sio_cluster`` processes with ``tests/probe_app.py``, python-socketio clients)
 and stopped at the end, on an error or Ctrl-C too:
 
 - a numbered ``ch:*`` stream, ``--rate`` messages/s to 8 rooms plus 10 beacons/s to

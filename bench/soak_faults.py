@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from bench.measure import is_running
 from bench.soak_ledger import Ledger, Window
-from master.embedded_redis import EmbeddedRedis, EmbeddedRedisError, die_with_parent
+from sio_cluster.master.embedded_redis import EmbeddedRedis, EmbeddedRedisError, die_with_parent
 from tests.cluster import REPO, MasterProcess
 from tests.cluster import eventually as poll
 
@@ -45,7 +45,7 @@ KINDS = ("master_join", *MIDDLE, "master_leave")
 
 
 class SoakMaster(MasterProcess):
-    """A ``python -m master`` that the kernel stops (SIGTERM) if the soak itself dies."""
+    """A ``python -m sio_cluster`` that the kernel stops (SIGTERM) if the soak itself dies."""
 
     def start(self) -> SoakMaster:
         self.proc = subprocess.Popen(

@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/
 
 from bench.harness import Options, markdown_table, write_json  # noqa: E402
 from bench.redis_cluster import RedisCluster  # noqa: E402
-from legacy_store.cleanup import Cleanup  # noqa: E402
-from legacy_store.schema import Schema  # noqa: E402
-from legacy_store.socket_store import SocketStore  # noqa: E402
-from master.embedded_redis import EmbeddedRedis  # noqa: E402
-from master.redis_topology import topology_for  # noqa: E402
+from sio_cluster.common.redis.topology import topology_for  # noqa: E402
+from sio_cluster.legacy_store.cleanup import Cleanup  # noqa: E402
+from sio_cluster.legacy_store.schema import Schema  # noqa: E402
+from sio_cluster.legacy_store.socket_store import SocketStore  # noqa: E402
+from sio_cluster.master.embedded_redis import EmbeddedRedis  # noqa: E402
 
 SCHEMA = Schema()
 ROOMS = 1000

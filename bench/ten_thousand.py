@@ -2,7 +2,7 @@
 
 Each system runs with 4 server processes and the same tiny app as ``bench/peers.py`` (a
 ``join`` event), against its own redis-server on a free loopback port, one system after the
-other: ours (``python -m master --workers 4``) and Node socket.io 4.8 +
+other: ours (``python -m sio_cluster --workers 4``) and Node socket.io 4.8 +
 @socket.io/redis-adapter 8.3 (``bench/node/server.js``, 4 processes). ``--clients``
 websocket clients (``bench/node/crowd.js``, over ``--crowds`` Node processes; client i on
 port ``i % 4``, from source address ``127.0.0.{1 + (i // 4) % --sources}``, in room

@@ -20,10 +20,10 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
-from legacy_store.lua import CLEAN_BATCH
-from legacy_store.schema import Schema
-from legacy_store.slot_cleanup import Candidate, Removed, SlotCleanup
-from legacy_store.writes import is_cluster_client, text
+from sio_cluster.legacy_store.lua import CLEAN_BATCH
+from sio_cluster.legacy_store.schema import Schema
+from sio_cluster.legacy_store.slot_cleanup import Candidate, Removed, SlotCleanup
+from sio_cluster.legacy_store.writes import is_cluster_client, text
 
 Progress = Callable[[int, int], None]  # keys scanned, estimated total
 

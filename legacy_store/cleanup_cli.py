@@ -15,10 +15,10 @@ from typing import TextIO
 
 from redis.exceptions import RedisError
 
-from legacy_store.cleanup import Cleanup, CleanupReport
-from legacy_store.schema import Schema
-from master.redis_topology import topology_for
-from master.redis_url import RedisUrlError, check_redis_url
+from sio_cluster.common.redis.topology import topology_for
+from sio_cluster.common.redis.url import RedisUrlError, check_redis_url
+from sio_cluster.legacy_store.cleanup import Cleanup, CleanupReport
+from sio_cluster.legacy_store.schema import Schema
 
 BAR_WIDTH = 30
 

@@ -33,8 +33,8 @@ from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 
-from legacy_store.schema import Schema
-from legacy_store.writes import pipelined, text
+from sio_cluster.legacy_store.schema import Schema
+from sio_cluster.legacy_store.writes import pipelined, text
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ workers' sockets; this module mirrors them into the legacy key schema
 liveness so stale keys can be told from live ones.
 
 Why a queue and batches: the routing hot path must never wait on Redis. Changes
-are queued synchronously in a :class:`master.outbox.Outbox` and written by one
+are queued synchronously in a :class:`common.outbox.Outbox` and written by one
 task, up to 500 changes a batch, in the form the Redis allows
 (:mod:`legacy_store.writes`): on one Redis or Sentinel each batch is ONE MULTI/EXEC
 (so every join/leave updates both the room set and the socket set atomically,
@@ -32,9 +32,9 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from legacy_store.schema import Schema
-from legacy_store.writes import Op, Socket, is_cluster_client, writes_for
-from master.outbox import Outbox
+from sio_cluster.common.outbox import Outbox
+from sio_cluster.legacy_store.schema import Schema
+from sio_cluster.legacy_store.writes import Op, Socket, is_cluster_client, writes_for
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from legacy_store.lua import DISCONNECT
-from legacy_store.schema import Schema
+from sio_cluster.legacy_store.lua import DISCONNECT
+from sio_cluster.legacy_store.schema import Schema
 
 Op = tuple[str, str, str, Hashable]  # kind, namespace, sid, room
 Socket = tuple[str, str, str]  # socket key, sid, room key prefix

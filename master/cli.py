@@ -1,4 +1,4 @@
-"""``python -m master`` / ``sio-master``: every option has an environment variable too."""
+"""``python -m sio_cluster`` / ``sio-master``: every option has an environment variable too."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from master.config import DEFAULT_APP, Config, ConfigError
-from wire.logformat import configure_logging
+from sio_cluster.common.config import DEFAULT_APP, Config, ConfigError
+from sio_cluster.common.logformat import configure_logging
 
 LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 
@@ -18,7 +18,7 @@ def entry() -> None:
     """``sio-master``: run the master, or ``sio-master balancer-config ...`` (a tool that
     prints a balancer configuration; see :mod:`master.balancer_config`)."""
     if sys.argv[1:2] == ["balancer-config"]:
-        from master.balancer_config import main as balancer_config
+        from sio_cluster.master.balancer_config import main as balancer_config
 
         balancer_config(sys.argv[2:])
         return
@@ -285,6 +285,6 @@ def main(**options: Any) -> None:
 
     import uvloop
 
-    from master.server import serve
+    from sio_cluster.master.server import serve
 
     sys.exit(uvloop.run(serve(config)))

@@ -4,7 +4,7 @@ The routing table says which workers hold matching sockets, so an operation goes
 only to them, and their answers are combined into ONE answer (the shape a single
 python-socketio server would give). :class:`HostOperations` is this host's part;
 it serves both a worker's request and another host's (see
-:mod:`master.cluster_bus`). :class:`ClusterOperations` adds the other hosts'
+:mod:`master.bus.classic`). :class:`ClusterOperations` adds the other hosts'
 part for a worker's request.
 """
 
@@ -14,9 +14,9 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-from master.router import RoutingTable
-from master.supervisor import WorkerPool
-from wire.operations import (
+from sio_cluster.master.routing.router import RoutingTable
+from sio_cluster.master.supervisor import WorkerPool
+from sio_cluster.wire.operations import (
     ClusterOperation,
     DisconnectSockets,
     EmitWithAck,
@@ -32,7 +32,7 @@ WORKER_TIMEOUT = 5.0
 
 
 class RemoteHosts(Protocol):
-    """The part of the cluster bus that asks other hosts (see :mod:`master.cluster_bus`)."""
+    """The part of the cluster bus that asks other hosts (see :mod:`master.bus.classic`)."""
 
     async def request(self, operation: ClusterOperation) -> Any: ...
 

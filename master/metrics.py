@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from master.recovery import Outcome, RecoveryLog
-from wire.frames import (
+from sio_cluster.master.recovery.log import Outcome, RecoveryLog
+from sio_cluster.wire.frames import (
     BAD_CLIENTS_DROPPED,
     CONNECTIONS_REFUSED,
     EIO3_CLIENTS,

@@ -7,8 +7,8 @@ once, so nothing on the hot path is optional, and runs startup, main loop and
 shutdown.
 
 Hot path, all synchronous within one event-loop tick: a ``ch:*`` message is
-parsed once (:mod:`master.messages`), then routed, framed once and queued on
-the pipe of each target worker (:mod:`master.fanout`); each pipe is written once
+parsed once (:mod:`master.routing.messages`), then routed, framed once and queued on
+the pipe of each target worker (:mod:`master.routing.fanout`); each pipe is written once
 per tick (:mod:`wire.link`). A worker's broadcast takes the same path and is
 forwarded byte for byte.
 """
@@ -29,29 +29,29 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from legacy_store.schema import Schema
-from legacy_store.socket_store import MembershipStore, NoStore, SocketStore
-from master.adapter_wire import Channels
-from master.bus_core import HostBus
-from master.cluster_bus import ClusterBus, RedisTransport
-from master.config import Config
-from master.embedded_redis import EmbeddedRedis
-from master.fanout import Fanout
-from master.host_ops import ClusterOperations, HostOperations
-from master.messages import Rejected, event_prefix, parse_message
-from master.metrics import Metrics, serve_metrics
-from master.recovery import RecoveryLog
-from master.recovery_host import HostRecovery
-from master.redis_source import RedisSource
-from master.redis_topology import Topology, topology_for
-from master.rejects import RejectSink
-from master.router import RoutingTable
-from master.sharded_bus import ShardedBus
-from master.sharded_source import ShardedSource
-from master.sharded_wire import ShardChannels
-from master.supervisor import StartupError, Supervisor
-from wire.frames import HEADER, Broadcast, Join, Leave, RecoveryFrame, is_room
-from wire.operations import ClusterOperation
+from sio_cluster.common.config import Config
+from sio_cluster.common.redis.topology import Topology, topology_for
+from sio_cluster.legacy_store.schema import Schema
+from sio_cluster.legacy_store.socket_store import MembershipStore, NoStore, SocketStore
+from sio_cluster.master.bus.classic import ClusterBus, RedisTransport
+from sio_cluster.master.bus.classic_wire import Channels
+from sio_cluster.master.bus.core import HostBus
+from sio_cluster.master.bus.sharded import ShardedBus
+from sio_cluster.master.bus.sharded_wire import ShardChannels
+from sio_cluster.master.embedded_redis import EmbeddedRedis
+from sio_cluster.master.host_ops import ClusterOperations, HostOperations
+from sio_cluster.master.metrics import Metrics, serve_metrics
+from sio_cluster.master.pubsub.sharded_source import ShardedSource
+from sio_cluster.master.pubsub.source import RedisSource
+from sio_cluster.master.recovery.host import HostRecovery
+from sio_cluster.master.recovery.log import RecoveryLog
+from sio_cluster.master.routing.fanout import Fanout
+from sio_cluster.master.routing.messages import Rejected, event_prefix, parse_message
+from sio_cluster.master.routing.rejects import RejectSink
+from sio_cluster.master.routing.router import RoutingTable
+from sio_cluster.master.supervisor import StartupError, Supervisor
+from sio_cluster.wire.frames import HEADER, Broadcast, Join, Leave, RecoveryFrame, is_room
+from sio_cluster.wire.operations import ClusterOperation
 
 log = logging.getLogger(__name__)
 

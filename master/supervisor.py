@@ -3,7 +3,7 @@
 Why ``subprocess`` and a socketpair rather than ``multiprocessing.Process``: the
 spawn start method pickles the process object and starts a resource-tracker
 helper process; we want no pickle at all and no helper that could outlive the
-master. Each worker is ``python -m workers FD ID`` holding one end of a
+master. Each worker is ``python -m sio_cluster.workers FD ID`` holding one end of a
 Unix socketpair (what ``multiprocessing.Pipe`` is made of); the master holds the
 other end. When the master dies, the worker reads EOF and exits.
 """
@@ -23,11 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from master.config import Config
-from master.messages import ANY_NAMESPACE
-from master.metrics import Metrics
-from wire import WORKER_CONFIG_ENV
-from wire.frames import (
+from sio_cluster.common.config import Config
+from sio_cluster.master.metrics import Metrics
+from sio_cluster.master.routing.messages import ANY_NAMESPACE
+from sio_cluster.wire import WORKER_CONFIG_ENV
+from sio_cluster.wire.frames import (
     Broadcast,
     Frame,
     FrameError,
@@ -47,9 +47,9 @@ from wire.frames import (
     Sync,
     Synced,
 )
-from wire.link import FrameLink
-from wire.operations import ClusterOperation
-from wire.rpc import Rpc, RpcError
+from sio_cluster.wire.link import FrameLink
+from sio_cluster.wire.operations import ClusterOperation
+from sio_cluster.wire.rpc import Rpc, RpcError
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +213,9 @@ class Supervisor:
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-P",
                 "-m",
-                "workers",
+                "sio_cluster.workers",
                 str(child_sock.fileno()),
                 str(worker_id),
                 pass_fds=(child_sock.fileno(),),

@@ -1,4 +1,4 @@
-"""Test harness: real ``python -m master`` processes and recording python-socketio clients.
+"""Test harness: real ``python -m sio_cluster`` processes and recording python-socketio clients.
 
 Everything here drives real processes over real sockets; waits poll a condition
 with a deadline, never a blind sleep.
@@ -33,9 +33,9 @@ from redis.exceptions import RedisError
 
 from bench.measure import descendants, free_port_block
 from bench.redis_cluster import RedisCluster
-from master.embedded_redis import EmbeddedRedis, redis7_binary
-from wire import compat
-from workers import fast_ws
+from sio_cluster.master.embedded_redis import EmbeddedRedis, redis7_binary
+from sio_cluster.workers import compat
+from sio_cluster.workers.transport import fast_ws
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE_APP = "tests.probe_app:setup"
@@ -72,7 +72,7 @@ async def eventually(predicate: Callable[[], Any], timeout: float, interval: flo
 
 
 class MasterProcess:
-    """One ``python -m master`` with its stderr captured line by line."""
+    """One ``python -m sio_cluster`` with its stderr captured line by line."""
 
     def __init__(
         self,
@@ -87,7 +87,7 @@ class MasterProcess:
         self.args = [
             sys.executable,
             "-m",
-            "master",
+            "sio_cluster",
             "--workers",
             str(workers),
             "--port",

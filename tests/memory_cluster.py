@@ -8,7 +8,7 @@ without processes, pipes or Redis, beside the real-process integration tests.
   workers keep their sockets in dictionaries and carry out operations the way
   ``workers.local_ops`` does, reporting membership to the routing table as a
   real worker's Join/Leave frames would.
-- :class:`MemoryRedis` is a pub/sub hub with the :class:`master.cluster_bus.BusTransport`
+- :class:`MemoryRedis` is a pub/sub hub with the :class:`master.bus.classic.BusTransport`
   shape: a publish reaches every bus subscribed to the channel (or, for
   broadcasts, to the pattern), on a later loop tick as over a network.
 """
@@ -20,14 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from master.adapter_wire import Channels
-from master.cluster_bus import ClusterBus
-from master.fanout import Fanout
-from master.host_ops import ClusterOperations, HostOperations
-from master.metrics import Metrics
-from master.router import RoutingTable
-from wire.frames import Broadcast, Room, decode_body
-from wire.operations import (
+from sio_cluster.master.bus.classic import ClusterBus
+from sio_cluster.master.bus.classic_wire import Channels
+from sio_cluster.master.host_ops import ClusterOperations, HostOperations
+from sio_cluster.master.metrics import Metrics
+from sio_cluster.master.routing.fanout import Fanout
+from sio_cluster.master.routing.router import RoutingTable
+from sio_cluster.wire.frames import Broadcast, Room, decode_body
+from sio_cluster.wire.operations import (
     ClusterOperation,
     DisconnectSockets,
     EmitWithAck,

@@ -24,7 +24,7 @@ from typing import Any, Self
 
 import socketio
 
-from master.embedded_redis import free_port
+from sio_cluster.master.embedded_redis import free_port
 from tests import probe_app
 from tests.cluster import until
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from master.embedded_redis import (
+from sio_cluster.master.embedded_redis import (
     EmbeddedRedis,
     die_with_parent,
     free_port,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from master.embedded_redis import EmbeddedRedis
+from sio_cluster.master.embedded_redis import EmbeddedRedis
 from tests.cluster import MasterProcess, Recorder, until
 from tests.node_peer import NodePeer, NodePeerError, ensure_node_modules, missing_tools
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from master.balancer_config import Layout, haproxy, nginx
+from sio_cluster.master.balancer_config import Layout, haproxy, nginx
 from tests.cluster import REPO
 
 LAYOUT = Layout("0.0.0.0", 80, ("10.0.0.1", "10.0.0.2"), 9000, 2)
@@ -51,7 +51,7 @@ def test_nginx_hashes_the_client_address_over_every_worker_and_never_fails_over(
 )
 def test_bad_arguments_exit_2_with_a_reason(args: list[str]) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "master", "balancer-config", *args],
+        [sys.executable, "-m", "sio_cluster", "balancer-config", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -25,7 +25,7 @@ import pytest
 import redis.asyncio as aioredis
 import socketio
 
-from master.embedded_redis import free_port
+from sio_cluster.master.embedded_redis import free_port
 from tests.cluster import REPO, MasterProcess, until
 
 TRANSPORTS = {"ws": ["websocket"], "upgrade": ["polling", "websocket"], "poll": ["polling"]}
@@ -48,7 +48,7 @@ class Balancer:
         self.kind = kind
         self.port = free_port()
         config = subprocess.run(
-            [sys.executable, "-m", "master", "balancer-config", kind, "--workers", "2"]
+            [sys.executable, "-m", "sio_cluster", "balancer-config", kind, "--workers", "2"]
             + ["--port", str(master.port), "--listen", f"127.0.0.1:{self.port}"],
             cwd=REPO,
             capture_output=True,

@@ -11,11 +11,11 @@ import msgpack
 import orjson
 import pytest
 
-from master.adapter_wire import RequestType, encode_broadcast
+from sio_cluster.master.bus.classic_wire import RequestType, encode_broadcast
+from sio_cluster.wire.frames import Broadcast
+from sio_cluster.wire.operations import EmitWithAck, FetchSockets, JoinRooms, Selector, ServerEmit
 from tests.cluster import until
 from tests.memory_cluster import MemoryHost, MemoryRedis, memory_host
-from wire.frames import Broadcast
-from wire.operations import EmitWithAck, FetchSockets, JoinRooms, Selector, ServerEmit
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
-"""wire.compat: the start check on the installed versions, each fast path seen running.
+"""workers.compat: the start check on the installed versions, each fast path seen running.
 
 The fast-path tests run a real python-socketio server on aiohttp in this process, set up
 as a worker sets it up, with real clients over 127.0.0.1; they read the per-process
-counters of :mod:`workers.fast_ws`, so a dependency upgrade that silently disabled a
+counters of :mod:`workers.transport.fast_ws`, so a dependency upgrade that silently disabled a
 path makes them fail. The last tests hand the check objects that lack an internal.
 """
 
@@ -29,11 +29,11 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from sio_cluster.workers import compat, delivery
+from sio_cluster.workers.transport import fast_ws
+from sio_cluster.workers.transport.fast_ws import Counters
 from tests.cluster import serving_in_process, until
 from tests.test_websocket_writes import stalled_client
-from wire import compat
-from workers import delivery, fast_ws
-from workers.fast_ws import Counters
 
 ALL_ON = compat.FastPaths(coalesced_writes=True, direct_writes=True, session_loop=True)
 
@@ -84,7 +84,7 @@ def deliver(sio: socketio.AsyncServer, to: str, name: str, data: Any) -> None:
 def test_check_passes_on_the_installed_versions_with_every_fast_path(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="wire.compat"):
+    with caplog.at_level(logging.INFO, logger="sio_cluster.workers.compat"):
         assert compat.check(socketio.AsyncServer(async_mode="aiohttp")) == ALL_ON
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert "coalesced writes and slow-client abort on, direct writes on" in caplog.text
@@ -226,7 +226,7 @@ def probes() -> compat.Probes:
 
 def evaluate_warning(p: compat.Probes, caplog: pytest.LogCaptureFixture) -> tuple[Any, str]:
     """The check's answer on ``p``, and its one warning."""
-    with caplog.at_level(logging.WARNING, logger="wire.compat"):
+    with caplog.at_level(logging.WARNING, logger="sio_cluster.workers.compat"):
         paths = compat.evaluate(p)
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     return paths, warning
@@ -272,7 +272,7 @@ def test_no_coroutine_receive_on_sockets_leaves_engineio_handler_with_one_warnin
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     p = probes()
-    p.eio_socket.receive = lambda pkt: None  # what workers.ws_session could not await
+    p.eio_socket.receive = lambda pkt: None  # what workers.transport.ws_session could not await
     paths, warning = evaluate_warning(p, caplog)
     assert paths == compat.FastPaths(coalesced_writes=True, direct_writes=True, session_loop=False)
     assert warning.startswith(

@@ -28,13 +28,13 @@ from typing import Any
 import pytest
 import socketio
 
-from master.config import Config
+from sio_cluster.common.config import Config
+from sio_cluster.wire.frames import Frame, Request, Response, Sync, Synced
+from sio_cluster.wire.link import FrameLink
+from sio_cluster.wire.rpc import Rpc
+from sio_cluster.workers.manager import ClusterManager
+from sio_cluster.workers.process import Worker
 from tests.cluster import serving_in_process, until
-from wire.frames import Frame, Request, Response, Sync, Synced
-from wire.link import FrameLink
-from wire.rpc import Rpc
-from workers.manager import ClusterManager
-from workers.process import Worker
 
 SOCKETIO = f"python-socketio {version('python-socketio')}"
 CALLER_PACKAGES = ("socketio", "engineio")

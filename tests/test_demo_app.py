@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from sio_cluster.workers.demo import MAX_ROOM_NAME, MAX_ROOMS
 from tests.cluster import MasterProcess, Recorder
-from workers.demo import MAX_ROOM_NAME, MAX_ROOMS
 
 
 async def test_rooms_per_socket_and_room_names_are_capped(start_master: Any, clients: Any) -> None:
-    cluster: MasterProcess = await start_master(workers=1, app="workers.demo:setup").ready()
+    cluster: MasterProcess = await start_master(
+        workers=1, app="sio_cluster.workers.demo:setup"
+    ).ready()
     client: Recorder = await clients(cluster.url(0), "c")
     for i in range(MAX_ROOMS + 5):
         rooms = await client.call("join", f"r{i:03d}")

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from master.embedded_redis import redis_server_binary
+from sio_cluster.master.embedded_redis import redis_server_binary
 from tests.cluster import MasterProcess
 from tests.node_peer import NODE_DIR, ensure_node_modules, missing_tools
 
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 
 async def test_the_page_and_its_client_are_served_by_every_worker(start_master: Any) -> None:
     cluster: MasterProcess = await start_master(
-        redis_url="module", workers=2, app="workers.demo:setup"
+        redis_url="module", workers=2, app="sio_cluster.workers.demo:setup"
     ).ready()
     async with aiohttp.ClientSession() as http:
         for worker in (0, 1):
@@ -49,7 +49,9 @@ async def test_two_pages_on_two_workers_chat_and_see_a_ch_publish(
     start_master: Any, redis_server: Any, tmp_path: Path
 ) -> None:
     ensure_node_modules()
-    cluster: MasterProcess = await start_master(workers=2, app="workers.demo:setup").ready()
+    cluster: MasterProcess = await start_master(
+        workers=2, app="sio_cluster.workers.demo:setup"
+    ).ready()
     redis_cli = shutil.which("redis-cli") or str(Path(redis_server_binary()).with_name("redis-cli"))
     done = subprocess.run(
         ["node", "browser.js", cluster.url(0), cluster.url(1), redis_cli, redis_server.url]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from master.embedded_redis import EmbeddedRedis
+from sio_cluster.master.embedded_redis import EmbeddedRedis
 from tests.cluster import MasterProcess, op, until
 from tests.node_peer import LegacyClients, ensure_node_modules, missing_tools
 

@@ -1,4 +1,4 @@
-"""The Engine.IO 3 / Socket.IO 4 translation rules (``workers.eio3_codec``), checked on their
+"""The Engine.IO 3 / Socket.IO 4 translation rules (``workers.eio3.codec``), checked on their
 own and against engine.io 6's own v3 parser (what Node's socket.io serves v3 clients with):
 what one encodes the other must decode to the same packets, both ways."""
 
@@ -13,9 +13,9 @@ import pytest
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from sio_cluster.workers.eio3 import codec as eio3_codec
+from sio_cluster.workers.eio3.codec import PayloadError
 from tests.node_peer import LegacyClients, ensure_node_modules, missing_tools
-from workers import eio3_codec
-from workers.eio3_codec import PayloadError
 
 NAMES = {2: "ping", 3: "pong", 4: "message", 6: "noop", 1: "close"}
 TEXT = "ab€😀\u00e9 ,:0123456789\"'{}[]\n"

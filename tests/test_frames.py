@@ -7,7 +7,7 @@ import random
 import msgpack
 import pytest
 
-from wire.frames import (
+from sio_cluster.wire.frames import (
     HEADER,
     MAX_FRAME_BYTES,
     Broadcast,

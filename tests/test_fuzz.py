@@ -14,19 +14,19 @@ import orjson
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from master.adapter_wire import (
+from sio_cluster.master.bus.classic_wire import (
     AdapterFormatError,
     decode_broadcast,
     decode_emit_request,
     decode_request,
     operation_of_request,
 )
-from master.messages import Rejected, parse_message
-from master.resp_subscriber import SubscriberProtocol, command
-from master.sharded_wire import decode as decode_shard
-from master.sharded_wire import operation_of
-from wire.frames import FrameDecoder, FrameError, Join, Leave, decode_body
-from wire.operations import OperationError
+from sio_cluster.master.bus.sharded_wire import decode as decode_shard
+from sio_cluster.master.bus.sharded_wire import operation_of
+from sio_cluster.master.pubsub.resp import SubscriberProtocol, command
+from sio_cluster.master.routing.messages import Rejected, parse_message
+from sio_cluster.wire.frames import FrameDecoder, FrameError, Join, Leave, decode_body
+from sio_cluster.wire.operations import OperationError
 
 FUZZ = settings(
     max_examples=300,

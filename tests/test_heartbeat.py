@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
-from master.embedded_redis import EmbeddedRedis
+from sio_cluster.master.embedded_redis import EmbeddedRedis
 from tests.cluster import MasterProcess, until
 
 APP = "tests.eio3_app:setup_fast_pings"

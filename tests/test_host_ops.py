@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from master.host_ops import HostOperations
-from master.router import RoutingTable
-from tests.memory_cluster import MemoryWorkers
-from wire.operations import (
+from sio_cluster.master.host_ops import HostOperations
+from sio_cluster.master.routing.router import RoutingTable
+from sio_cluster.wire.operations import (
     DisconnectSockets,
     EmitWithAck,
     FetchSockets,
@@ -16,6 +15,7 @@ from wire.operations import (
     Selector,
     ServerEmit,
 )
+from tests.memory_cluster import MemoryWorkers
 
 
 def host_with_sockets() -> tuple[HostOperations, MemoryWorkers]:

@@ -6,9 +6,9 @@ import asyncio
 import socket
 from typing import Any
 
+from sio_cluster.wire.frames import Broadcast, Ping, Ready, Sync
+from sio_cluster.wire.link import FrameLink
 from tests.cluster import until
-from wire.frames import Broadcast, Ping, Ready, Sync
-from wire.link import FrameLink
 
 
 async def make_pair(max_buffer: int = 1 << 20) -> tuple[FrameLink, FrameLink, list[Any], list[Any]]:

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from master.messages import Delivery, Rejected, encode_event_packet, event_prefix, parse_message
+from sio_cluster.master.routing.messages import (
+    Delivery,
+    Rejected,
+    encode_event_packet,
+    event_prefix,
+    parse_message,
+)
 
 NAMESPACES = frozenset({"/", "/chat"})
 

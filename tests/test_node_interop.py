@@ -8,7 +8,7 @@ fence along the same path; a Node server applies adapter requests in the order i
 so a later request that it answers (a fetch) proves that an earlier one was applied.
 
 The decode tests capture the bytes the Node packages publish (redis-py SUBSCRIBE on a Redis
-of their own) and feed them to :mod:`master.adapter_wire`; the test plays the other server
+of their own) and feed them to :mod:`master.bus.classic_wire`; the test plays the other server
 where an answer is needed.
 """
 
@@ -29,8 +29,8 @@ import redis
 import redis.asyncio as aioredis
 import socketio
 
-from master.adapter_wire import decode_broadcast, decode_request
-from master.embedded_redis import EmbeddedRedis
+from sio_cluster.master.bus.classic_wire import decode_broadcast, decode_request
+from sio_cluster.master.embedded_redis import EmbeddedRedis
 from tests.cluster import MasterProcess, Recorder, running_redis, until
 from tests.node_peer import NodePeer, NodePeerError, ensure_node_modules, missing_tools, run_emitter
 

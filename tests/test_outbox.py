@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from master.outbox import Outbox
+from sio_cluster.common.outbox import Outbox
 from tests.cluster import until
 
 

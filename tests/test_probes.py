@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from master.embedded_redis import EmbeddedRedis
+from sio_cluster.master.embedded_redis import EmbeddedRedis
 from tests.cluster import MasterProcess, running_redis, until
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from master.config import Config, ConfigError
-from master.ratelimit import RateLimitedLogger
+from sio_cluster.common.config import Config, ConfigError
+from sio_cluster.common.ratelimit import RateLimitedLogger
 
 
 def test_one_line_per_key_per_interval_then_the_held_back_count(

@@ -1,5 +1,5 @@
 """The rules of connection state recovery, on the pure parts: offsets written into encoded
-packets (wire.offsets) and the host's sessions and packet log (master.recovery)."""
+packets (wire.offsets) and the host's sessions and packet log (master.recovery.log)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,16 @@ import json
 
 import pytest
 
-from master import adapter_wire, handover_wire
-from master.recovery import MAX_REPLAY_BYTES, Outcome, RecoveryLog, Restoration, Session
-from wire.offsets import stamped, takes_offset
+from sio_cluster.master.bus import classic_wire as adapter_wire
+from sio_cluster.master.recovery import handover_wire
+from sio_cluster.master.recovery.log import (
+    MAX_REPLAY_BYTES,
+    Outcome,
+    RecoveryLog,
+    Restoration,
+    Session,
+)
+from sio_cluster.wire.offsets import stamped, takes_offset
 
 
 @pytest.mark.parametrize(

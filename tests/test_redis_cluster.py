@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bench.redis_cluster import RedisCluster
-from master.server import NODE_COMMAND_USERS
+from sio_cluster.master.server import NODE_COMMAND_USERS
 from tests.cluster import (
     MasterProcess,
     check_exactly_once_after_recovery,

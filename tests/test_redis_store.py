@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from legacy_store.redis_store import RedisStore, json_pack
-from master.embedded_redis import EmbeddedRedis
+from sio_cluster.legacy_store.redis_store import RedisStore, json_pack
+from sio_cluster.master.embedded_redis import EmbeddedRedis
 from tests.cluster import until
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from master.config import Config, ConfigError
-from master.redis_topology import OneRedis, live_primaries
-from master.redis_url import (
+from sio_cluster.common.config import Config, ConfigError
+from sio_cluster.common.redis.topology import OneRedis, live_primaries
+from sio_cluster.common.redis.url import (
     ClusterUrl,
     RedisUrlError,
     SentinelUrl,

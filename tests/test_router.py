@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from master.router import RoutingTable
+from sio_cluster.master.routing.router import RoutingTable
 
 # worker -> sid -> rooms; every sid is also in its own room and in None
 LAYOUT = {

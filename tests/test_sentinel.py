@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from master.redis_topology import SentinelPrimary
-from master.redis_url import parse_sentinel_url
+from sio_cluster.common.redis.topology import SentinelPrimary
+from sio_cluster.common.redis.url import parse_sentinel_url
 from tests.cluster import (
     REPO,
     MasterProcess,

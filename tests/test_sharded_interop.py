@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from master.embedded_redis import EmbeddedRedis
+from sio_cluster.master.embedded_redis import EmbeddedRedis
 from tests import test_node_interop as interop
 from tests.cluster import MasterProcess, running_redis, until
 from tests.node_peer import NodePeer

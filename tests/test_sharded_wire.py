@@ -1,4 +1,4 @@
-"""The sharded adapter format (:mod:`master.sharded_wire`): pure, checked against the shapes
+"""The sharded adapter format (:mod:`master.bus.sharded_wire`): pure, checked against the shapes
 Node's ``createShardedAdapter`` / socket.io-adapter's ClusterAdapter publish."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import msgpack
 import orjson
 import pytest
 
-from master.adapter_wire import AdapterFormatError
-from master.sharded_wire import (
+from sio_cluster.master.bus.classic_wire import AdapterFormatError
+from sio_cluster.master.bus.sharded_wire import (
     MessageType,
     ShardChannels,
     ShardMessage,
@@ -20,7 +20,7 @@ from master.sharded_wire import (
     operation_of,
     response_to,
 )
-from wire.operations import (
+from sio_cluster.wire.operations import (
     DisconnectSockets,
     EmitWithAck,
     FetchSockets,

@@ -13,9 +13,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bench.measure import is_running
-from legacy_store.cleanup import Cleanup
-from legacy_store.schema import Schema
-from master.embedded_redis import EmbeddedRedis
+from sio_cluster.legacy_store.cleanup import Cleanup
+from sio_cluster.legacy_store.schema import Schema
+from sio_cluster.master.embedded_redis import EmbeddedRedis
 from tests.cluster import REPO, MasterProcess, Recorder, until
 
 TTL = "2"

@@ -26,11 +26,11 @@ from redis.exceptions import RedisError
 
 from bench.measure import is_running
 from bench.redis_cluster import RedisCluster
-from legacy_store.cleanup import Cleanup, CleanupReport
-from legacy_store.schema import Schema
-from legacy_store.slot_cleanup import SlotCleanup
-from legacy_store.socket_store import SocketStore
-from master.server import NODE_COMMAND_USERS, STORE_COMMAND_USERS
+from sio_cluster.legacy_store.cleanup import Cleanup, CleanupReport
+from sio_cluster.legacy_store.schema import Schema
+from sio_cluster.legacy_store.slot_cleanup import SlotCleanup
+from sio_cluster.legacy_store.socket_store import SocketStore
+from sio_cluster.master.server import NODE_COMMAND_USERS, STORE_COMMAND_USERS
 from tests.cluster import REPO, MasterProcess, Recorder, running_cluster, until
 from tests.test_redis_cluster import named_connections
 
@@ -380,7 +380,7 @@ async def test_repeated_cleanups_never_touch_a_live_node_under_churn(
     assert sum(report.stale_sockets for report in reports) == 40
     assert all(report.dead_node_ids <= {"dead-node"} for report in reports)
     assert sum(report.nodes_resynced for report in reports) == 0
-    ours = [rec for rec in caplog.records if rec.name.startswith(("legacy_store", "master"))]
+    ours = [rec for rec in caplog.records if rec.name.startswith("sio_cluster.")]
     assert [rec.getMessage() for rec in ours if rec.levelno >= logging.WARNING] == []
 
 

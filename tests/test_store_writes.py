@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 
-from legacy_store.schema import Schema
-from legacy_store.writes import Op, SlotPlan, slot_plan
+from sio_cluster.legacy_store.schema import Schema
+from sio_cluster.legacy_store.writes import Op, SlotPlan, slot_plan
 
 SCHEMA = Schema("P")
 State = dict[str, set[str]]  # key -> members; the owners hash under "owners"

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 import socketio
 
 from bench.measure import descendants, is_running
-from master.embedded_redis import EmbeddedRedis
+from sio_cluster.master.embedded_redis import EmbeddedRedis
 from tests.cluster import until
 
 

@@ -19,7 +19,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from master.embedded_redis import free_port, redis7_binary
+from sio_cluster.master.embedded_redis import free_port, redis7_binary
 from tests.cluster import REPO, MasterProcess, redis7_or_skip, until
 
 pytestmark = pytest.mark.skipif(

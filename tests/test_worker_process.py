@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 from bench.measure import free_port_block
-from master.config import Config
+from sio_cluster.common.config import Config
+from sio_cluster.wire import WORKER_CONFIG_ENV
+from sio_cluster.wire.frames import Frame, Hello, Ready, Request, Response
+from sio_cluster.wire.link import FrameLink
+from sio_cluster.wire.operations import ServerEmit
 from tests.cluster import REPO, until
-from wire import WORKER_CONFIG_ENV
-from wire.frames import Frame, Hello, Ready, Request, Response
-from wire.link import FrameLink
-from wire.operations import ServerEmit
 
 
 async def test_a_frame_waiting_before_the_worker_reads_its_pipe_is_handled() -> None:
@@ -23,7 +23,7 @@ async def test_a_frame_waiting_before_the_worker_reads_its_pipe_is_handled() -> 
     master_end.sendall(request.encode())  # queued before the worker exists
     config = Config(workers=1, port=free_port_block(1), app="tests.probe_app:setup")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "workers", str(worker_end.fileno()), "0"],
+        [sys.executable, "-P", "-m", "sio_cluster.workers", str(worker_end.fileno()), "0"],
         pass_fds=(worker_end.fileno(),),
         env={**os.environ, WORKER_CONFIG_ENV: config.to_json()},
         cwd=REPO,

@@ -46,7 +46,7 @@ by whoever produced it and each receiving worker only writes it to its sockets.
 A worker-originated Broadcast is forwarded by the master to the sibling workers
 byte for byte.
 
-The last five kinds carry connection state recovery (:mod:`master.recovery`): a worker
+The last five kinds carry connection state recovery (:mod:`master.recovery.log`): a worker
 tells the master each recoverable socket's private id and python-socketio session, and
 which sockets ended without a goodbye; a returning client's Restore is answered with a
 Restored frame that the worker applies as it reads it, in pipe order, so no broadcast

@@ -17,7 +17,7 @@ import socket
 from collections.abc import Callable
 from typing import Any, cast
 
-from wire.frames import MAX_FRAME_BYTES, Frame, FrameDecoder, FrameError, decode_body
+from sio_cluster.wire.frames import MAX_FRAME_BYTES, Frame, FrameDecoder, FrameError, decode_body
 
 log = logging.getLogger(__name__)
 

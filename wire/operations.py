@@ -4,7 +4,7 @@ Why: a worker's ``enter_room`` on another worker's socket, a ``fetch_sockets``
 across hosts, an emit waiting for a remote client's ack... travel from a worker
 to its master (a :class:`wire.frames.Request`), from the master to the workers
 holding matching sockets, and between masters as redis-adapter requests
-(:mod:`master.adapter_wire` maps each class to its request type, in one place).
+(:mod:`master.bus.classic_wire` maps each class to its request type, in one place).
 Each operation is defined here once, with its wire form and how the answers of
 several servers combine into the one answer a single server would give.
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar
 
-from wire.frames import Room, is_room
+from sio_cluster.wire.frames import Room, is_room
 
 
 class Operation(IntEnum):

@@ -14,8 +14,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from wire.frames import Request, Response
-from wire.operations import ClusterOperation, Operation, OperationError, decode_operation
+from sio_cluster.wire.frames import Request, Response
+from sio_cluster.wire.operations import (
+    ClusterOperation,
+    Operation,
+    OperationError,
+    decode_operation,
+)
 
 log = logging.getLogger(__name__)
 

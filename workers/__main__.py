@@ -1,6 +1,6 @@
-"""``python -m workers FD WORKER_ID``: started by the master, never by hand.
+"""``python -m sio_cluster.workers FD WORKER_ID``: started by the master, never by hand.
 
-The master's typed :class:`master.config.Config` arrives as JSON in the
+The master's typed :class:`common.config.Config` arrives as JSON in the
 ``SIO_WORKER_CONFIG`` environment variable and is validated again here.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import sys
 
-from master.config import Config
-from wire import WORKER_CONFIG_ENV
-from wire.logformat import configure_logging
-from workers.process import run
+from sio_cluster.common.config import Config
+from sio_cluster.common.logformat import configure_logging
+from sio_cluster.wire import WORKER_CONFIG_ENV
+from sio_cluster.workers.process import run
 
 
 def main() -> None:

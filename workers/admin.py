@@ -1,7 +1,7 @@
 """The Socket.IO Admin UI's server side (``--admin-ui``), for the whole cluster.
 
 Why not python-socketio's ``instrument()``: it patches engine.io internals this
-worker already replaces (:mod:`workers.fast_ws`) and reports the local process
+worker already replaces (:mod:`workers.transport.fast_ws`) and reports the local process
 only. Here every worker speaks @socket.io/admin-ui 0.5's protocol on the ``/admin``
 namespace the way its Node server does in a cluster: every event below is emitted
 to the whole namespace through the cluster manager, so the UI, connected to any
@@ -30,8 +30,8 @@ from typing import Any
 
 import socketio
 
-from wire import compat
-from workers.manager import ClusterManager
+from sio_cluster.workers import compat
+from sio_cluster.workers.manager import ClusterManager
 
 log = logging.getLogger(__name__)
 

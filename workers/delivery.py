@@ -1,7 +1,7 @@
 """Writing an already-encoded packet to this worker's recipients.
 
 Why a module of its own: delivery is the worker's hot path. It reads python-socketio's
-room table and writes to engine.io sockets only through :mod:`wire.compat` (checked
+room table and writes to engine.io sockets only through :mod:`workers.compat` (checked
 when the worker starts), so the rest of the worker stays on public APIs.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 from engineio import packet as eio_packet
 
-from wire import compat
-from workers import fast_ws
+from sio_cluster.workers import compat
+from sio_cluster.workers.transport import fast_ws
 
 
 def is_member(manager: Any, namespace: str, room: Hashable, sid: str) -> bool:

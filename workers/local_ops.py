@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from wire.operations import (
+from sio_cluster.wire.operations import (
     ClusterOperation,
     DisconnectSockets,
     EmitWithAck,
@@ -28,7 +28,7 @@ from wire.operations import (
 )
 
 if TYPE_CHECKING:
-    from workers.manager import ClusterManager
+    from sio_cluster.workers.manager import ClusterManager
 
 log = logging.getLogger(__name__)
 

@@ -39,10 +39,9 @@ from typing import Any
 import socketio
 from socketio import packet as sio_packet
 
-from wire import compat
-from wire.frames import Broadcast, Join, Leave, Room, Sync, is_room
-from wire.link import FrameLink
-from wire.operations import (
+from sio_cluster.wire.frames import Broadcast, Join, Leave, Room, Sync, is_room
+from sio_cluster.wire.link import FrameLink
+from sio_cluster.wire.operations import (
     ClusterOperation,
     DisconnectSockets,
     EmitWithAck,
@@ -52,10 +51,10 @@ from wire.operations import (
     Selector,
     ServerEmit,
 )
-from wire.rpc import Rpc, RpcError
-from workers import delivery
-from workers.handshake import handshake_of
-from workers.local_ops import handle_request
+from sio_cluster.wire.rpc import Rpc, RpcError
+from sio_cluster.workers import compat, delivery
+from sio_cluster.workers.handshake import handshake_of
+from sio_cluster.workers.local_ops import handle_request
 
 log = logging.getLogger(__name__)
 

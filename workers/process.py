@@ -19,9 +19,9 @@ import socket
 import socketio
 from aiohttp import web
 
-from master.config import Config
-from wire import compat
-from wire.frames import (
+from sio_cluster.common.config import Config
+from sio_cluster.common.logformat import adopt_library_loggers
+from sio_cluster.wire.frames import (
     BAD_CLIENTS_DROPPED,
     CONNECTIONS_REFUSED,
     EIO3_CLIENTS,
@@ -38,16 +38,16 @@ from wire.frames import (
     Restored,
     Synced,
 )
-from wire.link import FrameLink
-from wire.logformat import adopt_library_loggers
-from workers import fast_ws
-from workers.admin import AdminUI
-from workers.app_loader import apply_app, load_app
-from workers.eio3 import Eio3Clients
-from workers.fast_ws import Counters
-from workers.header_deadline import DeadlineSite, HeaderDeadline
-from workers.manager import ClusterManager
-from workers.recovery import WorkerRecovery
+from sio_cluster.wire.link import FrameLink
+from sio_cluster.workers import compat
+from sio_cluster.workers.admin import AdminUI
+from sio_cluster.workers.app_loader import apply_app, load_app
+from sio_cluster.workers.eio3.translate import Eio3Clients
+from sio_cluster.workers.header_deadline import DeadlineSite, HeaderDeadline
+from sio_cluster.workers.manager import ClusterManager
+from sio_cluster.workers.recovery import WorkerRecovery
+from sio_cluster.workers.transport import fast_ws
+from sio_cluster.workers.transport.fast_ws import Counters
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class Worker:
                 log.error("%s", exc)
                 raise SystemExit(1) from None
             self.eio3 = Eio3Clients(sio, fast_ws.bad_client)
-        # each tick's frames to a connection in one write (see workers.fast_ws)
+        # each tick's frames to a connection in one write (see workers.transport.fast_ws)
         fast_ws.install(sio.eio, paths, self.eio3)
         compat.disconnect_without_waiting(sio.eio)
         compat.end_polling_sessions_on_client_close()

@@ -1,7 +1,7 @@
 """The worker's side of connection state recovery (``--connection-state-recovery``).
 
 What Node's socket.io does in one process, spread over the worker and its master
-(:mod:`master.recovery` keeps the state, so it survives this worker):
+(:mod:`master.recovery.log` keeps the state, so it survives this worker):
 
 - each socket gets a private id (``pid``) in its CONNECT reply, told to the master with
   the socket's python-socketio session each time it is saved;
@@ -31,10 +31,10 @@ import msgpack
 import socketio
 from engineio import packet as eio_packet
 
-from master.ratelimit import RateLimitedLogger
-from wire import compat
-from wire.frames import KeepSession, Leave, Recoverable, Restore, Restored, SessionData
-from workers.manager import ClusterManager
+from sio_cluster.common.ratelimit import RateLimitedLogger
+from sio_cluster.wire.frames import KeepSession, Leave, Recoverable, Restore, Restored, SessionData
+from sio_cluster.workers import compat
+from sio_cluster.workers.manager import ClusterManager
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Why in the master: a client must get its socket back when its worker was SIGKILL
 through an L4 balancer it may come back on any worker of the host, so the state cannot
 live in a worker. The master already sees, in order, every packet the host's sockets
 receive (``ch:*`` messages, workers' broadcasts, other hosts' broadcasts all go through
-:class:`master.fanout.Fanout`), so it is the natural sequencer: it stamps each packet
+:class:`master.routing.fanout.Fanout`), so it is the natural sequencer: it stamps each packet
 with the next offset of this host, keeps it for the recovery window, and answers a
 returning client with the packets after its last offset that its rooms would have got.
 That costs no Redis round trip per message, unlike a Redis stream log
@@ -39,7 +39,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from wire.offsets import stamped
+from sio_cluster.wire.offsets import stamped
 
 Room = Hashable
 Parts = Sequence[str | bytes]

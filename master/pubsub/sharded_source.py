@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from master.redis_source import HEALTH_INTERVAL, backoff_delays
-from master.redis_topology import ShardMap, Topology
-from master.resp_subscriber import SubscriberError, SubscriberProtocol, connect
+from sio_cluster.common.redis.topology import ShardMap, Topology
+from sio_cluster.master.pubsub.resp import SubscriberError, SubscriberProtocol, connect
+from sio_cluster.master.pubsub.source import HEALTH_INTERVAL, backoff_delays
 
 log = logging.getLogger(__name__)
 

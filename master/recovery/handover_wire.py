@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from master.adapter_wire import pack
-from master.recovery import Outcome, Restoration, Session
-from wire.frames import is_parts, is_room
+from sio_cluster.master.bus.classic_wire import pack
+from sio_cluster.master.recovery.log import Outcome, Restoration, Session
+from sio_cluster.wire.frames import is_parts, is_room
 
 HANDOVER = "sio-cluster:handover"
 

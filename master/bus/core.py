@@ -1,8 +1,8 @@
 """What both forms of the cross-host bus share: the outage buffer, requests and answers.
 
-The classic redis-adapter bus (:mod:`master.cluster_bus`) and the sharded one
-(:mod:`master.sharded_bus`) differ in channels and message shapes only; both
-publish through a bounded :class:`master.outbox.Outbox` that holds messages
+The classic redis-adapter bus (:mod:`master.bus.classic`) and the sharded one
+(:mod:`master.bus.sharded`) differ in channels and message shapes only; both
+publish through a bounded :class:`common.outbox.Outbox` that holds messages
 while Redis is unreachable, wait for a known number of answers to a request
 within a timeout, and count unreadable messages instead of failing on them.
 """
@@ -18,13 +18,13 @@ from typing import Any, Protocol
 
 from socketio import packet as sio_packet
 
-from master.adapter_wire import AdapterFormatError
-from master.host_ops import HostOperations
-from master.metrics import Metrics
-from master.outbox import Outbox
-from master.ratelimit import RateLimitedLogger
-from wire.frames import Broadcast, Room
-from wire.operations import (
+from sio_cluster.common.outbox import Outbox
+from sio_cluster.common.ratelimit import RateLimitedLogger
+from sio_cluster.master.bus.classic_wire import AdapterFormatError
+from sio_cluster.master.host_ops import HostOperations
+from sio_cluster.master.metrics import Metrics
+from sio_cluster.wire.frames import Broadcast, Room
+from sio_cluster.wire.operations import (
     ClusterOperation,
     EmitWithAck,
     FetchSockets,

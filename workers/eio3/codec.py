@@ -2,7 +2,8 @@
 
 Why: python-engineio speaks Engine.IO 4 only. A worker serving old clients (``--allow-eio3``)
 keeps python-engineio's packets and translates at the edges; this module is that translation,
-pure, so that every rule is tested on its own (``workers.eio3`` applies it to real requests).
+pure, so that every rule is tested on its own (:mod:`workers.eio3.translate` applies it to
+real requests).
 The reference is what Node's server does with ``allowEIO3``: engine.io 6's ``parser-v3``
 and the protocol-3 branches of socket.io 4.8.
 
@@ -13,7 +14,7 @@ What differs from Engine.IO 4:
   takes binary and when a packet is binary, records of ``<0|1><length digits as bytes>0xFF``
   (strings as UTF-8, their length in bytes);
 - a binary websocket frame starts with its packet type (``0x04``, message);
-- the client pings and the server answers (handled in ``workers.eio3``).
+- the client pings and the server answers (handled in ``workers.eio3.translate``).
 
 What differs from Socket.IO 5: the client is in ``/`` without asking; a namespace CONNECT
 carries a query string (``0/chat?token=x,``) instead of an auth payload; CONNECT and

@@ -3,13 +3,13 @@
 Why: teams moving a legacy deployment cannot upgrade every client at once; Node's socket.io
 serves both with ``allowEIO3``, python-engineio refuses ``EIO=3``. With ``--allow-eio3``,
 python-engineio and python-socketio see an Engine.IO 4 client and this module translates at
-the edges, per session (the rules are in :mod:`workers.eio3_codec`):
+the edges, per session (the rules are in :mod:`workers.eio3.codec`):
 
 - each request's ``EIO=3`` is read as ``EIO=4``, and the request is marked (a context
   variable) with the session it belongs to; a handshake starts a new one;
 - long-poll answers are encoded as v3 payloads (engine.io's ``_ok``) and POST bodies decoded
   from them (engine.io's ``handle_post_request``); websocket frames are translated by
-  :class:`workers.fast_ws.CoalescingWebSocket`, which asks :meth:`Eio3Clients.current`;
+  :class:`workers.transport.fast_ws.CoalescingWebSocket`, which asks :meth:`Eio3Clients.current`;
 - heartbeat: a v3 client pings and gets its PONG at once. engine.io's own PING to it is not
   sent; it is answered on the client's behalf if the client pinged within the time Node
   allows (interval + timeout), so a silent client is closed by engine.io's ping timeout;
@@ -37,8 +37,8 @@ from urllib.parse import parse_qs
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
-from wire import compat
-from workers import eio3_codec
+from sio_cluster.workers import compat
+from sio_cluster.workers.eio3 import codec as eio3_codec
 
 log = logging.getLogger(__name__)
 

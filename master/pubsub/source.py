@@ -1,6 +1,6 @@
 """The host's one Redis subscriber: PSUBSCRIBE the patterns, hand every message on, reconnect.
 
-The connection itself is :mod:`master.resp_subscriber` (hiredis, no client library).
+The connection itself is :mod:`master.pubsub.resp` (hiredis, no client library).
 
 Why reconnect by hand: a pub/sub connection that Redis closes (restart, failover,
 ``client-output-buffer-limit pubsub``) loses every subscription; the well-known
@@ -16,8 +16,8 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from master.redis_topology import Topology
-from master.resp_subscriber import SubscriberError, SubscriberProtocol, connect
+from sio_cluster.common.redis.topology import Topology
+from sio_cluster.master.pubsub.resp import SubscriberError, SubscriberProtocol, connect
 
 log = logging.getLogger(__name__)
 

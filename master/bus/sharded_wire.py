@@ -26,10 +26,10 @@ from typing import Any
 
 import orjson
 
-from master.adapter_wire import AdapterFormatError, pack, unpack
-from master.config import SubscriptionMode
-from wire.frames import Room, is_room
-from wire.operations import (
+from sio_cluster.common.config import SubscriptionMode
+from sio_cluster.master.bus.classic_wire import AdapterFormatError, pack, unpack
+from sio_cluster.wire.frames import Room, is_room
+from sio_cluster.wire.operations import (
     ClusterOperation,
     DisconnectSockets,
     EmitWithAck,

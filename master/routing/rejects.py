@@ -7,7 +7,7 @@ Each entry is JSON: ``{"ts", "host", "pid", "channel", "reason", "detail", "size
 (``host`` and ``pid`` name the master that rejected it) where
 ``body`` is the first ``BODY_PREVIEW_BYTES`` bytes, decoded as UTF-8 with
 replacement. Writing happens off the hot path through a bounded
-:class:`master.outbox.Outbox`: when Redis is slow or down, entries beyond it are
+:class:`common.outbox.Outbox`: when Redis is slow or down, entries beyond it are
 not kept (the counter still counts).
 """
 
@@ -21,10 +21,10 @@ import time
 import orjson
 import redis.asyncio as aioredis
 
-from master.messages import Rejected
-from master.metrics import Metrics
-from master.outbox import Outbox
-from master.ratelimit import RateLimitedLogger
+from sio_cluster.common.outbox import Outbox
+from sio_cluster.common.ratelimit import RateLimitedLogger
+from sio_cluster.master.metrics import Metrics
+from sio_cluster.master.routing.messages import Rejected
 
 log = logging.getLogger(__name__)
 

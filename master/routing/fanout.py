@@ -8,7 +8,7 @@ worker; a worker whose pipe is over its bound loses the message, counted and
 logged at a limited rate, and never slows the others.
 
 With connection state recovery on, this is also where each event gets its offset
-(:class:`master.recovery.RecoveryLog`): stamped once, logged, then framed for everyone.
+(:class:`master.recovery.log.RecoveryLog`): stamped once, logged, then framed for everyone.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import Counter
 
-from master.metrics import Metrics
-from master.ratelimit import RateLimitedLogger
-from master.recovery import RecoveryLog
-from master.router import RoutingTable
-from master.supervisor import WorkerPool
-from wire.frames import Broadcast, Room
-from wire.offsets import takes_offset
+from sio_cluster.common.ratelimit import RateLimitedLogger
+from sio_cluster.master.metrics import Metrics
+from sio_cluster.master.recovery.log import RecoveryLog
+from sio_cluster.master.routing.router import RoutingTable
+from sio_cluster.master.supervisor import WorkerPool
+from sio_cluster.wire.frames import Broadcast, Room
+from sio_cluster.wire.offsets import takes_offset
 
 log = logging.getLogger(__name__)
 

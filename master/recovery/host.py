@@ -1,6 +1,6 @@
 """The master's side of connection state recovery: workers' frames in, restorations out.
 
-:class:`master.recovery.RecoveryLog` holds the rules; this wires it to the routing table and
+:class:`master.recovery.log.RecoveryLog` holds the rules; this wires it to the routing table and
 the workers. A worker reports each recoverable socket (its private id, its python-socketio
 session each time it is saved) and each one whose connection ended without a goodbye; a
 worker that dies takes its sockets' goodbyes with it, so all of them are kept. A returning
@@ -28,10 +28,10 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from master.cluster_bus import ClusterBus
-from master.handover_wire import HandoverRequest
-from master.recovery import Outcome, RecoveryLog, Restoration, Room
-from wire.frames import (
+from sio_cluster.master.bus.classic import ClusterBus
+from sio_cluster.master.recovery.handover_wire import HandoverRequest
+from sio_cluster.master.recovery.log import Outcome, RecoveryLog, Restoration, Room
+from sio_cluster.wire.frames import (
     Join,
     KeepSession,
     Leave,

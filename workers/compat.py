@@ -7,7 +7,7 @@ accessor, and :func:`check` inspects real objects of the installed versions once
 start: where a public path exists the worker degrades to it with one warning naming the
 dependency and its version; where none exists it raises :class:`CompatError`, so the
 worker fails at start instead of misbehaving. Accessors do no probing of their own: the
-choice is made once (:func:`check`, then :func:`workers.fast_ws.install`).
+choice is made once (:func:`check`, then :func:`workers.transport.fast_ws.install`).
 
 ======================================================  ==================  ======================
 internal                                                needed by           without it
@@ -66,7 +66,7 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 log = logging.getLogger(__name__)
 
 EngineIoWebSocket = eio_aiohttp.WebSocket
-"""engine.io's aiohttp websocket wrapper, extended by ``workers.fast_ws.CoalescingWebSocket``."""
+"""engine.io's aiohttp websocket wrapper, extended by ``fast_ws.CoalescingWebSocket``."""
 
 _NO_MEMBERS: Mapping[str, str] = {}
 _STAND_IN = object()  # the transport handed to a probe aiohttp writer
@@ -85,7 +85,7 @@ class FastPaths:
     measured on those same writes, so the two stand or fall together).
     ``direct_writes``: a delivery to a websocket whose engine.io writer is idle skips
     engine.io's queue and writer task (needs ``coalesced_writes``).
-    ``session_loop``: websockets are served by :mod:`workers.ws_session` (two tasks fewer
+    ``session_loop``: websockets are served by :mod:`workers.transport.ws_session` (two tasks fewer
     per connection, none per received message) instead of engine.io's handler (needs
     ``coalesced_writes``).
     """
@@ -837,7 +837,7 @@ def _direct_problem(p: Probes) -> str | None:
 
 
 def _session_problem(p: Probes) -> str | None:
-    """What :mod:`workers.ws_session` reads and calls on an engine.io socket, checked."""
+    """What :mod:`workers.transport.ws_session` reads and calls on an engine.io socket, checked."""
     where = version("python-engineio")
     sock = p.eio_socket
     for flag in ("connected", "upgrading", "upgraded", "closed"):

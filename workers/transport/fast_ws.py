@@ -15,7 +15,7 @@ Backpressure: a client that does not read lets the transport's buffer grow; past
 :data:`SLOW_CLIENT_BYTES` the connection is aborted and counted instead of growing
 the worker's memory without bound.
 
-The engine.io and aiohttp internals this needs are reached through :mod:`wire.compat`,
+The engine.io and aiohttp internals this needs are reached through :mod:`workers.compat`,
 which checks them at start; :func:`install` applies what that check allows.
 """
 
@@ -30,10 +30,11 @@ from typing import Any
 
 from aiohttp import WSCloseCode
 
-from master.ratelimit import RateLimitedLogger
-from wire import compat
-from workers import eio3_codec, ws_session
-from workers.eio3 import Eio3Clients, Eio3Session
+from sio_cluster.common.ratelimit import RateLimitedLogger
+from sio_cluster.workers import compat
+from sio_cluster.workers.eio3 import codec as eio3_codec
+from sio_cluster.workers.eio3.translate import Eio3Clients, Eio3Session
+from sio_cluster.workers.transport import ws_session
 
 log = logging.getLogger(__name__)
 client_refusals = RateLimitedLogger(log)  # a line per 10 s per kind, however many clients
@@ -124,7 +125,7 @@ _tick_flush = _TickFlush()
 def install(eio: Any, paths: compat.FastPaths, eio3: Eio3Clients | None = None) -> None:
     """Serve ``eio``'s websockets with :class:`CoalescingWebSocket`, as far as ``paths`` allow.
 
-    ``paths`` is what :func:`wire.compat.check` returned; with no coalesced writes,
+    ``paths`` is what :func:`workers.compat.check` returned; with no coalesced writes,
     engine.io keeps its own websocket class (``--allow-eio3`` needs ours: the worker checks).
     ``eio3``: the worker serves Engine.IO 3 clients too.
     """
@@ -165,8 +166,8 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
         self.loop = asyncio.get_running_loop()
 
     async def _serve(self, ws: Any) -> None:
-        """The socket's session (:mod:`workers.ws_session`, or engine.io's own handler), run
-        once the websocket is open: its transport is known here."""
+        """The socket's session (:mod:`workers.transport.ws_session`, or engine.io's own
+        handler), run once the websocket is open: its transport is known here."""
         if self._eio3 is not None:
             self._eio3_session = self._eio3.current()
         response = compat.aiohttp_response(self)
@@ -261,7 +262,7 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
         """engine.io's writer task sending one packet: joins this tick's write.
 
         To an Engine.IO 3 client: binary frames start with their type, and engine.io's PING
-        is not sent (see :meth:`workers.eio3.Eio3Clients.server_pinged`)."""
+        is not sent (see :meth:`workers.eio3.translate.Eio3Clients.server_pinged`)."""
         session, clients = self._eio3_session, self._eio3
         if session is not None and clients is not None:
             if message == "2":

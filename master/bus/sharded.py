@@ -1,8 +1,8 @@
 """Masters of several hosts form one cluster over sharded pub/sub (``--adapter sharded``).
 
-The format is Node's ``createShardedAdapter`` (:mod:`master.sharded_wire`), so
+The format is Node's ``createShardedAdapter`` (:mod:`master.bus.sharded_wire`), so
 Node servers using it on the same Redis (>= 7, one server or a Cluster) are
-members too. What differs from the classic bus (:mod:`master.cluster_bus`):
+members too. What differs from the classic bus (:mod:`master.bus.classic`):
 
 - Broadcasts to one public room go to that room's channel, which only servers
   holding the room subscribe to ("dynamic" mode, Node's default): this host
@@ -21,13 +21,15 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from master.adapter_wire import AdapterFormatError, channel_room_candidates
-from master.bus_core import REQUESTS_TIMEOUT, BusCore, BusTransport, decode_parts, encode_parts
-from master.fanout import Fanout
-from master.host_ops import HostOperations
-from master.metrics import Metrics
-from master.router import RoutingTable
-from master.sharded_wire import (
+from sio_cluster.master.bus.classic_wire import AdapterFormatError, channel_room_candidates
+from sio_cluster.master.bus.core import (
+    REQUESTS_TIMEOUT,
+    BusCore,
+    BusTransport,
+    decode_parts,
+    encode_parts,
+)
+from sio_cluster.master.bus.sharded_wire import (
     MessageType,
     ShardChannels,
     ShardMessage,
@@ -43,8 +45,12 @@ from master.sharded_wire import (
     response_to,
     selector_of,
 )
-from wire.frames import Broadcast, Room
-from wire.operations import (
+from sio_cluster.master.host_ops import HostOperations
+from sio_cluster.master.metrics import Metrics
+from sio_cluster.master.routing.fanout import Fanout
+from sio_cluster.master.routing.router import RoutingTable
+from sio_cluster.wire.frames import Broadcast, Room
+from sio_cluster.wire.operations import (
     ClusterOperation,
     DisconnectSockets,
     EmitWithAck,
@@ -61,7 +67,7 @@ IGNORED_TYPES = (MessageType.INITIAL_HEARTBEAT, MessageType.HEARTBEAT, MessageTy
 
 
 class ShardSubscriber(Protocol):
-    """The part of :class:`master.sharded_source.ShardedSource` the bus drives."""
+    """The part of :class:`master.pubsub.sharded_source.ShardedSource` the bus drives."""
 
     connected: bool  # every wanted channel subscribed, as far as it knows
 

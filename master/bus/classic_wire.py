@@ -27,8 +27,8 @@ from typing import Any
 import msgpack
 import orjson
 
-from wire.frames import MSGPACK_ERRORS, Room, is_room
-from wire.operations import (
+from sio_cluster.wire.frames import MSGPACK_ERRORS, Room, is_room
+from sio_cluster.wire.operations import (
     ClusterOperation,
     DisconnectSockets,
     EmitWithAck,
@@ -82,7 +82,7 @@ class Channels:
     def masters(self, namespace: str) -> str:
         """Subscribed by our masters only: ``PUBSUB NUMSUB`` counts them apart from Node
         servers, which answer fewer request types; and requests only our masters know
-        (:mod:`master.handover_wire`) go there."""
+        (:mod:`master.recovery.handover_wire`) go there."""
         return f"{self.key}-masters#{namespace}#"
 
     def parse_masters(self, channel: str) -> str | None:

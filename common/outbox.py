@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, Literal, TypeVar
 
-from master.ratelimit import RateLimitedLogger
+from sio_cluster.common.ratelimit import RateLimitedLogger
 
 log = logging.getLogger(__name__)
 

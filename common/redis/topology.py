@@ -6,7 +6,7 @@ asked of the sentinels on every (re)connect of the subscriber, and the command
 connections come from redis-py's Sentinel pool, which asks again on every new
 connection and drops connections to a primary that was demoted; so once Sentinel
 promotes a replica, the next reconnect lands on it and the outbound buffer
-(:mod:`master.outbox`) is flushed there.
+(:mod:`common.outbox`) is flushed there.
 
 On a Redis Cluster, classic pub/sub messages reach every node, so the subscriber
 may use any live node: it asks the known nodes for the current node list
@@ -33,8 +33,8 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from master.redis_commands import command_client
-from master.redis_url import (
+from sio_cluster.common.redis.commands import command_client
+from sio_cluster.common.redis.url import (
     ClusterUrl,
     SentinelUrl,
     is_cluster_url,
@@ -42,7 +42,7 @@ from master.redis_url import (
     parse_cluster_url,
     parse_sentinel_url,
 )
-from wire.compat import blocking_sentinel_pool_class
+from sio_cluster.workers.compat import blocking_sentinel_pool_class
 
 log = logging.getLogger(__name__)
 

@@ -6,13 +6,13 @@
 - Cross-host operations go out as adapter requests and come back as responses;
   a master answers as ONE server, combining its workers
   (:class:`master.host_ops.HostOperations`). The request/operation mapping is
-  :mod:`master.adapter_wire`'s.
+  :mod:`master.bus.classic_wire`'s.
 - Node servers on the same Redis are members too. They answer per-socket
   requests, fetches and acks, but carry room-wide join/leave/disconnect out
   without answering: those wait only for our other masters (a channel only our
   masters subscribe to tells them apart, by ``PUBSUB NUMSUB``), and with Node
   servers present the sockets are counted by a fetch first.
-- Outbound messages wait in a bounded :class:`master.outbox.Outbox` while Redis
+- Outbound messages wait in a bounded :class:`common.outbox.Outbox` while Redis
   is unreachable and are published on recovery; what overflows is counted
   (oldest dropped first).
 """
@@ -27,8 +27,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from master import handover_wire
-from master.adapter_wire import (
+from sio_cluster.master.bus.classic_wire import (
     AdapterFormatError,
     Channels,
     EmitRequest,
@@ -52,21 +51,22 @@ from master.adapter_wire import (
     room_matches,
     type_of,
 )
-from master.bus_core import (
+from sio_cluster.master.bus.core import (
     REQUESTS_TIMEOUT,
     BusCore,
     BusTransport,
     decode_parts,
     encode_parts,
 )
-from master.fanout import Fanout
-from master.handover_wire import HandoverAnswer, HandoverRequest
-from master.host_ops import HostOperations
-from master.metrics import Metrics
-from master.recovery import Outcome, Restoration
-from master.router import RoutingTable
-from wire.frames import Broadcast, Room
-from wire.operations import (
+from sio_cluster.master.host_ops import HostOperations
+from sio_cluster.master.metrics import Metrics
+from sio_cluster.master.recovery import handover_wire
+from sio_cluster.master.recovery.handover_wire import HandoverAnswer, HandoverRequest
+from sio_cluster.master.recovery.log import Outcome, Restoration
+from sio_cluster.master.routing.fanout import Fanout
+from sio_cluster.master.routing.router import RoutingTable
+from sio_cluster.wire.frames import Broadcast, Room
+from sio_cluster.wire.operations import (
     ClusterOperation,
     DisconnectSockets,
     EmitWithAck,
@@ -80,7 +80,7 @@ log = logging.getLogger(__name__)
 
 
 class HandoverPeer(Protocol):
-    """What the bus asks of connection state recovery (:mod:`master.recovery_host`)."""
+    """What the bus asks of connection state recovery (:mod:`master.recovery.host`)."""
 
     def answer_handover(
         self, namespace: str, request: HandoverRequest
@@ -276,7 +276,7 @@ class ClusterBus(BusCore):
         returned: Callable[[], None],
     ) -> HandoverAnswer | None:
         """Ask our other masters for the session ``pid`` and what it missed after ``offset``
-        (see :mod:`master.handover_wire`). ``sent()`` runs as the request is queued, behind
+        (see :mod:`master.recovery.handover_wire`). ``sent()`` runs as the request is queued, behind
         every broadcast published before it; ``returned()`` when it comes back from Redis:
         the point of Redis's order up to which the owner answers."""
         _, masters = await self._other_servers(namespace)
