@@ -1,7 +1,7 @@
 """The soak's bookkeeping: what was sent, who was in which room when, what arrived.
 
 Pure: no I/O and no clock of its own (callers pass the times), so the verdict is
-tested on scripted histories (``tests/test_soak.py``).
+tested on scripted histories (``tests/integration/test_soak.py``).
 
 Why sequence numbers and "horizons" instead of timestamps: a message can sit in
 Redis, a pipe or a socket for an unknown time, so "published before the join" says

@@ -56,6 +56,22 @@ async def until(
         raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
 
 
+async def until_equal(
+    check: Callable[[], Any], expected: Any, what: str, timeout: float = 10.0
+) -> None:
+    """Wait until ``check()`` (sync or async) returns ``expected``; on timeout, fail with the
+    last value it returned, so a failure shows the difference."""
+    last: list[Any] = [None]
+
+    async def matches() -> bool:
+        value = check()
+        last[0] = await value if inspect.isawaitable(value) else value
+        return bool(last[0] == expected)
+
+    if not await eventually(matches, timeout, 0.02):
+        raise AssertionError(f"{what}: got {last[0]!r}, expected {expected!r}")
+
+
 async def eventually(predicate: Callable[[], Any], timeout: float, interval: float = 0.01) -> bool:
     """Poll ``predicate()`` (sync or async) until true; False after ``timeout`` seconds
     (what :func:`until` asserts, for a caller that reports a failure its own way)."""

@@ -1,6 +1,6 @@
-"""The app of ``tests/test_eio3.py``: the probe app, plus what shows a v2 client's connect
-query arriving as its auth: ``/chat`` keeps each socket's auth in its session (``whoami``
-returns it) and refuses the token ``refuse`` with error data."""
+"""The app of ``tests/integration/test_eio3.py``: the probe app, plus what shows a v2
+client's connect query arriving as its auth: ``/chat`` keeps each socket's auth in its
+session (``whoami`` returns it) and refuses the token ``refuse`` with error data."""
 
 from __future__ import annotations
 

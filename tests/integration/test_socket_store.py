@@ -16,7 +16,7 @@ from bench.measure import is_running
 from sio_cluster.legacy_store.cleanup import Cleanup
 from sio_cluster.legacy_store.schema import Schema
 from sio_cluster.master.embedded_redis import EmbeddedRedis
-from tests.cluster import REPO, MasterProcess, Recorder, until
+from tests.cluster import REPO, MasterProcess, Recorder, until, until_equal
 
 TTL = "2"
 SCHEMA = Schema("socket.io")
@@ -86,20 +86,14 @@ async def test_keys_follow_connect_join_leave_disconnect_exactly(
 
 async def until_contents(r: aioredis.Redis, expected: dict[str, Any]) -> None:
     """Wait until :func:`contents` is exactly ``expected``; on timeout, show the difference."""
-    last: list[dict[str, Any]] = [{}]
 
-    async def check() -> bool:
+    async def current() -> dict[str, Any] | None:
         try:
-            last[0] = await contents(r)
+            return await contents(r)
         except RedisConnectionError:  # our own client, across a Redis restart
-            return False
-        return last[0] == expected
+            return None
 
-    try:
-        await until(check, what="the store's keys")
-    except AssertionError:
-        assert last[0] == expected
-        raise
+    await until_equal(current, expected, "the store's keys")
 
 
 async def test_graceful_stop_removes_every_key_of_the_node(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -31,7 +31,7 @@ import socketio
 
 from sio_cluster.master.bus.classic_wire import decode_broadcast, decode_request
 from sio_cluster.master.embedded_redis import EmbeddedRedis
-from tests.cluster import MasterProcess, Recorder, running_redis, until
+from tests.cluster import MasterProcess, Recorder, running_redis, until, until_equal
 from tests.node_peer import NodePeer, NodePeerError, ensure_node_modules, missing_tools, run_emitter
 
 pytestmark = pytest.mark.skipif(
@@ -140,17 +140,6 @@ async def fetched_ids(client: Recorder, **spec: Any) -> set[str]:
     return {s["id"] for s in await fetched(client, **spec)}
 
 
-async def eventually(
-    check: Callable[[], Awaitable[Any]], expected: Any, what: str, timeout: float = 10.0
-) -> None:
-    """Poll ``check()`` until it returns ``expected``; after ``timeout``, fail with its value."""
-    deadline = time.monotonic() + timeout
-    while (value := await check()) != expected:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: got {value!r}, expected {expected!r}")
-        await asyncio.sleep(0.02)
-
-
 async def settle(client: Recorder, expected: set[str]) -> None:
     """Wait until the cluster holds exactly ``expected`` (earlier tests' sockets are gone)."""
 
@@ -160,7 +149,7 @@ async def settle(client: Recorder, expected: set[str]) -> None:
         except AssertionError:  # a leftover socket in an integer room: the probe cannot sort
             return None
 
-    await eventually(ids, expected, "sockets of the cluster")
+    await until_equal(ids, expected, "sockets of the cluster")
 
 
 async def wait_marks(recorders: list[Recorder], node: NodePeer, names: list[str], n: int) -> None:
@@ -494,9 +483,9 @@ async def test_node_socket_operations_reach_our_sockets(
 
     await node.cmd("socketsJoin", to="grp", rooms=["from-node", "also"])
     for room in ("from-node", "also"):
-        await eventually(partial(fetched_ids, caller, to=room), everyone_in_grp, f"in {room!r}")
+        await until_equal(partial(fetched_ids, caller, to=room), everyone_in_grp, f"in {room!r}")
     await node.cmd("socketsLeave", to="grp", rooms="from-node")
-    await eventually(lambda: fetched_ids(caller, to="from-node"), set(), "left 'from-node'")
+    await until_equal(lambda: fetched_ids(caller, to="from-node"), set(), "left 'from-node'")
     await node.cmd("disconnectSockets", to="grp", except_="nobody")
     await until(lambda: not p0.client.connected and not p1.client.connected, what="p0, p1 out")
     await until(lambda: node.disconnected("n0") and node.disconnected("n1"), what="n0, n1 out")
@@ -813,7 +802,7 @@ async def test_adapter_requests_decode_exactly_and_our_answers_satisfy_node(
                 {"uid": uid, "type": 4, "opts": {"rooms": ["nobody"], "except": []}, "close": True},
                 {"uid": uid, "type": 6, "data": ["announce", 1, {"k": "v"}]},
             ]
-            await eventually(lambda: _rooms(peer, "c1"), {c1, "r", 7}, "c1 in r and 7, not a")
+            await until_equal(lambda: _rooms(peer, "c1"), {c1, "r", 7}, "c1 in r and 7, not a")
 
             # fetchSockets: REMOTE_FETCH with a requestId; answered by {requestId, sockets}
             fetch = asyncio.create_task(peer.cmd("fetchSockets", to="r"))

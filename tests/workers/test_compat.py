@@ -33,7 +33,7 @@ from sio_cluster.workers import compat, delivery
 from sio_cluster.workers.transport import fast_ws
 from sio_cluster.workers.transport.fast_ws import Counters
 from tests.cluster import serving_in_process, until
-from tests.test_websocket_writes import stalled_client
+from tests.integration.test_websocket_writes import stalled_client
 
 ALL_ON = compat.FastPaths(coalesced_writes=True, direct_writes=True, session_loop=True)
 

@@ -1,5 +1,5 @@
 """``sio-master balancer-config``: the configurations for the actual options (pure; the real
-balancers run them in tests/test_balancers.py)."""
+balancers run them in tests/integration/test_balancers.py)."""
 
 from __future__ import annotations
 

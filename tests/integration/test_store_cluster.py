@@ -31,8 +31,8 @@ from sio_cluster.legacy_store.schema import Schema
 from sio_cluster.legacy_store.slot_cleanup import SlotCleanup
 from sio_cluster.legacy_store.socket_store import SocketStore
 from sio_cluster.master.server import NODE_COMMAND_USERS, STORE_COMMAND_USERS
-from tests.cluster import REPO, MasterProcess, Recorder, running_cluster, until
-from tests.test_redis_cluster import named_connections
+from tests.cluster import REPO, MasterProcess, Recorder, running_cluster, until, until_equal
+from tests.integration.test_redis_cluster import named_connections
 
 SCHEMA = Schema("socket.io")
 TTL = "2"
@@ -97,20 +97,14 @@ async def contents(r: ClusterClient) -> dict[str, Any]:
 
 async def until_contents(r: ClusterClient, expected: dict[str, Any], timeout: float = 10) -> None:
     """Wait until :func:`contents` is exactly ``expected``; on timeout, show the difference."""
-    last: list[dict[str, Any]] = [{}]
 
-    async def check() -> bool:
+    async def current() -> dict[str, Any] | None:
         try:
-            last[0] = await contents(r)
+            return await contents(r)
         except RedisError:  # our own client, across a failover
-            return False
-        return last[0] == expected
+            return None
 
-    try:
-        await until(check, timeout, "the store's keys")
-    except AssertionError:
-        assert last[0] == expected
-        raise
+    await until_equal(current, expected, "the store's keys", timeout)
 
 
 def keys_by_primary(cluster: RedisCluster) -> dict[int, list[str]]:

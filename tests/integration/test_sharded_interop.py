@@ -1,5 +1,5 @@
 """Our master and a REAL Node.js server using ``createShardedAdapter`` (SPUBLISH/SSUBSCRIBE)
-on one Redis 7: the interop tests of :mod:`tests.test_node_interop` that concern the
+on one Redis 7: the interop tests of :mod:`tests.integration.test_node_interop` that concern the
 adapter protocol, run again with ``--adapter sharded`` against Node's sharded adapter
 (subscriptionMode "dynamic", its default), plus what only the sharded form has.
 
@@ -18,10 +18,9 @@ import pytest
 import redis
 
 from sio_cluster.master.embedded_redis import EmbeddedRedis
-from tests import test_node_interop as interop
 from tests.cluster import MasterProcess, running_redis, until
-from tests.node_peer import NodePeer
-from tests.test_node_interop import (  # noqa: F401 (collected here, with this module's fixtures)
+from tests.integration import test_node_interop as interop
+from tests.integration.test_node_interop import (  # noqa: F401 (collected here, with this module's fixtures)
     INTEROP_APP,
     NAMESPACES,
     fetched_ids,
@@ -40,6 +39,7 @@ from tests.test_node_interop import (  # noqa: F401 (collected here, with this m
     test_sockets_leave_with_a_node_server_counts_its_sockets_and_returns_promptly,
     test_string_room_and_sid_broadcasts_cross_both_ways,
 )
+from tests.node_peer import NodePeer
 
 node_modules = interop.node_modules  # the fixtures this module shares with the classic one
 node = interop.node
