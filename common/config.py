@@ -54,6 +54,9 @@ class Config:
     redis_buffer_bytes: int = 16 * 1024 * 1024
     max_connections: int = 10_000  # engine.io connections per worker
     header_timeout: float = 10.0  # seconds a new connection has to send its request's headers
+    partial_packet_timeout: float = 10.0  # seconds a binary packet's attachments may take
+    partial_packet_bytes: int = 16 * 1024 * 1024  # unfinished binary packets, per connection
+    partial_worker_bytes: int = 128 * 1024 * 1024  # unfinished binary packets, per worker
     connection_state_recovery: float = 0.0  # the recovery window in seconds; 0: off
     recovery_buffer_bytes: int = 64 * 1024 * 1024  # the packet log's cap, per host
     allow_eio3: bool = False  # also serve Engine.IO 3 clients (socket.io-client 1.x/2.x)
@@ -92,6 +95,12 @@ class Config:
         if not 0 < self.header_timeout <= 3600:
             raise ConfigError(
                 f"--header-timeout must be above 0 and at most 3600 s, got {self.header_timeout}"
+            )
+        if not 0 < self.partial_packet_timeout <= 3600:
+            raise ConfigError("--partial-packet-timeout must be above 0 and at most 3600 s")
+        if not 0 < self.partial_packet_bytes <= self.partial_worker_bytes:
+            raise ConfigError(
+                "--partial-packet-bytes must be above 0 and at most --partial-worker-bytes"
             )
         if not 0 <= self.connection_state_recovery <= 86_400:
             raise ConfigError("--connection-state-recovery must be 0 (off) to 86400 seconds")

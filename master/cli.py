@@ -240,6 +240,32 @@ def entry() -> None:
     "are closed (slowloris).",
 )
 @click.option(
+    "--partial-packet-timeout",
+    type=float,
+    default=10.0,
+    envvar="SIO_PARTIAL_PACKET_TIMEOUT",
+    show_envvar=True,
+    help="Seconds a binary packet's attachments have to arrive after its header; a client "
+    "that takes longer is closed.",
+)
+@click.option(
+    "--partial-packet-bytes",
+    type=int,
+    default=16 * 1024 * 1024,
+    envvar="SIO_PARTIAL_PACKET_BYTES",
+    show_envvar=True,
+    help="Bytes of attachments one connection may hold in unfinished binary packets.",
+)
+@click.option(
+    "--partial-worker-bytes",
+    type=int,
+    default=128 * 1024 * 1024,
+    envvar="SIO_PARTIAL_WORKER_BYTES",
+    show_envvar=True,
+    help="Bytes of attachments all connections of one worker may hold in unfinished "
+    "binary packets; the connection that passes it is closed.",
+)
+@click.option(
     "--allow-eio3/--no-allow-eio3",
     default=False,
     envvar="SIO_ALLOW_EIO3",

@@ -63,6 +63,9 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 from redis.asyncio.sentinel import SentinelConnectionPool
 
+from sio_cluster.workers.packet_shape import shape_problem
+from sio_cluster.workers.partial_packets import PartialPackets
+
 log = logging.getLogger(__name__)
 
 EngineIoWebSocket = eio_aiohttp.WebSocket
@@ -191,12 +194,17 @@ def attachment_count(data: str) -> int:
     return int(digits) if digits.isdigit() else 0
 
 
-def guard_messages(sio: Any, refused: Callable[[str, str], Awaitable[None]]) -> None:
+def guard_messages(
+    sio: Any, refused: Callable[[str, str], Awaitable[None]], partial: PartialPackets
+) -> None:
     """Refuse what a client sends that python-socketio cannot use, before it costs more:
 
     - a binary packet announcing more than MAX_ATTACHMENTS frames (python-socketio buffers
       every frame that follows until the count is reached, with no bound: a header
-      announcing 99,999,999 made a worker keep all 45 MB sent after it);
+      announcing 99,999,999 made a worker keep all 45 MB sent after it), and attachments
+      past ``partial``'s bounds in bytes (its timeout closes the client through its owner);
+    - an event or ack of a shape python-socketio would raise on
+      (:func:`workers.packet_shape.shape_problem`);
     - a packet it cannot decode (it raises, and engine.io logged a 34-line traceback per
       packet: 2,000 bad packets wrote 68,000 lines).
 
@@ -204,12 +212,27 @@ def guard_messages(sio: Any, refused: Callable[[str, str], Awaitable[None]]) -> 
     socket.io closes the connection on a parse error too).
     """
     original = sio._handle_eio_message
+    open_sockets = sio.eio.sockets
 
     async def handle(eio_sid: str, data: Any) -> None:
-        count = attachment_count(data) if isinstance(data, str) else 0
-        if count > MAX_ATTACHMENTS:
-            await refused(eio_sid, f"a packet announcing {count} binary frames")
+        if eio_sid not in open_sockets:  # refused already: what it sent after is not counted
             return
+        if isinstance(data, str):
+            count = attachment_count(data)
+            if count > MAX_ATTACHMENTS:
+                await refused(eio_sid, f"a packet announcing {count} binary frames")
+                return
+            problem = shape_problem(data)
+            if problem is not None:
+                await refused(eio_sid, problem)
+                return
+            if count:
+                partial.header(eio_sid, count)
+        else:
+            problem = partial.attachment(eio_sid, len(data))
+            if problem is not None:
+                await refused(eio_sid, problem)
+                return
         try:
             await original(eio_sid, data)
         except ValueError as exc:

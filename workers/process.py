@@ -45,6 +45,7 @@ from sio_cluster.workers.app_loader import apply_app, load_app
 from sio_cluster.workers.eio3.translate import Eio3Clients
 from sio_cluster.workers.header_deadline import DeadlineSite, HeaderDeadline
 from sio_cluster.workers.manager import ClusterManager
+from sio_cluster.workers.partial_packets import PartialPackets
 from sio_cluster.workers.recovery import WorkerRecovery
 from sio_cluster.workers.transport import fast_ws
 from sio_cluster.workers.transport.fast_ws import Counters
@@ -186,7 +187,16 @@ class Worker:
         compat.disconnect_without_waiting(sio.eio)
         compat.end_polling_sessions_on_client_close()
         compat.timer_pings()
-        compat.guard_messages(sio, functools.partial(self._refuse_client, sio))
+        refuse = functools.partial(self._refuse_client, sio)
+        unfinished = f"a binary packet unfinished after {config.partial_packet_timeout:g} s"
+        partial = PartialPackets(
+            config.partial_packet_bytes,
+            config.partial_worker_bytes,
+            config.partial_packet_timeout,
+            lambda eio_sid: sio.start_background_task(refuse, eio_sid, unfinished),
+        )
+        compat.observe_eio_event(sio.eio, "disconnect", lambda eio_sid, *_: partial.forget(eio_sid))
+        compat.guard_messages(sio, refuse, partial)
         compat.refuse_connections_over(sio.eio, config.max_connections, self._full)
         if self.eio3 is not None:
             self.eio3.install()

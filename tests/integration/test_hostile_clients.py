@@ -136,8 +136,19 @@ async def test_a_binary_packet_announcing_too_many_attachments_closes_that_clien
     assert cluster.log_matches(r"closed a client that sent a packet announcing 99999999 binary")
 
 
+@pytest.mark.parametrize(
+    "packet",
+    [
+        "4x",  # "x" is no Socket.IO packet type
+        "42",  # an event without a payload
+        "42[]",  # an event without a name
+        "42{}",  # an event whose payload is no array
+        "43",  # an ack without args
+        "9hello",  # no Engine.IO packet type
+    ],
+)
 async def test_a_flood_of_undecodable_packets_costs_one_log_line(
-    start_master: Any, clients: Any, redis_client: aioredis.Redis
+    start_master: Any, clients: Any, redis_client: aioredis.Redis, packet: str
 ) -> None:
     """2,000 invalid packets used to write 68,000 lines (a traceback each, twice over)."""
     cluster: MasterProcess = await start_master(workers=1).ready()
@@ -148,7 +159,10 @@ async def test_a_flood_of_undecodable_packets_costs_one_log_line(
         for _ in range(2000):
             if ws.closed or ws.exception() is not None:
                 break
-            await ws.send_str("4x")  # "x" is no Socket.IO packet type
+            try:
+                await ws.send_str(packet)
+            except aiohttp.ClientConnectionResetError:  # closed under the flood
+                break
             sent += 1
         closing = await ws.receive(timeout=5)
         while closing.type == aiohttp.WSMsgType.TEXT:  # engine.io's CLOSE, then the frame
@@ -157,9 +171,85 @@ async def test_a_flood_of_undecodable_packets_costs_one_log_line(
     await redis_client.publish("ch:news", json.dumps({"data": "on"}))
     await good.wait_count("news", 1)
     new = cluster.lines[before:]
-    assert [line for line in new if "closed a client that sent" in line], new
+    assert (
+        len(
+            [
+                line
+                for line in new
+                if "closed a client that sent" in line or "closed a websocket" in line
+            ]
+        )
+        == 1
+    ), new
     assert len(new) <= 3 and not [line for line in new if "Traceback" in line], new[:5]
     print(f"\n{sent} invalid packets sent before the close, {len(new)} log line(s)")
+
+
+UPLOAD_HEADER = '45{count}-["upload",{{"_placeholder":true,"num":0}}]'
+FRAME = b"\x00" * 999_000  # under engine.io's maxPayload of 1,000,000 bytes
+
+
+async def test_attachments_past_a_connection_s_bound_close_that_client(
+    start_master: Any, clients: Any, redis_client: aioredis.Redis
+) -> None:
+    cluster: MasterProcess = await start_master(
+        workers=1, extra=["--worker-health-timeout", "3", "--partial-packet-bytes", "4000000"]
+    ).ready()
+    good = await clients(cluster.url(0), "good")
+    async with raw_client(cluster) as ws:
+        await ws.send_str(UPLOAD_HEADER.format(count=63))
+        for _ in range(62):  # one short of the packet: it would be parked whole
+            if ws.closed or ws.exception() is not None:
+                break
+            try:
+                await ws.send_bytes(FRAME)
+            except aiohttp.ClientConnectionResetError:  # closed under the upload
+                break
+        closing = await ws.receive(timeout=5)
+        while closing.type == aiohttp.WSMsgType.TEXT:  # engine.io's CLOSE, then the frame
+            closing = await ws.receive(timeout=5)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    await redis_client.publish("ch:news", json.dumps({"data": "on"}))
+    await good.wait_count("news", 1)
+    await until(lambda: cluster.metric('sio_master_bad_clients_dropped{worker="0"}') == 1)
+    assert cluster.log_matches(r"closed a client that sent 4995000 bytes of unfinished binary")
+    assert good.got("news") == [("on",)]
+
+
+async def test_attachments_that_never_finish_close_their_clients_and_free_the_memory(
+    start_master: Any, clients: Any, redis_client: aioredis.Redis
+) -> None:
+    """4 connections parked 63 frames of 999,000 B each and held 243 MiB for as long as
+    they stayed open. Now each is closed at --partial-packet-timeout and the bytes go."""
+    cluster: MasterProcess = await start_master(
+        workers=1, extra=["--worker-health-timeout", "3", "--partial-packet-timeout", "3"]
+    ).ready()
+    good = await clients(cluster.url(0), "good")
+    pid = cluster.worker_pids()[0]
+    before = rss_kib(pid)
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = [await stack.enter_async_context(raw_client(cluster)) for _ in range(4)]
+        parked_at = time.monotonic()
+        for ws in sockets:
+            await ws.send_str(UPLOAD_HEADER.format(count=16))
+            for _ in range(15):  # 14,985,000 B: under --partial-packet-bytes (16 MiB)
+                await ws.send_bytes(FRAME)
+        await until(lambda: rss_kib(pid) > before + 50 * 1024, what="the frames parked")
+        parked = rss_kib(pid)
+        for ws in sockets:
+            closing = await ws.receive(timeout=10)
+            while closing.type == aiohttp.WSMsgType.TEXT:
+                closing = await ws.receive(timeout=10)
+            assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        waited = time.monotonic() - parked_at
+    assert 2.5 < waited < 10, waited
+    await until(lambda: cluster.metric('sio_master_bad_clients_dropped{worker="0"}') == 4)
+    assert len(cluster.log_matches(r"binary packet unfinished after 3 s")) == 1  # once
+    await until(lambda: rss_kib(pid) < before + 16 * 1024, what="the parked bytes freed")
+    print(f"\nworker RSS {before} KiB -> {parked} KiB parked -> {rss_kib(pid)} KiB after")
+    await redis_client.publish("ch:news", json.dumps({"data": "on"}))
+    await good.wait_count("news", 1)
+    assert good.got("news") == [("on",)]
 
 
 async def test_a_full_worker_refuses_new_connections_and_serves_the_ones_it_has(

@@ -63,6 +63,8 @@ async def serve(sock: Any, ws: Websocket) -> None:
                 if len(data) > server.max_http_buffer_size:
                     break
                 pkt = eio_packet.Packet(encoded_packet=data)  # undecodable: ValueError, out
+                if not 0 <= pkt.packet_type < len(eio_packet.packet_names):  # Node closes too
+                    raise ValueError(f"unknown Engine.IO packet type {pkt.packet_type}")
                 try:
                     await sock.receive(pkt)
                 except eio_exceptions.UnknownPacketError:
