@@ -203,7 +203,7 @@ class Master:
             if is_room(room):
                 self.bus.room_closed(namespace, room)
         if dropped:
-            log.info("forgot %d sockets of worker %d", len(dropped), worker)
+            log.info("forgot %d sockets of %s", len(dropped), self.supervisor.describe(worker))
         for namespace, sid in dropped:
             self.store.leave(namespace, sid, None)
 
