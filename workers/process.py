@@ -41,7 +41,7 @@ from sio_cluster.wire.frames import (
     Synced,
 )
 from sio_cluster.wire.link import FrameLink
-from sio_cluster.workers import compat
+from sio_cluster.workers import compat, lost_sessions
 from sio_cluster.workers.admin import AdminUI
 from sio_cluster.workers.app_loader import AppLoadError, apply_app, describe_error, load_app
 from sio_cluster.workers.eio3.translate import Eio3Clients
@@ -171,6 +171,7 @@ class Worker:
             cors_allowed_origins=origins if origins != ["*"] else "*",
         )
         adopt_library_loggers()
+        lost_sessions.install()
         try:
             paths = compat.check(sio)  # the dependency internals we rely on, checked once
         except compat.CompatError as exc:
