@@ -4,6 +4,7 @@ the cluster not ready until it does; a user's app named like our modules runs.""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ def errors(master: MasterProcess) -> list[str]:
 
 
 async def exits_fast(master: MasterProcess, code: int) -> float:
-    """Wait for ``master`` to exit with ``code``; how long it took from its start."""
+    """Wait for ``master`` to exit with ``code``; how long that took from this call."""
     started = time.monotonic()
     assert await master.wait_exit(timeout=20) == code, master.lines
     return time.monotonic() - started
@@ -117,6 +118,14 @@ async def test_a_redis_that_does_not_answer_keeps_the_cluster_not_ready_until_it
     finally:
         master.cleanup()
         server.close()
+
+
+async def test_a_stop_while_waiting_for_redis_exits_0_at_once(start_master: Any) -> None:
+    master: MasterProcess = start_master(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    await master.wait_log(r"does not answer")
+    master.signal(signal.SIGTERM)
+    assert await exits_fast(master, 0) < 5
+    assert not master.log_matches("worker 0 started|cluster ready|ERROR")
 
 
 def write_app(folder: Path, files: dict[str, str]) -> str:
