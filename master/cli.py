@@ -306,7 +306,9 @@ def main(**options: Any) -> None:
             **options,
         )
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
+        # one line, exit 2 (a usage error): the reason, not click's usage banner around it
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
     configure_logging("master", config.log_level, config.log_format)
 
     import uvloop

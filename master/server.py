@@ -21,7 +21,6 @@ import logging
 import os
 import signal
 import socket
-import ssl
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +38,7 @@ from sio_cluster.master.bus.core import HostBus
 from sio_cluster.master.bus.sharded import ShardedBus
 from sio_cluster.master.bus.sharded_wire import ShardChannels
 from sio_cluster.master.embedded_redis import EmbeddedRedis
+from sio_cluster.master.first_contact import RedisRefused, first_contact
 from sio_cluster.master.host_ops import ClusterOperations, HostOperations
 from sio_cluster.master.metrics import Metrics, serve_metrics
 from sio_cluster.master.pubsub.sharded_source import ShardedSource
@@ -130,9 +130,10 @@ class Master:
                 config.node_ttl,
                 self.table.sockets,
             )
+        self.patterns = [*config.patterns, *self.bus.extra_patterns]
         self.source = RedisSource(
             topology,
-            [*config.patterns, *self.bus.extra_patterns],
+            self.patterns,
             self._on_redis_message,
             on_subscribed=self._reconnect_counter(),
             client_name=f"{client_name()}:sub",
@@ -202,7 +203,7 @@ class Master:
             if is_room(room):
                 self.bus.room_closed(namespace, room)
         if dropped:
-            log.info("forgot %d sockets of worker %d", len(dropped), worker)
+            log.info("forgot %d sockets of %s", len(dropped), self.supervisor.describe(worker))
         for namespace, sid in dropped:
             self.store.leave(namespace, sid, None)
 
@@ -422,39 +423,19 @@ async def serve(config: Config) -> int:
         log.info("Redis: %s", topology.describe)
         commands = topology.commands(command_connections(config, topology), f"{client_name()}:cmd")
         stack.push_async_callback(_close_quietly, commands)
-        if not await _certificate_trusted(commands, topology.describe):
+        master = Master(config, topology, commands, metrics)
+        try:
+            if not await first_contact(
+                commands, topology, master.patterns, f"{client_name()}:sub", stop
+            ):
+                return 0  # stopped while waiting for Redis
+        except RedisRefused as exc:
+            log.error("cannot start: %s", exc)
             return 1
         if config.adapter == "sharded" and not await _serves_sharded_pubsub(commands):
             return 1
-        master = Master(config, topology, commands, metrics)
         return await master.run(stop)
     return 1  # unreachable: the exit stack does not swallow exceptions
-
-
-async def _certificate_trusted(commands: aioredis.Redis, where: str) -> bool:
-    """False (logged) when Redis's TLS certificate is refused: a wrong or missing CA is a
-    configuration error, not an outage to wait out. Any other failure is left to retries."""
-    try:
-        await commands.ping()
-    except (RedisError, OSError) as exc:
-        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or _caused_by(exc, ssl.SSLCertVerificationError):
-            log.error(
-                "Redis at %s: its TLS certificate is not trusted (%s); give the CA with "
-                "?ssl_ca_certs=/path/to/ca.pem in the URL",
-                where,
-                exc,
-            )
-            return False
-    return True
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, kind):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 async def _serves_sharded_pubsub(commands: aioredis.Redis) -> bool:

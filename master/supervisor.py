@@ -29,6 +29,7 @@ from sio_cluster.master.routing.messages import ANY_NAMESPACE
 from sio_cluster.wire import WORKER_CONFIG_ENV
 from sio_cluster.wire.frames import (
     Broadcast,
+    Failed,
     Frame,
     FrameError,
     Hello,
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 STARTUP_TIMEOUT = 60.0
 RESPAWN_BACKOFF_CAP = 5.0
 STABLE_AFTER = 10.0  # a worker that lived this long is respawned at once
+PIPE_EOF_TIMEOUT = 1.0  # a dead worker's last frames (its Failed reason) are read by then
 
 
 class StartupError(RuntimeError):
@@ -92,12 +94,20 @@ class WorkerPool(Protocol):
     async def call(self, worker: int, operation: ClusterOperation, timeout: float) -> Any: ...
 
 
+def log_label(worker_id: int, generation: int) -> str:
+    """The role a worker process's log lines carry: ``worker-0`` for the first process of
+    worker 0, ``worker-0.1``, ``worker-0.2``... for those that replace it (a respawn, a rolling
+    restart), so the old and the new process of one port are told apart in the log."""
+    return f"worker-{worker_id}" if generation == 0 else f"worker-{worker_id}.{generation}"
+
+
 @dataclass(eq=False)
 class WorkerHandle:
     """One process of worker ``worker_id`` (its port): a new handle, and key, per spawn."""
 
     key: int
     worker_id: int
+    generation: int
     port: int
     process: asyncio.subprocess.Process
     link: FrameLink
@@ -109,10 +119,30 @@ class WorkerHandle:
     last_pong: float = field(default_factory=time.monotonic)
     stats: dict[str, Any] = field(default_factory=dict)
     respawn: bool = True  # False: its exit is expected (replaced, or a failed replacement)
+    failure: str = ""  # why it could not start, as it said (a Failed frame)
+    pipe_closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def label(self) -> str:
+        return log_label(self.worker_id, self.generation)
+
+    @property
+    def name(self) -> str:
+        """As the master's log lines name it: ``worker 1 (pid 4242, worker-1.2)``."""
+        return f"worker {self.worker_id} (pid {self.pid}, {self.label})"
+
+    async def exit_status(self) -> str:
+        """How it ended, once it has: ``exited with code 1: <its reason>`` (the reason is
+        read from the pipe, whose end is waited for a moment: the exit may be seen first)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.pipe_closed.wait(), PIPE_EOF_TIMEOUT)
+        code = self.process.returncode
+        how = "not exited" if code is None else f"signal {-code}" if code < 0 else f"code {code}"
+        return f"exited with {how}" + (f": {self.failure}" if self.failure else "")
 
 
 class Supervisor:
@@ -130,6 +160,7 @@ class Supervisor:
         self._startup_progress = asyncio.Event()  # a worker got ready or exited
         self._fast_deaths: dict[int, int] = {}
         self._keys = itertools.count()
+        self._generations: dict[int, int] = {}  # worker id -> processes started for it
         self._rolling = False
 
     # ---- the WorkerPool view ----------------------------------------------------
@@ -176,6 +207,11 @@ class Supervisor:
             names.update(handle.namespaces)
         return frozenset(names)
 
+    def describe(self, worker: int) -> str:
+        """Worker ``worker`` (a key) as log lines name it: ``worker 1 (pid 4242, worker-1.2)``."""
+        handle = self._handles.get(worker)
+        return f"worker key {worker}" if handle is None else handle.name
+
     def stats(self) -> dict[int, dict[str, Any]]:
         """What each worker (by id) reported with its last pong."""
         return {h.worker_id: h.stats for h in self._handles.values() if h.alive}
@@ -191,8 +227,8 @@ class Supervisor:
         while not all(h.ready.is_set() for h in self._handles.values()):
             dead = [h for h in self._handles.values() if h.process.returncode is not None]
             if dead:
-                code = dead[0].process.returncode
-                raise StartupError(f"worker {dead[0].worker_id} exited with code {code}")
+                # whatever its exit code, even 0: a worker that ends during the start fails it
+                raise StartupError(f"worker {dead[0].worker_id} {await dead[0].exit_status()}")
             if loop.time() > deadline:
                 raise StartupError(f"workers not ready after {STARTUP_TIMEOUT:.0f} s")
             self._startup_progress.clear()
@@ -208,6 +244,8 @@ class Supervisor:
 
     async def _spawn(self, worker_id: int, respawn: bool = True) -> WorkerHandle:
         key = next(self._keys)
+        generation = self._generations.get(worker_id, 0)
+        self._generations[worker_id] = generation + 1
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         port = self.config.worker_port(worker_id)
         try:
@@ -218,6 +256,7 @@ class Supervisor:
                 "sio_cluster.workers",
                 str(child_sock.fileno()),
                 str(worker_id),
+                log_label(worker_id, generation),
                 pass_fds=(child_sock.fileno(),),
                 env={**os.environ, WORKER_CONFIG_ENV: self.config.to_json()},
             )
@@ -225,7 +264,7 @@ class Supervisor:
             child_sock.close()
         link = FrameLink(
             lambda frame, body: self._dispatch(handle, frame, body),
-            lambda exc: None,
+            lambda exc: handle.pipe_closed.set(),
             self.config.worker_buffer_bytes,
             on_bad_frame=self._bad_frame,
         )
@@ -233,10 +272,16 @@ class Supervisor:
             lambda frame: link.send(frame, droppable=False),
             lambda operation: self._events.handle_request(key, operation),
         )
-        handle = WorkerHandle(key, worker_id, port, process, link, rpc, respawn=respawn)
+        handle = WorkerHandle(key, worker_id, generation, port, process, link, rpc, respawn=respawn)
         self._handles[key] = handle
         await link.attach(parent_sock)  # the handle exists before any frame is read
-        log.info("worker %d started (pid %d, port %d)", worker_id, process.pid, port)
+        log.info(
+            "worker %d started (pid %d, port %d, logs as %s)",
+            worker_id,
+            process.pid,
+            port,
+            handle.label,
+        )
         self._spawn_task(self._watch(handle))
         return handle
 
@@ -265,6 +310,8 @@ class Supervisor:
             case Pong(_, stats):
                 handle.last_pong = time.monotonic()
                 handle.stats = stats
+            case Failed(reason):
+                handle.failure = reason
             case Ready():
                 handle.ready.set()
                 self._startup_progress.set()
@@ -280,7 +327,7 @@ class Supervisor:
                 log.error("unexpected %s frame from worker %d", name, handle.worker_id)
 
     async def _watch(self, handle: WorkerHandle) -> None:
-        code = await handle.process.wait()
+        await handle.process.wait()
         handle.alive = False
         self._startup_progress.set()
         handle.rpc.fail_all(f"worker {handle.worker_id} died")
@@ -291,10 +338,7 @@ class Supervisor:
         self._handles.pop(handle.key, None)
         if self._stopping or not handle.respawn:
             return
-        how = f"signal {-code}" if code < 0 else f"code {code}"
-        log.error(
-            "worker %d (pid %d) exited with %s; respawning", handle.worker_id, handle.pid, how
-        )
+        log.error("%s %s; respawning", handle.name, await handle.exit_status())
         self.metrics.restarts.labels(worker=str(handle.worker_id)).inc()
         lived = time.monotonic() - handle.started_at
         deaths = 0 if lived > STABLE_AFTER else self._fast_deaths.get(handle.worker_id, 0) + 1
@@ -335,13 +379,17 @@ class Supervisor:
         olds = [h for h in self._handles.values() if h.worker_id == worker_id and h.alive]
         new = await self._spawn(worker_id, respawn=False)
         if not await self._ready_or_dead(new):
-            with contextlib.suppress(ProcessLookupError):
-                new.process.kill()
+            if new.process.returncode is None:
+                how = f"not ready after {STARTUP_TIMEOUT:.0f} s"
+                with contextlib.suppress(ProcessLookupError):
+                    new.process.kill()
+            else:
+                how = await new.exit_status()
             log.error(
-                "rolling restart: the new worker %d (pid %d) did not get ready; "
-                "the old one keeps serving and the restart stops here",
-                worker_id,
-                new.pid,
+                "rolling restart: the new %s %s; the old one keeps serving and the restart "
+                "stops here",
+                new.name,
+                how,
             )
             return False
         new.respawn = True

@@ -96,8 +96,10 @@ class MasterProcess:
         workers: int = 2,
         extra: Sequence[str] = (),
         app: str = PROBE_APP,
+        cwd: Path = REPO,
     ) -> None:
         self.workers = workers
+        self.cwd = cwd
         self.port = free_port_block(workers + 1)
         self.metrics_port = self.port + workers
         self.args = [
@@ -128,7 +130,7 @@ class MasterProcess:
 
     def start(self) -> MasterProcess:
         self.proc = subprocess.Popen(
-            self.args, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+            self.args, cwd=self.cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
         )
         threading.Thread(target=self._read, daemon=True).start()
         return self

@@ -16,6 +16,7 @@ class          fields                                              direction
 =============  ==================================================  =========
 Hello          worker_id, pid, namespaces (tuple, or ``"*"``)      w -> m
 Ready          port                                                w -> m
+Failed         reason (one line)                                   w -> m
 Join           namespace, sid, room                                w -> m
 Leave          namespace, sid, room                                w -> m
 Broadcast      namespace, rooms (tuple or ``None``), exclude,      both
@@ -88,6 +89,7 @@ class Kind(IntEnum):
     KEEP_SESSION = 15
     RESTORE = 16
     RESTORED = 17
+    FAILED = 18
 
 
 class FrameError(ValueError):
@@ -188,6 +190,16 @@ class Ready(Frame):
     KIND = Kind.READY
     CHECKS = (_is_int,)
     port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failed(Frame):
+    """A worker cannot start (its ``--app`` does not load, its port is taken...): the one
+    line it says why, sent just before it exits, so the master can say it too."""
+
+    KIND = Kind.FAILED
+    CHECKS = (_is_str,)
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,7 +377,7 @@ RecoveryFrame = Recoverable | SessionData | KeepSession | Restore
 
 FRAME_CLASSES: dict[Kind, type[Frame]] = {
     cls.KIND: cls
-    for cls in (Hello, Ready, Join, Leave, Broadcast, Ping, Pong, Sync, Synced)
+    for cls in (Hello, Ready, Failed, Join, Leave, Broadcast, Ping, Pong, Sync, Synced)
     + (Request, Response, Recoverable, SessionData, KeepSession, Restore, Restored)
 }
 

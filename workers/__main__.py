@@ -1,4 +1,7 @@
-"""``python -m sio_cluster.workers FD WORKER_ID``: started by the master, never by hand.
+"""``python -m sio_cluster.workers FD WORKER_ID LABEL``: started by the master, never by hand.
+
+``LABEL`` is the role its log lines carry (``worker-0``, then ``worker-0.1`` for the process
+that replaces it: see ``master.supervisor.log_label``).
 
 The master's typed :class:`common.config.Config` arrives as JSON in the
 ``SIO_WORKER_CONFIG`` environment variable and is validated again here.
@@ -17,9 +20,9 @@ from sio_cluster.workers.process import run
 
 def main() -> None:
     """Parse the master's arguments and run the worker."""
-    fd, worker_id = sys.argv[1:3]
+    fd, worker_id, label = sys.argv[1:4]
     config = Config.from_json(os.environ.pop(WORKER_CONFIG_ENV))
-    configure_logging(f"worker-{worker_id}", config.log_level, config.log_format)
+    configure_logging(label, config.log_level, config.log_format)
     run(int(worker_id), int(fd), config)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,8 +33,10 @@ def load_app(spec: str, app_dir: str) -> AppSetup:
         sys.path.insert(0, app_dir)
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise AppLoadError(f"cannot import {module_name!r} for --app {spec!r}: {exc}") from exc
+    except Exception as exc:  # whatever the module raises: the reason, in one line
+        raise AppLoadError(
+            f"cannot import {module_name!r} for --app {spec!r}: {describe_error(exc)}"
+        ) from exc
     target: Any = module
     for part in attr.split("."):
         target = getattr(target, part, None)
@@ -42,6 +45,18 @@ def load_app(spec: str, app_dir: str) -> AppSetup:
     if not callable(target):
         raise AppLoadError(f"--app {spec!r} is not callable")
     return target  # type: ignore[no-any-return]
+
+
+def describe_error(exc: BaseException) -> str:
+    """``exc`` in one line, with the file and line it came from when its text does not say
+    (an ImportError and a SyntaxError name their module or place themselves)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ImportError | SyntaxError):
+        return text
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return text
+    return f"{text} ({frames[-1].filename} line {frames[-1].lineno})"
 
 
 async def apply_app(setup: AppSetup, sio: socketio.AsyncServer, web_app: web.Application) -> None:

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+from typing import NoReturn
 
 import socketio
 from aiohttp import web
@@ -28,6 +29,7 @@ from sio_cluster.wire.frames import (
     HEADER_TIMEOUTS,
     SLOW_CLIENTS_DROPPED,
     Broadcast,
+    Failed,
     Frame,
     Hello,
     Ping,
@@ -39,9 +41,9 @@ from sio_cluster.wire.frames import (
     Synced,
 )
 from sio_cluster.wire.link import FrameLink
-from sio_cluster.workers import compat
+from sio_cluster.workers import compat, lost_sessions
 from sio_cluster.workers.admin import AdminUI
-from sio_cluster.workers.app_loader import apply_app, load_app
+from sio_cluster.workers.app_loader import AppLoadError, apply_app, describe_error, load_app
 from sio_cluster.workers.eio3.translate import Eio3Clients
 from sio_cluster.workers.header_deadline import DeadlineSite, HeaderDeadline
 from sio_cluster.workers.manager import ClusterManager
@@ -170,17 +172,16 @@ class Worker:
             cors_allowed_origins=origins if origins != ["*"] else "*",
         )
         adopt_library_loggers()
+        lost_sessions.install()
         try:
             paths = compat.check(sio)  # the dependency internals we rely on, checked once
         except compat.CompatError as exc:
-            log.error("%s", exc)
-            raise SystemExit(1) from None
+            self._cannot_start(str(exc))
         if config.allow_eio3:
             try:
                 compat.check_eio3(sio, paths)
             except compat.CompatError as exc:
-                log.error("%s", exc)
-                raise SystemExit(1) from None
+                self._cannot_start(str(exc))
             self.eio3 = Eio3Clients(sio, fast_ws.bad_client)
         # each tick's frames to a connection in one write (see workers.transport.fast_ws)
         fast_ws.install(sio.eio, paths, self.eio3)
@@ -204,13 +205,18 @@ class Worker:
         deadline = HeaderDeadline(config.header_timeout, self._late_headers)
         app = web.Application(middlewares=[deadline.middleware])
         app.router.add_get("/healthz", lambda _: self._healthz(sio))
-        await apply_app(load_app(config.app, config.app_dir), sio, app)
+        try:
+            await apply_app(load_app(config.app, config.app_dir), sio, app)
+        except AppLoadError as exc:
+            self._cannot_start(str(exc))
+        except Exception as exc:  # the user's setup raised: what and where, in one line
+            log.debug("--app %r raised", config.app, exc_info=True)
+            self._cannot_start(f"--app {config.app!r} raised {describe_error(exc)}")
         if config.connection_state_recovery:
             try:
                 compat.check_recovery(sio)
             except compat.CompatError as exc:
-                log.error("%s", exc)
-                raise SystemExit(1) from None
+                self._cannot_start(str(exc))
             self.recovery = WorkerRecovery(sio, self.manager)
             self.recovery.install()
         if config.admin_ui:
@@ -230,8 +236,7 @@ class Worker:
         try:
             await site.start()
         except OSError as exc:
-            log.error("cannot listen on %s:%d: %s", config.host, self.port, exc)
-            raise SystemExit(1) from None
+            self._cannot_start(f"cannot listen on {config.host}:{self.port}: {exc}")
         log.info("listening on %s:%d", config.host, self.port)
         self.link.send(Ready(self.port).encode(), droppable=False)
 
@@ -243,6 +248,15 @@ class Worker:
             log.warning("graceful shutdown timed out; exiting anyway")
         self.link.close()
         return self._orphaned
+
+    def _cannot_start(self, reason: str) -> NoReturn:
+        """End a start that cannot succeed: its one-line reason goes to the master, which logs
+        it with the exit (``cluster failed to start: worker 0 exited with code 1: ...``, or
+        the respawn's line); exit 1 without a traceback."""
+        self._stop.set()  # the pipe closing now is ours, not the master's
+        self.link.send(Failed(reason).encode(), droppable=False)
+        self.link.close()
+        raise SystemExit(1)
 
     async def _shutdown(
         self, site: web.BaseSite, runner: web.AppRunner, sio: socketio.AsyncServer

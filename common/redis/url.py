@@ -20,8 +20,11 @@ URLs); the sentinels are asked without them. A Redis Cluster is named by seed no
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
+
+from redis.asyncio.connection import parse_url
 
 PLAIN_SCHEMES = ("redis://", "rediss://", "unix://")
 SENTINEL_SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
@@ -170,6 +173,7 @@ def is_cluster_url(url: str) -> bool:
 def check_redis_url(url: str) -> None:
     """Raise :class:`RedisUrlError` unless ``url`` is a form the master can use."""
     if url.startswith(PLAIN_SCHEMES):
+        _check_plain(url)
         return
     if is_sentinel_url(url):
         parse_sentinel_url(url)
@@ -181,3 +185,17 @@ def check_redis_url(url: str) -> None:
         "--redis-url must start with redis://, rediss://, unix://, redis+sentinel://, "
         "rediss+sentinel://, redis+cluster:// or rediss+cluster://"
     )
+
+
+def without_password(url: str) -> str:
+    """``url`` as it may be logged: its password replaced by ``***``."""
+    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
+
+
+def _check_plain(url: str) -> None:
+    """Parse a plain URL as redis-py will, now: a port that is not a number must be a line
+    at start, not a traceback on the first connection."""
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise RedisUrlError(f"--redis-url {without_password(url)}: {exc}") from None

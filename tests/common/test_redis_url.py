@@ -48,6 +48,9 @@ def test_tls_and_options_reach_the_primary() -> None:
         ("redis+cluster://h:1/0", "names no database"),
         ("redis+cluster://", "at least one cluster host"),
         ("http://h:1", "must start with redis://"),
+        ("redis://127.0.0.1:notaport/0", "could not be cast to integer value as 'notaport'"),
+        ("rediss://h:70000/0", "out of range"),
+        ("redis://h:1/0?socket_timeout=soon", "Invalid value for 'socket_timeout'"),
     ],
 )
 def test_bad_urls_are_one_line_errors(url: str, message: str) -> None:
@@ -55,6 +58,14 @@ def test_bad_urls_are_one_line_errors(url: str, message: str) -> None:
         check_redis_url(url)
     with pytest.raises(ConfigError, match=message):
         Config(redis_url=url)
+
+
+def test_a_bad_plain_url_says_so_without_its_password() -> None:
+    with pytest.raises(RedisUrlError) as refused:
+        check_redis_url("redis://user:secret@h:port/0")
+    assert str(refused.value) == (
+        "--redis-url redis://user:***@h:port/0: Port could not be cast to integer value as 'port'"
+    )
 
 
 def test_plain_urls_pass_and_passwords_stay_out_of_logs() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import time
 from pathlib import Path
@@ -80,6 +81,14 @@ async def test_sighup_replaces_every_worker_and_the_ports_never_refuse(
     assert not [pid for pid in before.values() if is_running(pid)]
     for i in (0, 1):
         assert cluster.log_matches(rf"worker {i} replaced \(pid {before[i]} -> {after[i]}\)")
+        # the old and the new process of one port log under different labels
+        assert cluster.log_matches(
+            rf"worker {i} started \(pid {after[i]}, .*logs as worker-{i}\.1\)"
+        )
+        assert cluster.log_matches(
+            rf" worker-{i}\.1 \S+: listening on 127.0.0.1:{cluster.port_of(i)}"
+        )
+        await cluster.wait_log(rf" worker-{i} \S+: stopped")
     await until(lambda: not any(c.client.connected for c in old), what="old clients closed")
 
     new = [await clients(cluster.url(i), f"new{i}") for i in (0, 1)]
@@ -106,7 +115,12 @@ async def test_a_replacement_that_cannot_start_leaves_the_old_worker_serving(
     client = await clients(cluster.url(0), "c")
     app_dir(tmp_path, 'raise RuntimeError("a broken deploy")\n')
     cluster.signal(signal.SIGHUP)
-    await cluster.wait_log(r"new worker 0 \(pid \d+\) did not get ready", timeout=60)
+    await cluster.wait_log(
+        r"the new worker 0 \(pid \d+, worker-0\.1\) exited with code 1: cannot import "
+        r"'rolling_app' for --app 'rolling_app:setup': RuntimeError: a broken deploy "
+        rf"\({re.escape(str(tmp_path / 'rolling_app.py'))} line 1\); the old one keeps serving",
+        timeout=60,
+    )
     assert await client.call("pid") == before[0]  # still served by the old process
     assert is_running(before[0]) and is_running(before[1])
     assert not cluster.log_matches(r"rolling restart done")

@@ -11,6 +11,7 @@ from sio_cluster.wire.frames import (
     HEADER,
     MAX_FRAME_BYTES,
     Broadcast,
+    Failed,
     Frame,
     FrameDecoder,
     FrameError,
@@ -34,6 +35,7 @@ FRAMES: list[Frame] = [
     Hello(0, 1234, ("/", "/chat")),
     Hello(1, 99, "*"),
     Ready(8000),
+    Failed("cannot import 'app' for --app 'app:setup': No module named 'app'"),
     Join("/", "sid1", None),
     Join("/chat", "sid2", "room é"),
     Leave("/", "sid1", 7),
@@ -117,6 +119,7 @@ def test_malformed_bodies_raise_frame_error(body: bytes, message: str) -> None:
         (Kind.HELLO, [0, 1, "?"]),  # namespaces neither "*" nor a list
         (Kind.READY, ["8000"]),
         (Kind.READY, [True]),  # a bool is not a port
+        (Kind.FAILED, [None]),  # a reason is text
         (Kind.JOIN, ["/", "sid", 1.5]),  # rooms are str, int or None
         (Kind.JOIN, ["/", None, "room"]),
         (Kind.LEAVE, ["/", "sid", ["room"]]),

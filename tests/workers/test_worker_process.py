@@ -23,7 +23,15 @@ async def test_a_frame_waiting_before_the_worker_reads_its_pipe_is_handled() -> 
     master_end.sendall(request.encode())  # queued before the worker exists
     config = Config(workers=1, port=free_port_block(1), app="tests.probe_app:setup")
     worker = subprocess.Popen(
-        [sys.executable, "-P", "-m", "sio_cluster.workers", str(worker_end.fileno()), "0"],
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "sio_cluster.workers",
+            str(worker_end.fileno()),
+            "0",
+            "worker-0",
+        ],
         pass_fds=(worker_end.fileno(),),
         env={**os.environ, WORKER_CONFIG_ENV: config.to_json()},
         cwd=REPO,
