@@ -8,9 +8,17 @@ from sio_cluster.workers.partial_packets import PartialPackets
 
 
 def packets(expired: list[str], timeout: float = 60.0) -> PartialPackets:
-    return PartialPackets(
-        per_connection=100, per_worker=150, timeout=timeout, expired=expired.append
-    )
+    return PartialPackets(100, 150, timeout, expired.append)
+
+
+def timed(expired: list[str], fired: asyncio.Event, timeout: float) -> PartialPackets:
+    """Packets whose expiries are noted in ``expired`` and wake ``fired``."""
+
+    def expire(eio_sid: str) -> None:
+        expired.append(eio_sid)
+        fired.set()
+
+    return PartialPackets(100, 150, timeout, expire)
 
 
 async def test_a_finished_packet_holds_nothing() -> None:
@@ -59,7 +67,7 @@ async def test_a_new_header_replaces_an_unfinished_packet() -> None:
 async def test_a_packet_unfinished_at_the_timeout_expires_once() -> None:
     expired: list[str] = []
     fired = asyncio.Event()
-    parked = PartialPackets(100, 150, 0.05, lambda sid: (expired.append(sid), fired.set()))
+    parked = timed(expired, fired, 0.05)
     parked.header("slow", 3)
     parked.header("quick", 2)
     assert parked.attachment("slow", 10) is None
@@ -73,7 +81,7 @@ async def test_a_packet_unfinished_at_the_timeout_expires_once() -> None:
 async def test_a_connection_gone_cancels_its_timer() -> None:
     expired: list[str] = []
     fired = asyncio.Event()
-    parked = PartialPackets(100, 150, 0.01, lambda sid: (expired.append(sid), fired.set()))
+    parked = timed(expired, fired, 0.01)
     parked.header("a", 3)
     parked.forget("a")
     parked.header("b", 2)  # due after "a" would have been
