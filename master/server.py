@@ -33,11 +33,12 @@ from sio_cluster.common.config import Config
 from sio_cluster.common.redis.topology import Topology, topology_for
 from sio_cluster.legacy_store.schema import Schema
 from sio_cluster.legacy_store.socket_store import MembershipStore, NoStore, SocketStore
-from sio_cluster.master.bus.classic import ClusterBus, RedisTransport
+from sio_cluster.master.bus.classic import ClusterBus
 from sio_cluster.master.bus.classic_wire import Channels
 from sio_cluster.master.bus.core import HostBus
 from sio_cluster.master.bus.sharded import ShardedBus
 from sio_cluster.master.bus.sharded_wire import ShardChannels
+from sio_cluster.master.bus.transport import RedisTransport
 from sio_cluster.master.embedded_redis import EmbeddedRedis
 from sio_cluster.master.host_ops import ClusterOperations, HostOperations
 from sio_cluster.master.metrics import Metrics, serve_metrics
@@ -95,13 +96,12 @@ class Master:
         transport = RedisTransport(
             commands, cluster=topology.is_cluster, sharded=config.adapter == "sharded"
         )
-        self.bus: HostBus
+        self.bus: HostBus[Any]
         if config.adapter == "sharded":
             self.bus = ShardedBus(
                 transport,
                 ShardChannels(config.adapter_key, config.subscription_mode),
                 ShardedSource(topology, self._reconnect_counter(), f"{client_name()}:ssub"),
-                self.table,
                 self.host,
                 self.fanout,
                 metrics,
@@ -111,13 +111,12 @@ class Master:
             self.bus = ClusterBus(
                 transport,
                 Channels(config.adapter_key),
-                self.table,
                 self.host,
                 self.fanout,
                 metrics,
                 config.redis_buffer_bytes,
             )
-        if self.recovery is not None and isinstance(self.bus, ClusterBus):
+        if self.recovery is not None:
             self.recovery.hand_over_through(self.bus)
         self.operations = ClusterOperations(self.host, self.bus)
         self.rejects = RejectSink(commands, config.rejected_key, metrics)

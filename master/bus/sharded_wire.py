@@ -27,7 +27,13 @@ from typing import Any
 import orjson
 
 from sio_cluster.common.config import SubscriptionMode
-from sio_cluster.master.bus.classic_wire import AdapterFormatError, pack, unpack
+from sio_cluster.master.bus.classic_wire import (
+    AckedEmit,
+    AdapterFormatError,
+    acked_emit,
+    pack,
+    unpack,
+)
 from sio_cluster.wire.frames import Room, is_room
 from sio_cluster.wire.operations import (
     ClusterOperation,
@@ -293,21 +299,33 @@ def response_to(operation: ClusterOperation, result: Any) -> tuple[MessageType, 
     raise ValueError(f"no response to {operation!r}")
 
 
-def answer_of(request_kind: MessageType, response: ShardMessage) -> Any:
-    """What a response says to a request of ``request_kind``; None if not an answer to it.
+def answer_of(operation: ClusterOperation, response: ShardMessage) -> Any:
+    """What ``response`` answers to ``operation``; None if it is not an answer to it.
 
     A fetch is answered by its sockets, an emit with acks by the ack (as a list of
     arguments), a join/leave/disconnect (ours only) by a count. (Our server-side emits
     wait for no answer.)
     """
     kind, data = response.kind, response.data
-    if request_kind == MessageType.FETCH_SOCKETS and kind == MessageType.FETCH_SOCKETS_RESPONSE:
-        sockets = data.get("sockets")
-        return {"sockets": sockets if isinstance(sockets, list) else []}
-    if request_kind == MessageType.BROADCAST and kind == MessageType.BROADCAST_ACK:
-        args = data.get("args")
-        return args if isinstance(args, list) else [data.get("packet")]
-    if request_kind in MEMBERSHIP_TYPES.values() and kind == request_kind:
-        count = data.get("count")
-        return count if type(count) is int else 0
+    match operation:
+        case FetchSockets() if kind == MessageType.FETCH_SOCKETS_RESPONSE:
+            sockets = data.get("sockets")
+            return sockets if isinstance(sockets, list) else []
+        case EmitWithAck() if kind == MessageType.BROADCAST_ACK:
+            args = data.get("args")
+            return args if isinstance(args, list) else [data.get("packet")]
+        case JoinRooms() | LeaveRooms() | DisconnectSockets():
+            if kind != MEMBERSHIP_TYPES[type(operation)]:
+                return None
+            count = data.get("count")
+            return count if type(count) is int else 0
     return None
+
+
+def work_of(message: ShardMessage, default_timeout: float) -> ClusterOperation | AckedEmit | None:
+    """What another server's request asks of this host (None: nothing it carries out); a
+    broadcast with a requestId is an emit with acks."""
+    if message.kind == MessageType.BROADCAST:
+        data = message.data
+        return acked_emit(message.namespace, data.get("packet"), data.get("opts"), default_timeout)
+    return operation_of(message)
