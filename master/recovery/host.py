@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from sio_cluster.master.recovery.handover_wire import HandoverRequest
 from sio_cluster.master.recovery.log import Outcome, RecoveryLog, Restoration, Room
 from sio_cluster.wire.frames import (
+    Broadcast,
     Join,
     KeepSession,
     Leave,
@@ -44,6 +45,7 @@ from sio_cluster.wire.frames import (
 
 if TYPE_CHECKING:
     from sio_cluster.master.bus.core import HostBus
+    from sio_cluster.master.routing.fanout import Fanout
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,15 @@ class HostRecovery:
 
     def echoed(self, body: bytes) -> None:
         self.log.echoed(body)
+
+    def deliver_own(
+        self, fanout: Fanout, worker: int, broadcast: Broadcast, body: bytes
+    ) -> int | None:
+        """A worker's broadcast: the worker delivered nothing itself, so its sockets get the
+        packet stamped, in the host's order, with everyone else's; its sequence number."""
+        return fanout.deliver(
+            broadcast.namespace, broadcast.rooms, broadcast.exclude, broadcast.parts, own=True
+        )
 
     def published(self, seq: int | None, body: bytes | None) -> None:
         """Own broadcast ``seq`` went to Redis as ``body`` (None: not logged, or its echo
