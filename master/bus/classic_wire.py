@@ -12,8 +12,11 @@ empty rooms/except/flags, notepack encodes ``undefined`` as ext type 0 and Dates
 as msgpack timestamps (we turn them into JSON's ISO strings).
 
 The mapping between our cluster operations (:mod:`wire.operations`) and the
-adapter's request types lives here, in :func:`encode_requests` and
-:func:`decode_operation`, and nowhere else.
+adapter's request types lives here (:func:`encode_request`, :func:`work_of`,
+:func:`answer_of`, :func:`encode_response`), and nowhere else. Requests and
+responses decode into :class:`AdapterMessage`. :class:`AckedEmit` and the pieces
+both forms share (msgpack, :class:`AdapterFormatError`) are used by
+:mod:`master.bus.sharded_wire` too.
 """
 
 from __future__ import annotations
@@ -423,7 +426,8 @@ def answer_of(operation: ClusterOperation, response: AdapterMessage) -> Any:
             args = fields.get("args")
             return args if isinstance(args, list) else [fields.get("packet")]
         case FetchSockets() if kind is None or kind == RequestType.REMOTE_FETCH:
-            return fields.get("sockets")
+            sockets = fields.get("sockets")
+            return sockets if isinstance(sockets, list) else []
         case JoinRooms() | LeaveRooms() | DisconnectSockets():
             if kind is not None and kind != REQUEST_TYPES[operation.OPERATION]:
                 return None

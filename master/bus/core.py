@@ -94,11 +94,11 @@ def encode_parts(namespace: str, data: list[Any]) -> list[str | bytes]:
     return encoded if isinstance(encoded, list) else [encoded]
 
 
-def readable_sockets(entries: Any) -> tuple[list[dict[str, Any]], int]:
+def readable_sockets(entries: list[Any]) -> tuple[list[dict[str, Any]], int]:
     """The readable sockets of a fetch answer (SocketInfo wire maps), and how many entries
-    were unreadable (left out: one bad entry must not fail the whole fetch)."""
+    were unreadable."""
     sockets, unreadable = [], 0
-    for entry in entries if isinstance(entries, list) else []:
+    for entry in entries:
         try:
             sockets.append(SocketInfo.from_wire(entry).to_wire())
         except OperationError:
@@ -249,8 +249,6 @@ class HostBus(Generic[Message]):
                 return 1 if await self._owner_confirms(operation, others, masters) else 0
             case JoinRooms() | LeaveRooms() | DisconnectSockets():
                 return await self._room_wide(operation, others, masters)
-            case FetchSockets():
-                return self.fetched(await self.ask(operation, others, REQUESTS_TIMEOUT))
             case EmitWithAck():
                 answers = await self.ask(operation, 1, operation.timeout)
                 if not answers:
@@ -259,7 +257,8 @@ class HostBus(Generic[Message]):
             case ServerEmit():
                 self.send(operation, None)
                 return others
-        raise ValueError(f"unknown operation {operation!r}")
+            case _:  # every server answers (a fetch ...); answers combine as the operation says
+                return operation.combine(await self.ask(operation, others, REQUESTS_TIMEOUT))
 
     async def other_servers(self, namespace: str) -> tuple[int, int]:
         """How many other servers serve ``namespace``, and how many of them are our masters."""
@@ -289,7 +288,7 @@ class HostBus(Generic[Message]):
         on_node = False
         if others > masters:
             fetch = FetchSockets(operation.namespace, operation.selector, ids_only=True)
-            on_node = bool(self.fetched(await self.ask(fetch, others, REQUESTS_TIMEOUT, bool)))
+            on_node = any(await self.ask(fetch, others, REQUESTS_TIMEOUT, bool))
         counts = await self.ask(operation, masters, REQUESTS_TIMEOUT, bool)
         return on_node or any(counts)
 
@@ -304,7 +303,7 @@ class HostBus(Generic[Message]):
         counted: int | None = None
         if others > masters:
             fetch = FetchSockets(operation.namespace, operation.selector, ids_only=True)
-            counted = len(self.fetched(await self.ask(fetch, others, REQUESTS_TIMEOUT)))
+            counted = len(fetch.combine(await self.ask(fetch, others, REQUESTS_TIMEOUT)))
         counts = await self.ask(operation, masters, REQUESTS_TIMEOUT)
         return counted if counted is not None else sum(counts)
 
@@ -319,7 +318,7 @@ class HostBus(Generic[Message]):
         (or until one answer is ``enough``)."""
         return await self.ask_with(
             lambda request_id: self.send(operation, request_id),
-            lambda response: self.answer_of(operation, response),
+            lambda response: self._read(operation, response),
             expected,
             timeout,
             enough,
@@ -354,15 +353,15 @@ class HostBus(Generic[Message]):
         if pending is not None:
             pending.accept(response)
 
-    def fetched(self, socket_lists: list[Any]) -> list[dict[str, Any]]:
-        """Every readable socket of the answers to a fetch; unreadable ones are counted."""
-        found: list[dict[str, Any]] = []
-        for entries in socket_lists:
-            sockets, unreadable = readable_sockets(entries)
-            found += sockets
+    def _read(self, operation: ClusterOperation, response: Any) -> Any:
+        """The codec's answer, and of a fetch answer only the readable sockets (the others
+        are counted: one bad entry must not fail the whole fetch)."""
+        answer = self.answer_of(operation, response)
+        if isinstance(operation, FetchSockets) and answer is not None:
+            answer, unreadable = readable_sockets(answer)
             if unreadable:
                 self.unreadable("a fetch answer", AdapterFormatError(f"{unreadable} bad sockets"))
-        return found
+        return answer
 
     def unreadable(self, channel: str, exc: AdapterFormatError) -> None:
         """Count and log (rate-limited) an adapter message we cannot read."""

@@ -62,15 +62,20 @@ def node_broadcast(form: str, data: list[Any], rooms: list[Room]) -> bytes:
 
 
 def node_server(redis: MemoryRedis, form: str, sockets: list[str]) -> list[tuple[int, Any]]:
-    """Subscribe a Node server holding ``sockets`` (in namespace "/"), as @socket.io/redis-adapter
+    """Subscribe a Node server holding ``sockets`` (in namespace "/"; "" lists a socket without
+    an id, unreadable), as @socket.io/redis-adapter
     8.3 behaves: it answers fetches with its matching sockets, and (classic form) a per-socket
     join/leave/disconnect of its own socket with a bare ``{requestId}``; it carries room-wide
     join/leave/disconnect out without answering. Returns the (type, rooms) of what it heard."""
     heard: list[tuple[int, Any]] = []
 
-    def matching(opts: Any) -> list[dict[str, Any]]:
+    def matching(opts: Any) -> list[Any]:
         rooms = (opts or {}).get("rooms") or []
-        return [{"id": s, "rooms": [s]} for s in sockets if not rooms or s in rooms]
+        return [
+            {"id": s, "rooms": [s]} if s else {"rooms": []}
+            for s in sockets
+            if not rooms or s in rooms
+        ]
 
     def answer(channel: str, body: dict[str, Any]) -> None:
         asyncio.create_task(redis.publish([(channel, orjson.dumps(body))]))
@@ -235,6 +240,16 @@ async def test_fetch_sockets_across_hosts_carries_handshake_and_data(
         ("a0", "127.0.0.1", 0),
         ("b0", "127.0.0.1", 0),
     ]
+
+
+async def test_an_unreadable_socket_in_a_fetch_answer_is_counted_and_left_out(
+    hosts: tuple[MemoryRedis, MemoryHost, MemoryHost], form: str
+) -> None:
+    redis, a, _ = hosts
+    node_server(redis, form, ["n1", ""])
+    sockets = await a.operations.handle(0, FetchSockets("/", Selector()))
+    assert sorted(s["id"] for s in sockets) == ["a0", "a1", "b0", "b1", "n1"]
+    assert a.bus.metrics.rejected.labels(reason="bad_adapter_message")._value.get() == 1
 
 
 async def test_emit_with_ack_to_another_hosts_socket(
