@@ -162,6 +162,18 @@ def _room_list(value: Any) -> list[Room]:
     return [value] if is_room(value) else []
 
 
+def event_data(value: Any, what: str) -> list[Any]:
+    """``value`` as ``[event, *args]``; raise :class:`AdapterFormatError` if it is not."""
+    if not isinstance(value, list) or not value or not isinstance(value[0], str):
+        raise AdapterFormatError(f"{what} is not [event, ...args]")
+    return value
+
+
+def event_of(packet: Any) -> list[Any]:
+    """``[event, *args]`` of a Socket.IO packet map (the same in both forms)."""
+    return event_data(packet.get("data") if isinstance(packet, dict) else None, "packet.data")
+
+
 @dataclass(frozen=True)
 class AdapterBroadcast:
     """A decoded broadcast: who sent it, the packet data, and the targets."""
@@ -181,9 +193,7 @@ def decode_broadcast(body: bytes) -> AdapterBroadcast:
         raise AdapterFormatError("not [uid, packet, opts]")
     uid, packet = value[0], value[1]
     opts = value[2] if len(value) > 2 and isinstance(value[2], dict) else {}
-    data = packet.get("data")
-    if not isinstance(data, list) or not data or not isinstance(data[0], str):
-        raise AdapterFormatError("packet.data is not [event, ...args]")
+    data = event_of(packet)
     namespace = packet.get("nsp") or "/"
     flags = opts.get("flags")
     return AdapterBroadcast(
@@ -223,7 +233,7 @@ def decode_request(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise AdapterFormatError(f"not JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise AdapterFormatError("a request or response must be an object")
+        raise AdapterFormatError("a request, response or sharded message must be a map")
     return value
 
 
@@ -331,9 +341,7 @@ def operation_of_request(namespace: str, request: dict[str, Any]) -> ClusterOper
         rooms = tuple(_room_list(request.get("rooms")))
         return FetchSockets(namespace, Selector(rooms or None), ids_only=True)
     if kind == RequestType.SERVER_SIDE_EMIT:
-        data = request.get("data")
-        if not isinstance(data, list) or not data or not isinstance(data[0], str):
-            raise AdapterFormatError("a server-side emit needs data [event, ...args]")
+        data = event_data(request.get("data"), "a server-side emit's data")
         return ServerEmit(namespace, data[0], data[1:])
     return None
 
@@ -353,9 +361,7 @@ class AckedEmit:
 def acked_emit(namespace: str, packet: Any, opts: Any, default_timeout: float) -> AckedEmit:
     """Read an emit with acks (its packet and opts maps, the same in both forms); raise
     :class:`AdapterFormatError` if malformed. The ack timeout is ``opts.flags.timeout`` ms."""
-    data = packet.get("data") if isinstance(packet, dict) else None
-    if not isinstance(data, list) or not data or not isinstance(data[0], str):
-        raise AdapterFormatError("a broadcast needs packet.data [event, ...args]")
+    data = event_of(packet)
     if opts is None:
         opts = {}
     if not isinstance(opts, dict):

@@ -24,7 +24,11 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sio_cluster.master.bus.classic_wire import AdapterFormatError, channel_room_candidates
+from sio_cluster.master.bus.classic_wire import (
+    AdapterFormatError,
+    channel_room_candidates,
+    event_of,
+)
 from sio_cluster.master.bus.core import (
     REQUESTS_TIMEOUT,
     HostBus,
@@ -41,7 +45,6 @@ from sio_cluster.master.bus.sharded_wire import (
     echo_prefixes,
     encode,
     encode_operation,
-    event_of,
     event_packet,
     opts_of,
     response_to,

@@ -31,8 +31,9 @@ from sio_cluster.master.bus.classic_wire import (
     AckedEmit,
     AdapterFormatError,
     acked_emit,
+    decode_request,
+    event_data,
     pack,
-    unpack,
 )
 from sio_cluster.wire.frames import Room, is_room
 from sio_cluster.wire.operations import (
@@ -172,12 +173,7 @@ class ShardMessage:
 
 def decode(body: bytes) -> ShardMessage:
     """JSON when the first byte is ``{``, else msgpack; raise :class:`AdapterFormatError`."""
-    try:
-        value = orjson.loads(body) if body[:1] == b"{" else unpack(body)
-    except orjson.JSONDecodeError as exc:
-        raise AdapterFormatError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise AdapterFormatError("a message must be a map")
+    value = decode_request(body)
     kind, data = value.get("type"), value.get("data")
     if type(kind) is not int:
         raise AdapterFormatError("a message needs an integer 'type'")
@@ -212,14 +208,6 @@ def opts_of(selector: Selector, flags: dict[str, Any] | None = None) -> dict[str
         "except": list(selector.exclude),
         "flags": flags or {},
     }
-
-
-def event_of(packet: Any) -> list[Any]:
-    """``[event, *args]`` of a Socket.IO packet map; raise if it is not an event."""
-    data = packet.get("data") if isinstance(packet, dict) else None
-    if not isinstance(data, list) or not data or not isinstance(data[0], str):
-        raise AdapterFormatError("packet.data is not [event, ...args]")
-    return data
 
 
 def event_packet(namespace: str, data: list[Any]) -> dict[str, Any]:
@@ -280,9 +268,7 @@ def operation_of(message: ShardMessage) -> ClusterOperation | None:
         case MessageType.FETCH_SOCKETS:
             return FetchSockets(namespace, selector_of(data))
         case MessageType.SERVER_SIDE_EMIT:
-            packet = data.get("packet")
-            if not isinstance(packet, list) or not packet or not isinstance(packet[0], str):
-                raise AdapterFormatError("a server-side emit needs packet [event, ...args]")
+            packet = event_data(data.get("packet"), "a server-side emit's packet")
             return ServerEmit(namespace, packet[0], packet[1:])
     return None
 
