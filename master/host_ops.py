@@ -4,7 +4,7 @@ The routing table says which workers hold matching sockets, so an operation goes
 only to them, and their answers are combined into ONE answer (the shape a single
 python-socketio server would give). :class:`HostOperations` is this host's part;
 it serves both a worker's request and another host's (see
-:mod:`master.bus.classic`). :class:`ClusterOperations` adds the other hosts'
+:mod:`master.bus.core`). :class:`ClusterOperations` adds the other hosts'
 part for a worker's request.
 """
 
@@ -32,7 +32,7 @@ WORKER_TIMEOUT = 5.0
 
 
 class RemoteHosts(Protocol):
-    """The part of the cluster bus that asks other hosts (see :mod:`master.bus.classic`)."""
+    """The part of the cluster bus that asks other hosts (see :mod:`master.bus.core`)."""
 
     async def request(self, operation: ClusterOperation) -> Any: ...
 
@@ -97,7 +97,6 @@ class ClusterOperations:
                 if local:
                     return local  # a socket lives on one host only: found here, done
                 return await self.remote.request(operation)
-            case JoinRooms() | LeaveRooms() | DisconnectSockets() | FetchSockets():
+            case _:  # this host, then the others, combined
                 local = await self.host.on_host(operation)
                 return operation.combine([local, await self.remote.request(operation)])
-        raise ValueError(f"unknown operation {operation!r}")

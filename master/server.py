@@ -32,11 +32,12 @@ from sio_cluster.common.config import Config
 from sio_cluster.common.redis.topology import Topology, topology_for
 from sio_cluster.legacy_store.schema import Schema
 from sio_cluster.legacy_store.socket_store import MembershipStore, NoStore, SocketStore
-from sio_cluster.master.bus.classic import ClusterBus, RedisTransport
+from sio_cluster.master.bus.classic import ClusterBus
 from sio_cluster.master.bus.classic_wire import Channels
 from sio_cluster.master.bus.core import HostBus
 from sio_cluster.master.bus.sharded import ShardedBus
 from sio_cluster.master.bus.sharded_wire import ShardChannels
+from sio_cluster.master.bus.transport import RedisTransport
 from sio_cluster.master.embedded_redis import EmbeddedRedis
 from sio_cluster.master.first_contact import RedisRefused, first_contact
 from sio_cluster.master.host_ops import ClusterOperations, HostOperations
@@ -45,12 +46,13 @@ from sio_cluster.master.pubsub.sharded_source import ShardedSource
 from sio_cluster.master.pubsub.source import RedisSource
 from sio_cluster.master.recovery.host import HostRecovery
 from sio_cluster.master.recovery.log import RecoveryLog
+from sio_cluster.master.recovery.off import NullRecovery, Recovery
 from sio_cluster.master.routing.fanout import Fanout
 from sio_cluster.master.routing.messages import Rejected, event_prefix, parse_message
 from sio_cluster.master.routing.rejects import RejectSink
 from sio_cluster.master.routing.router import RoutingTable
 from sio_cluster.master.supervisor import StartupError, Supervisor
-from sio_cluster.wire.frames import HEADER, Broadcast, Join, Leave, RecoveryFrame, is_room
+from sio_cluster.wire.frames import Broadcast, Join, Leave, RecoveryFrame, is_room
 from sio_cluster.wire.operations import ClusterOperation
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ class Master:
         self.metrics = metrics
         self.table = RoutingTable()
         self.supervisor = Supervisor(config, metrics, self)
-        self.recovery: HostRecovery | None = None
+        self.recovery: Recovery = NullRecovery(metrics.bad_frames)
         if config.connection_state_recovery:
             recovery_log = RecoveryLog(
                 config.connection_state_recovery, config.recovery_buffer_bytes
@@ -85,23 +87,18 @@ class Master:
             )
             metrics.watch_recovery(recovery_log)
         self.fanout = Fanout(
-            self.table,
-            self.supervisor,
-            metrics,
-            config.worker_buffer_bytes,
-            None if self.recovery is None else self.recovery.log,
+            self.table, self.supervisor, metrics, config.worker_buffer_bytes, self.recovery.log
         )
         self.host = HostOperations(self.table, self.supervisor)
         transport = RedisTransport(
             commands, cluster=topology.is_cluster, sharded=config.adapter == "sharded"
         )
-        self.bus: HostBus
+        self.bus: HostBus[Any]
         if config.adapter == "sharded":
             self.bus = ShardedBus(
                 transport,
                 ShardChannels(config.adapter_key, config.subscription_mode),
                 ShardedSource(topology, self._reconnect_counter(), f"{client_name()}:ssub"),
-                self.table,
                 self.host,
                 self.fanout,
                 metrics,
@@ -111,14 +108,12 @@ class Master:
             self.bus = ClusterBus(
                 transport,
                 Channels(config.adapter_key),
-                self.table,
                 self.host,
                 self.fanout,
                 metrics,
                 config.redis_buffer_bytes,
             )
-        if self.recovery is not None and isinstance(self.bus, ClusterBus):
-            self.recovery.hand_over_through(self.bus)
+        self.recovery.hand_over_through(self.bus)
         self.operations = ClusterOperations(self.host, self.bus)
         self.rejects = RejectSink(commands, config.rejected_key, metrics)
         self.store: MembershipStore = NoStore()
@@ -165,39 +160,19 @@ class Master:
             if self.table.leave(worker, namespace, sid, room) and room is not None:
                 self.bus.room_closed(namespace, room)
             self.store.leave(namespace, sid, room)
-            if room is None and self.recovery is not None:
+            if room is None:
                 self.recovery.socket_left(namespace, sid)
 
     def on_broadcast(self, worker: int, broadcast: Broadcast, body: bytes) -> None:
         self.metrics.worker_broadcasts.inc()
-        if self.recovery is not None:
-            # the worker delivered nothing itself: its sockets get the packet, stamped,
-            # in the host's order, with everyone else's
-            seq = self.fanout.deliver(
-                broadcast.namespace, broadcast.rooms, broadcast.exclude, broadcast.parts, own=True
-            )
-            self.recovery.published(seq, self.bus.relay_worker_broadcast(broadcast))
-            return
-        self.fanout.deliver(
-            broadcast.namespace,
-            broadcast.rooms,
-            broadcast.exclude,
-            broadcast.parts,
-            skip_worker=worker,
-            frame=HEADER.pack(len(body)) + body,
-        )
-        self.bus.relay_worker_broadcast(broadcast)
+        seq = self.recovery.deliver_own(self.fanout, worker, broadcast, body)
+        self.recovery.published(seq, self.bus.relay_worker_broadcast(broadcast))
 
     def on_recovery(self, worker: int, frame: RecoveryFrame) -> None:
-        if self.recovery is None:
-            self.metrics.bad_frames.inc()
-            log.error("a worker sent %s, but recovery is off", type(frame).__name__)
-            return
         self.recovery.on_frame(worker, frame)
 
     def on_worker_exit(self, worker: int) -> None:
-        if self.recovery is not None:
-            self.recovery.worker_lost(self.table.sockets_of_worker(worker))
+        self.recovery.worker_lost(self.table.sockets_of_worker(worker))
         dropped, emptied = self.table.drop_worker(worker)
         for namespace, room in emptied:
             if is_room(room):

@@ -8,9 +8,11 @@ without processes, pipes or Redis, beside the real-process integration tests.
   workers keep their sockets in dictionaries and carry out operations the way
   ``workers.local_ops`` does, reporting membership to the routing table as a
   real worker's Join/Leave frames would.
-- :class:`MemoryRedis` is a pub/sub hub with the :class:`master.bus.classic.BusTransport`
+- :class:`MemoryRedis` is a pub/sub hub with the :class:`master.bus.listeners.BusTransport`
   shape: a publish reaches every bus subscribed to the channel (or, for
-  broadcasts, to the pattern), on a later loop tick as over a network.
+  broadcasts, to the pattern), on a later loop tick as over a network. The
+  sharded form's subscriber (:class:`MemoryShards`) subscribes on it too, so
+  one hub serves either form of the bus.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sio_cluster.master.bus.classic import ClusterBus
 from sio_cluster.master.bus.classic_wire import Channels
+from sio_cluster.master.bus.core import HostBus
+from sio_cluster.master.bus.sharded import ShardedBus
+from sio_cluster.master.bus.sharded_wire import ShardChannels
 from sio_cluster.master.host_ops import ClusterOperations, HostOperations
 from sio_cluster.master.metrics import Metrics
 from sio_cluster.master.routing.fanout import Fanout
@@ -66,21 +72,30 @@ class MemoryWorkers:
     def __init__(self, table: RoutingTable, count: int) -> None:
         self.table = table
         self.workers = {w: MemoryWorker() for w in range(count)}
+        self.bus: HostBus[Any] | None = None  # told of rooms opened and closed, as a master does
 
     def connect(self, worker: int, namespace: str, sid: str, *rooms: Room) -> None:
         self.workers[worker].sockets.setdefault(namespace, {})[sid] = {sid}
         self.table.join(worker, namespace, sid, None)
-        self.table.join(worker, namespace, sid, sid)
+        self._report_join(worker, namespace, sid, sid)
         for room in rooms:
             self._join(worker, namespace, sid, room)
 
+    def _report_join(self, worker: int, namespace: str, sid: str, room: Room) -> None:
+        if self.table.join(worker, namespace, sid, room) and self.bus is not None:
+            self.bus.room_opened(namespace, room, is_sid=room == sid)
+
+    def _report_leave(self, worker: int, namespace: str, sid: str, room: Room) -> None:
+        if self.table.leave(worker, namespace, sid, room) and self.bus is not None:
+            self.bus.room_closed(namespace, room)
+
     def _join(self, worker: int, namespace: str, sid: str, room: Room) -> None:
         self.workers[worker].sockets[namespace][sid].add(room)
-        self.table.join(worker, namespace, sid, room)
+        self._report_join(worker, namespace, sid, room)
 
     def _leave(self, worker: int, namespace: str, sid: str, room: Room) -> None:
         self.workers[worker].sockets[namespace][sid].discard(room)
-        self.table.leave(worker, namespace, sid, room)
+        self._report_leave(worker, namespace, sid, room)
 
     def rooms_of(self, worker: int, namespace: str, sid: str) -> set[Room]:
         return self.workers[worker].sockets[namespace][sid]
@@ -121,7 +136,7 @@ class MemoryWorkers:
                 chosen = memory.select(namespace, selector)
                 for sid in chosen:
                     for room in list(memory.sockets[namespace].pop(sid)):
-                        self.table.leave(worker, namespace, sid, room)
+                        self._report_leave(worker, namespace, sid, room)
                     self.table.leave(worker, namespace, sid, None)
                 return len(chosen)
             case FetchSockets(_, selector):
@@ -150,14 +165,20 @@ class MemoryRedis:
         self.patterns: list[tuple[str, Callable[[str, bytes], None]]] = []
         self.published: list[tuple[str, bytes]] = []
 
-    def attach(self, bus: ClusterBus, namespaces: list[str]) -> None:
-        """Subscribe ``bus`` as the master's subscriber connection would."""
-        self.patterns.append((bus.channels.broadcast_pattern[:-1], bus.on_broadcast))
+    def attach(self, bus: HostBus[Any], namespaces: list[str]) -> None:
+        """Subscribe ``bus`` as the master's classic subscriber connection would."""
+        for pattern in bus.extra_patterns:
+            self.patterns.append((pattern[:-1], partial(bus.on_classic, pattern.encode())))
         for channel in bus.channels_for(namespaces):
-            self.subscribe(channel, bus.on_request_or_response)
+            self.subscribe(channel, partial(bus.on_classic, None))
 
     def subscribe(self, channel: str, handler: Callable[[str, bytes], None]) -> None:
         self.subscriptions.setdefault(channel, []).append(handler)
+
+    def unsubscribe(self, channel: str, handler: Callable[[str, bytes], None]) -> None:
+        handlers = self.subscriptions.get(channel, [])
+        if handler in handlers:
+            handlers.remove(handler)
 
     async def publish(self, messages: list[tuple[str, bytes]]) -> None:
         loop = asyncio.get_running_loop()
@@ -173,13 +194,49 @@ class MemoryRedis:
         return {c: len(self.subscriptions.get(c, [])) for c in channels}
 
 
+class MemoryShards:
+    """The sharded bus's own subscriber (SSUBSCRIBE), on a :class:`MemoryRedis`."""
+
+    connected = True
+
+    def __init__(self, redis: MemoryRedis) -> None:
+        self._redis = redis
+        self._handler: Callable[[bytes, bytes], None] | None = None
+        self.channels: set[str] = set()
+
+    def deliver_to(self, handler: Callable[[bytes, bytes], None]) -> None:
+        self._handler = handler
+
+    def _on(self, channel: str, body: bytes) -> None:
+        assert self._handler is not None
+        self._handler(channel.encode(), body)
+
+    def add_channels(self, names: list[str]) -> None:
+        for name in names:
+            if name not in self.channels:
+                self.channels.add(name)
+                self._redis.subscribe(name, self._on)
+
+    def remove_channels(self, names: list[str]) -> None:
+        for name in names:
+            if name in self.channels:
+                self.channels.discard(name)
+                self._redis.unsubscribe(name, self._on)
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+
+FORMS = ("classic", "sharded")
+
+
 @dataclass
 class MemoryHost:
     """One master's logic on in-memory edges."""
 
     table: RoutingTable
     workers: MemoryWorkers
-    bus: ClusterBus
+    bus: HostBus[Any]
     operations: ClusterOperations
     task: asyncio.Task[None]
 
@@ -189,15 +246,25 @@ class MemoryHost:
 
 
 def memory_host(
-    redis: MemoryRedis, workers: int = 2, namespaces: tuple[str, ...] = ("/",)
+    redis: MemoryRedis,
+    workers: int = 2,
+    namespaces: tuple[str, ...] = ("/",),
+    form: str = "classic",
 ) -> MemoryHost:
-    """A master's table, workers, bus and operations, subscribed on ``redis``."""
+    """A master's table, workers, bus (``form``: classic or sharded) and operations,
+    subscribed on ``redis``."""
     table = RoutingTable()
-    pool = MemoryWorkers(table, workers)
     metrics = Metrics()
+    pool = MemoryWorkers(table, workers)
     host = HostOperations(table, pool)
     fanout = Fanout(table, pool, metrics, 1 << 20)
-    bus = ClusterBus(redis, Channels(), table, host, fanout, metrics, 1 << 20)
+    bus: HostBus[Any]
+    if form == "sharded":
+        shards = MemoryShards(redis)
+        bus = ShardedBus(redis, ShardChannels(), shards, host, fanout, metrics, 1 << 20)
+    else:
+        bus = ClusterBus(redis, Channels(), host, fanout, metrics, 1 << 20)
+    pool.bus = bus
     redis.attach(bus, list(namespaces))
     task = asyncio.create_task(bus.run())
     return MemoryHost(table, pool, bus, ClusterOperations(host, bus), task)

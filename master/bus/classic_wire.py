@@ -12,8 +12,11 @@ empty rooms/except/flags, notepack encodes ``undefined`` as ext type 0 and Dates
 as msgpack timestamps (we turn them into JSON's ISO strings).
 
 The mapping between our cluster operations (:mod:`wire.operations`) and the
-adapter's request types lives here, in :func:`encode_requests` and
-:func:`decode_operation`, and nowhere else.
+adapter's request types lives here (:func:`encode_request`, :func:`work_of`,
+:func:`answer_of`, :func:`encode_response`), and nowhere else. Requests and
+responses decode into :class:`AdapterMessage`. :class:`AckedEmit` and the pieces
+both forms share (msgpack, :class:`AdapterFormatError`) are used by
+:mod:`master.bus.sharded_wire` too.
 """
 
 from __future__ import annotations
@@ -159,6 +162,18 @@ def _room_list(value: Any) -> list[Room]:
     return [value] if is_room(value) else []
 
 
+def event_data(value: Any, what: str) -> list[Any]:
+    """``value`` as ``[event, *args]``; raise :class:`AdapterFormatError` if it is not."""
+    if not isinstance(value, list) or not value or not isinstance(value[0], str):
+        raise AdapterFormatError(f"{what} is not [event, ...args]")
+    return value
+
+
+def event_of(packet: Any) -> list[Any]:
+    """``[event, *args]`` of a Socket.IO packet map (the same in both forms)."""
+    return event_data(packet.get("data") if isinstance(packet, dict) else None, "packet.data")
+
+
 @dataclass(frozen=True)
 class AdapterBroadcast:
     """A decoded broadcast: who sent it, the packet data, and the targets."""
@@ -178,9 +193,7 @@ def decode_broadcast(body: bytes) -> AdapterBroadcast:
         raise AdapterFormatError("not [uid, packet, opts]")
     uid, packet = value[0], value[1]
     opts = value[2] if len(value) > 2 and isinstance(value[2], dict) else {}
-    data = packet.get("data")
-    if not isinstance(data, list) or not data or not isinstance(data[0], str):
-        raise AdapterFormatError("packet.data is not [event, ...args]")
+    data = event_of(packet)
     namespace = packet.get("nsp") or "/"
     flags = opts.get("flags")
     return AdapterBroadcast(
@@ -220,7 +233,7 @@ def decode_request(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise AdapterFormatError(f"not JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise AdapterFormatError("a request or response must be an object")
+        raise AdapterFormatError("a request, response or sharded message must be a map")
     return value
 
 
@@ -257,39 +270,41 @@ def _opts(selector: Selector) -> dict[str, Any]:
     return {"rooms": list(selector.rooms or []), "except": list(selector.exclude)}
 
 
-def encode_requests(operation: ClusterOperation) -> list[dict[str, Any]]:
-    """The adapter request bodies (without uid and requestId) that carry ``operation``.
-
-    The per-socket join/leave form names one room, so joining several rooms is
-    several requests.
-    """
-    kind = REQUEST_TYPES[operation.OPERATION]
+def _request_fields(operation: ClusterOperation) -> dict[str, Any]:
+    """The adapter request fields (beyond uid, type and requestId) that carry ``operation``;
+    a per-socket join/leave names its one room (see :func:`master.bus.core.per_room`)."""
     match operation:
         case JoinRooms() | LeaveRooms():
             if operation.single_sid:
                 sid = operation.selector.rooms[0] if operation.selector.rooms else ""
-                return [{"type": kind, "sid": sid, "room": room} for room in operation.rooms]
-            opts = _opts(operation.selector)
-            return [{"type": kind, "opts": opts, "rooms": list(operation.rooms)}]
+                return {"sid": sid, "room": operation.rooms[0] if operation.rooms else ""}
+            return {"opts": _opts(operation.selector), "rooms": list(operation.rooms)}
         case DisconnectSockets():
             if operation.single_sid:
                 sid = operation.selector.rooms[0] if operation.selector.rooms else ""
-                return [{"type": kind, "sid": sid, "close": operation.close}]
-            return [{"type": kind, "opts": _opts(operation.selector), "close": operation.close}]
+                return {"sid": sid, "close": operation.close}
+            return {"opts": _opts(operation.selector), "close": operation.close}
         case FetchSockets():
-            return [{"type": kind, "opts": _opts(operation.selector)}]
+            return {"opts": _opts(operation.selector)}
         case EmitWithAck():
             flags = {"timeout": int(operation.timeout * 1000)}
-            return [
-                {
-                    "type": kind,
-                    "packet": {"type": 2, "data": operation.data, "nsp": operation.namespace},
-                    "opts": {"rooms": [operation.sid], "except": [], "flags": flags},
-                }
-            ]
+            return {
+                "packet": {"type": 2, "data": operation.data, "nsp": operation.namespace},
+                "opts": {"rooms": [operation.sid], "except": [], "flags": flags},
+            }
         case ServerEmit():
-            return [{"type": kind, "data": [operation.event, *operation.args]}]
+            return {"data": [operation.event, *operation.args]}
     raise ValueError(f"no adapter request for {operation!r}")
+
+
+def encode_request(uid: str, operation: ClusterOperation, request_id: str | None) -> bytes:
+    """The request as published: JSON, or msgpack for an emit with acks (its packet may
+    hold binary). ``request_id`` None: nobody answers it (Node's room-wide form)."""
+    kind = REQUEST_TYPES[operation.OPERATION]
+    body = {"uid": uid, "type": kind, **_request_fields(operation)}
+    if request_id is not None:
+        body["requestId"] = request_id
+    return pack(body) if kind == RequestType.BROADCAST else encode_json(body)
 
 
 def _selector(opts: dict[str, Any]) -> Selector:
@@ -300,7 +315,7 @@ def _selector(opts: dict[str, Any]) -> Selector:
 def operation_of_request(namespace: str, request: dict[str, Any]) -> ClusterOperation | None:
     """The operation an adapter request asks of this server, or None if it is not one.
 
-    SOCKETS, ALL_ROOMS and BROADCAST (with acks) are answered apart, by the bus.
+    ALL_ROOMS and BROADCAST (with acks) are answered apart (:func:`work_of`, the bus).
     """
     kind = request.get("type")
     opts = request.get("opts")
@@ -326,63 +341,109 @@ def operation_of_request(namespace: str, request: dict[str, Any]) -> ClusterOper
         rooms = tuple(_room_list(request.get("rooms")))
         return FetchSockets(namespace, Selector(rooms or None), ids_only=True)
     if kind == RequestType.SERVER_SIDE_EMIT:
-        data = request.get("data")
-        if not isinstance(data, list) or not data or not isinstance(data[0], str):
-            raise AdapterFormatError("a server-side emit needs data [event, ...args]")
+        data = event_data(request.get("data"), "a server-side emit's data")
         return ServerEmit(namespace, data[0], data[1:])
     return None
 
 
-# ---- request envelopes, responses, and reading answers ------------------------------
+# ---- an emit with acks, in either form ----------------------------------------------
 
 
-def encode_request(uid: str, request: dict[str, Any], request_id: str | None = None) -> bytes:
-    """A request as published: JSON, or msgpack for BROADCAST (its packet may hold binary)."""
-    body = {"uid": uid, **request}
-    if request_id is not None:
-        body["requestId"] = request_id
-    return pack(body) if request["type"] == RequestType.BROADCAST else encode_json(body)
+@dataclass(frozen=True)
+class AckedEmit:
+    """Another server's emit with acks: to whom, what, and how long to wait for each ack."""
+
+    fetch: FetchSockets
+    data: list[Any]
+    timeout: float
 
 
-def type_of(message: dict[str, Any]) -> Any:
-    """A request's or response's type (a :class:`RequestType` value, or anything at all)."""
-    return message.get("type")
+def acked_emit(namespace: str, packet: Any, opts: Any, default_timeout: float) -> AckedEmit:
+    """Read an emit with acks (its packet and opts maps, the same in both forms); raise
+    :class:`AdapterFormatError` if malformed. The ack timeout is ``opts.flags.timeout`` ms."""
+    data = event_of(packet)
+    if opts is None:
+        opts = {}
+    if not isinstance(opts, dict):
+        raise AdapterFormatError("a broadcast's opts must be a map")
+    flags = opts.get("flags") or {}
+    milliseconds = flags.get("timeout") if isinstance(flags, dict) else None
+    timeout = float(milliseconds) / 1000 if milliseconds else default_timeout
+    return AckedEmit(FetchSockets(namespace, _selector(opts), ids_only=True), data, timeout)
 
 
-def request_id_of(message: dict[str, Any]) -> str | None:
-    value = message.get("requestId")
-    return None if value is None else str(value)
+def decode_emit_request(
+    namespace: str, request: dict[str, Any], default_timeout: float
+) -> AckedEmit:
+    """Read a BROADCAST request; raise :class:`AdapterFormatError` if malformed."""
+    return acked_emit(namespace, request.get("packet") or {}, request.get("opts"), default_timeout)
 
 
-def is_own(message: dict[str, Any], uid: str) -> bool:
-    """A request we published ourselves (emitters send none; Node servers their own uid)."""
-    return message.get("uid") == uid
+# ---- requests and responses as messages ---------------------------------------------
 
 
-def answer_to(request_kind: int, message: dict[str, Any]) -> Any:
-    """What a response says to a request of ``request_kind``; None if it is not an answer.
+@dataclass(frozen=True)
+class AdapterMessage:
+    """A request or response, read once: its type (a :class:`RequestType` value, None in
+    Node's fetch and per-socket answers, or anything another server sent), the sender's
+    uid (None in responses), the request id, and the map itself for the type's fields."""
 
-    For an emit with acks (BROADCAST) only the acks count, as the ack arguments;
-    BROADCAST_CLIENT_COUNT is not waited for.
+    kind: Any
+    uid: Any
+    request_id: str | None
+    fields: dict[str, Any]
+
+
+def decode_message(body: bytes) -> AdapterMessage:
+    """Read a request or response; raise :class:`AdapterFormatError` if malformed."""
+    value = decode_request(body)
+    request_id = value.get("requestId")
+    return AdapterMessage(
+        value.get("type"),
+        value.get("uid"),
+        None if request_id is None else str(request_id),
+        value,
+    )
+
+
+def work_of(
+    namespace: str, request: AdapterMessage, default_timeout: float
+) -> ClusterOperation | AckedEmit | None:
+    """What another server's request asks of this host (None: nothing it carries out)."""
+    if request.kind == RequestType.BROADCAST:
+        return decode_emit_request(namespace, request.fields, default_timeout)
+    return operation_of_request(namespace, request.fields)
+
+
+def answer_of(operation: ClusterOperation, response: AdapterMessage) -> Any:
+    """What ``response`` answers to ``operation``; None if it is not an answer to it.
+
+    A fetch is answered by its sockets, an emit with acks by the ack's arguments (its
+    BROADCAST_CLIENT_COUNT is not waited for), a join/leave/disconnect by a count: our
+    masters send one, Node's per-socket confirmation (``{requestId}``) stands for its
+    one socket.
     """
-    kind = message.get("type")
-    if request_kind == RequestType.BROADCAST:
-        if kind != RequestType.BROADCAST_ACK:
-            return None
-        args = message.get("args")
-        return args if isinstance(args, list) else [message.get("packet")]
-    if kind is None or kind == request_kind:
-        return message
+    kind = response.kind
+    fields = response.fields
+    match operation:
+        case EmitWithAck():
+            if kind != RequestType.BROADCAST_ACK:
+                return None
+            args = fields.get("args")
+            return args if isinstance(args, list) else [fields.get("packet")]
+        case FetchSockets() if kind is None or kind == RequestType.REMOTE_FETCH:
+            sockets = fields.get("sockets")
+            return sockets if isinstance(sockets, list) else []
+        case JoinRooms() | LeaveRooms() | DisconnectSockets():
+            if kind is not None and kind != REQUEST_TYPES[operation.OPERATION]:
+                return None
+            count = fields.get("count", 1 if operation.single_sid else 0)
+            return count if type(count) is int else 0
     return None
 
 
-def count_of(answer: dict[str, Any]) -> int:
-    """The count a master adds to its answer to a join/leave/disconnect."""
-    return int(answer.get("count", 0))
-
-
 def encode_response(
-    request: dict[str, Any], operation: ClusterOperation, result: Any
+    request: AdapterMessage, operation: ClusterOperation, result: Any
 ) -> bytes | None:
     """Our answer to another server's request, once carried out; None when we stay silent.
 
@@ -390,10 +451,10 @@ def encode_response(
     room-wide operations send them), and per-socket requests for a socket that is
     not ours (only the owner answers).
     """
-    request_id = request.get("requestId")
+    request_id = request.request_id
     if request_id is None:
         return None
-    kind = request.get("type")
+    kind = request.kind
     match operation:
         case JoinRooms() | LeaveRooms() | DisconnectSockets():
             if operation.single_sid and not result:
@@ -408,59 +469,28 @@ def encode_response(
     return None
 
 
-def encode_all_rooms_response(request: dict[str, Any], rooms: Sequence[Hashable]) -> bytes | None:
-    request_id = request.get("requestId")
-    if request_id is None:
+def encode_all_rooms_response(request: AdapterMessage, rooms: Sequence[Hashable]) -> bytes | None:
+    if request.request_id is None:
         return None
-    return encode_json({"requestId": request_id, "rooms": list(rooms)})
+    return encode_json({"requestId": request.request_id, "rooms": list(rooms)})
 
 
-@dataclass(frozen=True)
-class EmitRequest:
-    """Another server's emit with acks (BROADCAST): to whom, what, and how long to wait."""
-
-    request_id: Any
-    fetch: FetchSockets
-    data: list[Any]
-    timeout: float
-
-    def client_count(self, count: int) -> bytes:
-        return encode_json(
-            {
-                "type": RequestType.BROADCAST_CLIENT_COUNT,
-                "requestId": self.request_id,
-                "clientCount": count,
-            }
-        )
-
-    def ack(self, args: list[Any]) -> bytes:
-        return pack(
-            {
-                "type": RequestType.BROADCAST_ACK,
-                "requestId": self.request_id,
-                "packet": args[0] if args else None,
-                "args": args,
-            }
-        )
+def encode_client_count(request: AdapterMessage, count: int) -> bytes:
+    return encode_json(
+        {
+            "type": RequestType.BROADCAST_CLIENT_COUNT,
+            "requestId": request.fields.get("requestId"),
+            "clientCount": count,
+        }
+    )
 
 
-def decode_emit_request(
-    namespace: str, request: dict[str, Any], default_timeout: float
-) -> EmitRequest:
-    """Read a BROADCAST request; raise :class:`AdapterFormatError` if malformed."""
-    packet = request.get("packet") or {}
-    data = packet.get("data") if isinstance(packet, dict) else None
-    if not isinstance(data, list) or not data or not isinstance(data[0], str):
-        raise AdapterFormatError("a broadcast needs packet.data [event, ...args]")
-    opts = request.get("opts") or {}
-    if not isinstance(opts, dict):
-        raise AdapterFormatError("a broadcast's opts must be a map")
-    flags = opts.get("flags") or {}
-    milliseconds = flags.get("timeout") if isinstance(flags, dict) else None
-    timeout = float(milliseconds) / 1000 if milliseconds else default_timeout
-    return EmitRequest(
-        request.get("requestId"),
-        FetchSockets(namespace, _selector(opts), ids_only=True),
-        data,
-        timeout,
+def encode_ack(request: AdapterMessage, args: list[Any]) -> bytes:
+    return pack(
+        {
+            "type": RequestType.BROADCAST_ACK,
+            "requestId": request.fields.get("requestId"),
+            "packet": args[0] if args else None,
+            "args": args,
+        }
     )

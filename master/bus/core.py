@@ -1,10 +1,18 @@
-"""What both forms of the cross-host bus share: the outage buffer, requests and answers.
+"""The cross-host bus, written once: requests, membership, server counts, answers, the buffer.
 
 The classic redis-adapter bus (:mod:`master.bus.classic`) and the sharded one
-(:mod:`master.bus.sharded`) differ in channels and message shapes only; both
-publish through a bounded :class:`common.outbox.Outbox` that holds messages
-while Redis is unreachable, wait for a known number of answers to a request
-within a timeout, and count unreadable messages instead of failing on them.
+(:mod:`master.bus.sharded`) are two codecs of one protocol (the way python-socketio's
+``AsyncPubSubManager`` leaves ``_publish``/``_listen`` to each backend): each names its
+channels, encodes and decodes its messages and subscribes its own way; everything
+else is here. Both publish through a bounded :class:`common.outbox.Outbox` that holds
+messages while Redis is unreachable, count the servers of a namespace by their
+subscriptions, wait for a known number of answers to a request within a timeout, and
+count unreadable messages instead of failing on them.
+
+Node servers on the same Redis are members too. They answer per-socket requests,
+fetches and acks, but carry room-wide join/leave/disconnect out without answering: those
+wait only for our other masters (a channel only our masters subscribe to tells them
+apart), and with Node servers present the sockets are counted by a fetch first.
 """
 
 from __future__ import annotations
@@ -13,22 +21,30 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Generic, TypeVar
 
 from socketio import packet as sio_packet
 
 from sio_cluster.common.outbox import Outbox
 from sio_cluster.common.ratelimit import RateLimitedLogger
-from sio_cluster.master.bus.classic_wire import AdapterFormatError
+from sio_cluster.master.bus.classic_wire import AckedEmit, AdapterFormatError
+from sio_cluster.master.bus.listeners import BusTransport, Listeners
 from sio_cluster.master.host_ops import HostOperations
 from sio_cluster.master.metrics import Metrics
+from sio_cluster.master.recovery.handover_wire import HandoverAnswer
+from sio_cluster.master.recovery.off import NO_HANDOVERS, HandoverPeer
+from sio_cluster.master.routing.fanout import Fanout
 from sio_cluster.wire.frames import Broadcast, Room
 from sio_cluster.wire.operations import (
     ClusterOperation,
+    DisconnectSockets,
     EmitWithAck,
     FetchSockets,
+    JoinRooms,
+    LeaveRooms,
     OperationError,
+    ServerEmit,
     SocketInfo,
 )
 
@@ -37,115 +53,21 @@ log = logging.getLogger(__name__)
 REQUESTS_TIMEOUT = 5.0  # the Node adapter's default requestsTimeout
 PUBLISH_BATCH = 500
 LISTENERS_SAMPLE_INTERVAL = 5.0  # how often the servers listening are counted, while healthy
-RESUBSCRIBE_GRACE = 10.0  # the longest held publishes wait for them after an outage
 
-
-class BusTransport(Protocol):
-    """What the bus needs of Redis: the narrow edge that unit tests replace in memory."""
-
-    async def publish(self, messages: list[tuple[str, bytes]]) -> None: ...
-
-    async def subscribers(self, channels: list[str]) -> dict[str, int]: ...
-
-
-class HostBus(Protocol):
-    """What the master asks of its bus, whichever form (classic or sharded) it has."""
-
-    extra_patterns: list[str]  # for the classic subscriber, beside ch:*
-
-    def channels_for(self, namespaces: list[str]) -> list[str]:
-        """Serve these namespaces too: the channels the classic subscriber must add."""
-        ...
-
-    def on_classic(self, pattern: bytes | None, channel: str, body: bytes) -> None:
-        """A message of the classic subscriber that is not a ``ch:*`` one."""
-        ...
-
-    def room_opened(self, namespace: str, room: Room, is_sid: bool) -> None: ...
-
-    def subscribed(self) -> bool:
-        """Whether the bus's own subscriptions (beyond the classic subscriber's) are live."""
-        ...
-
-    def room_closed(self, namespace: str, room: Room) -> None: ...
-
-    def relay_worker_broadcast(self, broadcast: Broadcast) -> bytes | None:
-        """Publish a worker's broadcast for other hosts; the body, if it comes back to us."""
-        ...
-
-    async def request(self, operation: ClusterOperation) -> Any: ...
-
-    async def run(self) -> None: ...
-
-
-class Listeners:
-    """How many servers listened on each namespace before an outage, and whether they are back.
-
-    Why: publishes held through a Redis outage could be written as soon as this master can
-    write again, which is often before the other servers' subscribers are back (our masters
-    retry after 0.2, 0.4, 0.8 s ...), and Redis delivers a message only to whoever is
-    subscribed at that moment: the chaos soak lost 63-65 handler emits per Redis restart that
-    way. So the channels each server of a namespace subscribes to (``channels()``) are counted
-    while Redis is healthy, and after an outage the held publishes wait until the counts are
-    back, or at most ``grace`` seconds from when Redis answers again (a server that went away
-    meanwhile does not hold them longer).
-    """
-
-    def __init__(
-        self,
-        transport: BusTransport,
-        channels: Callable[[], list[str]],
-        grace: float = RESUBSCRIBE_GRACE,
-    ) -> None:
-        self._transport = transport
-        self._channels = channels
-        self._grace = grace
-        self.known: dict[str, int] = {}
-        self._answering_since: float | None = None
-
-    async def count(self) -> None:
-        """Note how many listen now (Redis healthy); a failed count keeps the last one."""
-        channels = self._channels()
-        try:
-            self.known = await self._transport.subscribers(channels) if channels else {}
-        except Exception as exc:  # Redis away: what was known before is what counts
-            log.debug("could not count the listening servers: %s", exc)
-
-    async def back(self) -> bool:
-        """After an outage: True once every server counted before is subscribed again, or
-        the grace period since Redis answers again is over; False while Redis is away."""
-        loop = asyncio.get_running_loop()
-        try:
-            now = await self._transport.subscribers(list(self.known)) if self.known else {}
-        except Exception:  # still away
-            self._answering_since = None
-            return False
-        missing = {c: n - now.get(c, 0) for c, n in self.known.items() if now.get(c, 0) < n}
-        if self._answering_since is None:
-            self._answering_since = loop.time()
-            if missing:
-                log.warning(
-                    "Redis answers again: holding the buffered publishes for at most %.0f s,"
-                    " until the servers listening before are subscribed again (missing: %s)",
-                    self._grace,
-                    missing,
-                )
-        if missing and loop.time() - self._answering_since < self._grace:
-            return False
-        if missing:
-            log.warning("publishing held messages: servers still not back on %s", missing)
-        self._answering_since = None
-        return True
+Message = TypeVar("Message")  # a codec's decoded request or response
+Membership = JoinRooms | LeaveRooms | DisconnectSockets
+Work = ClusterOperation | AckedEmit  # what another server's request asks of this host
 
 
 @dataclass
 class Pending:
-    """A request we sent, waiting for ``expected`` answers; ``read`` turns a response
-    into an answer, or None when the response is not one."""
+    """A request we sent, waiting for ``expected`` answers (or the first one ``enough``
+    says settles it); ``read`` turns a response into an answer, or None when it is not one."""
 
     expected: int
     future: asyncio.Future[None]
     read: Callable[[Any], Any]
+    enough: Callable[[Any], bool]
     answers: list[Any] = field(default_factory=list)
 
     def accept(self, response: Any) -> None:
@@ -153,7 +75,8 @@ class Pending:
         if answer is None:
             return
         self.answers.append(answer)
-        if len(self.answers) >= self.expected and not self.future.done():
+        done = len(self.answers) >= self.expected or self.enough(answer)
+        if done and not self.future.done():
             self.future.set_result(None)
 
 
@@ -171,11 +94,11 @@ def encode_parts(namespace: str, data: list[Any]) -> list[str | bytes]:
     return encoded if isinstance(encoded, list) else [encoded]
 
 
-def readable_sockets(entries: Any) -> tuple[list[dict[str, Any]], int]:
+def readable_sockets(entries: list[Any]) -> tuple[list[dict[str, Any]], int]:
     """The readable sockets of a fetch answer (SocketInfo wire maps), and how many entries
-    were unreadable (left out: one bad entry must not fail the whole fetch)."""
+    were unreadable."""
     sockets, unreadable = [], 0
-    for entry in entries if isinstance(entries, list) else []:
+    for entry in entries:
         try:
             sockets.append(SocketInfo.from_wire(entry).to_wire())
         except OperationError:
@@ -183,13 +106,34 @@ def readable_sockets(entries: Any) -> tuple[list[dict[str, Any]], int]:
     return sockets, unreadable
 
 
-class BusCore:
-    """The publishing buffer, the pending requests and the error accounting of a bus."""
+def per_room(operation: Membership) -> list[Membership]:
+    """A per-socket request names one room (Node's form): one request per room."""
+    if isinstance(operation, DisconnectSockets):
+        return [operation]
+    return [replace(operation, rooms=(room,)) for room in operation.rooms]
 
-    def __init__(self, transport: BusTransport, metrics: Metrics, buffer_bytes: int) -> None:
+
+class HostBus(Generic[Message]):
+    """This master's side of the cross-host protocol; a codec subclass fills in the wire."""
+
+    per_socket_requests: ClassVar[bool]  # the wire has Node's per-socket join/leave/disconnect
+
+    def __init__(
+        self,
+        transport: BusTransport,
+        host: HostOperations,
+        fanout: Fanout,
+        metrics: Metrics,
+        buffer_bytes: int,
+    ) -> None:
         self.uid = secrets.token_hex(8)
         self.transport = transport
+        self.host = host
+        self.fanout = fanout
         self.metrics = metrics
+        self.extra_patterns: list[str] = []  # for the classic subscriber, beside ch:*
+        self.handovers: HandoverPeer = NO_HANDOVERS
+        self.namespaces: set[str] = set()  # those this master serves (counted among servers)
         self.listeners = Listeners(transport, self.listener_channels)
         metrics.watch_listeners(lambda: self.listeners.known)
         self.outbox: Outbox[tuple[str, bytes]] = Outbox(
@@ -208,14 +152,77 @@ class BusCore:
         self._tasks: set[asyncio.Task[None]] = set()
         self._limiter = RateLimitedLogger(log)
 
+    # ---- what each codec provides ------------------------------------------------
+
+    def server_channels(self, namespace: str) -> tuple[str, str]:
+        """The channel every server of ``namespace`` subscribes to, and the one only our
+        masters do: their subscriber counts are how many servers, and masters, there are."""
+        raise NotImplementedError
+
+    def channels_for(self, namespaces: list[str]) -> list[str]:
+        """Serve these namespaces too; the channels the classic subscriber must add."""
+        raise NotImplementedError
+
+    def send(self, operation: ClusterOperation, request_id: str | None) -> None:
+        """Publish the request that carries ``operation`` (None: nobody answers it)."""
+        raise NotImplementedError
+
+    def answer_of(self, operation: ClusterOperation, response: Message) -> Any:
+        """What ``response`` answers to ``operation``, or None if it is not an answer:
+        a count (membership), socket wire maps (fetch), the ack's arguments (emit)."""
+        raise NotImplementedError
+
+    def reply(self, request: Message, operation: ClusterOperation, result: Any) -> None:
+        """Publish this host's ``result`` for another server's request, unless it wants none."""
+        raise NotImplementedError
+
+    def reply_count(self, request: Message, namespace: str, count: int) -> None:
+        """How many sockets of this host another server's emit with acks reaches."""
+        raise NotImplementedError
+
+    def reply_ack(self, request: Message, namespace: str, args: list[Any]) -> None:
+        """One client's ack to another server's emit with acks."""
+        raise NotImplementedError
+
+    def relay_worker_broadcast(self, broadcast: Broadcast) -> bytes | None:
+        """Publish a worker's broadcast for other hosts; the body, if it comes back to us."""
+        raise NotImplementedError
+
+    def on_classic(self, pattern: bytes | None, channel: str, body: bytes) -> None:
+        """A message of the classic subscriber that is not a ``ch:*`` one."""
+
+    def subscribed(self) -> bool:
+        """Whether the bus's own subscriptions (beyond the classic subscriber's) are live."""
+        return True
+
+    def room_opened(self, namespace: str, room: Room, is_sid: bool) -> None:
+        """This host holds ``room`` now."""
+
+    def room_closed(self, namespace: str, room: Room) -> None:
+        """This host holds no socket of ``room`` any more."""
+
+    async def handover(
+        self,
+        namespace: str,
+        pid: str,
+        offset: str,
+        sent: Callable[[], None],
+        returned: Callable[[], None],
+    ) -> HandoverAnswer | None:
+        """Ask our other masters for a recoverable session (see :mod:`master.recovery.host`);
+        None where this form has no order across channels to hand it over in."""
+        return None
+
+    # ---- publishing -------------------------------------------------------------
+
     def publish(self, channel: str, body: bytes) -> None:
         """Queue a publish; never blocks. Over the bound the oldest are dropped."""
         self.outbox.put((channel, body))
 
     def listener_channels(self) -> list[str]:
-        """The channels every server of a namespace this host serves subscribes to: their
-        subscriber counts are how many servers listen (see :class:`Listeners`)."""
-        raise NotImplementedError
+        """The channels every server of a namespace this host serves subscribes to (see
+        :class:`master.bus.listeners.Listeners`)."""
+        return [self.server_channels(namespace)[0] for namespace in sorted(self.namespaces)]
 
     async def run(self) -> None:
         """Publish queued messages in batches; hold them while Redis is away and, after an
@@ -228,17 +235,107 @@ class BusCore:
                 await self.listeners.count()
             await asyncio.sleep(LISTENERS_SAMPLE_INTERVAL)
 
+    # ---- requests to other hosts ------------------------------------------------
+
+    async def request(self, operation: ClusterOperation) -> Any:
+        """Carry out ``operation`` on the other hosts; the answer combines theirs."""
+        others, masters = await self.other_servers(operation.namespace)
+        if others == 0:
+            if isinstance(operation, EmitWithAck):
+                raise KeyError(f"no socket {operation.sid!r} in the cluster")
+            return operation.combine([])
+        match operation:
+            case JoinRooms() | LeaveRooms() | DisconnectSockets() if operation.single_sid:
+                return 1 if await self._owner_confirms(operation, others, masters) else 0
+            case JoinRooms() | LeaveRooms() | DisconnectSockets():
+                return await self._room_wide(operation, others, masters)
+            case EmitWithAck():
+                answers = await self.ask(operation, 1, operation.timeout)
+                if not answers:
+                    raise TimeoutError(f"no ack from {operation.sid!r}")
+                return answers[0]
+            case ServerEmit():
+                self.send(operation, None)
+                return others
+            case _:  # every server answers (a fetch ...); answers combine as the operation says
+                return operation.combine(await self.ask(operation, others, REQUESTS_TIMEOUT))
+
+    async def other_servers(self, namespace: str) -> tuple[int, int]:
+        """How many other servers serve ``namespace``, and how many of them are our masters."""
+        every, masters = self.server_channels(namespace)
+        servers = await self.transport.subscribers([every, masters])
+        me = 1 if namespace in self.namespaces else 0
+        return max(servers.get(every, 0) - me, 0), max(servers.get(masters, 0) - me, 0)
+
+    async def _owner_confirms(self, operation: Membership, others: int, masters: int) -> bool:
+        """Whether the server holding the one socket carried out a per-socket request.
+
+        Node's rule (@socket.io/redis-adapter 8.x): only that server answers, with a bare
+        confirmation (``{requestId}``, no count), and the requester is done at that answer,
+        or fails when none comes in time. So the answer is the confirmation itself, never
+        a sum of counts, and nobody else is waited for. The sharded wire has no per-socket
+        form: there the room-wide one over the sid goes out, and the owner confirms with a
+        count (our masters) or by listing the socket in a fetch (Node's servers).
+        """
+        if self.per_socket_requests:
+            requests = per_room(operation)
+            confirmed = await asyncio.gather(
+                *(self.ask(request, 1, REQUESTS_TIMEOUT) for request in requests)
+            )
+            return bool(requests) and all(confirmed)
+        if isinstance(operation, JoinRooms | LeaveRooms) and not operation.rooms:
+            return False  # nothing to confirm, as on the per-socket wire
+        on_node = False
+        if others > masters:
+            fetch = FetchSockets(operation.namespace, operation.selector, ids_only=True)
+            on_node = any(await self.ask(fetch, others, REQUESTS_TIMEOUT, bool))
+        counts = await self.ask(operation, masters, REQUESTS_TIMEOUT, bool)
+        return on_node or any(counts)
+
+    async def _room_wide(self, operation: Membership, others: int, masters: int) -> int:
+        """Join/leave/disconnect the matching sockets of every other server; how many.
+
+        Node servers carry these out without answering, so when any is present the
+        sockets are counted first with a fetch (which every server answers); our
+        masters' confirmations are still awaited, so the change is applied cluster-wide
+        (on our hosts) when this returns.
+        """
+        counted: int | None = None
+        if others > masters:
+            fetch = FetchSockets(operation.namespace, operation.selector, ids_only=True)
+            counted = len(fetch.combine(await self.ask(fetch, others, REQUESTS_TIMEOUT)))
+        counts = await self.ask(operation, masters, REQUESTS_TIMEOUT)
+        return counted if counted is not None else sum(counts)
+
     async def ask(
+        self,
+        operation: ClusterOperation,
+        expected: int,
+        timeout: float,
+        enough: Callable[[Any], bool] = lambda answer: False,
+    ) -> list[Any]:
+        """Send ``operation``, then collect up to ``expected`` answers within ``timeout``
+        (or until one answer is ``enough``)."""
+        return await self.ask_with(
+            lambda request_id: self.send(operation, request_id),
+            lambda response: self._read(operation, response),
+            expected,
+            timeout,
+            enough,
+        )
+
+    async def ask_with(
         self,
         send: Callable[[str], None],
         read: Callable[[Any], Any],
         expected: int,
         timeout: float,
+        enough: Callable[[Any], bool] = lambda answer: False,
     ) -> list[Any]:
-        """``send(request_id)``, then collect up to ``expected`` answers within ``timeout``."""
+        """``send(request_id)``, then collect what ``read`` makes of the responses."""
         request_id = secrets.token_hex(6)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        pending = Pending(expected, future, read)
+        pending = Pending(expected, future, read, enough)
         self._pending[request_id] = pending
         send(request_id)
         try:
@@ -256,42 +353,49 @@ class BusCore:
         if pending is not None:
             pending.accept(response)
 
-    def fetched(self, socket_lists: list[Any]) -> list[dict[str, Any]]:
-        """Every readable socket of the answers to a fetch; unreadable ones are counted."""
-        found: list[dict[str, Any]] = []
-        for entries in socket_lists:
-            sockets, unreadable = readable_sockets(entries)
-            found += sockets
+    def _read(self, operation: ClusterOperation, response: Any) -> Any:
+        """The codec's answer, and of a fetch answer only the readable sockets (the others
+        are counted: one bad entry must not fail the whole fetch)."""
+        answer = self.answer_of(operation, response)
+        if isinstance(operation, FetchSockets) and answer is not None:
+            answer, unreadable = readable_sockets(answer)
             if unreadable:
                 self.unreadable("a fetch answer", AdapterFormatError(f"{unreadable} bad sockets"))
-        return found
+        return answer
 
     def unreadable(self, channel: str, exc: AdapterFormatError) -> None:
         """Count and log (rate-limited) an adapter message we cannot read."""
         self.metrics.rejected.labels(reason="bad_adapter_message").inc()
         self._limiter.log(logging.WARNING, channel, "unreadable message on %r: %s", channel, exc)
 
-    async def relay_acks(
-        self,
-        host: HostOperations,
-        fetch: FetchSockets,
-        data: list[Any],
-        timeout: float,
-        count: Callable[[int], None],
-        ack: Callable[[list[Any]], None],
-    ) -> None:
-        """Another server's emit with acks, on this host: ``count`` the recipients, then
-        ``ack`` each client's answer as it comes (a client that does not answer: nothing)."""
-        sockets = await host.on_host(fetch)
-        count(len(sockets))
+    # ---- requests from other servers --------------------------------------------
+
+    def serve(self, channel: str, request: Message, work: Work | None, what: str) -> None:
+        """Carry out another server's request in the background, and answer it."""
+        if work is not None:
+            self.spawn(self._carry_out(request, work), channel, what)
+
+    async def _carry_out(self, request: Message, work: Work) -> None:
+        if isinstance(work, AckedEmit):
+            await self._relay_acks(request, work)
+            return
+        self.reply(request, work, await self.host.on_host(work))
+
+    async def _relay_acks(self, request: Message, emit: AckedEmit) -> None:
+        """Another server's emit with acks, on this host: count the recipients, then relay
+        each client's answer as it comes (a client that does not answer: nothing)."""
+        namespace = emit.fetch.namespace
+        sockets = await self.host.on_host(emit.fetch)
+        self.reply_count(request, namespace, len(sockets))
 
         async def one(sid: str) -> None:
+            operation = EmitWithAck(namespace, sid, emit.data, emit.timeout)
             try:
-                args = await host.on_host(EmitWithAck(fetch.namespace, sid, data, timeout))
+                args = await self.host.on_host(operation)
             except Exception as exc:
                 log.debug("no ack from %s: %s", sid, exc)
                 return
-            ack(args)
+            self.reply_ack(request, namespace, args)
 
         await asyncio.gather(*(one(SocketInfo.from_wire(s).id) for s in sockets))
 

@@ -27,7 +27,14 @@ from typing import Any
 import orjson
 
 from sio_cluster.common.config import SubscriptionMode
-from sio_cluster.master.bus.classic_wire import AdapterFormatError, pack, unpack
+from sio_cluster.master.bus.classic_wire import (
+    AckedEmit,
+    AdapterFormatError,
+    acked_emit,
+    decode_request,
+    event_data,
+    pack,
+)
 from sio_cluster.wire.frames import Room, is_room
 from sio_cluster.wire.operations import (
     ClusterOperation,
@@ -166,12 +173,7 @@ class ShardMessage:
 
 def decode(body: bytes) -> ShardMessage:
     """JSON when the first byte is ``{``, else msgpack; raise :class:`AdapterFormatError`."""
-    try:
-        value = orjson.loads(body) if body[:1] == b"{" else unpack(body)
-    except orjson.JSONDecodeError as exc:
-        raise AdapterFormatError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise AdapterFormatError("a message must be a map")
+    value = decode_request(body)
     kind, data = value.get("type"), value.get("data")
     if type(kind) is not int:
         raise AdapterFormatError("a message needs an integer 'type'")
@@ -206,14 +208,6 @@ def opts_of(selector: Selector, flags: dict[str, Any] | None = None) -> dict[str
         "except": list(selector.exclude),
         "flags": flags or {},
     }
-
-
-def event_of(packet: Any) -> list[Any]:
-    """``[event, *args]`` of a Socket.IO packet map; raise if it is not an event."""
-    data = packet.get("data") if isinstance(packet, dict) else None
-    if not isinstance(data, list) or not data or not isinstance(data[0], str):
-        raise AdapterFormatError("packet.data is not [event, ...args]")
-    return data
 
 
 def event_packet(namespace: str, data: list[Any]) -> dict[str, Any]:
@@ -274,9 +268,7 @@ def operation_of(message: ShardMessage) -> ClusterOperation | None:
         case MessageType.FETCH_SOCKETS:
             return FetchSockets(namespace, selector_of(data))
         case MessageType.SERVER_SIDE_EMIT:
-            packet = data.get("packet")
-            if not isinstance(packet, list) or not packet or not isinstance(packet[0], str):
-                raise AdapterFormatError("a server-side emit needs packet [event, ...args]")
+            packet = event_data(data.get("packet"), "a server-side emit's packet")
             return ServerEmit(namespace, packet[0], packet[1:])
     return None
 
@@ -293,21 +285,33 @@ def response_to(operation: ClusterOperation, result: Any) -> tuple[MessageType, 
     raise ValueError(f"no response to {operation!r}")
 
 
-def answer_of(request_kind: MessageType, response: ShardMessage) -> Any:
-    """What a response says to a request of ``request_kind``; None if not an answer to it.
+def answer_of(operation: ClusterOperation, response: ShardMessage) -> Any:
+    """What ``response`` answers to ``operation``; None if it is not an answer to it.
 
     A fetch is answered by its sockets, an emit with acks by the ack (as a list of
     arguments), a join/leave/disconnect (ours only) by a count. (Our server-side emits
     wait for no answer.)
     """
     kind, data = response.kind, response.data
-    if request_kind == MessageType.FETCH_SOCKETS and kind == MessageType.FETCH_SOCKETS_RESPONSE:
-        sockets = data.get("sockets")
-        return {"sockets": sockets if isinstance(sockets, list) else []}
-    if request_kind == MessageType.BROADCAST and kind == MessageType.BROADCAST_ACK:
-        args = data.get("args")
-        return args if isinstance(args, list) else [data.get("packet")]
-    if request_kind in MEMBERSHIP_TYPES.values() and kind == request_kind:
-        count = data.get("count")
-        return count if type(count) is int else 0
+    match operation:
+        case FetchSockets() if kind == MessageType.FETCH_SOCKETS_RESPONSE:
+            sockets = data.get("sockets")
+            return sockets if isinstance(sockets, list) else []
+        case EmitWithAck() if kind == MessageType.BROADCAST_ACK:
+            args = data.get("args")
+            return args if isinstance(args, list) else [data.get("packet")]
+        case JoinRooms() | LeaveRooms() | DisconnectSockets():
+            if kind != MEMBERSHIP_TYPES[type(operation)]:
+                return None
+            count = data.get("count")
+            return count if type(count) is int else 0
     return None
+
+
+def work_of(message: ShardMessage, default_timeout: float) -> ClusterOperation | AckedEmit | None:
+    """What another server's request asks of this host (None: nothing it carries out); a
+    broadcast with a requestId is an emit with acks."""
+    if message.kind == MessageType.BROADCAST:
+        data = message.data
+        return acked_emit(message.namespace, data.get("packet"), data.get("opts"), default_timeout)
+    return operation_of(message)

@@ -27,11 +27,12 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sio_cluster.master.bus.classic import ClusterBus
 from sio_cluster.master.recovery.handover_wire import HandoverRequest
 from sio_cluster.master.recovery.log import Outcome, RecoveryLog, Restoration, Room
 from sio_cluster.wire.frames import (
+    Broadcast,
     Join,
     KeepSession,
     Leave,
@@ -41,6 +42,10 @@ from sio_cluster.wire.frames import (
     Restored,
     SessionData,
 )
+
+if TYPE_CHECKING:
+    from sio_cluster.master.bus.core import HostBus
+    from sio_cluster.master.routing.fanout import Fanout
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +62,11 @@ class HostRecovery:
         self.log = recovery
         self._membership = membership
         self._send = send_control
-        self._bus: ClusterBus | None = None
+        self._bus: HostBus | None = None  # set once, before the master runs
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def hand_over_through(self, bus: ClusterBus) -> None:
-        """Recover clients coming from other hosts, over ``bus`` (the classic one)."""
+    def hand_over_through(self, bus: HostBus) -> None:
+        """Recover clients coming from other hosts over ``bus`` (where its form can)."""
         self._bus = bus
         bus.handovers = self
 
@@ -91,7 +96,7 @@ class HostRecovery:
             log.info("kept the sessions of %d sockets for recovery", kept)
 
     def _restore(self, worker: int, token: int, namespace: str, pid: str, offset: str) -> None:
-        if self._bus is not None and not self.log.is_ours(offset):
+        if not self.log.is_ours(offset):
             task = asyncio.create_task(self._handover(worker, token, namespace, pid, offset))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -178,9 +183,19 @@ class HostRecovery:
     def echoed(self, body: bytes) -> None:
         self.log.echoed(body)
 
+    def deliver_own(
+        self, fanout: Fanout, worker: int, broadcast: Broadcast, body: bytes
+    ) -> int | None:
+        """A worker's broadcast: the worker delivered nothing itself, so its sockets get the
+        packet stamped, in the host's order, with everyone else's; its sequence number."""
+        return fanout.deliver(
+            broadcast.namespace, broadcast.rooms, broadcast.exclude, broadcast.parts, own=True
+        )
+
     def published(self, seq: int | None, body: bytes | None) -> None:
-        """Own broadcast ``seq`` went to Redis as ``body`` (None: not logged, or not sent)."""
-        if seq is not None and body is not None and self._bus is not None:
+        """Own broadcast ``seq`` went to Redis as ``body`` (None: not logged, or its echo
+        is not tracked)."""
+        if seq is not None and body is not None:
             self.log.published(seq, body)
 
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from sio_cluster.wire.offsets import stamped
+from sio_cluster.wire.offsets import stamped, takes_offset
 
 Room = Hashable
 Parts = Sequence[str | bytes]
@@ -173,6 +173,26 @@ class RecoveryLog:
         if not counts:
             return False
         return rooms is None or any(room in counts for room in rooms)
+
+    def log_packet(
+        self,
+        namespace: str,
+        rooms: Sequence[Room] | None,
+        exclude: Sequence[Room],
+        parts: Parts | Callable[[], Parts],
+        routed: bool,
+        own: bool,
+    ) -> tuple[Parts | Callable[[], Parts], int | None]:
+        """What the fanout sends: the packet stamped with its offset and its sequence
+        number, if a socket here receives it (``routed``) or a kept session may; else the
+        packet as it came, and None. Only events take an offset (acks, ... go unstamped)."""
+        if not (routed or self.wanted(namespace, rooms)):
+            return parts, None
+        parts = parts() if callable(parts) else parts  # encoded once, stamped or not
+        text = parts[0]
+        if not (isinstance(text, str) and takes_offset(text)):
+            return parts, None
+        return self.stamp(namespace, rooms, exclude, parts, own), self.last_seq
 
     def stamp(
         self,

@@ -7,8 +7,9 @@ own broadcast is); the same bytes are queued on each target's pipe, counted per
 worker; a worker whose pipe is over its bound loses the message, counted and
 logged at a limited rate, and never slows the others.
 
-With connection state recovery on, this is also where each event gets its offset
+This is also where each event gets its offset when connection state recovery is on
 (:class:`master.recovery.log.RecoveryLog`): stamped once, logged, then framed for everyone.
+Off, the log is :class:`master.recovery.off.NoPacketLog`, which keeps nothing.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from prometheus_client import Counter
 
 from sio_cluster.common.ratelimit import RateLimitedLogger
 from sio_cluster.master.metrics import Metrics
-from sio_cluster.master.recovery.log import RecoveryLog
+from sio_cluster.master.recovery.off import NO_PACKET_LOG, PacketLog
 from sio_cluster.master.routing.router import RoutingTable
 from sio_cluster.master.supervisor import WorkerPool
 from sio_cluster.wire.frames import Broadcast, Room
-from sio_cluster.wire.offsets import takes_offset
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Fanout:
         workers: WorkerPool,
         metrics: Metrics,
         pipe_bound: int,
-        recovery: RecoveryLog | None = None,
+        recovery: PacketLog = NO_PACKET_LOG,
     ) -> None:
         self.table = table
         self.recovery = recovery
@@ -54,9 +54,7 @@ class Fanout:
     def wanted_here(self, namespace: str, rooms: Sequence[Room]) -> bool:
         """True if a socket of this host is in one of ``rooms``, or a kept session (recovery)
         may be: a message for none of them need not even be decoded."""
-        if self.table.route(namespace, rooms):
-            return True
-        return self.recovery is not None and self.recovery.wanted(namespace, rooms)
+        return bool(self.table.route(namespace, rooms)) or self.recovery.wanted(namespace, rooms)
 
     def deliver(
         self,
@@ -71,21 +69,15 @@ class Fanout:
         """Send the packet to every worker holding a recipient.
 
         ``parts`` may be a callable, so a packet nobody here receives is never
-        encoded; ``frame`` is a ready Broadcast frame to forward as it is. With recovery
-        on, return the sequence number of the packet's offset if it got one (``own``: a
+        encoded; ``frame`` is a ready Broadcast frame to forward as it is. Return the
+        sequence number of the packet's offset if it got one (recovery on; ``own``: a
         broadcast of this host's workers).
         """
         exclude = list(exclude)
         targets = self.table.route(namespace, rooms, exclude, skip_worker)
-        recovery = self.recovery
-        seq = None
-        if recovery is not None and (targets or recovery.wanted(namespace, rooms)):
-            parts = parts() if callable(parts) else parts  # encoded once, stamped or not
-            text = parts[0]
-            if isinstance(text, str) and takes_offset(text):
-                parts = recovery.stamp(namespace, rooms, exclude, parts, own)
-                seq = recovery.last_seq
-                frame = None
+        parts, seq = self.recovery.log_packet(namespace, rooms, exclude, parts, bool(targets), own)
+        if seq is not None:
+            frame = None  # stamped: the worker's own frame no longer fits
         if not targets:
             return seq
         if frame is None:

@@ -1,4 +1,7 @@
-"""Two masters' cluster buses over an in-memory Redis: broadcasts, requests, Node peers."""
+"""Two masters' cluster buses over an in-memory Redis: broadcasts, requests, Node peers.
+
+Every test that is not about one wire format runs against both forms of the bus (classic
+and sharded): one engine, two codecs, the same answers."""
 
 from __future__ import annotations
 
@@ -11,17 +14,31 @@ import msgpack
 import orjson
 import pytest
 
-from sio_cluster.master.bus.classic_wire import RequestType, encode_broadcast
-from sio_cluster.wire.frames import Broadcast
-from sio_cluster.wire.operations import EmitWithAck, FetchSockets, JoinRooms, Selector, ServerEmit
+from sio_cluster.master.bus import sharded_wire
+from sio_cluster.master.bus.classic_wire import RequestType, decode_request, encode_broadcast
+from sio_cluster.master.bus.sharded_wire import MessageType
+from sio_cluster.wire.frames import Broadcast, Room
+from sio_cluster.wire.operations import (
+    DisconnectSockets,
+    EmitWithAck,
+    FetchSockets,
+    JoinRooms,
+    Selector,
+    ServerEmit,
+)
 from tests.cluster import until
-from tests.memory_cluster import MemoryHost, MemoryRedis, memory_host
+from tests.memory_cluster import FORMS, MemoryHost, MemoryRedis, memory_host
+
+
+@pytest.fixture(params=FORMS)
+def form(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-async def hosts() -> AsyncIterator[tuple[MemoryRedis, MemoryHost, MemoryHost]]:
+async def hosts(form: str) -> AsyncIterator[tuple[MemoryRedis, MemoryHost, MemoryHost]]:
     redis = MemoryRedis()
-    a, b = memory_host(redis), memory_host(redis)
+    a, b = memory_host(redis, form=form), memory_host(redis, form=form)
     a.workers.connect(0, "/", "a0", "red")
     a.workers.connect(1, "/", "a1", 42)
     b.workers.connect(0, "/", "b0", "red", 42)
@@ -31,6 +48,70 @@ async def hosts() -> AsyncIterator[tuple[MemoryRedis, MemoryHost, MemoryHost]]:
     finally:
         await a.close()
         await b.close()
+
+
+def node_broadcast(form: str, data: list[Any], rooms: list[Room]) -> bytes:
+    """A broadcast as a Node server of that form publishes it."""
+    if form == "classic":
+        return encode_broadcast("node-uid", "/", data, rooms, [])
+    packet = {"type": 2, "data": data, "nsp": "/"}
+    opts = {"rooms": rooms, "except": [], "flags": {}}
+    return sharded_wire.encode(
+        "node-uid", "/", MessageType.BROADCAST, {"packet": packet, "opts": opts}
+    )
+
+
+def node_server(redis: MemoryRedis, form: str, sockets: list[str]) -> list[tuple[int, Any]]:
+    """Subscribe a Node server holding ``sockets`` (in namespace "/"; "" lists a socket without
+    an id, unreadable), as @socket.io/redis-adapter
+    8.3 behaves: it answers fetches with its matching sockets, and (classic form) a per-socket
+    join/leave/disconnect of its own socket with a bare ``{requestId}``; it carries room-wide
+    join/leave/disconnect out without answering. Returns the (type, rooms) of what it heard."""
+    heard: list[tuple[int, Any]] = []
+
+    def matching(opts: Any) -> list[Any]:
+        rooms = (opts or {}).get("rooms") or []
+        return [
+            {"id": s, "rooms": [s]} if s else {"rooms": []}
+            for s in sockets
+            if not rooms or s in rooms
+        ]
+
+    def answer(channel: str, body: dict[str, Any]) -> None:
+        asyncio.create_task(redis.publish([(channel, orjson.dumps(body))]))
+
+    def classic(channel: str, body: bytes) -> None:
+        request = decode_request(body)
+        heard.append((request["type"], request.get("rooms")))
+        request_id = request.get("requestId")
+        if request["type"] == RequestType.REMOTE_FETCH:
+            found = matching(request.get("opts"))
+            answer("socket.io-response#/#", {"requestId": request_id, "sockets": found})
+        elif "sid" in request and request["sid"] in sockets and request_id is not None:
+            answer("socket.io-response#/#", {"requestId": request_id})
+
+    def sharded(channel: str, body: bytes) -> None:
+        message = sharded_wire.decode(body)
+        heard.append((message.kind, message.data.get("rooms")))
+        if message.kind == MessageType.FETCH_SOCKETS:
+            found = matching(message.data.get("opts"))
+            data = {"requestId": message.request_id, "sockets": found}
+            reply = sharded_wire.encode("node-uid", "/", MessageType.FETCH_SOCKETS_RESPONSE, data)
+            response = f"socket.io#/#{message.uid}#"
+            asyncio.create_task(redis.publish([(response, reply)]))
+
+    if form == "classic":
+        redis.subscribe("socket.io-request#/#", classic)
+    else:
+        redis.subscribe("socket.io#/#", sharded)
+    return heard
+
+
+def silent_master(redis: MemoryRedis, form: str) -> None:
+    """A master that is subscribed (so it is counted) but never answers, as a hung one."""
+    every = "socket.io-request#/#" if form == "classic" else "socket.io#/#"
+    for channel in (every, "socket.io-masters#/#"):
+        redis.subscribe(channel, lambda channel, body: None)
 
 
 def received(host: MemoryHost) -> dict[int, list[Broadcast]]:
@@ -50,7 +131,7 @@ async def test_a_worker_broadcast_reaches_the_other_host_once_and_not_its_own(
 
 
 async def test_an_integer_room_crosses_hosts_both_ways(
-    hosts: tuple[MemoryRedis, MemoryHost, MemoryHost],
+    hosts: tuple[MemoryRedis, MemoryHost, MemoryHost], form: str
 ) -> None:
     redis, a, b = hosts
     a.bus.relay_worker_broadcast(Broadcast("/", [42], [], ['2["n",1]']))
@@ -58,12 +139,12 @@ async def test_an_integer_room_crosses_hosts_both_ways(
     assert redis.published[0][0] == "socket.io#/#42#"
     assert received(b) == {0: [Broadcast("/", [42], [], ['2["n",1]'])]}
     # as a Node server sends io.to(42).emit("n", 2): the channel names the room as text
-    node = encode_broadcast("node-uid", "/", ["n", 2], [42], [])
-    await redis.publish([("socket.io#/#42#", node)])
+    await redis.publish([("socket.io#/#42#", node_broadcast(form, ["n", 2], [42]))])
     await until(lambda: len(received(a)) == 1)
     assert received(a) == {1: [Broadcast("/", [42], [], ['2["n",2]'])]}
 
 
+@pytest.mark.parametrize("form", ["classic"])
 async def test_old_emitters_one_copy_per_room_reach_each_socket_once(
     hosts: tuple[MemoryRedis, MemoryHost, MemoryHost],
 ) -> None:
@@ -91,28 +172,20 @@ async def test_room_wide_join_counts_every_host(
 
 
 async def test_room_wide_join_counts_node_sockets_without_waiting_for_node_answers(
-    hosts: tuple[MemoryRedis, MemoryHost, MemoryHost],
+    hosts: tuple[MemoryRedis, MemoryHost, MemoryHost], form: str
 ) -> None:
     redis, a, _ = hosts
-    heard: list[dict[str, Any]] = []
-
-    def node_server(channel: str, body: bytes) -> None:
-        """As a Node server does: answer fetches, carry joins out without answering."""
-        request = orjson.loads(body)
-        heard.append(request)
-        if request["type"] == RequestType.REMOTE_FETCH:
-            answer = {"requestId": request["requestId"], "sockets": [{"id": "n1", "rooms": []}]}
-            asyncio.create_task(redis.publish([("socket.io-response#/#", orjson.dumps(answer))]))
-
-    redis.subscribe("socket.io-request#/#", node_server)
+    heard = node_server(redis, form, ["n1"])
     started = time.monotonic()
-    count = await a.operations.handle(0, JoinRooms("/", Selector(("blue",)), ("vip",)))
+    count = await a.operations.handle(0, JoinRooms("/", Selector(None, ("red", 42)), ("vip",)))
     assert time.monotonic() - started < 1.0
     assert count == 2  # b1 on our other master, n1 on the Node server
-    assert [(m["type"], m.get("rooms")) for m in heard] == [
-        (RequestType.REMOTE_FETCH, None),
-        (RequestType.REMOTE_JOIN, ["vip"]),
-    ]
+    fetch, join = (
+        (RequestType.REMOTE_FETCH, RequestType.REMOTE_JOIN)
+        if form == "classic"
+        else (MessageType.FETCH_SOCKETS, MessageType.SOCKETS_JOIN)
+    )
+    assert heard == [(fetch, None), (join, ["vip"])]
 
 
 async def test_per_socket_join_of_another_hosts_socket(
@@ -124,6 +197,40 @@ async def test_per_socket_join_of_another_hosts_socket(
     assert b.workers.rooms_of(1, "/", "b1") == {"b1", "blue", "x", 5}
 
 
+async def test_a_per_socket_join_of_a_node_servers_socket_is_confirmed_by_node(
+    hosts: tuple[MemoryRedis, MemoryHost, MemoryHost], form: str
+) -> None:
+    """Node confirms a per-socket join of its socket with a bare ``{requestId}``: no count."""
+    redis, a, _ = hosts
+    node_server(redis, form, ["n1"])
+    assert await a.operations.handle(0, JoinRooms("/", Selector(("n1",)), ("x",), True)) == 1
+    started = time.monotonic()
+    assert await a.operations.handle(0, DisconnectSockets("/", Selector(("n1",)), False, True)) == 1
+    assert time.monotonic() - started < 1.0
+
+
+async def test_a_per_socket_join_is_done_at_the_owners_confirmation(
+    hosts: tuple[MemoryRedis, MemoryHost, MemoryHost], form: str
+) -> None:
+    """Node's rule: the server holding the socket confirms, and nobody else is waited for;
+    a hung master does not hold the join up for the request timeout."""
+    redis, a, b = hosts
+    silent_master(redis, form)
+    started = time.monotonic()
+    assert await a.operations.handle(0, JoinRooms("/", Selector(("b1",)), ("x",), True)) == 1
+    assert time.monotonic() - started < 1.0
+    assert b.workers.rooms_of(1, "/", "b1") == {"b1", "blue", "x"}
+
+
+async def test_a_per_socket_join_naming_no_room_confirms_nothing(
+    hosts: tuple[MemoryRedis, MemoryHost, MemoryHost],
+) -> None:
+    """No room, no request: nobody confirms, so no socket was found (a worker's malformed
+    request must not read as a join of a socket that exists nowhere)."""
+    _, a, _ = hosts
+    assert await a.operations.handle(0, JoinRooms("/", Selector(("nobody",)), (), True)) == 0
+
+
 async def test_fetch_sockets_across_hosts_carries_handshake_and_data(
     hosts: tuple[MemoryRedis, MemoryHost, MemoryHost],
 ) -> None:
@@ -133,6 +240,16 @@ async def test_fetch_sockets_across_hosts_carries_handshake_and_data(
         ("a0", "127.0.0.1", 0),
         ("b0", "127.0.0.1", 0),
     ]
+
+
+async def test_an_unreadable_socket_in_a_fetch_answer_is_counted_and_left_out(
+    hosts: tuple[MemoryRedis, MemoryHost, MemoryHost], form: str
+) -> None:
+    redis, a, _ = hosts
+    node_server(redis, form, ["n1", ""])
+    sockets = await a.operations.handle(0, FetchSockets("/", Selector()))
+    assert sorted(s["id"] for s in sockets) == ["a0", "a1", "b0", "b1", "n1"]
+    assert a.bus.metrics.rejected.labels(reason="bad_adapter_message")._value.get() == 1
 
 
 async def test_emit_with_ack_to_another_hosts_socket(
@@ -156,6 +273,7 @@ async def test_server_side_emit_reaches_the_other_hosts_workers(
     assert [w.server_events for w in a.workers.workers.values()] == [[], [("reload", [1])]]
 
 
+@pytest.mark.parametrize("form", ["classic"])
 async def test_all_rooms_requests_are_answered_with_this_hosts_rooms(
     hosts: tuple[MemoryRedis, MemoryHost, MemoryHost],
 ) -> None:
@@ -172,6 +290,7 @@ async def test_all_rooms_requests_are_answered_with_this_hosts_rooms(
     assert {a["requestId"] for a in answers} == {"r1"}
 
 
+@pytest.mark.parametrize("form", ["classic"])
 async def test_unreadable_adapter_messages_are_counted_and_the_bus_goes_on(
     hosts: tuple[MemoryRedis, MemoryHost, MemoryHost],
 ) -> None:

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from sio_cluster.master.bus.core import Listeners
+from sio_cluster.master.bus.listeners import Listeners
 
 CHANNEL = "socket.io-request#/#"
 
@@ -52,7 +52,7 @@ async def test_a_server_that_does_not_come_back_holds_them_only_for_the_grace(
     listeners = Listeners(redis, lambda: [CHANNEL], grace=0)
     await listeners.count()
     redis.count = 1
-    with caplog.at_level(logging.WARNING, logger="sio_cluster.master.bus.core"):
+    with caplog.at_level(logging.WARNING, logger="sio_cluster.master.bus.listeners"):
         assert await listeners.back()
     assert "servers still not back on {'socket.io-request#/#': 1}" in caplog.text
 

@@ -129,11 +129,14 @@ def test_nodes_room_wide_requests_select_every_socket_when_rooms_are_empty() -> 
 
 def test_answers_are_read_only_from_responses_of_the_matching_type() -> None:
     fetch = ShardMessage("n", "/", 8, {"requestId": "r", "sockets": [{"id": "s", "rooms": []}]})
-    assert answer_of(MessageType.FETCH_SOCKETS, fetch) == {"sockets": [{"id": "s", "rooms": []}]}
-    assert answer_of(MessageType.SOCKETS_JOIN, fetch) is None
+    assert answer_of(FetchSockets("/", Selector()), fetch) == [{"id": "s", "rooms": []}]
+    join = JoinRooms("/", Selector(), ("r",))
+    assert answer_of(join, fetch) is None
     ack = ShardMessage("n", "/", 12, {"requestId": "r", "packet": "yes"})
-    assert answer_of(MessageType.BROADCAST, ack) == ["yes"]
+    assert answer_of(EmitWithAck("/", SID, ["q"], 1.0), ack) == ["yes"]
     count = ShardMessage("n", "/", 11, {"requestId": "r", "clientCount": 1})
-    assert answer_of(MessageType.BROADCAST, count) is None
-    kind, data = response_to(LeaveRooms("/", Selector(), ("r",)), 3)
-    assert answer_of(MessageType.SOCKETS_LEAVE, ShardMessage("m", "/", kind, data)) == 3
+    assert answer_of(EmitWithAck("/", SID, ["q"], 1.0), count) is None
+    leave = LeaveRooms("/", Selector(), ("r",))
+    kind, data = response_to(leave, 3)
+    assert answer_of(leave, ShardMessage("m", "/", kind, data)) == 3
+    assert answer_of(join, ShardMessage("m", "/", kind, data)) is None
