@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any
 
+from sio_cluster.common.choices import AdapterForm, LogFormat, LogLevel, SubscriptionMode
 from sio_cluster.common.redis.url import RedisUrlError, check_redis_url
 
-LogLevel = Literal["debug", "info", "warning", "error", "critical"]
-LogFormat = Literal["text", "json"]
-AdapterForm = Literal["classic", "sharded"]
-SubscriptionMode = Literal["static", "dynamic", "dynamic-private"]
 DEFAULT_APP = "sio_cluster.workers.demo:setup"
 # Redis cuts a subscriber whose output buffer passes `client-output-buffer-limit pubsub`
 # (32 MB at once, or 8 MB for 60 s, by default): a body of 30 MiB made it drop ours and lose

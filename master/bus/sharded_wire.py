@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from sio_cluster.common.config import SubscriptionMode
+from sio_cluster.common.choices import SubscriptionMode
 from sio_cluster.master.bus.classic_wire import (
     AckedEmit,
     AdapterFormatError,
