@@ -460,7 +460,8 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
 async def _serves_sharded_pubsub(commands: aioredis.Redis) -> bool:
     """False (logged) when Redis refuses sharded pub/sub: it is older than 7."""
     try:
-        await commands.execute_command("PUBSUB", "SHARDNUMSUB", "sio-master-probe")
+        # one word: see docs/upstream/redis-py-cluster-numsub.md
+        await commands.execute_command("PUBSUB SHARDNUMSUB", "sio-master-probe")
     except ResponseError as exc:
         log.error("--adapter sharded needs Redis >= 7 (SPUBLISH, SSUBSCRIBE): %s", exc)
         return False
