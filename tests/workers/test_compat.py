@@ -293,7 +293,7 @@ def test_without_fast_paths_install_leaves_engineio_websockets() -> None:
         sio.eio,
         checks.FastPaths(coalesced_writes=False, direct_writes=False, session_loop=False),
     )
-    assert sio.eio._async["websocket"] is eio_patches.EngineIoWebSocket
+    assert eio_patches.websocket_class(sio.eio) is eio_patches.EngineIoWebSocket
 
 
 @pytest.mark.parametrize(
