@@ -7,6 +7,38 @@ exists it raises :class:`CompatError`, so the worker fails at start instead of m
 :func:`exercise` then runs each installed patch on a throwaway engine.io or python-socketio
 server and sees the patched path taken (a packet fed to a real engine.io socket, a message
 to a real python-socketio handler), not only that the attributes are there.
+
+======================================================  ==================  ======================
+internal                                                needed by           without it
+======================================================  ==================  ======================
+python-socketio ``manager.rooms[ns][room][sid]``        routing             :class:`CompatError`
+= ``eio_sid``, ``manager.get_participants``
+engine.io ``AsyncServer.sockets``, socket ``queue``     every delivery,     :class:`CompatError`
+(``put_nowait``, ``qsize``) and ``closed``              worker shutdown
+engine.io ``AsyncServer._async['websocket']``,          coalesced writes,   engine.io's websocket:
+its aiohttp ``WebSocket._sock``; aiohttp                slow-client abort   aiohttp ``send_str``
+``WebSocketResponse._writer.transport``                 (and direct writes)
+asyncio ``Queue._getters``; engine.io socket            direct writes       engine.io's queue and
+``upgraded``, ``sid``, ``_websocket_handler``                               writer task
+python-socketio ``AsyncServer._handle_connect``,        connection state    :class:`CompatError`
+``_send_packet``, ``manager.pending_connect``;          recovery            (checked only with
+engine.io socket ``session``                                                the option on)
+engine.io ``AsyncServer._ok``,                          Engine.IO 3         :class:`CompatError`
+``_async['translate_request']``, ``AsyncSocket.``       clients             (checked only with
+``handle_post_request``, ``schedule_ping``, the ping    (``--allow-eio3``)  the option on)
+settings; python-socketio ``_send_packet``,
+``manager.pending_connect``
+engine.io socket ``connected``, ``upgrading``,          session loop        engine.io's handler:
+``upgraded``, ``closed``, ``receive``, ``close``;       (transport/         a task more per
+queue ``get``, ``put``, ``task_done``; server           ws_session.py)      connection, one per
+ping settings, ``max_http_buffer_size``, ``reason``                         received message
+engine.io ``AsyncSocket._send_ping`` (a coroutine),     timer pings         engine.io's ping task
+``schedule_ping``, ``close``, ``last_ping``
+======================================================  ==================  ======================
+
+The patches :func:`workers.patches.install` applies (disconnect without waiting, CLOSE over
+long-polling, the message guard, the connection limit, timer pings) have no public fallback:
+:func:`exercise` raises :class:`CompatError` when one does not take hold.
 """
 
 from __future__ import annotations
