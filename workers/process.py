@@ -210,7 +210,8 @@ class Worker:
         if config.admin_ui:
             AdminUI(sio, self.manager, config.admin_credentials()).install()
         try:
-            await checks.exercise(paths)  # each patch above, seen taking hold
+            # each patch above, seen taking hold
+            await checks.exercise(paths, bool(config.connection_state_recovery), config.allow_eio3)
         except CompatError as exc:
             log.error("%s", exc)
             raise SystemExit(1) from None

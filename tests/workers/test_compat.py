@@ -331,7 +331,8 @@ async def test_the_installed_patches_take_hold_when_exercised() -> None:
     paths = checks.check(sio)
     eio_patches.end_polling_sessions_on_client_close()
     eio_patches.timer_pings()
-    await checks.exercise(paths)  # the installed versions do what the patches rely on
+    # the installed versions do what the patches rely on, with every option's hooks too
+    await checks.exercise(paths, recovery=True, eio3=True)
 
 
 def test_the_patches_take_hold_on_uvloop_as_in_a_worker() -> None:
@@ -347,6 +348,8 @@ def test_the_patches_take_hold_on_uvloop_as_in_a_worker() -> None:
         ("disconnect_without_waiting", "AsyncServer.disconnect waits for the client"),
         ("guard_messages", "was not guarded (refused [])"),
         ("refuse_connections_over", "its connect handler was not wrapped"),
+        ("intercept_connect", "a CONNECT did not pass through AsyncServer._handle_connect"),
+        ("encode_polls", "long-poll answers or POST bodies did not pass through"),
     ],
 )
 async def test_a_patch_that_does_not_take_hold_fails_the_worker(
@@ -358,7 +361,7 @@ async def test_a_patch_that_does_not_take_hold_fails_the_worker(
     eio_patches.timer_pings()
     monkeypatch.setattr(checks, patch, lambda *args: None)
     with pytest.raises(CompatError) as raised:
-        await checks.exercise(ALL_ON)
+        await checks.exercise(ALL_ON, recovery=True, eio3=True)
     text = str(raised.value)
     assert text.startswith("sio-cluster's patches do not take hold on the installed versions")
     assert message in text

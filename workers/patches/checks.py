@@ -63,9 +63,11 @@ from sio_cluster.workers.patches.engineio import (
     EngineIoWebSocket,
     aiohttp_response,
     disconnect_without_waiting,
+    encode_polls,
     ping_timer,
     refuse_connections_over,
     served_socket,
+    take_posts,
     timer_pings_installed,
     websocket_class,
     writer_is_parked,
@@ -73,6 +75,8 @@ from sio_cluster.workers.patches.engineio import (
 from sio_cluster.workers.patches.socketio import (
     MAX_ATTACHMENTS,
     guard_messages,
+    intercept_connect,
+    intercept_connect_reply,
     participants,
     room_members,
 )
@@ -366,11 +370,13 @@ def check_recovery(sio: Any) -> None:
 # -- each installed patch, exercised once at start -------------------------------------------
 
 
-async def exercise(paths: FastPaths) -> None:
+async def exercise(paths: FastPaths, recovery: bool = False, eio3: bool = False) -> None:
     """Run each patch :func:`workers.patches.install` installed on throwaway engine.io and
     python-socketio servers, and raise :class:`CompatError` naming every one whose patched
     path was not taken. Call once, after installing, before serving: these are the
-    behaviours the worker relies on, which attributes alone do not show."""
+    behaviours the worker relies on, which attributes alone do not show. ``recovery``,
+    ``eio3``: the hooks connection state recovery and the Engine.IO 3 translation install
+    are exercised too (with those options on)."""
     found = [
         await _close_on_poll_problem(),
         await _timer_ping_problem(),
@@ -378,6 +384,8 @@ async def exercise(paths: FastPaths) -> None:
         await _guard_problem(),
         await _limit_problem(),
         await _parked_problem() if paths.direct_writes else None,
+        await _connect_hooks_problem() if recovery or eio3 else None,
+        await _poll_hooks_problem() if eio3 else None,
     ]
     problems = [problem for problem in found if problem]
     if problems:
@@ -499,3 +507,65 @@ async def _parked_problem() -> str | None:
             f" socket's queue is not seen (parked {parked}, busy {busy})"
         )
     return None
+
+
+async def _connect_hooks_problem() -> str | None:
+    """A namespace CONNECT goes through the connect hook with the client's auth, and the
+    CONNECT reply through the sent-packet hook (recovery reads one and amends the other;
+    the Engine.IO 3 translation downgrades the reply)."""
+    sio = socketio.AsyncServer(async_mode="aiohttp")
+    sent: list[Any] = []
+
+    async def send(eio_sid: str, data: Any) -> None:  # no transport: the reply is kept
+        sent.append(data)
+
+    sio.eio.send = send
+    seen: list[tuple[str, str, Any]] = []
+
+    async def before(eio_sid: str, namespace: str, auth: Any) -> Any:
+        seen.append((eio_sid, namespace, auth))
+        return auth
+
+    intercept_connect(sio, before)
+    intercept_connect_reply(sio, lambda namespace, data: data.update(pid="probe-pid"))
+    await sio.eio.handlers["connect"]("patch-probe", {})
+    await sio.eio.handlers["message"]("patch-probe", '0{"probe":1}')
+    if seen != [("patch-probe", "/", {"probe": 1})] or "probe-pid" not in str(sent):
+        return (
+            f"{version('python-socketio')}: a CONNECT did not pass through"
+            " AsyncServer._handle_connect and _send_packet as hooked"
+            f" (saw {seen}, sent {sent})"
+        )
+    return None
+
+
+async def _poll_hooks_problem() -> str | None:
+    """A long-poll answer goes through the answer hook, a POST body through the POST hook
+    (engine.io ``AsyncServer._ok``, ``AsyncSocket.handle_post_request``)."""
+    socket = _probe_socket()
+    eio = socket.server
+    encode_polls(eio, lambda packets: (b"probe", "text/plain"))
+    taken: list[bytes] = []
+
+    async def take(eio_socket: Any, environ: Any, body: bytes) -> None:
+        taken.append(body)
+
+    take_posts(eio, lambda environ: True, take)
+    answer = eio._ok([eio_packet.Packet(eio_packet.NOOP)])
+    await socket.handle_post_request({"CONTENT_LENGTH": "5", "wsgi.input": _Body(b"probe")})
+    if answer.get("response") != b"probe" or taken != [b"probe"]:
+        return (
+            f"{version('python-engineio')}: long-poll answers or POST bodies did not pass"
+            " through AsyncServer._ok and AsyncSocket.handle_post_request as hooked"
+        )
+    return None
+
+
+class _Body:
+    """A request body as engine.io reads it (``environ['wsgi.input']``)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def read(self, length: int) -> bytes:
+        return self._data[:length]
