@@ -9,14 +9,20 @@ path makes them fail. The last tests hand the check objects that lack an interna
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import importlib
+import importlib.util
+import inspect
 import json
 import logging
 import platform
-from collections.abc import AsyncIterator
+import textwrap
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from importlib import metadata
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,6 +30,7 @@ import aiohttp
 import pytest
 import socketio
 import uvloop
+from aiohttp import web
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
@@ -35,7 +42,7 @@ from sio_cluster.workers.patches import socketio as sio_patches
 from sio_cluster.workers.patches.versions import CompatError
 from sio_cluster.workers.transport import fast_ws
 from sio_cluster.workers.transport.fast_ws import Counters
-from tests.cluster import serving_in_process, until
+from tests.cluster import REPO, serving_in_process, until
 from tests.integration.test_websocket_writes import stalled_client
 
 ALL_ON = checks.FastPaths(coalesced_writes=True, direct_writes=True, session_loop=True)
@@ -385,3 +392,115 @@ async def test_engineio_sockets_without_the_class_patches_fail_the_exercise(
 async def engineio_receive(self: Any, pkt: Any) -> None:
     """engine.io's handling of a CLOSE packet (``AsyncSocket.receive``), unpatched."""
     await self.close(wait=False, abort=True, reason=self.server.reason.CLIENT_DISCONNECT)
+
+
+LAYERS = ("common", "wire", "legacy_store", "master", "workers")
+DEPENDENCIES = ("engineio", "socketio", "aiohttp", "redis")
+
+
+def private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def dependency_internals() -> set[str]:
+    """The private attribute and method names the dependencies define."""
+    names: set[str] = set()
+    for dist in DEPENDENCIES:
+        spec = importlib.util.find_spec(dist)
+        assert spec is not None and spec.origin is not None
+        for path in Path(spec.origin).parent.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                    name = node.attr
+                elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    name = node.name
+                else:
+                    continue
+                if private(name):
+                    names.add(name)
+    return names
+
+
+def dependency_members(cls: type) -> set[str]:
+    """The private names ``cls`` inherits from a dependency's classes: their methods and
+    class attributes, and the attributes their code sets on ``self``."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass.__module__.split(".")[0] not in DEPENDENCIES:
+            continue
+        names.update(name for name in vars(klass) if private(name))
+        for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(klass)))):
+            if isinstance(node, ast.Attribute) and private(node.attr):
+                names.add(node.attr)
+    return names
+
+
+def extends_dependency(node: ast.ClassDef) -> bool:
+    return any(
+        ast.unparse(base).split(".")[0] in {"web", "socketio", "engineio", "aioredis", "redis"}
+        or "patches" in ast.unparse(base)
+        for base in node.bases
+    )
+
+
+def private_accesses(
+    source: str, internals: set[str], inherited: Callable[[str], set[str]]
+) -> list[tuple[int, str]]:
+    """``(line, name)`` of each access of a dependency internal in ``source``: ``x._name``
+    and ``getattr(x, "_name")`` for a name a dependency defines, and ``self._name`` in a class
+    built on a dependency's class for a name it inherits (``inherited(class name)``)."""
+    tree = ast.parse(source)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and extends_dependency(node):
+            members = inherited(node.name)
+            for inner in ast.walk(node):
+                if (
+                    isinstance(inner, ast.Attribute)
+                    and isinstance(inner.value, ast.Name)
+                    and inner.value.id == "self"
+                    and inner.attr in members
+                ):
+                    found.append((inner.lineno, inner.attr))
+        elif (
+            isinstance(node, ast.Attribute)
+            and private(node.attr)
+            and node.attr in internals
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        ):
+            found.append((node.lineno, node.attr))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr", "setattr")
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value in internals
+        ):
+            found.append((node.lineno, node.args[1].value))
+    return found
+
+
+def test_no_private_dependency_access_outside_the_patches() -> None:
+    """Every private attribute of engine.io, python-socketio, aiohttp and redis-py the project
+    reads or writes is in workers/patches/ (redis-py's: none)."""
+    internals = dependency_internals()
+    found = set()
+    for layer in LAYERS:
+        for path in sorted((REPO / layer).rglob("*.py")):
+            relative = path.relative_to(REPO)
+            if "patches" in relative.parts or path.name == "__main__.py":
+                continue
+            module = ".".join(("sio_cluster", *relative.with_suffix("").parts))
+
+            def inherited(name: str, module: str = module) -> set[str]:
+                return dependency_members(getattr(importlib.import_module(module), name))
+
+            for line, name in private_accesses(path.read_text(), internals, inherited):
+                found.add(f"{relative}:{line} {name}")
+    assert found == set()
+    # what it catches: the header deadline's site before it kept its own listening server
+    before = "class DeadlineSite(web.BaseSite):\n    def start(self):\n        self._server = 1\n"
+    assert private_accesses(before, internals, lambda name: dependency_members(web.BaseSite)) == [
+        (3, "_server")
+    ]
