@@ -504,3 +504,24 @@ def test_no_private_dependency_access_outside_the_patches() -> None:
     assert private_accesses(before, internals, lambda name: dependency_members(web.BaseSite)) == [
         (3, "_server")
     ]
+
+
+def test_nothing_but_the_workers_imports_the_workers() -> None:
+    """The Redis URL and TLS parsing and the Sentinel pool are the master's (common/redis):
+    the master, the wire and the store never load the workers' patched dependencies."""
+    found = []
+    for layer in ("common", "wire", "legacy_store", "master"):
+        for path in sorted((REPO / layer).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    names = [node.module or ""]
+                elif isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                else:
+                    continue
+                found += [
+                    f"{path.relative_to(REPO)}:{node.lineno} {name}"
+                    for name in names
+                    if name.startswith("sio_cluster.workers")
+                ]
+    assert found == []
