@@ -2,7 +2,7 @@
 
 Why: ``bench/ten_thousand.py`` measures RSS per connection against Node's; this says what
 the bytes are, so the next cut is chosen by measurement. A python-socketio server set up as
-a worker sets up its websockets (``compat.check``, the coalescing websocket and session loop,
+a worker sets up its websockets (``checks.check``, the coalescing websocket and session loop,
 timer pings) serves ``--clients`` engine.io websocket clients on 127.0.0.1 from another
 process; ``tracemalloc`` compares the server before and after they connected. Printed: the
 tasks per connection (by coroutine), the traced bytes per connection, and the
@@ -38,7 +38,8 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/...
 
 from bench.harness import REPO, Options, markdown_table, write_json  # noqa: E402
-from sio_cluster.workers import compat  # noqa: E402
+from sio_cluster.workers.patches import checks  # noqa: E402
+from sio_cluster.workers.patches import engineio as eio_patches  # noqa: E402
 from sio_cluster.workers.transport import fast_ws  # noqa: E402
 
 STDLIB = sysconfig.get_paths()["stdlib"] + "/"
@@ -75,13 +76,13 @@ async def measure(
     count: int, sites: int, engineio_handler: bool, engineio_pings: bool
 ) -> dict[str, Any]:
     sio = socketio.AsyncServer(async_mode="aiohttp")
-    paths = compat.check(sio)
+    paths = checks.check(sio)
     if engineio_handler:
         paths = dataclasses.replace(paths, session_loop=False)
     fast_ws.install(sio.eio, paths)
-    compat.disconnect_without_waiting(sio.eio)
+    eio_patches.disconnect_without_waiting(sio.eio)
     if not engineio_pings:
-        compat.timer_pings()
+        eio_patches.timer_pings()
     app = web.Application()
     sio.attach(app)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -158,7 +159,7 @@ def main() -> None:
     options.add_argument(
         "--engineio-pings",
         action="store_true",
-        help="engine.io's ping task per connection, not compat.timer_pings",
+        help="engine.io's ping task per connection, not eio_patches.timer_pings",
     )
     args = options.parse()
     results = uvloop.run(

@@ -416,7 +416,8 @@ async def serve(config: Config) -> int:
 async def _serves_sharded_pubsub(commands: aioredis.Redis) -> bool:
     """False (logged) when Redis refuses sharded pub/sub: it is older than 7."""
     try:
-        await commands.execute_command("PUBSUB", "SHARDNUMSUB", "sio-master-probe")
+        # one word: see docs/upstream/redis-py-cluster-numsub.md
+        await commands.execute_command("PUBSUB SHARDNUMSUB", "sio-master-probe")
     except ResponseError as exc:
         log.error("--adapter sharded needs Redis >= 7 (SPUBLISH, SSUBSCRIBE): %s", exc)
         return False

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from bench.measure import descendants, free_port_block
 from bench.redis_cluster import RedisCluster
 from sio_cluster.master.embedded_redis import EmbeddedRedis, redis7_binary
-from sio_cluster.workers import compat
+from sio_cluster.workers.patches import checks
 from sio_cluster.workers.transport import fast_ws
 
 REPO = Path(__file__).resolve().parent.parent
@@ -290,7 +290,7 @@ async def op(client: Recorder, name: str, **spec: Any) -> Any:
 async def serving_in_process(sio: socketio.AsyncServer) -> AsyncIterator[int]:
     """Serve ``sio`` in this process on aiohttp at a free loopback port, set up as a worker
     sets up its server (dependency check, coalescing websocket); yields the port."""
-    fast_ws.install(sio.eio, compat.check(sio))
+    fast_ws.install(sio.eio, checks.check(sio))
     app = web.Application()
     sio.attach(app)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)

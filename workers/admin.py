@@ -30,8 +30,8 @@ from typing import Any
 
 import socketio
 
-from sio_cluster.workers import compat
 from sio_cluster.workers.manager import ClusterManager
+from sio_cluster.workers.patches import engineio as eio_patches
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +98,11 @@ class AdminUI:
         self.sio.on("_disconnect", self._disconnect, namespace=NAMESPACE)
         self.manager.observers.append(self._on_membership)
         eio = self.sio.eio
-        compat.observe_eio_event(eio, "connect", lambda *_: self.events.push("rawConnection"))
-        compat.observe_eio_event(
+        eio_patches.observe_eio_event(eio, "connect", lambda *_: self.events.push("rawConnection"))
+        eio_patches.observe_eio_event(
             eio, "disconnect", lambda _, reason=None: self.events.push("rawDisconnection", reason)
         )
-        compat.observe_eio_event(eio, "message", self._message_in)
+        eio_patches.observe_eio_event(eio, "message", self._message_in)
         self._spawn(self._stats_forever())
 
     def _spawn(self, work: Any) -> None:
@@ -157,7 +157,7 @@ class AdminUI:
     def _local_socket(self, sid: str, namespace: str) -> dict[str, Any]:
         rooms = self.manager.get_rooms(sid, namespace)
         eio_sid = self.manager.eio_sid_from_sid(sid, namespace) or ""
-        eio_socket = compat.eio_sockets(self.sio).get(eio_sid)
+        eio_socket = eio_patches.eio_sockets(self.sio).get(eio_sid)
         transport = "websocket" if eio_socket is not None and eio_socket.upgraded else "polling"
         info = {
             "id": sid,
@@ -198,7 +198,7 @@ class AdminUI:
                 log.exception("admin UI: could not send server stats")
 
     def stats(self) -> dict[str, Any]:
-        sockets = compat.eio_sockets(self.sio)
+        sockets = eio_patches.eio_sockets(self.sio)
         return {
             "serverId": self.server_id,
             "hostname": socket.gethostname(),

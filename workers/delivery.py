@@ -1,7 +1,7 @@
 """Writing an already-encoded packet to this worker's recipients.
 
 Why a module of its own: delivery is the worker's hot path. It reads python-socketio's
-room table and writes to engine.io sockets only through :mod:`workers.compat` (checked
+room table and writes to engine.io sockets only through :mod:`workers.patches` (checked
 when the worker starts), so the rest of the worker stays on public APIs.
 """
 
@@ -12,13 +12,14 @@ from typing import Any
 
 from engineio import packet as eio_packet
 
-from sio_cluster.workers import compat
+from sio_cluster.workers.patches import engineio as eio_patches
+from sio_cluster.workers.patches import socketio as sio_patches
 from sio_cluster.workers.transport import fast_ws
 
 
 def is_member(manager: Any, namespace: str, room: Hashable, sid: str) -> bool:
     """True if ``sid`` is in ``room`` of ``namespace`` on this worker (room None: connected)."""
-    return sid in compat.room_members(manager, namespace, room)
+    return sid in sio_patches.room_members(manager, namespace, room)
 
 
 def select(
@@ -27,13 +28,13 @@ def select(
     """This worker's ``(sid, eio_sid)`` in any of ``rooms`` (None: all) minus ``exclude``."""
     if not exclude and rooms is not None and len(rooms) == 1:
         # one room (a sid, most often) and no exclusion: no union to build, nothing to copy
-        return list(compat.room_members(manager, namespace, rooms[0]).items())
+        return list(sio_patches.room_members(manager, namespace, rooms[0]).items())
     excluded: set[str] = set()
     for r in exclude:
-        excluded.update(compat.room_members(manager, namespace, r))
+        excluded.update(sio_patches.room_members(manager, namespace, r))
     return [
         (sid, eio_sid)
-        for sid, eio_sid in compat.participants(manager, namespace, rooms)
+        for sid, eio_sid in sio_patches.participants(manager, namespace, rooms)
         if sid not in excluded
     ]
 
@@ -69,9 +70,9 @@ def deliver(
                 frames = fast_ws.message_frames(parts)
             ws.write(frames)
             continue
-        eio_socket = compat.eio_sockets(manager.server).get(eio_sid)
+        eio_socket = eio_patches.eio_sockets(manager.server).get(eio_sid)
         if eio_socket is not None:
             if not packets:
                 packets = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]
-            compat.enqueue(eio_socket, packets)
+            eio_patches.enqueue(eio_socket, packets)
     return len(recipients)

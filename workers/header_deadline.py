@@ -55,23 +55,31 @@ class HeaderDeadline:
 
 
 class DeadlineSite(web.BaseSite):
-    """A TCP site (as aiohttp's ``TCPSite``, with SO_REUSEPORT) whose connections are watched."""
+    """A TCP site (as aiohttp's ``TCPSite``, with SO_REUSEPORT) whose connections are watched.
+
+    Built on aiohttp's public ``BaseSite`` contract only (``start`` registers the site with its
+    runner, ``stop`` unregisters it) and ``web.Server`` as the protocol factory: the listening
+    server is this class's own, closed by its own :meth:`stop`, so no aiohttp internal is
+    read or written (aiohttp's ``runner.addresses``, unused here, does not list it).
+    """
 
     def __init__(
         self, runner: web.AppRunner, host: str, port: int, deadline: HeaderDeadline
     ) -> None:
         super().__init__(runner)
-        self._host = host
-        self._port = port
+        self._app_runner = runner
+        self._address = (host, port)
         self._deadline = deadline
+        self._listener: asyncio.Server | None = None
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        host, port = self._address
+        return f"http://{host}:{port}"
 
     async def start(self) -> None:
         await super().start()
-        server = self._runner.server
+        server = self._app_runner.server
         assert server is not None  # the runner is set up before its sites start
 
         def connection() -> RequestHandler:
@@ -79,7 +87,13 @@ class DeadlineSite(web.BaseSite):
             self._deadline.watch(handler)
             return handler
 
+        host, port = self._address
         # reuse_port: during a rolling restart the new process listens beside the old one
-        self._server = await asyncio.get_running_loop().create_server(
-            connection, self._host, self._port, reuse_address=True, reuse_port=True
+        self._listener = await asyncio.get_running_loop().create_server(
+            connection, host, port, reuse_address=True, reuse_port=True
         )
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        await super().stop()

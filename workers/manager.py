@@ -52,9 +52,10 @@ from sio_cluster.wire.operations import (
     ServerEmit,
 )
 from sio_cluster.wire.rpc import Rpc, RpcError
-from sio_cluster.workers import compat, delivery
+from sio_cluster.workers import delivery
 from sio_cluster.workers.handshake import handshake_of
 from sio_cluster.workers.local_ops import handle_request
+from sio_cluster.workers.patches import socketio as sio_patches
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class ClusterManager(socketio.AsyncManager):
         before python-socketio handles its CONNECT: :meth:`pre_connect` then picks this sid.
         The master routed them here already, so nothing is reported. False if ``eio_sid``
         has a socket in ``namespace`` already, or ``sid`` is connected here."""
-        members = compat.room_members(self, namespace, None)
+        members = sio_patches.room_members(self, namespace, None)
         if sid in members or eio_sid in members.values():
             return False
         self._reporting = False
@@ -183,7 +184,7 @@ class ClusterManager(socketio.AsyncManager):
         sid = self.fixed_sid(eio_sid, namespace)
         if sid is None:
             sid = await super().pre_connect(eio_sid, namespace)
-        elif not compat.pre_connect_as(self, sid, eio_sid, namespace):
+        elif not sio_patches.pre_connect_as(self, sid, eio_sid, namespace):
             sid = None
         if sid is not None:
             await self.sync()

@@ -41,13 +41,16 @@ from sio_cluster.wire.frames import (
     Synced,
 )
 from sio_cluster.wire.link import FrameLink
-from sio_cluster.workers import compat, lost_sessions
+from sio_cluster.workers import lost_sessions, patches
 from sio_cluster.workers.admin import AdminUI
 from sio_cluster.workers.app_loader import AppLoadError, apply_app, describe_error, load_app
 from sio_cluster.workers.eio3.translate import Eio3Clients
 from sio_cluster.workers.header_deadline import DeadlineSite, HeaderDeadline
 from sio_cluster.workers.manager import ClusterManager
 from sio_cluster.workers.partial_packets import PartialPackets
+from sio_cluster.workers.patches import checks
+from sio_cluster.workers.patches import engineio as eio_patches
+from sio_cluster.workers.patches.versions import CompatError
 from sio_cluster.workers.recovery import WorkerRecovery
 from sio_cluster.workers.transport import fast_ws
 from sio_cluster.workers.transport.fast_ws import Counters
@@ -112,15 +115,15 @@ class Worker:
             self._stop.set()
 
     async def _refuse_client(self, sio: socketio.AsyncServer, eio_sid: str, why: str) -> None:
-        """A client sent what cannot be used (see ``compat.guard_messages``): counted, closed,
-        logged at most once per 10 s."""
+        """A client sent what cannot be used (see ``workers.patches.socketio.guard_messages``):
+        counted, closed, logged at most once per 10 s."""
         fast_ws.bad_client(why)
         if self.recovery is not None:
             self.recovery.refused(eio_sid)
-        eio_socket = compat.eio_sockets(sio).get(eio_sid)
+        eio_socket = eio_patches.eio_sockets(sio).get(eio_sid)
         await sio.eio.disconnect(eio_sid)
         if eio_socket is not None:
-            compat.stop_writer(eio_socket)  # a websocket gets its close frame too
+            eio_patches.stop_writer(eio_socket)  # a websocket gets its close frame too
 
     def _full(self) -> None:
         Counters.refused += 1
@@ -148,7 +151,7 @@ class Worker:
             "status": "ok" if healthy else "stopping",
             "worker": self.worker_id,
             "pid": os.getpid(),
-            "connections": len(compat.eio_sockets(sio)),
+            "connections": len(eio_patches.eio_sockets(sio)),
         }
         return web.json_response(state, status=200 if healthy else 503)
 
@@ -174,20 +177,15 @@ class Worker:
         adopt_library_loggers()
         lost_sessions.install()
         try:
-            paths = compat.check(sio)  # the dependency internals we rely on, checked once
-        except compat.CompatError as exc:
+            paths = checks.check(sio)  # the dependency internals we rely on, checked once
+        except CompatError as exc:
             self._cannot_start(str(exc))
         if config.allow_eio3:
             try:
-                compat.check_eio3(sio, paths)
-            except compat.CompatError as exc:
+                checks.check_eio3(sio, paths)
+            except CompatError as exc:
                 self._cannot_start(str(exc))
             self.eio3 = Eio3Clients(sio, fast_ws.bad_client)
-        # each tick's frames to a connection in one write (see workers.transport.fast_ws)
-        fast_ws.install(sio.eio, paths, self.eio3)
-        compat.disconnect_without_waiting(sio.eio)
-        compat.end_polling_sessions_on_client_close()
-        compat.timer_pings()
         refuse = functools.partial(self._refuse_client, sio)
         unfinished = f"a binary packet unfinished after {config.partial_packet_timeout:g} s"
         partial = PartialPackets(
@@ -196,9 +194,15 @@ class Worker:
             config.partial_packet_timeout,
             lambda eio_sid: sio.start_background_task(refuse, eio_sid, unfinished),
         )
-        compat.observe_eio_event(sio.eio, "disconnect", lambda eio_sid, *_: partial.forget(eio_sid))
-        compat.guard_messages(sio, refuse, partial)
-        compat.refuse_connections_over(sio.eio, config.max_connections, self._full)
+        patches.install(  # in the order workers.patches.install documents
+            sio,
+            # each tick's frames to a connection in one write (see workers.transport.fast_ws)
+            functools.partial(fast_ws.install, paths=paths, eio3=self.eio3),
+            refuse,
+            partial,
+            config.max_connections,
+            self._full,
+        )
         if self.eio3 is not None:
             self.eio3.install()
             self.manager.fixed_sid = self.eio3.sid_for
@@ -214,13 +218,18 @@ class Worker:
             self._cannot_start(f"--app {config.app!r} raised {describe_error(exc)}")
         if config.connection_state_recovery:
             try:
-                compat.check_recovery(sio)
-            except compat.CompatError as exc:
+                checks.check_recovery(sio)
+            except CompatError as exc:
                 self._cannot_start(str(exc))
             self.recovery = WorkerRecovery(sio, self.manager)
             self.recovery.install()
         if config.admin_ui:
             AdminUI(sio, self.manager, config.admin_credentials()).install()
+        try:
+            # each patch above, seen taking hold
+            await checks.exercise(paths, bool(config.connection_state_recovery), config.allow_eio3)
+        except CompatError as exc:
+            self._cannot_start(str(exc))
         self.link.send(Hello(self.worker_id, os.getpid(), self._namespaces(sio)).encode())
 
         sio.attach(app)
@@ -270,11 +279,11 @@ class Worker:
         timeout): its session is simply dropped, and its next request finds it gone.
         """
         await site.stop()
-        sockets = compat.eio_sockets(sio)
+        sockets = eio_patches.eio_sockets(sio)
         for eio_socket in list(sockets.values()):
             await eio_socket.close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
-            compat.stop_writer(eio_socket)
-        compat.forget_eio_sockets(sio)
+            eio_patches.stop_writer(eio_socket)
+        eio_patches.forget_eio_sockets(sio)
         await sio.shutdown()
         await runner.cleanup()
         log.info("stopped")

@@ -33,8 +33,9 @@ from engineio import packet as eio_packet
 
 from sio_cluster.common.ratelimit import RateLimitedLogger
 from sio_cluster.wire.frames import KeepSession, Leave, Recoverable, Restore, Restored, SessionData
-from sio_cluster.workers import compat
 from sio_cluster.workers.manager import ClusterManager
+from sio_cluster.workers.patches import engineio as eio_patches
+from sio_cluster.workers.patches import socketio as sio_patches
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,9 @@ class WorkerRecovery:
         self._session_log = RateLimitedLogger(log)
 
     def install(self) -> None:
-        compat.intercept_connect(self._sio, self._on_connect)
-        compat.intercept_connect_reply(self._sio, self._on_connect_reply)
-        compat.observe_eio_event(self._sio.eio, "disconnect", self._on_eio_disconnect)
+        sio_patches.intercept_connect(self._sio, self._on_connect)
+        sio_patches.intercept_connect_reply(self._sio, self._on_connect_reply)
+        eio_patches.observe_eio_event(self._sio.eio, "disconnect", self._on_eio_disconnect)
         self._manager.observers.append(self._on_membership)
         save_session = self._sio.save_session
 
@@ -106,7 +107,7 @@ class WorkerRecovery:
         eio_socket = None
         if waiting is not None:
             eio_sid, namespace, pid, answer = waiting
-            eio_socket = compat.eio_sockets(self._sio).get(eio_sid)
+            eio_socket = eio_patches.eio_sockets(self._sio).get(eio_sid)
             if eio_socket is not None and not eio_socket.closed:
                 if self._apply(frame, namespace, eio_sid, eio_socket):
                     self._pids[(namespace, sid)] = pid
@@ -126,8 +127,8 @@ class WorkerRecovery:
         if not self._manager.restore_socket(sid, namespace, eio_sid, frame.rooms):
             return False
         if frame.data is not None:
-            compat.eio_session(eio_socket)[namespace] = msgpack.unpackb(frame.data, raw=False)
-        compat.enqueue(
+            eio_patches.eio_session(eio_socket)[namespace] = msgpack.unpackb(frame.data, raw=False)
+        eio_patches.enqueue(
             eio_socket,
             [
                 eio_packet.Packet(eio_packet.MESSAGE, part)

@@ -34,6 +34,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from sio_cluster.common.redis.commands import command_client
+from sio_cluster.common.redis.sentinel_pool import BlockingSentinelPool
 from sio_cluster.common.redis.url import (
     ClusterUrl,
     SentinelUrl,
@@ -42,7 +43,6 @@ from sio_cluster.common.redis.url import (
     parse_cluster_url,
     parse_sentinel_url,
 )
-from sio_cluster.workers.compat import blocking_sentinel_pool_class
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class SentinelPrimary:
     def commands(self, max_connections: int, client_name: str) -> aioredis.Redis:
         return self._sentinel.master_for(
             self.url.service,
-            connection_pool_class=blocking_sentinel_pool_class(),
+            connection_pool_class=BlockingSentinelPool,
             max_connections=max_connections,
             timeout=None,
             client_name=client_name,

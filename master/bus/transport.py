@@ -28,7 +28,9 @@ class RedisTransport:
         self._redis = redis
         self._cluster = cluster
         self._publish = "SPUBLISH" if sharded else "PUBLISH"
-        self._numsub = "SHARDNUMSUB" if sharded else "NUMSUB"
+        # one word, as redis-py's own pubsub_numsub sends it: redis-py 8.2's Cluster pairs a
+        # node's reply only for that form (docs/upstream/redis-py-cluster-numsub.md)
+        self._numsub = "PUBSUB SHARDNUMSUB" if sharded else "PUBSUB NUMSUB"
         # on a Cluster: SPUBLISH goes where redis-py routes it, PUBLISH through one node
         self._route: dict[str, Any] = {} if sharded else {"target_nodes": "default-node"}
         self._counting = asyncio.Lock()  # one count at a time: the per-node pools stay small
@@ -55,9 +57,7 @@ class RedisTransport:
             for node in cluster.get_nodes():  # a subscriber is on exactly one node
                 try:
                     replies.append(
-                        await cluster.execute_command(
-                            "PUBSUB", self._numsub, *channels, target_nodes=node
-                        )
+                        await cluster.execute_command(self._numsub, *channels, target_nodes=node)
                     )
                 except (RedisError, OSError):
                     continue  # a failed node has no subscribers left to count
@@ -69,7 +69,7 @@ class RedisTransport:
         """``PUBSUB NUMSUB`` (or ``SHARDNUMSUB``) of each channel."""
         if self._cluster:
             return await self._cluster_subscribers(channels)
-        reply = await self._redis.execute_command("PUBSUB", self._numsub, *channels)
+        reply = await self._redis.execute_command(self._numsub, *channels)
         return _add_counts(dict.fromkeys(channels, 0), reply)
 
 

@@ -8,7 +8,7 @@ the same tick, so one socket read of many messages is handled in one go.
 The connection speaks just what a subscriber needs: AUTH, CLIENT SETNAME,
 PSUBSCRIBE, SUBSCRIBE, SSUBSCRIBE (sharded: ``smessage`` is read as ``message``)
 and PING (for liveness). URLs are read as redis-py reads them
-(:func:`workers.compat.parse_redis_url`), so ``redis://``, ``rediss://`` (TLS, with
+(:func:`common.redis.target.parse_redis_url`), so ``redis://``, ``rediss://`` (TLS, with
 redis-py's ``ssl_*`` query options) and ``unix://`` with passwords work as elsewhere.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import hiredis
 
-from sio_cluster.workers.compat import parse_redis_url
+from sio_cluster.common.redis.target import parse_redis_url
 
 ItemHandler = Callable[[bytes | None, bytes, bytes], None]
 PushHandler = Callable[[list[Any]], None]

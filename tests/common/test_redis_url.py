@@ -1,10 +1,17 @@
-"""The --redis-url forms: plain URLs pass through, Sentinel URLs are read, bad ones named."""
+"""The --redis-url forms: plain URLs pass through, Sentinel URLs are read, bad ones named; a
+plain URL read for the bare subscriber as redis-py reads it (address, credentials, TLS)."""
 
 from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from sio_cluster.common.config import Config, ConfigError
+from sio_cluster.common.redis.target import parse_redis_url
 from sio_cluster.common.redis.topology import OneRedis, live_primaries
 from sio_cluster.common.redis.url import (
     ClusterUrl,
@@ -96,3 +103,40 @@ def test_the_subscriber_picks_among_connected_primaries_only() -> None:
         ]
     )
     assert live_primaries(nodes) == [("127.0.0.1", 7000), ("127.0.0.1", 7004)]
+
+
+def test_redis_urls_are_read_as_redis_py_reads_them() -> None:
+    target = parse_redis_url("redis://user:p%40ss@example.com:6380/2")
+    assert (target.host, target.port, target.path) == ("example.com", 6380, None)
+    assert (target.username, target.password, target.tls) == ("user", "p@ss", None)
+    target = parse_redis_url("unix:///tmp/redis.sock?password=pw")
+    assert (target.path, target.password, target.tls) == ("/tmp/redis.sock", "pw", None)
+
+
+def test_rediss_urls_honour_redis_py_tls_options() -> None:
+    default = parse_redis_url("rediss://example.com").tls
+    assert default is not None
+    assert (default.verify_mode, default.check_hostname) == (ssl.CERT_REQUIRED, True)
+    lax = parse_redis_url("rediss://example.com?ssl_cert_reqs=none").tls
+    assert lax is not None and (lax.verify_mode, lax.check_hostname) == (ssl.CERT_NONE, False)
+    named = parse_redis_url("rediss://example.com?ssl_check_hostname=false").tls
+    assert named is not None
+    assert (named.verify_mode, named.check_hostname) == (ssl.CERT_REQUIRED, False)
+    with pytest.raises(ValueError, match="ssl_cert_reqs"):
+        parse_redis_url("rediss://example.com?ssl_cert_reqs=sometimes")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_rediss_urls_load_the_named_certificates(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=sio-cluster-test", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    url = f"rediss://example.com?ssl_ca_certs={cert}&ssl_certfile={cert}&ssl_keyfile={key}"
+    context = parse_redis_url(url).tls
+    assert context is not None
+    subjects = [ca["subject"] for ca in context.get_ca_certs()]
+    assert ((("commonName", "sio-cluster-test"),),) in subjects

@@ -64,7 +64,7 @@ async def test_slow_client_is_aborted_and_counted_while_others_receive(
             await healthy.wait_count("bulk", sent, timeout=30)
             if cluster.metric('sio_master_connected_sockets{worker="0"}') == 1:
                 break
-        # Both fail if the abort is silently disabled (workers.compat degraded the websocket
+        # Both fail if the abort is silently disabled (workers.patches.checks degraded the websocket
         # class, say): engine.io would keep the client, its queue growing without bound.
         await until(
             lambda: cluster.metric('sio_master_slow_clients_dropped{worker="0"}') == 1,

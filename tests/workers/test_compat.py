@@ -1,4 +1,5 @@
-"""workers.compat: the start check on the installed versions, each fast path seen running.
+"""workers.patches: the start checks on the installed versions, each fast path seen running,
+each patch seen taking hold.
 
 The fast-path tests run a real python-socketio server on aiohttp in this process, set up
 as a worker sets it up, with real clients over 127.0.0.1; they read the per-process
@@ -8,14 +9,16 @@ path makes them fail. The last tests hand the check objects that lack an interna
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import importlib
+import importlib.util
+import inspect
 import json
 import logging
 import platform
-import shutil
-import ssl
-import subprocess
-from collections.abc import AsyncIterator
+import textwrap
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from importlib import metadata
@@ -26,16 +29,23 @@ from typing import Any
 import aiohttp
 import pytest
 import socketio
+import uvloop
+from aiohttp import web
 from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
 
-from sio_cluster.workers import compat, delivery
+from sio_cluster.workers import delivery
+from sio_cluster.workers.patches import checks
+from sio_cluster.workers.patches import engineio as eio_patches
+from sio_cluster.workers.patches import socketio as sio_patches
+from sio_cluster.workers.patches.versions import CompatError
 from sio_cluster.workers.transport import fast_ws
 from sio_cluster.workers.transport.fast_ws import Counters
-from tests.cluster import serving_in_process, until
+from tests.cluster import REPO, serving_in_process, until
 from tests.integration.test_websocket_writes import stalled_client
 
-ALL_ON = compat.FastPaths(coalesced_writes=True, direct_writes=True, session_loop=True)
+ALL_ON = checks.FastPaths(coalesced_writes=True, direct_writes=True, session_loop=True)
 
 
 def event(name: str, data: Any) -> str:
@@ -84,8 +94,8 @@ def deliver(sio: socketio.AsyncServer, to: str, name: str, data: Any) -> None:
 def test_check_passes_on_the_installed_versions_with_every_fast_path(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="sio_cluster.workers.compat"):
-        assert compat.check(socketio.AsyncServer(async_mode="aiohttp")) == ALL_ON
+    with caplog.at_level(logging.INFO, logger="sio_cluster.workers.patches.checks"):
+        assert checks.check(socketio.AsyncServer(async_mode="aiohttp")) == ALL_ON
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert "coalesced writes and slow-client abort on, direct writes on" in caplog.text
 
@@ -132,7 +142,7 @@ async def test_a_delivery_does_not_overtake_packets_engineio_holds() -> None:
     async with served() as (sio, port), connected(port) as (client, got):
         eio_sid = await idle_writer(sio, client)
         queued = eio_packet.Packet(eio_packet.MESSAGE, event("news", "queued"))
-        compat.enqueue(compat.eio_sockets(sio)[eio_sid], [queued])
+        eio_patches.enqueue(eio_patches.eio_sockets(sio)[eio_sid], [queued])
         before = Counters.direct_writes
         deliver(sio, client.get_sid(), "news", "delivered")
         assert Counters.direct_writes == before  # behind the queued packet, not around it
@@ -152,7 +162,9 @@ async def test_packets_of_one_tick_leave_in_one_write() -> None:
         await idle_writer(sio, client)
         flushes, coalesced = Counters.flushes, Counters.coalesced_flushes
         packets = [eio_packet.Packet(eio_packet.MESSAGE, event("news", i)) for i in range(5, 10)]
-        compat.enqueue(compat.eio_sockets(sio)[eio_sid], packets)  # through engine.io's writer
+        eio_patches.enqueue(
+            eio_patches.eio_sockets(sio)[eio_sid], packets
+        )  # through engine.io's writer
         await until(lambda: len(got) == 10, what="the queued deliveries")
         assert (Counters.flushes - flushes, Counters.coalesced_flushes - coalesced) == (1, 1)
         assert got == list(range(10))
@@ -164,7 +176,7 @@ async def test_a_client_that_stops_reading_is_aborted_and_counted() -> None:
         try:
 
             def members() -> dict[str, str]:
-                return dict(compat.room_members(sio.manager, "/", None))
+                return dict(sio_patches.room_members(sio.manager, "/", None))
 
             await until(lambda: len(members()) == 2, what="both clients connected")
             stalled_eio_sid = next(e for s, e in members().items() if s != healthy.get_sid())
@@ -182,7 +194,7 @@ async def test_a_client_that_stops_reading_is_aborted_and_counted() -> None:
                 await until(caught_up, timeout=30, what="the healthy client")
             assert Counters.dropped == dropped + 1
             await until(
-                lambda: stalled_eio_sid not in compat.eio_sockets(sio),
+                lambda: stalled_eio_sid not in eio_patches.eio_sockets(sio),
                 what="the stalled client's engine.io socket to be gone",
             )
             assert len(got) == sent and healthy.connected
@@ -195,7 +207,7 @@ async def test_stop_writer_closes_the_websocket() -> None:
         url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
         async with session.ws_connect(url) as ws:
             opened = json.loads((await ws.receive_str())[1:])
-            compat.stop_writer(compat.eio_sockets(sio)[opened["sid"]])
+            eio_patches.stop_writer(eio_patches.eio_sockets(sio)[opened["sid"]])
             message = await asyncio.wait_for(ws.receive(), 10)
             assert message.type is aiohttp.WSMsgType.CLOSE
 
@@ -220,14 +232,14 @@ class SetRooms(socketio.AsyncManager):
         self.rooms.setdefault(namespace, {}).setdefault(room, set()).add(sid)
 
 
-def probes() -> compat.Probes:
-    return compat.probes(socketio.AsyncServer(async_mode="aiohttp"))
+def probes() -> checks.Probes:
+    return checks.probes(socketio.AsyncServer(async_mode="aiohttp"))
 
 
-def evaluate_warning(p: compat.Probes, caplog: pytest.LogCaptureFixture) -> tuple[Any, str]:
+def evaluate_warning(p: checks.Probes, caplog: pytest.LogCaptureFixture) -> tuple[Any, str]:
     """The check's answer on ``p``, and its one warning."""
-    with caplog.at_level(logging.WARNING, logger="sio_cluster.workers.compat"):
-        paths = compat.evaluate(p)
+    with caplog.at_level(logging.WARNING, logger="sio_cluster.workers.patches.checks"):
+        paths = checks.evaluate(p)
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     return paths, warning
 
@@ -236,7 +248,7 @@ def test_no_queue_getters_turns_direct_writes_off_with_one_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     paths, warning = evaluate_warning(replace(probes(), queue=BareQueue()), caplog)
-    assert paths == compat.FastPaths(coalesced_writes=True, direct_writes=False, session_loop=True)
+    assert paths == checks.FastPaths(coalesced_writes=True, direct_writes=False, session_loop=True)
     assert warning.startswith(
         f"Python {platform.python_version()} asyncio: Queue has no _getters deque"
     )
@@ -247,7 +259,7 @@ def test_no_aiohttp_writer_falls_back_to_engineio_websockets_with_one_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     paths, warning = evaluate_warning(replace(probes(), aiohttp_ws=object()), caplog)
-    assert paths == compat.FastPaths(
+    assert paths == checks.FastPaths(
         coalesced_writes=False, direct_writes=False, session_loop=False
     )
     assert warning.startswith(
@@ -260,7 +272,7 @@ def test_no_websocket_slot_in_engineio_falls_back_with_one_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     paths, warning = evaluate_warning(replace(probes(), eio=SimpleNamespace(sockets={})), caplog)
-    assert paths == compat.FastPaths(
+    assert paths == checks.FastPaths(
         coalesced_writes=False, direct_writes=False, session_loop=False
     )
     assert warning.startswith(
@@ -274,7 +286,7 @@ def test_no_coroutine_receive_on_sockets_leaves_engineio_handler_with_one_warnin
     p = probes()
     p.eio_socket.receive = lambda pkt: None  # what workers.transport.ws_session could not await
     paths, warning = evaluate_warning(p, caplog)
-    assert paths == compat.FastPaths(coalesced_writes=True, direct_writes=True, session_loop=False)
+    assert paths == checks.FastPaths(coalesced_writes=True, direct_writes=True, session_loop=False)
     assert warning.startswith(
         f"python-engineio {metadata.version('python-engineio')}: sockets have no coroutine"
         " receive()"
@@ -286,9 +298,9 @@ def test_without_fast_paths_install_leaves_engineio_websockets() -> None:
     sio = socketio.AsyncServer(async_mode="aiohttp")
     fast_ws.install(
         sio.eio,
-        compat.FastPaths(coalesced_writes=False, direct_writes=False, session_loop=False),
+        checks.FastPaths(coalesced_writes=False, direct_writes=False, session_loop=False),
     )
-    assert sio.eio._async["websocket"] is compat.EngineIoWebSocket
+    assert eio_patches.websocket_class(sio.eio) is eio_patches.EngineIoWebSocket
 
 
 @pytest.mark.parametrize(
@@ -303,8 +315,8 @@ def test_without_fast_paths_install_leaves_engineio_websockets() -> None:
 def test_a_missing_internal_that_routing_needs_fails_the_worker(
     change: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(compat.CompatError) as raised:
-        compat.evaluate(replace(probes(), **change))
+    with pytest.raises(CompatError) as raised:
+        checks.evaluate(replace(probes(), **change))
     text = str(raised.value)
     assert text.startswith("sio-cluster cannot route or deliver on the installed versions")
     assert message in text
@@ -312,47 +324,204 @@ def test_a_missing_internal_that_routing_needs_fails_the_worker(
     assert f"{dist} {metadata.version(dist)}" in text
 
 
-def test_redis_urls_are_read_as_redis_py_reads_them() -> None:
-    target = compat.parse_redis_url("redis://user:p%40ss@example.com:6380/2")
-    assert (target.host, target.port, target.path) == ("example.com", 6380, None)
-    assert (target.username, target.password, target.tls) == ("user", "p@ss", None)
-    target = compat.parse_redis_url("unix:///tmp/redis.sock?password=pw")
-    assert (target.path, target.password, target.tls) == ("/tmp/redis.sock", "pw", None)
-
-
-def test_rediss_urls_honour_redis_py_tls_options() -> None:
-    default = compat.parse_redis_url("rediss://example.com").tls
-    assert default is not None
-    assert (default.verify_mode, default.check_hostname) == (ssl.CERT_REQUIRED, True)
-    lax = compat.parse_redis_url("rediss://example.com?ssl_cert_reqs=none").tls
-    assert lax is not None and (lax.verify_mode, lax.check_hostname) == (ssl.CERT_NONE, False)
-    named = compat.parse_redis_url("rediss://example.com?ssl_check_hostname=false").tls
-    assert named is not None
-    assert (named.verify_mode, named.check_hostname) == (ssl.CERT_REQUIRED, False)
-    with pytest.raises(ValueError, match="ssl_cert_reqs"):
-        compat.parse_redis_url("rediss://example.com?ssl_cert_reqs=sometimes")
-
-
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-def test_rediss_urls_load_the_named_certificates(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=sio-cluster-test", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    url = f"rediss://example.com?ssl_ca_certs={cert}&ssl_certfile={cert}&ssl_keyfile={key}"
-    context = compat.parse_redis_url(url).tls
-    assert context is not None
-    subjects = [ca["subject"] for ca in context.get_ca_certs()]
-    assert ((("commonName", "sio-cluster-test"),),) in subjects
-
-
 def test_recovery_checks_the_internals_it_hooks_into() -> None:
     sio = socketio.AsyncServer(async_mode="aiohttp")
-    compat.check_recovery(sio)  # the installed versions have them
+    checks.check_recovery(sio)  # the installed versions have them
     sio._send_packet = lambda eio_sid, pkt: None  # a version where it is no coroutine
     del sio.manager.pending_connect
-    with pytest.raises(compat.CompatError, match="_send_packet, manager.pending_connect"):
-        compat.check_recovery(sio)
+    with pytest.raises(CompatError, match="_send_packet, manager.pending_connect"):
+        checks.check_recovery(sio)
+
+
+async def test_the_installed_patches_take_hold_when_exercised() -> None:
+    sio = socketio.AsyncServer(async_mode="aiohttp")
+    paths = checks.check(sio)
+    eio_patches.end_polling_sessions_on_client_close()
+    eio_patches.timer_pings()
+    # the installed versions do what the patches rely on, with every option's hooks too
+    await checks.exercise(paths, recovery=True, eio3=True)
+
+
+def test_the_patches_take_hold_on_uvloop_as_in_a_worker() -> None:
+    """uvloop's timer handles are not asyncio's: the exercise must accept either."""
+    eio_patches.end_polling_sessions_on_client_close()
+    eio_patches.timer_pings()
+    uvloop.run(checks.exercise(ALL_ON))
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ("disconnect_without_waiting", "AsyncServer.disconnect waits for the client"),
+        ("guard_messages", "was not guarded (refused [])"),
+        ("refuse_connections_over", "its connect handler was not wrapped"),
+        ("intercept_connect", "a CONNECT did not pass through AsyncServer._handle_connect"),
+        ("encode_polls", "long-poll answers or POST bodies did not pass through"),
+    ],
+)
+async def test_a_patch_that_does_not_take_hold_fails_the_worker(
+    monkeypatch: pytest.MonkeyPatch, patch: str, message: str
+) -> None:
+    """A patch that installs without error but changes nothing is caught by its exercise,
+    which an attribute check would pass."""
+    eio_patches.end_polling_sessions_on_client_close()
+    eio_patches.timer_pings()
+    monkeypatch.setattr(checks, patch, lambda *args: None)
+    with pytest.raises(CompatError) as raised:
+        await checks.exercise(ALL_ON, recovery=True, eio3=True)
+    text = str(raised.value)
+    assert text.startswith("sio-cluster's patches do not take hold on the installed versions")
+    assert message in text
+
+
+async def test_engineio_sockets_without_the_class_patches_fail_the_exercise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """engine.io's own CLOSE handling (the session kept, the GET left waiting) and its ping
+    task are what the class patches replace: the exercise sees both."""
+    eio_patches.timer_pings()
+    monkeypatch.setattr(AsyncSocket, "receive", engineio_receive)
+    monkeypatch.setattr(AsyncSocket, "schedule_ping", lambda self: None)
+    with pytest.raises(CompatError) as raised:
+        await checks.exercise(ALL_ON)
+    text = str(raised.value)
+    assert "a long-polling client's CLOSE neither answered its pending GET" in text
+    assert "PINGs are not sent from a timer stopped at close" in text
+
+
+async def engineio_receive(self: Any, pkt: Any) -> None:
+    """engine.io's handling of a CLOSE packet (``AsyncSocket.receive``), unpatched."""
+    await self.close(wait=False, abort=True, reason=self.server.reason.CLIENT_DISCONNECT)
+
+
+LAYERS = ("common", "wire", "legacy_store", "master", "workers")
+DEPENDENCIES = ("engineio", "socketio", "aiohttp", "redis")
+
+
+def private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def dependency_internals() -> set[str]:
+    """The private attribute and method names the dependencies define."""
+    names: set[str] = set()
+    for dist in DEPENDENCIES:
+        spec = importlib.util.find_spec(dist)
+        assert spec is not None and spec.origin is not None
+        for path in Path(spec.origin).parent.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                    name = node.attr
+                elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    name = node.name
+                else:
+                    continue
+                if private(name):
+                    names.add(name)
+    return names
+
+
+def dependency_members(cls: type) -> set[str]:
+    """The private names ``cls`` inherits from a dependency's classes: their methods and
+    class attributes, and the attributes their code sets on ``self``."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass.__module__.split(".")[0] not in DEPENDENCIES:
+            continue
+        names.update(name for name in vars(klass) if private(name))
+        for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(klass)))):
+            if isinstance(node, ast.Attribute) and private(node.attr):
+                names.add(node.attr)
+    return names
+
+
+def extends_dependency(node: ast.ClassDef) -> bool:
+    return any(
+        ast.unparse(base).split(".")[0] in {"web", "socketio", "engineio", "aioredis", "redis"}
+        or "patches" in ast.unparse(base)
+        for base in node.bases
+    )
+
+
+def private_accesses(
+    source: str, internals: set[str], inherited: Callable[[str], set[str]]
+) -> list[tuple[int, str]]:
+    """``(line, name)`` of each access of a dependency internal in ``source``: ``x._name``
+    and ``getattr(x, "_name")`` for a name a dependency defines, and ``self._name`` in a class
+    built on a dependency's class for a name it inherits (``inherited(class name)``)."""
+    tree = ast.parse(source)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and extends_dependency(node):
+            members = inherited(node.name)
+            for inner in ast.walk(node):
+                if (
+                    isinstance(inner, ast.Attribute)
+                    and isinstance(inner.value, ast.Name)
+                    and inner.value.id == "self"
+                    and inner.attr in members
+                ):
+                    found.append((inner.lineno, inner.attr))
+        elif (
+            isinstance(node, ast.Attribute)
+            and private(node.attr)
+            and node.attr in internals
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        ):
+            found.append((node.lineno, node.attr))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr", "setattr")
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value in internals
+        ):
+            found.append((node.lineno, node.args[1].value))
+    return found
+
+
+def test_no_private_dependency_access_outside_the_patches() -> None:
+    """Every private attribute of engine.io, python-socketio, aiohttp and redis-py the project
+    reads or writes is in workers/patches/ (redis-py's: none)."""
+    internals = dependency_internals()
+    found = set()
+    for layer in LAYERS:
+        for path in sorted((REPO / layer).rglob("*.py")):
+            relative = path.relative_to(REPO)
+            if "patches" in relative.parts or path.name == "__main__.py":
+                continue
+            module = ".".join(("sio_cluster", *relative.with_suffix("").parts))
+
+            def inherited(name: str, module: str = module) -> set[str]:
+                return dependency_members(getattr(importlib.import_module(module), name))
+
+            for line, name in private_accesses(path.read_text(), internals, inherited):
+                found.add(f"{relative}:{line} {name}")
+    assert found == set()
+    # what it catches: the header deadline's site before it kept its own listening server
+    before = "class DeadlineSite(web.BaseSite):\n    def start(self):\n        self._server = 1\n"
+    assert private_accesses(before, internals, lambda name: dependency_members(web.BaseSite)) == [
+        (3, "_server")
+    ]
+
+
+def test_nothing_but_the_workers_imports_the_workers() -> None:
+    """The Redis URL and TLS parsing and the Sentinel pool are the master's (common/redis):
+    the master, the wire and the store never load the workers' patched dependencies."""
+    found = []
+    for layer in ("common", "wire", "legacy_store", "master"):
+        for path in sorted((REPO / layer).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    names = [node.module or ""]
+                elif isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                else:
+                    continue
+                found += [
+                    f"{path.relative_to(REPO)}:{node.lineno} {name}"
+                    for name in names
+                    if name.startswith("sio_cluster.workers")
+                ]
+    assert found == []

@@ -37,8 +37,9 @@ from urllib.parse import parse_qs
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
-from sio_cluster.workers import compat
 from sio_cluster.workers.eio3 import codec as eio3_codec
+from sio_cluster.workers.patches import engineio as eio_patches
+from sio_cluster.workers.patches import socketio as sio_patches
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +74,13 @@ class Eio3Clients:
         """Hook into engine.io and python-socketio; call after the worker's other hooks, so
         that these see each packet first."""
         eio = self.eio
-        compat.translate_requests(eio, self._read_request)
-        compat.encode_polls(eio, self._encode_poll)
-        compat.take_posts(eio, lambda _: _request.get() is not None, self._take_post)
-        compat.wrap_eio_event(eio, "connect", self._connect)
-        compat.wrap_eio_event(eio, "message", self._message)
-        compat.observe_eio_event(eio, "disconnect", self._forget)
-        compat.translate_sent_packets(self.sio, self._downgrade)
+        eio_patches.translate_requests(eio, self._read_request)
+        eio_patches.encode_polls(eio, self._encode_poll)
+        eio_patches.take_posts(eio, lambda _: _request.get() is not None, self._take_post)
+        eio_patches.wrap_eio_event(eio, "connect", self._connect)
+        eio_patches.wrap_eio_event(eio, "message", self._message)
+        eio_patches.observe_eio_event(eio, "disconnect", self._forget)
+        sio_patches.translate_sent_packets(self.sio, self._downgrade)
 
     @staticmethod
     def current() -> Eio3Session | None:
@@ -99,11 +100,11 @@ class Eio3Clients:
     def server_pinged(self, session: Eio3Session) -> None:
         """engine.io sent its PING to a v3 client, which does not answer those: answered here
         if the client pinged recently enough."""
-        if time.monotonic() - session.last_ping > compat.client_ping_deadline(self.eio):
+        if time.monotonic() - session.last_ping > eio_patches.client_ping_deadline(self.eio):
             return  # engine.io's ping timeout closes the session
         eio_socket = self.eio.sockets.get(session.sid)
         if eio_socket is not None:
-            compat.pong_received(eio_socket)
+            eio_patches.pong_received(eio_socket)
 
     def _read_request(self, environ: dict[str, Any]) -> None:
         query = environ.get("QUERY_STRING", "")
@@ -130,7 +131,7 @@ class Eio3Clients:
         if self._jsonp_refusals == 1:
             log.warning("refused an Engine.IO 3 client polling by JSONP (not supported)")
 
-    def _encode_poll(self, packets: list[eio_packet.Packet]) -> compat.Answer | None:
+    def _encode_poll(self, packets: list[eio_packet.Packet]) -> eio_patches.Answer | None:
         session = _request.get()
         if session is None:
             return None

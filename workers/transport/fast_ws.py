@@ -15,7 +15,7 @@ Backpressure: a client that does not read lets the transport's buffer grow; past
 :data:`SLOW_CLIENT_BYTES` the connection is aborted and counted instead of growing
 the worker's memory without bound.
 
-The engine.io and aiohttp internals this needs are reached through :mod:`workers.compat`,
+The engine.io and aiohttp internals this needs are reached through :mod:`workers.patches`,
 which checks them at start; :func:`install` applies what that check allows.
 """
 
@@ -31,9 +31,11 @@ from typing import Any
 from aiohttp import WSCloseCode
 
 from sio_cluster.common.ratelimit import RateLimitedLogger
-from sio_cluster.workers import compat
 from sio_cluster.workers.eio3 import codec as eio3_codec
 from sio_cluster.workers.eio3.translate import Eio3Clients, Eio3Session
+from sio_cluster.workers.patches import aiohttp as aiohttp_patches
+from sio_cluster.workers.patches import checks
+from sio_cluster.workers.patches import engineio as eio_patches
 from sio_cluster.workers.transport import ws_session
 
 log = logging.getLogger(__name__)
@@ -122,10 +124,10 @@ class _TickFlush:
 _tick_flush = _TickFlush()
 
 
-def install(eio: Any, paths: compat.FastPaths, eio3: Eio3Clients | None = None) -> None:
+def install(eio: Any, paths: checks.FastPaths, eio3: Eio3Clients | None = None) -> None:
     """Serve ``eio``'s websockets with :class:`CoalescingWebSocket`, as far as ``paths`` allow.
 
-    ``paths`` is what :func:`workers.compat.check` returned; with no coalesced writes,
+    ``paths`` is what :func:`workers.patches.checks.check` returned; with no coalesced writes,
     engine.io keeps its own websocket class (``--allow-eio3`` needs ours: the worker checks).
     ``eio3``: the worker serves Engine.IO 3 clients too.
     """
@@ -136,10 +138,10 @@ def install(eio: Any, paths: compat.FastPaths, eio3: Eio3Clients | None = None) 
             session_loop=paths.session_loop,
             eio3=eio3,
         )
-        compat.install_websocket_class(eio, factory)
+        eio_patches.install_websocket_class(eio, factory)
 
 
-class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
+class CoalescingWebSocket(eio_patches.EngineIoWebSocket):  # type: ignore[misc]
     """Drop-in for engine.io's aiohttp ``WebSocket`` (see :func:`install`)."""
 
     def __init__(
@@ -155,7 +157,7 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
         self._eio3 = eio3
         self._eio3_session: Eio3Session | None = None  # set if the client speaks Engine.IO 3
         self._eio_handler = handler
-        self._served = compat.served_socket(handler)
+        self._served = eio_patches.served_socket(handler)
         served = self._served if direct_writes else None
         self._sid: str | None = None if served is None else served[0]
         self._eio_socket: Any = None if served is None else served[1]
@@ -170,9 +172,9 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
         handler), run once the websocket is open: its transport is known here."""
         if self._eio3 is not None:
             self._eio3_session = self._eio3.current()
-        response = compat.aiohttp_response(self)
+        response = eio_patches.aiohttp_response(self)
         if not response.compress:
-            self._transport = compat.ws_transport(response)
+            self._transport = aiohttp_patches.ws_transport(response)
         sid = self._sid if self._transport is not None else None
         if sid is not None:
             direct_writers[sid] = self
@@ -196,7 +198,7 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
             return
         eio_socket = self._served[1]
         await eio_socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
-        compat.stop_writer(eio_socket)  # its writer ends and closes the websocket
+        eio_patches.stop_writer(eio_socket)  # its writer ends and closes the websocket
 
     @property
     def eio3(self) -> bool:
@@ -225,7 +227,7 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
         return message
 
     async def _receive(self) -> str | bytes:
-        message = await compat.aiohttp_response(self).receive()
+        message = await eio_patches.aiohttp_response(self).receive()
         if isinstance(message.data, str | bytes):
             return message.data
         if getattr(message.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
@@ -244,7 +246,7 @@ class CoalescingWebSocket(compat.EngineIoWebSocket):  # type: ignore[misc]
         return (
             transport is not None
             and not transport.is_closing()
-            and compat.writer_is_parked(self._eio_socket)
+            and eio_patches.writer_is_parked(self._eio_socket)
         )
 
     def write(self, data: bytes) -> None:

@@ -16,7 +16,7 @@ the writer sending what engine.io queues until it meets the ``None`` that ends i
 when the client goes or is silent past the ping interval plus timeout, the socket closed
 as a transport close. A packet that cannot be decoded raises ``ValueError`` to the caller,
 as engine.io's handler does (:class:`workers.transport.fast_ws.CoalescingWebSocket` drops that
-client). The engine.io internals this reads are checked by :func:`workers.compat.check`
+client). The engine.io internals this reads are checked by :func:`workers.patches.checks.check`
 (``session_loop``); without them engine.io's own handler serves.
 """
 
