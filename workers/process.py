@@ -202,6 +202,7 @@ class Worker:
             partial,
             config.max_connections,
             self._full,
+            fast_ws.bad_client,
         )
         if self.eio3 is not None:
             self.eio3.install()

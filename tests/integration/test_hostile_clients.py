@@ -86,6 +86,33 @@ async def test_a_long_polling_post_over_max_payload_is_answered_and_its_session_
     await until(lambda: cluster.metric(gauge) == 0, what="its socket forgotten")
 
 
+async def test_a_long_polling_post_of_an_unknown_packet_type_ends_its_session_once(
+    start_master: Any,
+) -> None:
+    """``9hello`` over long-polling wrote a traceback per POST, was answered 200 and the
+    session went on; Node's engine.io closes on it."""
+    cluster: MasterProcess = await start_master(
+        workers=1, extra=["--worker-health-timeout", "3"]
+    ).ready()
+    base = cluster.url(0) + "/socket.io/?EIO=4&transport=polling"
+    gauge = 'sio_master_connected_sockets{worker="0"}'
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base) as response:
+            sid = json.loads((await response.text())[1:])["sid"]
+        session = f"{base}&sid={sid}"
+        async with http.post(session, data="40") as response:
+            assert response.status == 200
+        await until(lambda: cluster.metric(gauge) == 1, what="connected")
+        async with http.post(session, data="9hello") as response:
+            assert response.status == 400
+        async with http.get(session) as response:
+            assert response.status == 400  # the session is gone
+    await until(lambda: cluster.metric(gauge) == 0, what="its socket forgotten")
+    await until(lambda: cluster.metric('sio_master_bad_clients_dropped{worker="0"}') == 1)
+    assert len(cluster.log_matches(r"closed a client that sent an unknown Engine.IO packet")) == 1
+    assert not cluster.log_matches(r"Traceback|post request handler error")
+
+
 async def test_a_long_polling_client_s_disconnect_is_answered_at_once(start_master: Any) -> None:
     """python-engineio left the pending GET waiting ~25 s after the client's CLOSE, and
     python-socketio's ``disconnect()`` waits for that GET."""

@@ -36,6 +36,7 @@ def install(
     partial: PartialPackets,
     max_connections: int,
     full: Callable[[], None],
+    bad_packet: Callable[[str], None],
 ) -> None:
     """Install the worker's patches on python-socketio server ``sio``, in this order:
 
@@ -43,9 +44,10 @@ def install(
        (:func:`workers.transport.fast_ws.install`), before any connection arrives.
     2. :func:`.engineio.disconnect_without_waiting`: replaces ``eio.disconnect``, which
        python-socketio calls through the instance.
-    3. :func:`.engineio.end_polling_sessions_on_client_close` and
+    3. :func:`.engineio.end_polling_sessions_on_client_close`,
+       :func:`.engineio.refuse_unknown_packet_types` (``bad_packet`` counts them) and
        :func:`.engineio.timer_pings`: class patches of engine.io's ``AsyncSocket``
-       (``receive``; ``schedule_ping`` and ``close``), process-wide and idempotent.
+       (``receive``, twice; ``schedule_ping`` and ``close``), process-wide and idempotent.
     4. :func:`.socketio.guard_messages`: REPLACES engine.io's ``message`` handler with a
        guard around python-socketio's, so it comes before anything that wraps that handler
        (the Engine.IO 3 translation, the admin UI), whose wrappers it would drop; a closed
@@ -63,6 +65,7 @@ def install(
     websockets(sio.eio)
     engineio.disconnect_without_waiting(sio.eio)
     engineio.end_polling_sessions_on_client_close()
+    engineio.refuse_unknown_packet_types(bad_packet)
     engineio.timer_pings()
     socketio.guard_messages(sio, refused, partial)
     engineio.observe_eio_event(sio.eio, "disconnect", lambda eio_sid, *_: partial.forget(eio_sid))

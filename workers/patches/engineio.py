@@ -199,6 +199,31 @@ def end_polling_sessions_on_client_close() -> None:
     AsyncSocket.receive = receive  # type: ignore[method-assign]
 
 
+def refuse_unknown_packet_types(counted: Callable[[str], None]) -> None:
+    """An Engine.IO packet of no known type ends its session (400 to a long-polling POST), as
+    Node's engine.io closes on a parse error; ``counted(why)`` counts and logs it.
+
+    python-engineio decodes any digit as a packet type, and its socket's ``receive`` logs the
+    type's name before looking at it: ``9hello`` raised IndexError there, which engine.io
+    logged with a traceback for every POST and answered 200, the session going on. Patched on
+    engine.io's socket class, in workers only (the websocket session loop checks the type
+    itself before it calls ``receive``, :mod:`workers.transport.ws_session`).
+    """
+    if getattr(AsyncSocket.receive, "_known_types_only", False):
+        return
+    original = AsyncSocket.receive
+    known = len(eio_packet.packet_names)
+
+    async def receive(self: Any, pkt: Any) -> None:
+        if not 0 <= pkt.packet_type < known:
+            counted(f"an unknown Engine.IO packet type {pkt.packet_type}")
+            raise eio_exceptions.UnknownPacketError()
+        await original(self, pkt)
+
+    receive._known_types_only = True  # type: ignore[attr-defined]
+    AsyncSocket.receive = receive  # type: ignore[method-assign]
+
+
 def timer_pings() -> None:
     """Send each engine.io socket's PINGs from a timer instead of a task, and stop the timer
     when the socket closes.
