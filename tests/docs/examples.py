@@ -52,3 +52,16 @@ def write_examples(directory: Path) -> dict[str, Path]:
         target.write_text(block.text)
         written[block.title] = target
     return written
+
+
+PUBLISH = re.compile(r"PUBLISH (ch:\S+) '([^']*)'")
+
+
+def shell_publishes(page: str | None = None) -> list[tuple[str, str, str]]:
+    """Every ``PUBLISH ch:... '{json}'`` of the pages' shell blocks: (page, channel, body)."""
+    return [
+        (block.page, match.group(1), match.group(2))
+        for block in all_blocks()
+        if block.language == "sh" and (page is None or block.page == page)
+        for match in PUBLISH.finditer(block.text)
+    ]

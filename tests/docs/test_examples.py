@@ -21,8 +21,9 @@ import redis.asyncio as aioredis
 import socketio
 
 from sio_cluster.master.embedded_redis import EmbeddedRedis
+from sio_cluster.master.routing.messages import parse_message
 from tests.cluster import MasterProcess, Recorder, until
-from tests.docs.examples import all_blocks, write_examples
+from tests.docs.examples import all_blocks, shell_publishes, write_examples
 
 DEMO = "sio_cluster.workers.demo:setup"
 # every titled Python example, and the test below that runs it
@@ -134,7 +135,8 @@ async def test_the_getting_started_client(
         assert proc.stdout is not None and proc.stderr is not None
         first = await asyncio.wait_for(proc.stdout.readline(), 20)
         assert first.decode() == "rooms: ['sports']\n"
-        await redis_client.publish("ch:news", json.dumps({"to": "sports", "data": "3-1"}))
+        [(_, channel, body)] = shell_publishes("docs/getting-started.md")
+        await redis_client.publish(channel, body)  # the page's redis-cli PUBLISH
         rest, err = await asyncio.wait_for(proc.communicate(), 20)
         assert (proc.returncode, rest.decode()) == (0, "news: 3-1\n"), err.decode()
     finally:
@@ -171,6 +173,17 @@ async def test_the_publisher(
         [("maintenance", 5)],
         [("maintenance", 5)],
     ]
+
+
+def test_every_shell_publish_is_a_valid_message() -> None:
+    published = shell_publishes()
+    assert {page for page, _, _ in published} == {
+        "README.md",
+        "docs/getting-started.md",
+        "docs/sending.md",
+    }
+    for _, channel, body in published:
+        parse_message(channel, body.encode(), "ch:", 1 << 20, "*")  # raises Rejected if not
 
 
 async def test_the_redis_store_example(
