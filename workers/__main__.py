@@ -1,4 +1,7 @@
-"""``python -m sio_cluster.workers FD WORKER_ID``: started by the master, never by hand.
+"""``python -m sio_cluster.workers FD WORKER_ID HEALTH_FD``: started by the master, never by hand.
+
+``FD`` is the ordered frame pipe, ``HEALTH_FD`` the health channel beside it (see
+:mod:`sio_cluster.workers.process`).
 
 The master's typed :class:`common.config.Config` arrives as JSON in the
 ``SIO_WORKER_CONFIG`` environment variable and is validated again here.
@@ -17,10 +20,10 @@ from sio_cluster.workers.process import run
 
 def main() -> None:
     """Parse the master's arguments and run the worker."""
-    fd, worker_id = sys.argv[1:3]
+    fd, worker_id, health_fd = sys.argv[1:4]
     config = Config.from_json(os.environ.pop(WORKER_CONFIG_ENV))
     configure_logging(f"worker-{worker_id}", config.log_level, config.log_format)
-    run(int(worker_id), int(fd), config)
+    run(int(worker_id), int(fd), int(health_fd), config)
 
 
 if __name__ == "__main__":
