@@ -59,6 +59,7 @@ class SubscriberProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
         self.last_read = time.monotonic()
+        self.messages = 0  # messages read: the source's rate, to estimate what a cut lost
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -79,9 +80,11 @@ class SubscriberProtocol(asyncio.Protocol):
                 if type(item) is list and item:
                     kind = item[0]
                     if kind == b"pmessage":
+                        self.messages += 1
                         on_message(item[1], item[2], item[3])
                         continue
                     if kind == b"message" or kind == b"smessage":
+                        self.messages += 1
                         on_message(None, item[1], item[2])
                         continue
                 if self._replies:
