@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sio_cluster.common.config import Config
+from sio_cluster.common.memtrim import MemoryTrimmer
 from sio_cluster.master.metrics import Metrics
 from sio_cluster.master.routing.messages import ANY_NAMESPACE
 from sio_cluster.wire import WORKER_CONFIG_ENV
@@ -65,6 +66,7 @@ STARTUP_TIMEOUT = 60.0
 RESPAWN_BACKOFF_CAP = 5.0
 STABLE_AFTER = 10.0  # a worker that lived this long is respawned at once
 PING_INTERVAL_CAP = 1.0  # pings at least this often, so counters are fresh when a worker dies
+QUIET_MESSAGES = 1000  # fewer read from Redis between two pings: quiet enough to trim memory
 
 
 class StartupError(RuntimeError):
@@ -144,6 +146,7 @@ class Supervisor:
         self._keys = itertools.count()
         self._rolling = False
         metrics.watch_backlogs(self.backlogs)
+        self._trimmer = MemoryTrimmer()
 
     # ---- the WorkerPool view ----------------------------------------------------
 
@@ -444,16 +447,23 @@ class Supervisor:
         A worker is judged by its oldest unanswered ping, and only after the master has read
         what its sockets hold: under a flood the master's own loop can stall for seconds,
         and a timer that fires first must not take an answer still unread for silence.
-        With the timeout off (0), workers are still pinged, for their counters.
+        With the timeout off (0), workers are still pinged, for their counters. Each round
+        is also when the master, if quiet after a burst, gives memory back (``memtrim``).
         """
         timeout = self.config.worker_health_timeout
         interval = min(timeout / 3, PING_INTERVAL_CAP) if timeout else PING_INTERVAL_CAP
         token = 0
+        received = self.metrics.hot.received
         while True:
             await asyncio.sleep(interval)
             await asyncio.sleep(0)  # one pass over the sockets: read the answers already in
             now = time.monotonic()
             token += 1
+            if self.metrics.hot.received - received < QUIET_MESSAGES and not any(
+                self.backlogs().values()
+            ):
+                self._trimmer.quiet()
+            received = self.metrics.hot.received
             for handle in list(self._handles.values()):
                 if not (handle.alive and handle.ready.is_set()) or handle.killed:
                     continue

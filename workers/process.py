@@ -25,6 +25,7 @@ from aiohttp import web
 
 from sio_cluster.common.config import Config
 from sio_cluster.common.logformat import adopt_library_loggers
+from sio_cluster.common.memtrim import MemoryTrimmer
 from sio_cluster.wire.frames import (
     BAD_CLIENTS_DROPPED,
     BROADCASTS_READ,
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 # between versions: 75 s, later 3,630 s); a long-poll GET is never idle for more than ~25 s.
 KEEPALIVE_SECONDS = 75.0
 ORPHAN_EXIT_SECONDS = 1.0  # the master is gone: close clients briefly, then exit
+QUIET_BROADCASTS = 1000  # fewer read between two pings: quiet enough to trim memory
 
 
 class Worker:
@@ -74,6 +76,8 @@ class Worker:
         self.link = FrameLink(self.on_frame, self.on_lost, config.worker_buffer_bytes)
         self.health = FrameLink(self.on_health, lambda exc: None, config.worker_buffer_bytes)
         self.broadcasts_read = 0
+        self._read_at_last_ping = 0
+        self._trimmer = MemoryTrimmer()
         self.manager = ClusterManager(self.link, sequenced=bool(config.connection_state_recovery))
         self.recovery: WorkerRecovery | None = None
         self.eio3: Eio3Clients | None = None
@@ -115,6 +119,9 @@ class Worker:
             BROADCASTS_READ: self.broadcasts_read,
         }
         self.health.send(Pong(frame.token, stats).encode(), droppable=False)
+        if self.broadcasts_read - self._read_at_last_ping < QUIET_BROADCASTS:
+            self._trimmer.quiet()
+        self._read_at_last_ping = self.broadcasts_read
 
     def on_lost(self, exc: Exception | None) -> None:
         if not self._stop.is_set():
