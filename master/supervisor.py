@@ -331,7 +331,8 @@ class Supervisor:
         """Messages sent to a worker that died and not read by it as of its last report.
 
         An estimate, never below the truth: what the worker read after its last Pong (at
-        most a ping interval before) is counted as lost too. A graceful stop is not a loss.
+        most a ping interval before) is counted as lost too. A stop the master asked for
+        (shutdown, rolling restart) is not counted.
         """
         if self._stopping or not handle.respawn:
             return

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 
 from sio_cluster.master.embedded_redis import EmbeddedRedis
@@ -36,6 +37,7 @@ def dropped(cluster: MasterProcess, worker: int) -> int:
     return int(cluster.metric(f'sio_master_messages_dropped_total{{worker="{worker}"}}'))
 
 
+@pytest.mark.timeout(300)  # the backlog drains in 4-60 s, by how busy this machine is
 async def test_a_flood_longer_than_the_health_timeout_kills_no_worker(
     start_master: Any, redis_server: EmbeddedRedis
 ) -> None:
@@ -50,15 +52,14 @@ async def test_a_flood_longer_than_the_health_timeout_kills_no_worker(
         await publisher.run(FLOOD_RATE, FLOOD_SECONDS)
         published_at = time.monotonic()
         total = publisher.sent
-        await until(lambda: backlog(cluster) == 0, 90, "the master's backlog drained", 0.2)
+        await until(lambda: backlog(cluster) == 0, 150, "the master's backlog drained", 0.2)
         backlog_after = time.monotonic() - published_at
 
         def missing() -> list[int]:
-            return [
-                total - c.count - dropped(cluster, i % 2)
-                for i, c in enumerate(readers)
-                if c.count + dropped(cluster, i % 2) != total
-            ]
+            """What each reader lacks beyond the drops counted for its worker."""
+            drops = [dropped(cluster, 0), dropped(cluster, 1)]
+            short = [total - c.count - drops[i % 2] for i, c in enumerate(readers)]
+            return [n for n in short if n]
 
         def settled() -> bool:
             return not missing() or any(c.closed for c in readers)
