@@ -22,6 +22,7 @@ from tests.flood import CountingClient, PacedPublisher
 HEALTH_TIMEOUT = 3
 FLOOD_RATE = 40_000  # messages/s: more than two workers deliver to 25 clients each here
 FLOOD_SECONDS = 10
+PIPE_BOUND = 12 * 2**20  # ~150,000 of the flood's frames: 7 s of work for an unhindered worker
 
 
 def backlog(cluster: MasterProcess) -> int:
@@ -41,9 +42,14 @@ def dropped(cluster: MasterProcess, worker: int) -> int:
 async def test_a_flood_longer_than_the_health_timeout_kills_no_worker(
     start_master: Any, redis_server: EmbeddedRedis
 ) -> None:
-    cluster = await start_master(
-        workers=2, extra=["--worker-health-timeout", str(HEALTH_TIMEOUT)]
-    ).ready()
+    # a pipe bound below the flood's size: some messages are dropped, and must be counted
+    extra = [
+        "--worker-health-timeout",
+        str(HEALTH_TIMEOUT),
+        "--worker-buffer-bytes",
+        str(PIPE_BOUND),
+    ]
+    cluster = await start_master(workers=2, extra=extra).ready()
     pids = cluster.worker_pids()
     readers = [await CountingClient.join(cluster.port_of(i % 2), "flood") for i in range(49)]
     deaf = await CountingClient.join(cluster.port_of(0), "flood", reading=False)
