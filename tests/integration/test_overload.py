@@ -189,3 +189,24 @@ async def readyz(url: str) -> tuple[int, dict[str, Any]]:
 
 async def _status(url: str, status: int) -> bool:
     return (await readyz(url))[0] == status
+
+
+async def test_a_subscriber_remade_after_a_long_stall_is_counted(
+    start_master: Any, own_redis: EmbeddedRedis, own_redis_client: aioredis.Redis, clients: Any
+) -> None:
+    cluster = await start_master(redis_url=own_redis.url).ready()
+    client = await clients(cluster.url(0), "c")
+    await client.call("join", "r")
+    assert own_redis.process is not None
+    redis_pid = own_redis.process.pid
+    os.kill(redis_pid, signal.SIGSTOP)
+    try:  # 30 s without an answer: the subscriber gives up on the connection and remakes it
+        await cluster.wait_log(r"Redis subscriber lost \(no answer to PING", timeout=45)
+    finally:
+        os.kill(redis_pid, signal.SIGCONT)
+    await cluster.wait_log(r"Redis stopped answering and the subscriber was remade", timeout=20)
+    assert cluster.metric('sio_master_loss_events_total{reason="subscriber_stall"}') == 1
+    assert cluster.metric('sio_master_loss_events_total{reason="subscriber_cut"}') == 0
+    await publish_until_delivered(
+        own_redis_client, "ch:after", {"to": "r"}, lambda: bool(client.got("after"))
+    )
