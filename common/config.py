@@ -42,6 +42,7 @@ class Config:
     rejected_key: str = "sio-master:rejected"
     graceful_timeout: float = 10.0
     worker_health_timeout: float = 30.0
+    redis_stall_timeout: float = 10.0  # /readyz: 503 when the subscriber hears nothing this long
     store: bool = False
     key_prefix: str = "socket.io"
     node_ttl: float = 15.0
@@ -131,6 +132,8 @@ class Config:
             raise ConfigError("--adapter-key must not be empty; --redis-buffer-bytes positive")
         if not self.key_prefix:
             raise ConfigError("--key-prefix must not be empty")
+        if self.redis_stall_timeout <= 0:
+            raise ConfigError("--redis-stall-timeout must be positive")
         if self.graceful_timeout <= 0 or self.worker_health_timeout < 0:
             raise ConfigError("timeouts must be positive (health timeout 0 = off)")
 

@@ -157,6 +157,15 @@ def entry() -> None:
     help="Kill and respawn a worker silent for this long; 0 = off.",
 )
 @click.option(
+    "--redis-stall-timeout",
+    type=float,
+    default=10.0,
+    envvar="SIO_REDIS_STALL_TIMEOUT",
+    show_envvar=True,
+    help="/readyz answers 503 while the Redis subscriber has heard nothing (not even a PING "
+    "answer) for this long.",
+)
+@click.option(
     "--store/--no-store",
     default=False,
     envvar="SIO_STORE",

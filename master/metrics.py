@@ -26,6 +26,7 @@ from sio_cluster.wire.frames import (
     CONNECTIONS_REFUSED,
     EIO3_CLIENTS,
     HEADER_TIMEOUTS,
+    SLOW_CLIENT_BYTES_DROPPED,
     SLOW_CLIENTS_DROPPED,
 )
 
@@ -80,6 +81,22 @@ class _ListenersCollector(Collector):
         yield listening
 
 
+class _BacklogCollector(Collector):
+    def __init__(self, backlogs: Callable[[], Mapping[int, int]]) -> None:
+        self._backlogs = backlogs
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            f"{PREFIX}_worker_backlog_bytes",
+            "Bytes queued in the master for a worker's pipe, not yet taken by the worker "
+            "(over --worker-buffer-bytes, its messages are dropped)",
+            labels=["worker"],
+        )
+        for worker, size in sorted(self._backlogs().items()):
+            family.add_metric([str(worker)], size)
+        yield family
+
+
 class _StateCollector(Collector):
     def __init__(
         self,
@@ -108,6 +125,12 @@ class _StateCollector(Collector):
             "Connections a worker aborted for not reading (since that worker started)",
             labels=["worker"],
         )
+        slow_bytes = GaugeMetricFamily(
+            f"{PREFIX}_slow_client_bytes_dropped",
+            "Bytes those connections had unsent when aborted: what they lost (since that "
+            "worker started)",
+            labels=["worker"],
+        )
         bad = GaugeMetricFamily(
             f"{PREFIX}_bad_clients_dropped",
             "Websockets a worker closed for a packet it cannot decode (since it started)",
@@ -133,10 +156,12 @@ class _StateCollector(Collector):
         for worker, stats in sorted(self._worker_stats().items()):
             old.add_metric([str(worker)], stats.get(EIO3_CLIENTS, 0))
             slow.add_metric([str(worker)], stats.get(SLOW_CLIENTS_DROPPED, 0))
+            slow_bytes.add_metric([str(worker)], stats.get(SLOW_CLIENT_BYTES_DROPPED, 0))
             bad.add_metric([str(worker)], stats.get(BAD_CLIENTS_DROPPED, 0))
             full.add_metric([str(worker)], stats.get(CONNECTIONS_REFUSED, 0))
             late.add_metric([str(worker)], stats.get(HEADER_TIMEOUTS, 0))
         yield slow
+        yield slow_bytes
         yield bad
         yield full
         yield late
@@ -215,6 +240,26 @@ class Metrics:
         self.bad_frames = Counter(
             f"{PREFIX}_bad_frames", "Unreadable frames received from workers", registry=r
         )
+        self.lost = Counter(
+            f"{PREFIX}_messages_lost",
+            "Messages lost, by reason: pipe_full (exact), worker_lost, subscriber_cut and "
+            "subscriber_stall (estimates; see README's Guarantees)",
+            ["reason"],
+            registry=r,
+        )
+        self.loss_events = Counter(
+            f"{PREFIX}_loss_events",
+            "Events that lost messages whose number is estimated: a worker lost, the "
+            "subscriber cut by Redis or remade after a stall",
+            ["reason"],
+            registry=r,
+        )
+        self.health_kills = Counter(
+            f"{PREFIX}_workers_killed",
+            "Workers killed for not answering health pings within --worker-health-timeout",
+            ["worker"],
+            registry=r,
+        )
 
     def watch_state(
         self,
@@ -224,6 +269,10 @@ class Metrics:
     ) -> None:
         """Expose the current-state gauges, read from the master at scrape time."""
         self.registry.register(_StateCollector(sockets, alive, worker_stats))
+
+    def watch_backlogs(self, backlogs: Callable[[], Mapping[int, int]]) -> None:
+        """Expose each worker pipe's backlog in the master, read at scrape time."""
+        self.registry.register(_BacklogCollector(backlogs))
 
     def watch_listeners(self, known: Callable[[], Mapping[str, int]]) -> None:
         """Expose the cross-host bus's count of listening servers, read at scrape time."""

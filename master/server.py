@@ -132,6 +132,8 @@ class Master:
             self._on_redis_message,
             on_subscribed=self._reconnect_counter(),
             client_name=f"{client_name()}:sub",
+            stall_timeout=config.redis_stall_timeout,
+            on_loss=self._subscriber_loss,
         )
         metrics.watch_state(
             lambda: self.supervisor.per_worker(self.table.sockets_per_worker()),
@@ -240,19 +242,30 @@ class Master:
 
     # ---- lifecycle ------------------------------------------------------------
 
+    def _subscriber_loss(self, reason: str, estimate: int) -> None:
+        """The subscriber's connection ended and cost about ``estimate`` messages."""
+        self.metrics.loss_events.labels(reason=reason).inc()
+        self.metrics.lost.labels(reason=reason).inc(estimate)
+
     def readiness(self, stop: asyncio.Event) -> dict[str, Any]:
         """What ``/readyz`` answers: ready while every worker serves, every subscriber is
-        subscribed and no stop has begun (so a balancer drains this host first)."""
+        subscribed and hears from Redis (a paused Redis delivers nothing, though still
+        connected), and no stop has begun (so a balancer drains this host first)."""
         workers = self.supervisor.alive_count()
         subscribed = self.source.connected and self.bus.subscribed()
+        stalled = self.source.stalled()
         stopping = stop.is_set()
-        return {
-            "ready": workers == self.config.workers and subscribed and not stopping,
+        state: dict[str, Any] = {
+            "ready": workers == self.config.workers and subscribed and not stalled and not stopping,
             "workers": workers,
             "workers_expected": self.config.workers,
             "redis_subscribed": subscribed,
+            "redis_stalled": stalled,
             "stopping": stopping,
         }
+        if stalled:  # why: how long Redis has been mute
+            state["redis_silent_seconds"] = round(self.source.silent_for(), 1)
+        return state
 
     async def run(self, stop: asyncio.Event) -> int:
         """Startup, main loop until ``stop`` is set, shutdown; return the exit status."""

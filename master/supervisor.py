@@ -6,6 +6,13 @@ helper process; we want no pickle at all and no helper that could outlive the
 master. Each worker is ``python -m sio_cluster.workers FD ID`` holding one end of a
 Unix socketpair (what ``multiprocessing.Pipe`` is made of); the master holds the
 other end. When the master dies, the worker reads EOF and exits.
+
+Health pings travel on a second socketpair per worker, not on the ordered pipe: a
+flood queues deliveries for a worker in the master faster than it can take them, and
+a ping queued behind them would go unanswered for as long as the backlog lasts, so a
+busy worker would be killed as a stuck one. On their own channel a ping and its answer
+(with the worker's counters) wait only for the worker's event loop: a worker making
+progress answers within a tick, a stopped or spinning one answers nothing.
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sio_cluster.common.config import Config
+from sio_cluster.common.memtrim import MemoryTrimmer
 from sio_cluster.master.metrics import Metrics
 from sio_cluster.master.routing.messages import ANY_NAMESPACE
 from sio_cluster.wire import WORKER_CONFIG_ENV
 from sio_cluster.wire.frames import (
+    BROADCASTS_READ,
     Broadcast,
     Failed,
     Frame,
@@ -58,6 +67,8 @@ STARTUP_TIMEOUT = 60.0
 RESPAWN_BACKOFF_CAP = 5.0
 STABLE_AFTER = 10.0  # a worker that lived this long is respawned at once
 PIPE_EOF_TIMEOUT = 1.0  # a dead worker's last frames (its Failed reason) are read by then
+PING_INTERVAL_CAP = 1.0  # pings at least this often, so counters are fresh when a worker dies
+QUIET_MESSAGES = 1000  # fewer read from Redis between two pings: quiet enough to trim memory
 
 
 class StartupError(RuntimeError):
@@ -111,16 +122,19 @@ class WorkerHandle:
     port: int
     process: asyncio.subprocess.Process
     link: FrameLink
+    health: FrameLink  # pings and counters, beside the ordered pipe (see the module doc)
     rpc: Rpc
     started_at: float = field(default_factory=time.monotonic)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     alive: bool = True
     namespaces: tuple[str, ...] | str = ()
-    last_pong: float = field(default_factory=time.monotonic)
+    unanswered_since: float | None = None  # when the oldest ping not yet answered was sent
     stats: dict[str, Any] = field(default_factory=dict)
     respawn: bool = True  # False: its exit is expected (replaced, or a failed replacement)
     failure: str = ""  # why it could not start, as it said (a Failed frame)
     pipe_closed: asyncio.Event = field(default_factory=asyncio.Event)
+    killed: bool = False  # killed for not answering pings: not killed twice
+    sent: int = 0  # Broadcast frames queued for it, to compare with its BROADCASTS_READ
 
     @property
     def pid(self) -> int:
@@ -162,6 +176,8 @@ class Supervisor:
         self._keys = itertools.count()
         self._generations: dict[int, int] = {}  # worker id -> processes started for it
         self._rolling = False
+        metrics.watch_backlogs(self.backlogs)
+        self._trimmer = MemoryTrimmer()
 
     # ---- the WorkerPool view ----------------------------------------------------
 
@@ -185,7 +201,10 @@ class Supervisor:
     def send(self, worker: int, frame: bytes) -> bool:
         """Queue a droppable frame (a delivery) on ``worker``'s pipe; False if refused."""
         handle = self._handles.get(worker)
-        return handle is not None and handle.alive and handle.link.send(frame)
+        if handle is None or not handle.alive or not handle.link.send(frame):
+            return False
+        handle.sent += 1
+        return True
 
     def send_control(self, worker: int, frame: bytes) -> bool:
         """Queue a frame that is never dropped (an answer) on ``worker``'s pipe."""
@@ -211,6 +230,16 @@ class Supervisor:
         """Worker ``worker`` (a key) as log lines name it: ``worker 1 (pid 4242, worker-1.2)``."""
         handle = self._handles.get(worker)
         return f"worker key {worker}" if handle is None else handle.name
+
+    def backlogs(self) -> dict[int, int]:
+        """Bytes queued in the master for each worker's pipe (by id), not yet taken by it."""
+        backlog: dict[int, int] = {}
+        for handle in self._handles.values():
+            if handle.alive:
+                backlog[handle.worker_id] = backlog.get(handle.worker_id, 0) + (
+                    handle.link.backlog_bytes()
+                )
+        return backlog
 
     def stats(self) -> dict[int, dict[str, Any]]:
         """What each worker (by id) reported with its last pong."""
@@ -247,6 +276,7 @@ class Supervisor:
         generation = self._generations.get(worker_id, 0)
         self._generations[worker_id] = generation + 1
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        parent_health, child_health = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         port = self.config.worker_port(worker_id)
         try:
             process = await asyncio.create_subprocess_exec(
@@ -257,14 +287,22 @@ class Supervisor:
                 str(child_sock.fileno()),
                 str(worker_id),
                 log_label(worker_id, generation),
-                pass_fds=(child_sock.fileno(),),
+                str(child_health.fileno()),
+                pass_fds=(child_sock.fileno(), child_health.fileno()),
                 env={**os.environ, WORKER_CONFIG_ENV: self.config.to_json()},
             )
         finally:
             child_sock.close()
+            child_health.close()
         link = FrameLink(
             lambda frame, body: self._dispatch(handle, frame, body),
             lambda exc: handle.pipe_closed.set(),
+            self.config.worker_buffer_bytes,
+            on_bad_frame=self._bad_frame,
+        )
+        health = FrameLink(
+            lambda frame, body: self._on_health(handle, frame),
+            lambda exc: None,
             self.config.worker_buffer_bytes,
             on_bad_frame=self._bad_frame,
         )
@@ -272,9 +310,12 @@ class Supervisor:
             lambda frame: link.send(frame, droppable=False),
             lambda operation: self._events.handle_request(key, operation),
         )
-        handle = WorkerHandle(key, worker_id, generation, port, process, link, rpc, respawn=respawn)
+        handle = WorkerHandle(
+            key, worker_id, generation, port, process, link, health, rpc, respawn=respawn
+        )
         self._handles[key] = handle
         await link.attach(parent_sock)  # the handle exists before any frame is read
+        await health.attach(parent_health)
         log.info(
             "worker %d started (pid %d, port %d, logs as %s)",
             worker_id,
@@ -307,15 +348,11 @@ class Supervisor:
                 handle.rpc.on_response(frame)
             case Sync(token):
                 handle.link.send(Synced(token).encode(), droppable=False)
-            case Pong(_, stats):
-                handle.last_pong = time.monotonic()
-                handle.stats = stats
             case Failed(reason):
                 handle.failure = reason
             case Ready():
                 handle.ready.set()
                 self._startup_progress.set()
-                handle.last_pong = time.monotonic()
                 if not self._starting and handle.respawn:
                     log.info("worker %d ready again on port %d", handle.worker_id, handle.port)
             case Hello(_, _, namespaces):
@@ -326,12 +363,49 @@ class Supervisor:
                 name = type(frame).__name__
                 log.error("unexpected %s frame from worker %d", name, handle.worker_id)
 
+    def _on_health(self, handle: WorkerHandle, frame: Frame) -> None:
+        """The health channel carries Pongs only: the worker's loop runs, and its counters."""
+        if isinstance(frame, Pong):
+            handle.unanswered_since = None
+            handle.stats = frame.stats
+        else:
+            self.metrics.bad_frames.inc()
+            log.error(
+                "unexpected %s frame on worker %d's health channel",
+                type(frame).__name__,
+                handle.worker_id,
+            )
+
+    def _count_lost(self, handle: WorkerHandle) -> None:
+        """Messages sent to a worker that died and not read by it as of its last report.
+
+        An estimate, never below the truth: what the worker read after its last Pong (at
+        most a ping interval before) is counted as lost too. A stop the master asked for
+        (shutdown, rolling restart) is not counted.
+        """
+        if self._stopping or not handle.respawn:
+            return
+        lost = handle.sent - int(handle.stats.get(BROADCASTS_READ, 0))
+        self.metrics.loss_events.labels(reason="worker_lost").inc()
+        if lost > 0:
+            self.metrics.lost.labels(reason="worker_lost").inc(lost)
+            log.error(
+                "worker %d (pid %d) is gone with about %d messages sent to it and not read "
+                "(counted as lost: reason worker_lost)",
+                handle.worker_id,
+                handle.pid,
+                lost,
+            )
+
     async def _watch(self, handle: WorkerHandle) -> None:
         await handle.process.wait()
         handle.alive = False
         self._startup_progress.set()
         handle.rpc.fail_all(f"worker {handle.worker_id} died")
         handle.link.close()
+        handle.health.close()
+        if handle.ready.is_set():
+            self._count_lost(handle)
         self._events.on_worker_exit(handle.key)
         if self._starting:
             return  # start() reports it
@@ -419,29 +493,47 @@ class Supervisor:
         return handle.ready.is_set() and handle.process.returncode is None
 
     async def _health_loop(self) -> None:
-        """Ping every ready worker; kill one that has not answered for the timeout."""
+        """Ping every ready worker on its health channel; kill one silent for the timeout.
+
+        A worker is judged by its oldest unanswered ping, and only after the master has read
+        what its sockets hold: under a flood the master's own loop can stall for seconds,
+        and a timer that fires first must not take an answer still unread for silence.
+        With the timeout off (0), workers are still pinged, for their counters. Each round
+        is also when the master, if quiet after a burst, gives memory back (``memtrim``).
+        """
         timeout = self.config.worker_health_timeout
-        if not timeout:
-            return
+        interval = min(timeout / 3, PING_INTERVAL_CAP) if timeout else PING_INTERVAL_CAP
         token = 0
+        received = self.metrics.hot.received
         while True:
-            await asyncio.sleep(timeout / 3)
+            await asyncio.sleep(interval)
+            await asyncio.sleep(0)  # one pass over the sockets: read the answers already in
             now = time.monotonic()
             token += 1
+            if self.metrics.hot.received - received < QUIET_MESSAGES and not any(
+                self.backlogs().values()
+            ):
+                self._trimmer.quiet()
+            received = self.metrics.hot.received
             for handle in list(self._handles.values()):
-                if not (handle.alive and handle.ready.is_set()):
+                if not (handle.alive and handle.ready.is_set()) or handle.killed:
                     continue
-                if now - handle.last_pong > timeout:
+                waited = 0.0 if handle.unanswered_since is None else now - handle.unanswered_since
+                if timeout and waited > timeout:
+                    handle.killed = True
+                    self.metrics.health_kills.labels(worker=str(handle.worker_id)).inc()
                     log.error(
                         "worker %d (pid %d) silent for %.0f s; killing it",
                         handle.worker_id,
                         handle.pid,
-                        now - handle.last_pong,
+                        waited,
                     )
                     with contextlib.suppress(ProcessLookupError):
                         handle.process.kill()
                 else:
-                    handle.link.send(Ping(token).encode(), droppable=False)
+                    if handle.unanswered_since is None:
+                        handle.unanswered_since = now
+                    handle.health.send(Ping(token).encode(), droppable=False)
 
     async def stop(self) -> None:
         """SIGTERM every worker, wait for the graceful timeout, SIGKILL what is left."""
@@ -467,6 +559,7 @@ class Supervisor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for handle in self._handles.values():
             handle.link.close()
+            handle.health.close()
 
     def kill_all(self) -> None:
         """Last resort on an unexpected master error: no worker may outlive us."""

@@ -260,6 +260,11 @@ HEADER_TIMEOUTS = "header_timeouts"
 """The key of a Pong's stats: connections closed for not sending a request in time."""
 EIO3_CLIENTS = "eio3_clients"
 """The key of a Pong's stats: Engine.IO 3 clients connected now (``--allow-eio3``)."""
+SLOW_CLIENT_BYTES_DROPPED = "slow_client_bytes_dropped"
+"""The key of a Pong's stats: bytes unsent to the slow clients aborted (what they lost)."""
+BROADCASTS_READ = "broadcasts_read"
+"""The key of a Pong's stats: Broadcast frames read from the master, so the master can tell
+how many it sent were still on their way when the worker was lost."""
 
 
 @dataclass(frozen=True, slots=True)

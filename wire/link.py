@@ -7,6 +7,13 @@ start of the next tick. Why a bound: a peer that stops reading must not make its
 sender's memory grow without end, so droppable frames are refused (the caller
 counts and logs them) once the unsent backlog passes ``max_buffer_bytes``.
 Control frames (membership reports, pings, stop) are never droppable.
+
+Why a budget per tick: when a backlog waits in the socket, the event loop would read it
+in one go (libuv reads a ready stream up to 32 times per callback, megabytes) and handle
+every frame before anything else runs: timers, the health channel, other sockets. A
+worker catching up on a flood spent seconds per loop iteration that way. At most
+:data:`FRAMES_PER_TICK` frames are handled per tick; the rest wait, in order, with
+reading paused, so the loop stays responsive while a backlog drains.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -22,6 +30,8 @@ from sio_cluster.wire.frames import MAX_FRAME_BYTES, Frame, FrameDecoder, FrameE
 log = logging.getLogger(__name__)
 
 FrameHandler = Callable[[Frame, bytes], None]
+
+FRAMES_PER_TICK = 500  # a worker delivers each to many clients: ~0.1 s of work at most
 
 
 class FrameLink(asyncio.Protocol):
@@ -39,6 +49,8 @@ class FrameLink(asyncio.Protocol):
         self._on_bad_frame = on_bad_frame
         self._max_buffer = max_buffer_bytes
         self._decoder = FrameDecoder(MAX_FRAME_BYTES)
+        self._backlog: deque[bytes] = deque()  # frames read, not yet handled (see above)
+        self._reading_paused = False
         self._transport: asyncio.Transport | None = None
         self._pending: list[bytes] = []
         self._pending_bytes = 0
@@ -76,13 +88,32 @@ class FrameLink(asyncio.Protocol):
             self._report_bad(exc)
             self.close()
             return
-        for body in bodies:
+        slicing = bool(self._backlog)  # then a slice is already scheduled
+        self._backlog.extend(bodies)
+        if not slicing:
+            self._handle_slice()
+
+    def _handle_slice(self, budget: int = FRAMES_PER_TICK) -> None:
+        """Handle up to ``budget`` waiting frames; pause reading while more wait."""
+        backlog = self._backlog
+        for _ in range(min(budget, len(backlog))):
+            body = backlog.popleft()
             try:
                 frame = decode_body(body)
             except FrameError as exc:
                 self._report_bad(exc)
                 continue
             self._on_frame(frame, body)
+        transport = self._transport
+        if backlog:
+            if not self._reading_paused and transport is not None and not self.closed:
+                transport.pause_reading()
+                self._reading_paused = True
+            self._loop.call_soon(self._handle_slice)
+        elif self._reading_paused:
+            self._reading_paused = False
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
 
     def _report_bad(self, exc: FrameError) -> None:
         if self._on_bad_frame is not None:
@@ -92,6 +123,7 @@ class FrameLink(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._handle_slice(len(self._backlog))  # what the peer sent before it went, in order
         self._pending.clear()
         self._pending_bytes = 0
         self._on_lost(exc)

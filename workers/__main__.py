@@ -1,7 +1,9 @@
-"""``python -m sio_cluster.workers FD WORKER_ID LABEL``: started by the master, never by hand.
+"""``python -m sio_cluster.workers FD WORKER_ID LABEL HEALTH_FD``: started by the master, never
+by hand.
 
-``LABEL`` is the role its log lines carry (``worker-0``, then ``worker-0.1`` for the process
-that replaces it: see ``master.supervisor.log_label``).
+``FD`` is the ordered frame pipe, ``HEALTH_FD`` the health channel beside it (see
+:mod:`sio_cluster.workers.process`). ``LABEL`` is the role its log lines carry (``worker-0``,
+then ``worker-0.1`` for the process that replaces it: see ``master.supervisor.log_label``).
 
 The master's typed :class:`common.config.Config` arrives as JSON in the
 ``SIO_WORKER_CONFIG`` environment variable and is validated again here.
@@ -20,10 +22,10 @@ from sio_cluster.workers.process import run
 
 def main() -> None:
     """Parse the master's arguments and run the worker."""
-    fd, worker_id, label = sys.argv[1:4]
+    fd, worker_id, label, health_fd = sys.argv[1:5]
     config = Config.from_json(os.environ.pop(WORKER_CONFIG_ENV))
     configure_logging(label, config.log_level, config.log_format)
-    run(int(worker_id), int(fd), config)
+    run(int(worker_id), int(fd), int(health_fd), config)
 
 
 if __name__ == "__main__":

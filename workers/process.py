@@ -5,6 +5,10 @@ serves), listen, say Ready. Then serve until SIGTERM arrives (the master's
 supervisor sends it) or the pipe closes (the master died); then stop accepting, close every
 client properly (engine.io CLOSE, so clients reconnect elsewhere) and exit.
 SIGINT is ignored: a Ctrl-C on the terminal reaches the master, which stops us.
+
+Health pings come on a second socketpair, not on the pipe: deliveries queued for this
+worker must never delay its answer (the master would take a busy worker for a stuck one),
+while a stopped or spinning event loop still answers nothing.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from aiohttp import web
 
 from sio_cluster.common.config import Config
 from sio_cluster.common.logformat import adopt_library_loggers
+from sio_cluster.common.memtrim import MemoryTrimmer
 from sio_cluster.wire.frames import (
     BAD_CLIENTS_DROPPED,
+    BROADCASTS_READ,
     CONNECTIONS_REFUSED,
     EIO3_CLIENTS,
     HEADER_TIMEOUTS,
+    SLOW_CLIENT_BYTES_DROPPED,
     SLOW_CLIENTS_DROPPED,
     Broadcast,
     Failed,
@@ -61,6 +68,7 @@ log = logging.getLogger(__name__)
 # between versions: 75 s, later 3,630 s); a long-poll GET is never idle for more than ~25 s.
 KEEPALIVE_SECONDS = 75.0
 ORPHAN_EXIT_SECONDS = 1.0  # the master is gone: close clients briefly, then exit
+QUIET_BROADCASTS = 1000  # fewer read between two pings: quiet enough to trim memory
 
 
 class Worker:
@@ -72,6 +80,10 @@ class Worker:
         self.port = config.worker_port(worker_id)
         # built before the pipe is read: a frame may be waiting in it already
         self.link = FrameLink(self.on_frame, self.on_lost, config.worker_buffer_bytes)
+        self.health = FrameLink(self.on_health, lambda exc: None, config.worker_buffer_bytes)
+        self.broadcasts_read = 0
+        self._read_at_last_ping = 0
+        self._trimmer = MemoryTrimmer()
         self.manager = ClusterManager(self.link, sequenced=bool(config.connection_state_recovery))
         self.recovery: WorkerRecovery | None = None
         self.eio3: Eio3Clients | None = None
@@ -82,6 +94,7 @@ class Worker:
         """Every frame the master sends is handled here, by its class."""
         match frame:
             case Broadcast(namespace, rooms, exclude, parts):
+                self.broadcasts_read += 1
                 try:
                     self.manager.deliver(namespace, rooms, exclude, parts)
                 except Exception:  # one bad delivery must not stop the link
@@ -94,17 +107,27 @@ class Worker:
                 self.manager.synced(token)
             case Restored() if self.recovery is not None:
                 self.recovery.on_restored(frame)
-            case Ping(token):
-                stats = {
-                    SLOW_CLIENTS_DROPPED: Counters.dropped,
-                    BAD_CLIENTS_DROPPED: Counters.bad_clients,
-                    CONNECTIONS_REFUSED: Counters.refused,
-                    HEADER_TIMEOUTS: Counters.header_timeouts,
-                    EIO3_CLIENTS: 0 if self.eio3 is None else len(self.eio3.sessions),
-                }
-                self.link.send(Pong(token, stats).encode(), droppable=False)
             case _:
                 log.warning("unexpected %s frame from the master", type(frame).__name__)
+
+    def on_health(self, frame: Frame, body: bytes) -> None:
+        """A Ping on the health channel: answered at once with this worker's counters."""
+        if not isinstance(frame, Ping):
+            log.warning("unexpected %s frame on the health channel", type(frame).__name__)
+            return
+        stats = {
+            SLOW_CLIENTS_DROPPED: Counters.dropped,
+            SLOW_CLIENT_BYTES_DROPPED: Counters.dropped_bytes,
+            BAD_CLIENTS_DROPPED: Counters.bad_clients,
+            CONNECTIONS_REFUSED: Counters.refused,
+            HEADER_TIMEOUTS: Counters.header_timeouts,
+            EIO3_CLIENTS: 0 if self.eio3 is None else len(self.eio3.sessions),
+            BROADCASTS_READ: self.broadcasts_read,
+        }
+        self.health.send(Pong(frame.token, stats).encode(), droppable=False)
+        if self.broadcasts_read - self._read_at_last_ping < QUIET_BROADCASTS:
+            self._trimmer.quiet()
+        self._read_at_last_ping = self.broadcasts_read
 
     def on_lost(self, exc: Exception | None) -> None:
         if not self._stop.is_set():
@@ -161,9 +184,10 @@ class Worker:
         names = set(sio.namespaces) | set(sio.handlers) | set(sio.namespace_handlers)
         return tuple(sorted(names))
 
-    async def serve(self, fd: int) -> bool:
+    async def serve(self, fd: int, health_fd: int) -> bool:
         """Run until stopped (see the module docstring); True if the master is gone."""
         await self.link.attach(socket.socket(fileno=fd))
+        await self.health.attach(socket.socket(fileno=health_fd))
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -257,6 +281,7 @@ class Worker:
         except TimeoutError:
             log.warning("graceful shutdown timed out; exiting anyway")
         self.link.close()
+        self.health.close()
         return self._orphaned
 
     def _cannot_start(self, reason: str) -> NoReturn:
@@ -290,11 +315,11 @@ class Worker:
         log.info("stopped")
 
 
-def run(worker_id: int, fd: int, config: Config) -> None:
+def run(worker_id: int, fd: int, health_fd: int, config: Config) -> None:
     """Process entry point: serve on uvloop, then exit."""
     import uvloop
 
-    orphaned = uvloop.run(Worker(worker_id, config).serve(fd))
+    orphaned = uvloop.run(Worker(worker_id, config).serve(fd, health_fd))
     if orphaned:
         # Nobody supervises us any more: skip interpreter teardown so the exit is prompt.
         logging.shutdown()

@@ -3,7 +3,11 @@
 Why: the master reads every pub/sub message of the host. redis-py's ``PubSub``
 costs several coroutine layers per message; here an asyncio protocol feeds each
 read to ``hiredis.Reader`` and hands every message to a synchronous callback in
-the same tick, so one socket read of many messages is handled in one go.
+the same tick, so one socket read of many messages is handled in one go. A read that
+fills the buffer pauses reading until the next tick: libuv would otherwise read a ready
+socket up to 32 times in one go (megabytes of a backlog, seconds of routing), and under a
+flood the master's loop must still run its timers and read its workers in between (the
+reason :mod:`sio_cluster.wire.link` handles frames in slices).
 
 The connection speaks just what a subscriber needs: AUTH, CLIENT SETNAME,
 PSUBSCRIBE, SUBSCRIBE, SSUBSCRIBE (sharded: ``smessage`` is read as ``message``)
@@ -24,6 +28,8 @@ from typing import Any
 import hiredis
 
 from sio_cluster.common.redis.target import parse_redis_url
+
+READ_SLICE = 64 * 1024
 
 ItemHandler = Callable[[bytes | None, bytes, bytes], None]
 PushHandler = Callable[[list[Any]], None]
@@ -53,6 +59,7 @@ class SubscriberProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
         self.last_read = time.monotonic()
+        self.messages = 0  # messages read: the source's rate, to estimate what a cut lost
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -62,6 +69,10 @@ class SubscriberProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_read = time.monotonic()
+        transport = self.transport
+        if len(data) >= READ_SLICE and transport is not None:
+            transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._resume_reading)
         self._reader.feed(data)
         on_message = self._on_message
         try:
@@ -69,9 +80,11 @@ class SubscriberProtocol(asyncio.Protocol):
                 if type(item) is list and item:
                     kind = item[0]
                     if kind == b"pmessage":
+                        self.messages += 1
                         on_message(item[1], item[2], item[3])
                         continue
                     if kind == b"message" or kind == b"smessage":
+                        self.messages += 1
                         on_message(None, item[1], item[2])
                         continue
                 if self._replies:
@@ -82,6 +95,10 @@ class SubscriberProtocol(asyncio.Protocol):
                     self._on_push(item)  # e.g. Redis's own sunsubscribe when a slot moves
         except hiredis.ProtocolError as exc:
             self._fail(exc)
+
+    def _resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def _fail(self, exc: Exception) -> None:
         if self.transport is not None:

@@ -49,6 +49,7 @@ class Fanout:
         self._pipe_bound = pipe_bound
         self._routed = metrics.hot.routed
         self._dropped: dict[int, Counter] = {}
+        self._lost = metrics.lost.labels(reason="pipe_full")
         self._drop_log = RateLimitedLogger(log)
 
     def wanted_here(self, namespace: str, rooms: Sequence[Room]) -> bool:
@@ -97,6 +98,7 @@ class Fanout:
         if counter is None:
             counter = self._dropped[worker] = self._metrics.dropped.labels(str(worker))
         counter.inc()
+        self._lost.inc()
         self._drop_log.log(
             logging.WARNING,
             worker,

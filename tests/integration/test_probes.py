@@ -50,6 +50,7 @@ async def test_readyz_follows_the_workers_and_every_redis_subscriber(
         "workers": 2,
         "workers_expected": 2,
         "redis_subscribed": True,
+        "redis_stalled": False,
         "stopping": False,
     }
     await until(lambda: _is(probes, 200, ready), what="ready")

@@ -19,6 +19,7 @@ from tests.cluster import REPO, until
 async def test_a_frame_waiting_before_the_worker_reads_its_pipe_is_handled() -> None:
     """A server-side emit that reaches a worker still starting must not kill it."""
     master_end, worker_end = socket.socketpair()
+    master_health, worker_health = socket.socketpair()  # its pings go unanswered here
     request = Request(1, ServerEmit.OPERATION, ServerEmit("/", "reload", [1]).to_wire())
     master_end.sendall(request.encode())  # queued before the worker exists
     config = Config(workers=1, port=free_port_block(1), app="tests.probe_app:setup")
@@ -31,13 +32,15 @@ async def test_a_frame_waiting_before_the_worker_reads_its_pipe_is_handled() -> 
             str(worker_end.fileno()),
             "0",
             "worker-0",
+            str(worker_health.fileno()),
         ],
-        pass_fds=(worker_end.fileno(),),
+        pass_fds=(worker_end.fileno(), worker_health.fileno()),
         env={**os.environ, WORKER_CONFIG_ENV: config.to_json()},
         cwd=REPO,
         stderr=subprocess.PIPE,
     )
     worker_end.close()
+    worker_health.close()
     got: list[Frame] = []
     link = await FrameLink.open(
         master_end, lambda frame, body: got.append(frame), lambda exc: None, 1 << 20
@@ -49,6 +52,7 @@ async def test_a_frame_waiting_before_the_worker_reads_its_pipe_is_handled() -> 
         assert worker.poll() is None
     finally:
         link.close()  # the master is gone: the worker exits on its own
+        master_health.close()
         await until(lambda: worker.poll() is not None, timeout=10, what="worker exit")
         assert worker.stderr is not None
         errors = worker.stderr.read().decode()

@@ -79,6 +79,7 @@ class Counters:
     flushes = 0  # transport writes made here: at most one per connection per tick
     coalesced_flushes = 0  # of those, the writes that carried several deliveries
     dropped = 0  # connections aborted for not reading (reported to the master)
+    dropped_bytes = 0  # what those connections had unsent when aborted (reported too)
     bad_clients = 0  # websockets closed for an undecodable packet (reported to the master)
     refused = 0  # connections refused at --max-connections (reported to the master)
     header_timeouts = 0  # connections closed at --header-timeout (reported to the master)
@@ -297,8 +298,9 @@ class CoalescingWebSocket(eio_patches.EngineIoWebSocket):  # type: ignore[misc]
             transport.write(b"".join(pending))
             Counters.coalesced_flushes += 1
         Counters.flushes += 1
-        if transport.get_write_buffer_size() > SLOW_CLIENT_BYTES:
+        if (unsent := transport.get_write_buffer_size()) > SLOW_CLIENT_BYTES:
             Counters.dropped += 1
+            Counters.dropped_bytes += unsent
             log.warning(
                 "a client is not reading (over %d bytes unsent): closing it", SLOW_CLIENT_BYTES
             )
