@@ -135,6 +135,9 @@ class Cleanup:
             self.report.keys_scanned += len(keys)
             if progress is not None:
                 progress(self.report.keys_scanned, total)
+        if progress is not None:
+            # DBSIZE counted every key, SCAN returned the sets only: the scan is complete
+            progress(self.report.keys_scanned, self.report.keys_scanned)
         await self._clean_owner_entries()
         self.report.dead_nodes = len(self.report.dead_node_ids)
         self.report.nodes_resynced = len(self._resynced)

@@ -1,7 +1,10 @@
 """``sio-cleanup`` / ``python scripts/cleanup.py``: remove stale socket keys, safely.
 
 Exit status 0 after printing the summary (also in a dry run), 1 when Redis
-cannot be reached, 2 on bad arguments.
+cannot be reached, 2 on bad arguments. The Redis URL and key prefix default to
+``SIO_REDIS_URL`` and ``SIO_KEY_PREFIX``, the variables ``sio-master`` reads, so the
+cleanup runs in the environment a deployment already has. With ``--json`` stdout
+holds the JSON report only (for ``| jq``); the progress and the summary go to stderr.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from typing import TextIO
@@ -91,7 +95,7 @@ async def run(args: argparse.Namespace) -> int:
         await topology.close()
     progress.done()
     seconds = time.monotonic() - started
-    print(summary(report, seconds))
+    print(summary(report, seconds), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps({**report.as_dict(), "seconds": round(seconds, 3)}))
     return 0
@@ -104,15 +108,25 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--redis-url",
-        required=True,
-        help="redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL "
-        "(as sio-master's)",
+        default=os.environ.get("SIO_REDIS_URL"),
+        help="redis://, rediss://, unix://, redis+sentinel://, rediss+sentinel://, "
+        "redis+cluster:// or rediss+cluster:// URL, as sio-master's (default: $SIO_REDIS_URL)",
     )
-    parser.add_argument("--prefix", default="socket.io", help="key prefix (default: socket.io)")
+    parser.add_argument(
+        "--prefix",
+        default=os.environ.get("SIO_KEY_PREFIX", "socket.io"),
+        help="key prefix, sio-master's --key-prefix (default: $SIO_KEY_PREFIX or socket.io)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="report only, change nothing")
     parser.add_argument("--batch", type=int, default=1000, help="SCAN COUNT per round trip")
-    parser.add_argument("--json", action="store_true", help="also print the report as JSON")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as JSON on stdout, and the summary on stderr",
+    )
     args = parser.parse_args(argv)
+    if not args.redis_url:
+        parser.error("no Redis: give --redis-url or set SIO_REDIS_URL")
     if args.batch < 1:
         parser.error("--batch must be positive")
     sys.exit(asyncio.run(run(args)))

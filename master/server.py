@@ -38,7 +38,7 @@ from sio_cluster.master.bus.core import HostBus
 from sio_cluster.master.bus.sharded import ShardedBus
 from sio_cluster.master.bus.sharded_wire import ShardChannels
 from sio_cluster.master.bus.transport import RedisTransport
-from sio_cluster.master.embedded_redis import EmbeddedRedis
+from sio_cluster.master.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from sio_cluster.master.first_contact import RedisRefused, first_contact
 from sio_cluster.master.host_ops import ClusterOperations, HostOperations
 from sio_cluster.master.metrics import Metrics, serve_metrics
@@ -389,7 +389,11 @@ async def serve(config: Config) -> int:
         stack.callback(log.info, "stopped")
         url = config.redis_url
         if url is None:
-            embedded = EmbeddedRedis().start()
+            try:
+                embedded = EmbeddedRedis().start()
+            except EmbeddedRedisError as exc:
+                log.error("cannot start: no --redis-url and no embedded Redis: %s", exc)
+                return 1
             stack.callback(embedded.close)
             url = embedded.url
             log.info("no --redis-url: started an embedded Redis at %s", url)

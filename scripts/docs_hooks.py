@@ -35,8 +35,8 @@ def render_options(command: click.Command | None = None) -> str:
         "|---|---|---|---|",
     ]
     for param in command.params:
-        if not isinstance(param, click.Option) or param.hidden:
-            continue
+        if not isinstance(param, click.Option) or param.hidden or not param.expose_value:
+            continue  # --version: an action, not a setting
         rows.append(
             f"| {option_names(param)} | `{param.envvar or ''}` | {default_of(param)} "
             f"| {cell(param.help or '')} |"

@@ -9,9 +9,6 @@ the interpreter, the wheel, mypy and editors alike.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("sio-cluster")
-except PackageNotFoundError:  # a checkout run without installing it
-    __version__ = "0+unknown"
+# The one place the version is written: setup.cfg reads it (version = attr:), so the
+# wheel's metadata, ``sio_cluster.__version__`` and ``sio-master --version`` agree.
+__version__ = "0.1.0"

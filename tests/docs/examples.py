@@ -25,8 +25,13 @@ class Block:
     text: str
 
 
+UPSTREAM = REPO / "docs" / "upstream"  # bug reports to send, not pages (mkdocs.yml excludes it)
+
+
 def pages() -> list[Path]:
-    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    """README.md and the site's pages."""
+    site = [page for page in (REPO / "docs").rglob("*.md") if UPSTREAM not in page.parents]
+    return [REPO / "README.md", *sorted(site)]
 
 
 def blocks_of(path: Path) -> list[Block]:

@@ -25,7 +25,7 @@ def docs_hooks() -> ModuleType:
 
 def test_the_option_table_has_one_row_per_option() -> None:
     table = docs_hooks().render_options().splitlines()[2:]
-    options = [p for p in main.params if isinstance(p, click.Option)]
+    options = [p for p in main.params if isinstance(p, click.Option) and p.expose_value]
     assert len(table) == len(options)
     for row, option in zip(table, options, strict=True):
         assert row.startswith(f"| `{option.opts[0]}`") and f"| `{option.envvar}` |" in row, row
