@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 import socketio
 
 from sio_cluster.master.embedded_redis import EmbeddedRedis
-from tests.apps import aiohttp_app, fastapi_app, starlette_app
+from tests.apps import aiohttp_app, fastapi_app, server_app, starlette_app
 from tests.apps.handlers import EVENTS_FILE, TOKEN
 from tests.cluster import MasterProcess, Recorder, until
 from tests.integration.test_routing import publish
@@ -206,6 +206,20 @@ async def test_the_lifespan_stops_once_per_worker(
     os.kill(master.pid, signal.SIGTERM)
     assert await master.wait_exit() == 0
     assert sorted(lines_of(events, "stop")) == pids
+
+
+async def test_a_bare_async_server_is_served(start_master: Any, user_clients: Connect) -> None:
+    master: MasterProcess = await start_master(workers=2, app="tests.apps.server_app:sio").ready()
+    asker = await user_clients(master.url(0), "asker", namespaces=("/", "/chat"))
+    asked = await user_clients(master.url(1), "asked")
+    assert asker.client.eio.ping_interval == server_app.PING_INTERVAL
+    assert (await asker.call("whoami"))["addr"] == PEER
+    assert await asker.call("hello", "bo", namespace="/chat") == (
+        f"hello bo from {master.worker_pids()[0]}"
+    )
+    asked.client.on("question", lambda question: "here")
+    assert await asker.call("ask", asked.sid()) == "here"
+    assert http("GET", f"{master.url(1)}/healthz")["worker"] == 1
 
 
 async def test_a_fastapi_app_without_socketio_is_refused_in_one_line(start_master: Any) -> None:

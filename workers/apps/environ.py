@@ -3,18 +3,46 @@
 engine.io's aiohttp driver writes ``REMOTE_ADDR = '127.0.0.1'`` whoever connects, so a
 connect handler could not see its client; here the connection's peer address (and port)
 replace it. For an ASGI app, ``environ['asgi.scope']`` is the scope python-socketio's ASGI
-mode would have passed (:func:`workers.apps.asgi_bridge.scope_of`), lifespan state included.
+mode would have passed (:func:`workers.apps.asgi_bridge.scope_of`), lifespan state included:
+a mapping built when a handler first reads it, since most never do and a built scope costs
+about 5 KB per connection (its headers, re-keyed), kept as long as the connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 import socketio
+from aiohttp import web
 
 from sio_cluster.workers.apps.asgi_bridge import address, scope_of
 from sio_cluster.workers.patches import engineio as eio_patches
+
+
+class LazyScope(Mapping[str, Any]):
+    """The ASGI scope of ``request``, built on first read."""
+
+    __slots__ = ("request", "state", "built")
+
+    def __init__(self, request: web.BaseRequest, state: dict[str, Any]) -> None:
+        self.request = request
+        self.state = state
+        self.built: Mapping[str, Any] | None = None
+
+    def scope(self) -> Mapping[str, Any]:
+        if self.built is None:
+            self.built = scope_of(self.request, self.state)
+        return self.built
+
+    def __getitem__(self, key: str) -> Any:
+        return self.scope()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.scope())
+
+    def __len__(self) -> int:
+        return len(self.scope())
 
 
 def complete(environ: MutableMapping[str, Any], state: dict[str, Any] | None) -> None:
@@ -28,7 +56,7 @@ def complete(environ: MutableMapping[str, Any], state: dict[str, Any] | None) ->
         environ["REMOTE_ADDR"], port = peer
         environ["REMOTE_PORT"] = str(port)
     if state is not None:
-        environ["asgi.scope"] = scope_of(request, state)
+        environ["asgi.scope"] = LazyScope(request, state)
 
 
 def install(sio: socketio.AsyncServer, state: dict[str, Any] | None) -> None:
