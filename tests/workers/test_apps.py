@@ -53,6 +53,18 @@ def test_each_form_is_recognised() -> None:
     assert identify(setup, "m:setup") == SetupApp(setup)
 
 
+def mounted() -> Starlette:
+    app = Starlette()
+    app.mount("/ws", socketio.ASGIApp(socketio.AsyncServer(async_mode="asgi")))
+    return app
+
+
+def instrumented() -> socketio.AsyncServer:
+    sio = socketio.AsyncServer(async_mode="asgi")
+    sio.instrument(auth=False)
+    return sio
+
+
 @pytest.mark.parametrize(
     ("target", "reason"),
     [
@@ -60,6 +72,12 @@ def test_each_form_is_recognised() -> None:
             Starlette(),
             "--app 'm:x' is an ASGI application (a starlette.applications.Starlette) without"
             " Socket.IO: give socketio.ASGIApp(sio, other_asgi_app=app) instead",
+        ),
+        (
+            mounted(),
+            "--app 'm:x' is an ASGI application (a starlette.applications.Starlette) with a"
+            " socketio.ASGIApp mounted at '/ws': give socketio.ASGIApp(sio, other_asgi_app=app)"
+            " instead (Socket.IO then is at /socket.io/)",
         ),
         (
             socketio.Server(),
@@ -167,6 +185,12 @@ class OwnManager(socketio.AsyncManager):
             None,
             "--app 'm:app': its client_manager OwnManager cannot be honoured: the cluster's own"
             " manager keeps the rooms and carries the emits; pass none",
+        ),
+        (
+            instrumented(),
+            None,
+            "--app 'm:app': sio.instrument() (python-socketio's Admin UI) follows the rooms of"
+            " the manager the cluster replaces; use --admin-ui instead",
         ),
         (
             socketio.AsyncServer(cors_allowed_origins=["https://a.example"]),

@@ -21,6 +21,7 @@ import logging
 import engineio
 import socketio
 from socketio import packet as sio_packet
+from socketio.async_admin import InstrumentedAsyncServer
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from sio_cluster.workers.app_loader import AppLoadError
@@ -56,6 +57,11 @@ def refusal(sio: socketio.AsyncServer, spec: str) -> str | None:
             " cluster's workers and the master's ch:* messages speak the default"
             " (JSON) Socket.IO packets"
         )
+    if instrumented(sio):
+        return (
+            f"--app {spec!r}: sio.instrument() (python-socketio's Admin UI) follows the rooms"
+            " of the manager the cluster replaces; use --admin-ui instead"
+        )
     manager = sio.manager
     if isinstance(manager, ClusterManager) or type(manager) is socketio.AsyncManager:
         return None
@@ -65,6 +71,15 @@ def refusal(sio: socketio.AsyncServer, spec: str) -> str | None:
             " the cluster's own manager keeps the rooms and carries the emits; pass none"
         )
     return None
+
+
+def instrumented(sio: socketio.AsyncServer) -> bool:
+    """True once ``sio.instrument()`` ran: its handlers are an ``InstrumentedAsyncServer``'s."""
+    return any(
+        isinstance(getattr(handler, "__self__", None), InstrumentedAsyncServer)
+        for handlers in sio.handlers.values()
+        for handler in handlers.values()
+    )
 
 
 def merge_origins(sio: socketio.AsyncServer, configured: Origins, spec: str) -> Origins:

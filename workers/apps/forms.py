@@ -72,6 +72,15 @@ def identify(target: Any, spec: str) -> UserApp:
             " build a socketio.AsyncServer instead"
         )
     if _is_asgi(target):
+        mounts = _mounted_socketio(target)
+        if mounts:
+            mount, mounted = mounts[0]
+            raise AppLoadError(
+                f"--app {spec!r} is an ASGI application ({_kind(target)}) with a"
+                f" socketio.ASGIApp mounted at {mount!r}: give"
+                " socketio.ASGIApp(sio, other_asgi_app=app) instead (Socket.IO then is at"
+                f" /{str(mounted.engineio_path).strip('/')}/)"
+            )
         raise AppLoadError(
             f"--app {spec!r} is an ASGI application ({_kind(target)}) without Socket.IO:"
             " give socketio.ASGIApp(sio, other_asgi_app=app) instead"
@@ -110,6 +119,16 @@ def _attached_server(web_app: web.Application, spec: str) -> socketio.AsyncServe
         f"--app {spec!r} is an aiohttp web.Application with no socketio.AsyncServer attached"
         " (sio.attach(app))"
     )
+
+
+def _mounted_socketio(target: Any) -> list[tuple[str, socketio.ASGIApp]]:
+    """The ``(path, app)`` of each ``socketio.ASGIApp`` mounted on a Starlette or FastAPI
+    application (``app.mount(path, socketio.ASGIApp(sio))``)."""
+    return [
+        (str(getattr(route, "path", "")), route.app)
+        for route in getattr(target, "routes", None) or ()
+        if isinstance(getattr(route, "app", None), socketio.ASGIApp)
+    ]
 
 
 def _is_asgi(target: Any) -> bool:
