@@ -59,12 +59,6 @@ def mounted() -> Starlette:
     return app
 
 
-def instrumented() -> socketio.AsyncServer:
-    sio = socketio.AsyncServer(async_mode="asgi")
-    sio.instrument(auth=False)
-    return sio
-
-
 @pytest.mark.parametrize(
     ("target", "reason"),
     [
@@ -187,12 +181,6 @@ class OwnManager(socketio.AsyncManager):
             " manager keeps the rooms and carries the emits; pass none",
         ),
         (
-            instrumented(),
-            None,
-            "--app 'm:app': sio.instrument() (python-socketio's Admin UI) follows the rooms of"
-            " the manager the cluster replaces; use --admin-ui instead",
-        ),
-        (
             socketio.AsyncServer(cors_allowed_origins=["https://a.example"]),
             ["https://b.example"],
             "--app 'm:app': cors_allowed_origins=['https://a.example'] and"
@@ -206,6 +194,20 @@ def test_what_cannot_be_honoured_is_refused(sio: Any, origins: Any, reason: str)
         adopt(sio, cluster_manager(), origins, "m:app")
     assert str(refused.value) == reason
     assert sio.manager is manager
+
+
+def test_an_instrumented_server_is_refused() -> None:
+    sio = socketio.AsyncServer(async_mode="asgi")
+    admin = sio.instrument(auth=False)  # patches engine.io's socket class, process-wide
+    try:
+        with pytest.raises(AppLoadError) as refused:
+            adopt(sio, cluster_manager(), None, "m:app")
+    finally:
+        admin.uninstrument()
+    assert str(refused.value) == (
+        "--app 'm:app': sio.instrument() (python-socketio's Admin UI) follows the rooms of"
+        " the manager the cluster replaces; use --admin-ui instead"
+    )
 
 
 async def stream(_: Request) -> StreamingResponse:
