@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import socketio
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 
 from tests.apps.handlers import record, register
 
@@ -43,6 +43,14 @@ async def pid(request: Request) -> dict[str, Any]:
 async def news(room: str, request: Request) -> dict[str, Any]:
     await sio.emit("news", await request.json(), room=room)
     return {"sent": room}
+
+
+@api.websocket("/echo")
+async def echo(websocket: WebSocket) -> None:
+    """The app's own websocket route (not Socket.IO): each text back, with the worker's pid."""
+    await websocket.accept()
+    while True:
+        await websocket.send_text(f"{await websocket.receive_text()} {os.getpid()}")
 
 
 app = socketio.ASGIApp(sio, other_asgi_app=api)

@@ -119,6 +119,19 @@ async def test_http_routes_answer_on_every_worker(app_cluster: MasterProcess, ki
     assert missing.value.code == 404
 
 
+async def test_the_apps_own_websocket_route_answers_on_every_worker(
+    app_cluster: MasterProcess, kind: str
+) -> None:
+    if kind != "fastapi":
+        pytest.skip("the FastAPI app has one")
+    pids = app_cluster.worker_pids()
+    async with aiohttp.ClientSession() as session:
+        for worker in (0, 1):
+            async with session.ws_connect(f"{app_cluster.url(worker)}/echo") as ws:
+                await ws.send_str("hi")
+                assert await ws.receive_str(timeout=10) == f"hi {pids[worker]}"
+
+
 async def test_the_lifespan_ran_once_per_worker(app_cluster: MasterProcess, events: Path) -> None:
     assert sorted(lines_of(events, "start")) == sorted(app_cluster.worker_pids().values())
     assert lines_of(events, "stop") == []

@@ -32,6 +32,7 @@ from sio_cluster.workers.apps.forms import (
     identify,
 )
 from sio_cluster.workers.manager import ClusterManager
+from tests.cluster import until
 
 
 def cluster_manager() -> ClusterManager:
@@ -302,8 +303,17 @@ async def test_http_routes_through_the_bridge() -> None:
             assert response.status == 404  # not the app's: the Socket.IO path
 
 
-async def test_websocket_routes_through_the_bridge() -> None:
+async def test_websocket_routes_through_the_bridge(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="sio_cluster.workers.apps.asgi_bridge")
     async with bridged(STARLETTE) as url, aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{url}/ws") as ws:
+            await ws.send_str("left")
+            assert await ws.receive_str() == "LEFT"
+        # the client left: the app's WebSocketDisconnect is its normal end, not an error
+        await until(lambda: bool(caplog.records), what="the app's end")
+        assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+            (logging.DEBUG, "the ASGI app raised on the websocket /ws")
+        ]
         async with http.ws_connect(f"{url}/ws") as ws:
             await ws.send_str("hello")
             assert await ws.receive_str() == "HELLO"

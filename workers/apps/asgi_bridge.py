@@ -162,12 +162,15 @@ class WebSocketExchange:
         self.request = request
         self.ws: web.WebSocketResponse | None = None
         self.connected = False
+        self.disconnected = False  # the app was told the client left
 
     async def run(self, app: AsgiApp, scope: Scope) -> web.StreamResponse:
         try:
             await app(scope, self.receive, self.send)
         except Exception:
-            log.exception("the ASGI app raised on the websocket %s", self.request.path)
+            # raised once the client left (Starlette's WebSocketDisconnect): its normal end
+            level = logging.DEBUG if self.disconnected else logging.ERROR
+            log.log(level, "the ASGI app raised on the websocket %s", scope["path"], exc_info=True)
         if self.ws is None:
             return web.Response(status=403)
         if not self.ws.closed:
@@ -185,6 +188,7 @@ class WebSocketExchange:
             return {"type": "websocket.receive", "text": msg.data}
         if msg.type == WSMsgType.BINARY:
             return {"type": "websocket.receive", "bytes": msg.data}
+        self.disconnected = True
         return {"type": "websocket.disconnect", "code": self.ws.close_code or 1005}
 
     async def send(self, message: Message) -> None:
