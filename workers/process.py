@@ -46,7 +46,7 @@ from sio_cluster.workers.admin import AdminUI
 from sio_cluster.workers.app_loader import AppLoadError, apply_app, describe_error, load_app
 from sio_cluster.workers.apps import environ
 from sio_cluster.workers.apps.adopt import Origins, adopt
-from sio_cluster.workers.apps.asgi_bridge import AsgiBridge, Lifespan
+from sio_cluster.workers.apps.asgi_bridge import AsgiBridge
 from sio_cluster.workers.apps.forms import AiohttpApp, AsgiApp, SetupApp, UserApp, identify
 from sio_cluster.workers.eio3.translate import Eio3Clients
 from sio_cluster.workers.header_deadline import DeadlineSite, HeaderDeadline
@@ -217,8 +217,10 @@ class Worker:
         else:
             app = web.Application(middlewares=[deadline.middleware])
         app.router.add_get("/healthz", lambda _: self._healthz(sio))
-        lifespan = Lifespan(user_app.asgi_app) if isinstance(user_app, AsgiApp) else None
-        environ.install(sio, None if lifespan is None else lifespan.state)
+        bridge = (
+            AsgiBridge(user_app.asgi_app, user_app.path) if isinstance(user_app, AsgiApp) else None
+        )
+        environ.install(sio, None if bridge is None else bridge.state)
         if isinstance(user_app, SetupApp):
             try:
                 await apply_app(user_app.setup, sio, app)
@@ -239,17 +241,16 @@ class Worker:
             await checks.exercise(paths, bool(config.connection_state_recovery), config.allow_eio3)
         except CompatError as exc:
             self._cannot_start(str(exc))
-        if lifespan is not None:
-            failed = await lifespan.start()
+        if bridge is not None:
+            failed = await bridge.lifespan.start()
             if failed is not None:
                 self._cannot_start(
                     f"--app {config.app!r}: the ASGI lifespan startup failed: {failed}"
                 )
         self.link.send(Hello(self.worker_id, os.getpid(), self._namespaces(sio)).encode())
 
-        if isinstance(user_app, AsgiApp) and lifespan is not None:
-            sio.attach(app, user_app.path)
-            bridge = AsgiBridge(user_app.asgi_app, lifespan.state, user_app.path)
+        if bridge is not None:
+            sio.attach(app, bridge.reserved)
             app.router.add_route("*", "/{tail:.*}", bridge.handle)  # after every other route
         elif not isinstance(user_app, AiohttpApp):  # the user attached theirs
             sio.attach(app)
@@ -272,7 +273,7 @@ class Worker:
         await self._stop.wait()
         try:
             timeout = ORPHAN_EXIT_SECONDS if self._orphaned else config.graceful_timeout
-            await asyncio.wait_for(self._shutdown(site, runner, sio, lifespan), timeout)
+            await asyncio.wait_for(self._shutdown(site, runner, sio, bridge), timeout)
         except TimeoutError:
             log.warning("graceful shutdown timed out; exiting anyway")
         self.link.close()
@@ -302,7 +303,7 @@ class Worker:
         site: web.BaseSite,
         runner: web.AppRunner,
         sio: socketio.AsyncServer,
-        lifespan: Lifespan | None,
+        bridge: AsgiBridge | None,
     ) -> None:
         """Stop listening, tell every client to go, and end as soon as their connections do.
 
@@ -320,8 +321,8 @@ class Worker:
         eio_patches.forget_eio_sockets(sio)
         await sio.shutdown()
         await runner.cleanup()
-        if lifespan is not None:
-            await lifespan.stop()
+        if bridge is not None:
+            await bridge.lifespan.stop()  # the ASGI app's, once its connections are closed
         log.info("stopped")
 
 

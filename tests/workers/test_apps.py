@@ -265,10 +265,10 @@ STARLETTE = Starlette(
 @asynccontextmanager
 async def bridged(app: Any) -> AsyncIterator[str]:
     """``app`` served through :class:`AsgiBridge` on a real aiohttp server; yields its URL."""
-    lifespan = Lifespan(app)
-    assert await lifespan.start() is None
+    bridge = AsgiBridge(app, "socket.io")
+    assert await bridge.lifespan.start() is None
     web_app = web.Application()
-    web_app.router.add_route("*", "/{tail:.*}", AsgiBridge(app, lifespan.state, "socket.io").handle)
+    web_app.router.add_route("*", "/{tail:.*}", bridge.handle)
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
     sock = socket.socket()
@@ -279,7 +279,7 @@ async def bridged(app: Any) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         await runner.cleanup()
-        await lifespan.stop()
+        await bridge.lifespan.stop()
 
 
 async def test_http_routes_through_the_bridge() -> None:

@@ -73,16 +73,18 @@ def scope_of(request: web.BaseRequest, state: dict[str, Any]) -> Scope:
 
 
 class AsgiBridge:
-    """An aiohttp handler that serves every request it gets with the ASGI ``app``.
+    """An aiohttp handler that serves every request it gets with the ASGI ``app``, and the
+    app's :class:`Lifespan`, whose state each request's scope gets a copy of.
 
     ``reserved`` is the Socket.IO path: a request under it that reaches the bridge (a method
     engine.io does not route) is answered 404 rather than handed to the app, whose own
     Socket.IO handling (``socketio.ASGIApp``) would expect an ASGI engine.io server.
     """
 
-    def __init__(self, app: AsgiApp, state: dict[str, Any], reserved: str) -> None:
+    def __init__(self, app: AsgiApp, reserved: str) -> None:
         self.app = app
-        self.state = state
+        self.lifespan = Lifespan(app)
+        self.state = self.lifespan.state
         self.reserved = f"/{reserved}/"
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
