@@ -216,7 +216,13 @@ class Worker:
             app.middlewares.insert(0, deadline.middleware)
         else:
             app = web.Application(middlewares=[deadline.middleware])
-        app.router.add_get("/healthz", lambda _: self._healthz(sio))
+        try:
+            app.router.add_get("/healthz", lambda _: self._healthz(sio))
+        except RuntimeError:  # aiohttp: the user's web.Application has its own GET /healthz
+            self._cannot_start(
+                f"--app {config.app!r}: the application routes GET /healthz, the worker's"
+                " health endpoint; move that route"
+            )
         bridge = (
             AsgiBridge(user_app.asgi_app, user_app.path) if isinstance(user_app, AsgiApp) else None
         )

@@ -252,6 +252,37 @@ async def test_a_fastapi_app_without_socketio_is_refused_in_one_line(start_maste
     assert not master.log_matches("Traceback")
 
 
+HEALTHZ_APP = """
+import socketio
+from aiohttp import web
+
+async def healthz(request):
+    return web.Response(text="mine")
+
+sio = socketio.AsyncServer(async_mode="aiohttp")
+app = web.Application()
+sio.attach(app)
+app.router.add_get("/healthz", healthz)
+"""
+
+
+async def test_an_aiohttp_app_with_its_own_healthz_is_refused_in_one_line(
+    start_master: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "healthz_app.py").write_text(HEALTHZ_APP)
+    master: MasterProcess = start_master(
+        workers=1, app="healthz_app:app", extra=["--app-dir", str(tmp_path)]
+    )
+    assert await master.wait_exit(timeout=30) == 1
+    await until(lambda: bool(master.log_matches("cluster failed to start")), what="the error")
+    [line] = master.log_matches(r"cluster failed to start: worker 0 exited with code 1: (.*)$")
+    assert line.group(1) == (
+        "--app 'healthz_app:app': the application routes GET /healthz, the worker's health"
+        " endpoint; move that route"
+    )
+    assert not master.log_matches("Traceback")
+
+
 @pytest.fixture(scope="module")
 def fastapi_hosts(redis_server: EmbeddedRedis) -> Iterator[tuple[MasterProcess, MasterProcess]]:
     """Two masters serving the FastAPI app on one Redis: two hosts of one cluster."""
