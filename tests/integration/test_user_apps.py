@@ -283,6 +283,38 @@ async def test_an_aiohttp_app_with_its_own_healthz_is_refused_in_one_line(
     assert not master.log_matches("Traceback")
 
 
+FAILING_LIFESPAN_APP = """
+from contextlib import asynccontextmanager
+
+import socketio
+from fastapi import FastAPI
+
+@asynccontextmanager
+async def lifespan(app):
+    raise RuntimeError("the database is not there")
+    yield
+
+sio = socketio.AsyncServer(async_mode="asgi")
+app = socketio.ASGIApp(sio, other_asgi_app=FastAPI(lifespan=lifespan))
+"""
+
+
+async def test_a_failed_lifespan_startup_stops_the_start_in_one_line(
+    start_master: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "failing_app.py").write_text(FAILING_LIFESPAN_APP)
+    master: MasterProcess = start_master(
+        workers=1, app="failing_app:app", extra=["--app-dir", str(tmp_path)]
+    )
+    assert await master.wait_exit(timeout=30) == 1
+    await until(lambda: bool(master.log_matches("cluster failed to start")), what="the error")
+    [line] = master.log_matches(r"cluster failed to start: worker 0 exited with code 1: (.*)$")
+    assert line.group(1) == (
+        "--app 'failing_app:app': the ASGI lifespan startup failed:"
+        " RuntimeError: the database is not there"
+    )
+
+
 @pytest.fixture(scope="module")
 def fastapi_hosts(redis_server: EmbeddedRedis) -> Iterator[tuple[MasterProcess, MasterProcess]]:
     """Two masters serving the FastAPI app on one Redis: two hosts of one cluster."""
