@@ -132,6 +132,15 @@ async def test_the_apps_own_websocket_route_answers_on_every_worker(
                 assert await ws.receive_str(timeout=10) == f"hi {pids[worker]}"
 
 
+async def test_the_fast_paths_serve_the_users_server(app_cluster: MasterProcess) -> None:
+    """Each worker checked and installed them on the adopted server (its engine.io on aiohttp)."""
+    found = app_cluster.log_matches(
+        r"fast paths: coalesced writes and slow-client abort (\w+), direct writes (\w+),"
+        r" session loop (\w+)"
+    )
+    assert [m.groups() for m in found] == [("on", "on", "on")] * 2
+
+
 async def test_the_lifespan_ran_once_per_worker(app_cluster: MasterProcess, events: Path) -> None:
     assert sorted(lines_of(events, "start")) == sorted(app_cluster.worker_pids().values())
     assert lines_of(events, "stop") == []
