@@ -102,7 +102,10 @@ def entry() -> None:
     default=DEFAULT_APP,
     envvar="SIO_APP",
     show_envvar=True,
-    help="module:callable called with each worker's socketio.AsyncServer.",
+    help=(
+        "module:attr of the app: a socketio.ASGIApp, a socketio.AsyncServer, an aiohttp"
+        " web.Application with one attached, or setup(sio[, web_app])."
+    ),
 )
 @click.option(
     "--app-dir",

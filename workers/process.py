@@ -51,6 +51,10 @@ from sio_cluster.wire.link import FrameLink
 from sio_cluster.workers import lost_sessions, patches
 from sio_cluster.workers.admin import AdminUI
 from sio_cluster.workers.app_loader import AppLoadError, apply_app, describe_error, load_app
+from sio_cluster.workers.apps import environ
+from sio_cluster.workers.apps.adopt import Origins, adopt
+from sio_cluster.workers.apps.asgi_bridge import AsgiBridge
+from sio_cluster.workers.apps.forms import AiohttpApp, AsgiApp, SetupApp, UserApp, identify
 from sio_cluster.workers.eio3.translate import Eio3Clients
 from sio_cluster.workers.header_deadline import DeadlineSite, HeaderDeadline
 from sio_cluster.workers.manager import ClusterManager
@@ -193,11 +197,11 @@ class Worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         config = self.config
         origins = list(config.cors_allowed_origins) or None
-        sio = socketio.AsyncServer(
-            async_mode="aiohttp",
-            client_manager=self.manager,
-            cors_allowed_origins=origins if origins != ["*"] else "*",
-        )
+        try:
+            user_app = identify(load_app(config.app, config.app_dir), config.app)
+            sio = self._server(user_app, origins if origins != ["*"] else "*")
+        except AppLoadError as exc:
+            self._cannot_start(str(exc))
         adopt_library_loggers()
         lost_sessions.install()
         try:
@@ -232,15 +236,28 @@ class Worker:
             self.eio3.install()
             self.manager.fixed_sid = self.eio3.sid_for
         deadline = HeaderDeadline(config.header_timeout, self._late_headers)
-        app = web.Application(middlewares=[deadline.middleware])
-        app.router.add_get("/healthz", lambda _: self._healthz(sio))
+        if isinstance(user_app, AiohttpApp):
+            app = user_app.web_app  # the user's, with the worker's deadline and /healthz
+            app.middlewares.insert(0, deadline.middleware)
+        else:
+            app = web.Application(middlewares=[deadline.middleware])
         try:
-            await apply_app(load_app(config.app, config.app_dir), sio, app)
-        except AppLoadError as exc:
-            self._cannot_start(str(exc))
-        except Exception as exc:  # the user's setup raised: what and where, in one line
-            log.debug("--app %r raised", config.app, exc_info=True)
-            self._cannot_start(f"--app {config.app!r} raised {describe_error(exc)}")
+            app.router.add_get("/healthz", lambda _: self._healthz(sio))
+        except RuntimeError:  # aiohttp: the user's web.Application has its own GET /healthz
+            self._cannot_start(
+                f"--app {config.app!r}: the application routes GET /healthz, the worker's"
+                " health endpoint; move that route"
+            )
+        bridge = (
+            AsgiBridge(user_app.asgi_app, user_app.path) if isinstance(user_app, AsgiApp) else None
+        )
+        environ.install(sio, None if bridge is None else bridge.state)
+        if isinstance(user_app, SetupApp):
+            try:
+                await apply_app(user_app.setup, sio, app)
+            except Exception as exc:  # the user's setup raised: what and where, in one line
+                log.debug("--app %r raised", config.app, exc_info=True)
+                self._cannot_start(f"--app {config.app!r} raised {describe_error(exc)}")
         if config.connection_state_recovery:
             try:
                 checks.check_recovery(sio)
@@ -255,9 +272,19 @@ class Worker:
             await checks.exercise(paths, bool(config.connection_state_recovery), config.allow_eio3)
         except CompatError as exc:
             self._cannot_start(str(exc))
+        if bridge is not None:
+            failed = await bridge.lifespan.start()
+            if failed is not None:
+                self._cannot_start(
+                    f"--app {config.app!r}: the ASGI lifespan startup failed: {failed}"
+                )
         self.link.send(Hello(self.worker_id, os.getpid(), self._namespaces(sio)).encode())
 
-        sio.attach(app)
+        if bridge is not None:
+            sio.attach(app, bridge.reserved)
+            app.router.add_route("*", "/{tail:.*}", bridge.handle)  # after every other route
+        elif not isinstance(user_app, AiohttpApp):  # the user attached theirs
+            sio.attach(app)
         runner = web.AppRunner(
             app,
             access_log=None,
@@ -277,12 +304,22 @@ class Worker:
         await self._stop.wait()
         try:
             timeout = ORPHAN_EXIT_SECONDS if self._orphaned else config.graceful_timeout
-            await asyncio.wait_for(self._shutdown(site, runner, sio), timeout)
+            await asyncio.wait_for(self._shutdown(site, runner, sio, bridge), timeout)
         except TimeoutError:
             log.warning("graceful shutdown timed out; exiting anyway")
         self.link.close()
         self.health.close()
         return self._orphaned
+
+    def _server(self, user_app: UserApp, origins: Origins) -> socketio.AsyncServer:
+        """The server that serves: the user's own, adopted (:mod:`workers.apps.adopt`), or for
+        the ``setup`` form one the worker builds."""
+        if isinstance(user_app, SetupApp):
+            return socketio.AsyncServer(
+                async_mode="aiohttp", client_manager=self.manager, cors_allowed_origins=origins
+            )
+        adopt(user_app.sio, self.manager, origins, self.config.app, warn=self.worker_id == 0)
+        return user_app.sio
 
     def _cannot_start(self, reason: str) -> NoReturn:
         """End a start that cannot succeed: its one-line reason goes to the master, which logs
@@ -294,7 +331,11 @@ class Worker:
         raise SystemExit(1)
 
     async def _shutdown(
-        self, site: web.BaseSite, runner: web.AppRunner, sio: socketio.AsyncServer
+        self,
+        site: web.BaseSite,
+        runner: web.AppRunner,
+        sio: socketio.AsyncServer,
+        bridge: AsgiBridge | None,
     ) -> None:
         """Stop listening, tell every client to go, and end as soon as their connections do.
 
@@ -312,6 +353,8 @@ class Worker:
         eio_patches.forget_eio_sockets(sio)
         await sio.shutdown()
         await runner.cleanup()
+        if bridge is not None:
+            await bridge.lifespan.stop()  # the ASGI app's, once its connections are closed
         log.info("stopped")
 
 

@@ -27,7 +27,7 @@ from tests.docs.examples import all_blocks, shell_publishes, write_examples
 
 DEMO = "sio_cluster.workers.demo:setup"
 # every titled Python example, and the test below that runs it
-RUN_HERE = {"app.py", "ops_app.py", "client.py", "publish.py", "store_example.py"}
+RUN_HERE = {"main.py", "app.py", "ops_app.py", "client.py", "publish.py", "store_example.py"}
 
 
 @pytest.fixture
@@ -48,6 +48,32 @@ def test_every_python_example_is_run_here() -> None:
 
 def app_cluster(start: Callable[..., MasterProcess], app: str, where: Path) -> MasterProcess:
     return start(workers=2, app=app, extra=["--app-dir", str(where)])
+
+
+async def test_the_fastapi_app(
+    start_master: Callable[..., MasterProcess],
+    clients: Callable[..., Any],
+    examples: dict[str, Path],
+) -> None:
+    """The README's app, as uvicorn would run it: a route on one worker reaches the room's
+    sockets on both, once each; the app's own ping interval is the one served."""
+    cluster = await app_cluster(start_master, "main:app", examples["main.py"].parent).ready()
+    fans: list[Recorder] = [await clients(cluster.url(w), f"fan{w}") for w in (0, 1)]
+    other: Recorder = await clients(cluster.url(1), "other")
+    assert [await fan.call("join", "sports") for fan in fans] == [["sports"], ["sports"]]
+    assert fans[0].client.eio.ping_interval == 10
+    async with aiohttp.ClientSession() as http:
+        url = cluster.url(0) + "/rooms/sports/news"
+        async with http.post(url, json={"score": "3-1"}) as answer:
+            assert (answer.status, await answer.json()) == (200, {"sent": "sports"})
+    for fan in fans:
+        await fan.wait_count("news", 1)
+    await other.call("join", "elsewhere")  # a round trip: anything sent to it came first
+    assert [fan.got("news") for fan in (*fans, other)] == [
+        [({"score": "3-1"},)],
+        [({"score": "3-1"},)],
+        [],
+    ]
 
 
 async def test_the_chat_app(
