@@ -28,6 +28,7 @@ class Config:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     host: str = "127.0.0.1"
     port: int = 8000
+    worker_ports: bool = False  # worker i listens on port + i; False: the master serves port
     redis_url: str | None = None
     patterns: tuple[str, ...] = ("ch:*",)
     app: str = DEFAULT_APP
@@ -63,15 +64,21 @@ class Config:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}")
-        if not 1 <= self.port or self.port + self.workers - 1 > 65535:
+        ports = self.workers if self.worker_ports else 1
+        if not 1 <= self.port or self.port + ports - 1 > 65535:
             raise ConfigError(
-                f"--port {self.port} with {self.workers} workers needs ports "
-                f"{self.port}..{self.port + self.workers - 1}, outside 1..65535"
+                f"--port {self.port} with {self.workers} workers and --worker-ports needs "
+                f"ports {self.port}..{self.port + ports - 1}, outside 1..65535"
+                if self.worker_ports
+                else f"--port {self.port} is outside 1..65535"
             )
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"--metrics-port must be 0..65535, got {self.metrics_port}")
-        if self.metrics_port and self.port <= self.metrics_port < self.port + self.workers:
-            raise ConfigError(f"--metrics-port {self.metrics_port} collides with a worker port")
+        if self.metrics_port and self.port <= self.metrics_port < self.port + ports:
+            raise ConfigError(
+                f"--metrics-port {self.metrics_port} collides with "
+                + ("a worker port" if self.worker_ports else "--port")
+            )
         if not self.patterns or not all(self.patterns):
             raise ConfigError("--pattern needs at least one non-empty pattern")
         if not 1 <= self.max_message_bytes <= MAX_MESSAGE_BYTES_LIMIT:
@@ -142,8 +149,9 @@ class Config:
         return user, password
 
     def worker_port(self, worker_id: int) -> int:
-        """Worker ``i`` listens on ``port + i`` so an L4 balancer can front them."""
-        return self.port + worker_id
+        """With ``--worker-ports``, worker ``i`` listens on ``port + i`` so an L4 balancer
+        can front them; without, every worker serves ``port`` through the master."""
+        return self.port + worker_id if self.worker_ports else self.port
 
     def to_json(self) -> str:
         """The form a worker receives in its environment (see :meth:`from_json`)."""

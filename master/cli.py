@@ -39,7 +39,7 @@ def entry() -> None:
     default="127.0.0.1",
     envvar="SIO_HOST",
     show_envvar=True,
-    help="Address the workers listen on.",
+    help="Address the port (or, with --worker-ports, the workers) listens on.",
 )
 @click.option(
     "--port",
@@ -47,7 +47,16 @@ def entry() -> None:
     default=8000,
     envvar="SIO_PORT",
     show_envvar=True,
-    help="Worker i listens on PORT+i.",
+    help="The port every client connects to: the master accepts and hands each connection "
+    "to the worker of its session (with --worker-ports: worker i listens on PORT+i).",
+)
+@click.option(
+    "--worker-ports/--one-port",
+    default=False,
+    envvar="SIO_WORKER_PORTS",
+    show_envvar=True,
+    help="Worker i listens on PORT+i itself, for an external L4 balancer (sticky by source "
+    "address), instead of every client on PORT through the master.",
 )
 @click.option(
     "--redis-url",

@@ -215,6 +215,13 @@ class Metrics:
         self.bad_frames = Counter(
             f"{PREFIX}_bad_frames", "Unreadable frames received from workers", registry=r
         )
+        self.connections = Counter(
+            f"{PREFIX}_connections",
+            "Connections accepted on the one port, by outcome (handed to a worker, "
+            "header_timeout, closed_early, worker_busy, lost)",
+            ["outcome"],
+            registry=r,
+        )
 
     def watch_state(
         self,

@@ -32,6 +32,7 @@ from sio_cluster.common.config import Config
 from sio_cluster.common.redis.topology import Topology, topology_for
 from sio_cluster.legacy_store.schema import Schema
 from sio_cluster.legacy_store.socket_store import MembershipStore, NoStore, SocketStore
+from sio_cluster.master.acceptor.listener import Acceptor
 from sio_cluster.master.bus.classic import ClusterBus
 from sio_cluster.master.bus.classic_wire import Channels
 from sio_cluster.master.bus.core import HostBus
@@ -142,6 +143,16 @@ class Master:
         self._prefixes = {p.encode(): event_prefix(p) for p in config.patterns}
         self._subscribed_namespaces: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self.acceptor: Acceptor | None = None
+        if not config.worker_ports:
+            self.acceptor = Acceptor(
+                config.host,
+                config.port,
+                config.header_timeout,
+                self.supervisor,
+                self.table.sockets_per_worker,
+                lambda outcome: metrics.connections.labels(outcome=outcome).inc(),
+            )
 
     # ---- workers -> master (called by the supervisor's dispatch) ----------------
 
@@ -172,6 +183,8 @@ class Master:
         self.recovery.on_frame(worker, frame)
 
     def on_worker_exit(self, worker: int) -> None:
+        if self.acceptor is not None:
+            self.acceptor.forget(worker)
         self.recovery.worker_lost(self.table.sockets_of_worker(worker))
         dropped, emptied = self.table.drop_worker(worker)
         for namespace, room in emptied:
@@ -257,19 +270,34 @@ class Master:
     async def run(self, stop: asyncio.Event) -> int:
         """Startup, main loop until ``stop`` is set, shutdown; return the exit status."""
         tasks: list[asyncio.Task[None]] = []
+        config = self.config
+        if self.acceptor is not None:
+            try:
+                self.acceptor.listen()  # before any worker starts: a taken port fails at once
+            except OSError as exc:
+                log.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
+                return 1
         try:
             if not await self._start_workers(stop):
                 return 1
             if stop.is_set():
                 return 0
-            config = self.config
-            log.info(
-                "cluster ready: %d workers on %s ports %d-%d",
-                config.workers,
-                config.host,
-                config.port,
-                config.worker_port(config.workers - 1),
-            )
+            if self.acceptor is not None:
+                self.acceptor.start()
+                log.info(
+                    "cluster ready: %d workers behind %s port %d",
+                    config.workers,
+                    config.host,
+                    config.port,
+                )
+            else:
+                log.info(
+                    "cluster ready: %d workers on %s ports %d-%d",
+                    config.workers,
+                    config.host,
+                    config.port,
+                    config.worker_port(config.workers - 1),
+                )
             served = self.namespaces
             self._subscribe_namespaces(sorted(served) if isinstance(served, frozenset) else [])
             tasks = [
@@ -282,6 +310,8 @@ class Master:
             log.info("stopping")
             return 0
         finally:
+            if self.acceptor is not None:
+                self.acceptor.close()  # stop accepting: a stopping host takes no new clients
             await _cancel(tasks)
             await self.supervisor.stop()
             self.supervisor.kill_all()

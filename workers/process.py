@@ -40,11 +40,13 @@ from sio_cluster.wire.frames import (
     Restored,
     Synced,
 )
+from sio_cluster.wire.handoff import NO_HANDOFF
 from sio_cluster.wire.link import FrameLink
 from sio_cluster.workers import lost_sessions, patches
 from sio_cluster.workers.admin import AdminUI
 from sio_cluster.workers.app_loader import AppLoadError, apply_app, describe_error, load_app
 from sio_cluster.workers.eio3.translate import Eio3Clients
+from sio_cluster.workers.handoff import HandoffSite, close_after_response, prefix_sids
 from sio_cluster.workers.header_deadline import DeadlineSite, HeaderDeadline
 from sio_cluster.workers.manager import ClusterManager
 from sio_cluster.workers.partial_packets import PartialPackets
@@ -66,10 +68,14 @@ ORPHAN_EXIT_SECONDS = 1.0  # the master is gone: close clients briefly, then exi
 class Worker:
     """Serves Socket.IO on one port and exchanges frames with the master."""
 
-    def __init__(self, worker_id: int, config: Config) -> None:
+    def __init__(
+        self, worker_id: int, config: Config, handoff_fd: int = NO_HANDOFF, key: int = 0
+    ) -> None:
         self.worker_id = worker_id
         self.config = config
         self.port = config.worker_port(worker_id)
+        self.handoff_fd = handoff_fd  # one port per host: the master hands connections here
+        self.key = key
         # built before the pipe is read: a frame may be waiting in it already
         self.link = FrameLink(self.on_frame, self.on_lost, config.worker_buffer_bytes)
         self.manager = ClusterManager(self.link, sequenced=bool(config.connection_state_recovery))
@@ -232,6 +238,9 @@ class Worker:
             self._cannot_start(str(exc))
         self.link.send(Hello(self.worker_id, os.getpid(), self._namespaces(sio)).encode())
 
+        if self.handoff_fd != NO_HANDOFF:
+            prefix_sids(sio.eio, self.key)
+            app.on_response_prepare.append(close_after_response)
         sio.attach(app)
         runner = web.AppRunner(
             app,
@@ -241,12 +250,18 @@ class Worker:
             keepalive_timeout=KEEPALIVE_SECONDS,
         )
         await runner.setup()
-        site = DeadlineSite(runner, config.host, self.port, deadline)
-        try:
+        site: web.BaseSite
+        if self.handoff_fd != NO_HANDOFF:
+            site = HandoffSite(runner, socket.socket(fileno=self.handoff_fd), deadline)
             await site.start()
-        except OSError as exc:
-            self._cannot_start(f"cannot listen on {config.host}:{self.port}: {exc}")
-        log.info("listening on %s:%d", config.host, self.port)
+            log.info("serving %s:%d through the master", config.host, self.port)
+        else:
+            site = DeadlineSite(runner, config.host, self.port, deadline)
+            try:
+                await site.start()
+            except OSError as exc:
+                self._cannot_start(f"cannot listen on {config.host}:{self.port}: {exc}")
+            log.info("listening on %s:%d", config.host, self.port)
         self.link.send(Ready(self.port).encode(), droppable=False)
 
         await self._stop.wait()
@@ -289,11 +304,11 @@ class Worker:
         log.info("stopped")
 
 
-def run(worker_id: int, fd: int, config: Config) -> None:
+def run(worker_id: int, fd: int, config: Config, handoff_fd: int, key: int) -> None:
     """Process entry point: serve on uvloop, then exit."""
     import uvloop
 
-    orphaned = uvloop.run(Worker(worker_id, config).serve(fd))
+    orphaned = uvloop.run(Worker(worker_id, config, handoff_fd, key).serve(fd))
     if orphaned:
         # Nobody supervises us any more: skip interpreter teardown so the exit is prompt.
         logging.shutdown()

@@ -1,0 +1,268 @@
+"""The master's one listening port: accept, peek at the request line, pass the socket on.
+
+Why the master, and why by descriptor passing: python-socketio's long-polling sessions live
+in one process, and every request of a session must reach it (``--workers N`` behind one
+port otherwise answers "Invalid session"). The master accepts each connection, peeks at its
+first request line with ``MSG_PEEK`` (nothing is consumed: the bytes stay in the kernel's
+buffer and travel with the descriptor), decides the worker (:mod:`.balance`) and sends the
+descriptor over that worker's hand-off socketpair (SCM_RIGHTS, as Node's
+``@socket.io/sticky`` primary does). Then it closes its copy: the worker serves the
+connection directly and the master is out of the data path.
+
+Each connection is one descriptor and at most two timers here, never a task: a client that
+sends nothing holds no accept slot and is closed at ``--header-timeout`` (counted). The peek
+is level-triggered, so a request line that arrives in pieces is peeked again every
+:data:`PEEK_RETRY` seconds rather than on every wake-up.
+
+One request per connection (see :mod:`workers.handoff`): a worker answers every request that
+is not a websocket upgrade with ``Connection: close``, so a kept-alive connection never
+carries a second session's request to the wrong worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sio_cluster.common.ratelimit import RateLimitedLogger
+from sio_cluster.master.acceptor.balance import Balancer
+from sio_cluster.master.acceptor.request_line import Incomplete, first_request
+from sio_cluster.wire.handoff import CONNECTION
+
+log = logging.getLogger(__name__)
+limited = RateLimitedLogger(log)
+
+PEEK_BYTES = 8192  # a request line longer than this is routed as a new session
+PEEK_RETRY = 0.02  # seconds between peeks at a request line that came in part
+NO_WORKER_RETRY = 0.05  # seconds between looks for a serving worker (all are restarting)
+ACCEPTS_PER_WAKEUP = 256
+MAX_QUEUED = 4096  # connections waiting for one worker's hand-off socket to drain
+BACKLOG = 4096
+
+
+class Workers(Protocol):
+    """What the acceptor needs of the supervisor."""
+
+    def serving(self) -> list[int]:
+        """Keys of the workers that take new connections (ready, not stopping)."""
+        ...
+
+    def handoff_socket(self, key: int) -> socket.socket | None: ...
+
+
+@dataclass(eq=False)
+class _Pending:
+    """An accepted connection whose request line is awaited."""
+
+    sock: socket.socket
+    expiry: asyncio.TimerHandle | None = None
+    retry: asyncio.TimerHandle | None = None
+    reading: bool = False
+
+
+@dataclass
+class _Queue:
+    """Connections for one worker waiting for its hand-off socket to take them."""
+
+    sock: socket.socket
+    items: deque[socket.socket] = field(default_factory=deque)
+
+
+class Acceptor:
+    """Owns the listening socket and the connections not yet handed to a worker."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        header_timeout: float,
+        workers: Workers,
+        sockets: Callable[[], Mapping[int, int]],
+        count: Callable[[str], None],
+    ) -> None:
+        self.address = (host, port)
+        self.header_timeout = header_timeout
+        self._workers = workers
+        self._sockets = sockets
+        self._count = count
+        self._balancer = Balancer()
+        self._listener: socket.socket | None = None
+        self._pending: set[_Pending] = set()
+        self._queues: dict[int, _Queue] = {}
+        self._loop = asyncio.get_running_loop()
+
+    def listen(self) -> None:
+        """Bind and listen now (an OSError says why not); connections wait in the backlog
+        until :meth:`start`."""
+        host, port = self.address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(BACKLOG)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+
+    def start(self) -> None:
+        assert self._listener is not None, "listen() first"
+        self._loop.add_reader(self._listener.fileno(), self._accept)
+
+    def close(self) -> None:
+        """Stop accepting; close what was accepted and not yet handed over."""
+        if self._listener is not None:
+            self._loop.remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+        for pending in list(self._pending):
+            self._drop(pending)
+        for key in list(self._queues):
+            self.forget(key)
+
+    def forget(self, key: int) -> None:
+        """Worker ``key`` has exited: what waited for it is closed (its clients retry)."""
+        self._balancer.forget(key)
+        queue = self._queues.pop(key, None)
+        if queue is None:
+            return
+        self._loop.remove_writer(queue.sock.fileno())
+        for conn in queue.items:
+            conn.close()
+            self._count("lost")
+
+    # ---- accept and peek -----------------------------------------------------------
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                conn, _ = self._listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:  # out of descriptors, say: the backlog keeps the rest
+                limited.log(logging.ERROR, "accept", "cannot accept a connection: %s", exc)
+                return
+            conn.setblocking(False)
+            pending = _Pending(conn)
+            pending.expiry = self._loop.call_later(self.header_timeout, self._expire, pending)
+            self._pending.add(pending)
+            self._peek(pending)
+
+    def _peek(self, pending: _Pending) -> None:
+        pending.retry = None
+        try:
+            data = pending.sock.recv(PEEK_BYTES, socket.MSG_PEEK)
+        except BlockingIOError:
+            self._wait_readable(pending)
+            return
+        except OSError:
+            self._drop(pending, "closed_early")
+            return
+        if not data:
+            self._drop(pending, "closed_early")
+            return
+        decision = first_request(data, PEEK_BYTES)
+        if isinstance(decision, Incomplete):
+            pending.retry = self._loop.call_later(PEEK_RETRY, self._peek, pending)
+            return
+        self._route(pending, decision.sid)
+
+    def _wait_readable(self, pending: _Pending) -> None:
+        pending.reading = True
+        self._loop.add_reader(pending.sock.fileno(), self._readable, pending)
+
+    def _readable(self, pending: _Pending) -> None:
+        self._stop_reading(pending)
+        self._peek(pending)
+
+    def _stop_reading(self, pending: _Pending) -> None:
+        if pending.reading:
+            pending.reading = False
+            self._loop.remove_reader(pending.sock.fileno())
+
+    def _expire(self, pending: _Pending) -> None:
+        pending.expiry = None
+        limited.log(
+            logging.WARNING,
+            "headers",
+            "closed a connection that sent no request line within %.1f s (--header-timeout)",
+            self.header_timeout,
+        )
+        self._drop(pending, "header_timeout")
+
+    def _drop(self, pending: _Pending, outcome: str | None = None) -> None:
+        self._release(pending)
+        pending.sock.close()
+        if outcome is not None:
+            self._count(outcome)
+
+    def _release(self, pending: _Pending) -> None:
+        """Stop watching ``pending`` (its socket stays open)."""
+        self._stop_reading(pending)
+        for timer in (pending.expiry, pending.retry):
+            if timer is not None:
+                timer.cancel()
+        pending.expiry = pending.retry = None
+        self._pending.discard(pending)
+
+    # ---- hand-off ------------------------------------------------------------------
+
+    def _route(self, pending: _Pending, sid: str | None) -> None:
+        key = self._balancer.target(
+            sid, self._workers.serving(), self._sockets(), self._loop.time()
+        )
+        handoff = None if key is None else self._workers.handoff_socket(key)
+        if key is None or handoff is None:
+            # every worker is (re)starting: wait, until the header timeout at most
+            pending.retry = self._loop.call_later(NO_WORKER_RETRY, self._route, pending, sid)
+            return
+        self._release(pending)
+        self._hand(key, handoff, pending.sock)
+
+    def _hand(self, key: int, handoff: socket.socket, conn: socket.socket) -> None:
+        queue = self._queues.get(key)
+        if queue is not None:
+            if len(queue.items) >= MAX_QUEUED:
+                limited.log(logging.ERROR, "busy", "worker key %d takes no connections", key)
+                conn.close()
+                self._count("worker_busy")
+                return
+            queue.items.append(conn)
+            return
+        if self._send(handoff, conn):
+            return
+        queue = self._queues[key] = _Queue(handoff)
+        queue.items.append(conn)
+        self._loop.add_writer(handoff.fileno(), self._drain, key)
+
+    def _send(self, handoff: socket.socket, conn: socket.socket) -> bool:
+        """Pass ``conn`` on; False if the hand-off socket is full (``conn`` is kept)."""
+        try:
+            socket.send_fds(handoff, [CONNECTION], [conn.fileno()])
+        except BlockingIOError:
+            return False
+        except OSError as exc:  # the worker is gone: its exit is being handled
+            log.debug("hand-off failed: %s", exc)
+            conn.close()
+            self._count("lost")
+            return True
+        conn.close()
+        self._count("handed")
+        return True
+
+    def _drain(self, key: int) -> None:
+        queue = self._queues[key]
+        while queue.items:
+            if not self._send(queue.sock, queue.items[0]):
+                return
+            queue.items.popleft()
+        self._loop.remove_writer(queue.sock.fileno())
+        del self._queues[key]
