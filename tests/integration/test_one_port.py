@@ -1,0 +1,260 @@
+"""One port per host: every client on ``--port P``, each connection handed to its worker.
+
+Real masters and workers, real python-socketio clients of every transport from several
+loopback source addresses, all on the one port: a long-polling session's requests, its
+upgrade and a direct websocket each reach the worker holding the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+import socketio
+
+from tests.cluster import MasterProcess, until
+
+TRANSPORTS = {
+    "websocket": ["websocket"],
+    "polling": ["polling"],
+    "upgrade": ["polling", "websocket"],
+}
+WAIT = 30.0  # generous: the machine is shared
+
+
+class Client:
+    """A python-socketio client from its own loopback source address, recording events."""
+
+    def __init__(self, name: str, address: str, transport: str, reconnect: bool = False) -> None:
+        self.name = name
+        self.transport = transport
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)))
+        self.sio = socketio.AsyncClient(
+            http_session=self.http,
+            reconnection=reconnect,
+            reconnection_delay=0.2,
+            reconnection_delay_max=1,
+        )
+        self.events: list[tuple[str, tuple[Any, ...]]] = []
+        self.disconnects = 0
+        self.sio.on("*", self._record)
+        self.sio.on("disconnect", self._disconnected)
+
+    async def _record(self, event: str, *args: Any) -> None:
+        self.events.append((event, args))
+
+    async def _disconnected(self, *_: Any) -> None:
+        self.disconnects += 1
+
+    async def connect(self, url: str) -> Client:
+        await self.sio.connect(url, transports=TRANSPORTS[self.transport], wait_timeout=WAIT)
+        return self
+
+    def got(self, event: str) -> list[Any]:
+        return [args[0] for name, args in self.events if name == event]
+
+    async def call(self, event: str, data: Any = None) -> Any:
+        return await self.sio.call(event, data, timeout=WAIT)
+
+    async def close(self) -> None:
+        if self.sio.connected:
+            await self.sio.disconnect()
+        await self.http.close()
+
+
+async def connect_all(url: str, count: int, reconnect: bool = False) -> list[Client]:
+    """``count`` clients, transports in turn, from 127.0.0.2, 127.0.0.3 ... (10 addresses)."""
+    made = [
+        Client(f"c{i}", f"127.0.0.{2 + i % 10}", list(TRANSPORTS)[i % 3], reconnect)
+        for i in range(count)
+    ]
+    await asyncio.gather(*(c.connect(url) for c in made))
+    return made
+
+
+async def stream(publisher: aioredis.Redis, everyone: list[Client], count: int) -> None:
+    """``count`` numbered ``ch:*`` messages to the room: each client gets each exactly once,
+    in order (a fence proves nothing else is on its way)."""
+    before = {c.name: len(c.got("num")) for c in everyone}
+    fences = {c.name: len(c.got("fence")) for c in everyone}
+    for i in range(count):
+        await publisher.publish("ch:num", json.dumps({"to": "team", "data": i}))
+    await publisher.publish("ch:fence", json.dumps({"to": "team", "data": 0}))
+    await until(
+        lambda: all(len(c.got("fence")) > fences[c.name] for c in everyone),
+        WAIT,
+        "the fence at every client",
+    )
+    for c in everyone:
+        assert c.got("num")[before[c.name] :] == list(range(count)), c.name
+
+
+def one_port_master(redis_url: str, workers: int, *extra: str) -> MasterProcess:
+    return MasterProcess(redis_url, workers=workers, extra=extra, one_port=True).start()
+
+
+async def test_every_transport_on_one_port_reaches_its_worker(
+    redis_server: Any, redis_client: aioredis.Redis
+) -> None:
+    with one_port_master(redis_server.url, 3) as master:
+        await master.ready(WAIT)
+        url = master.url(0)
+        everyone = await connect_all(url, 30)
+        try:
+            for c in everyone:
+                assert await c.call("join", "team") == ["team"]
+            pids = collections.Counter([await c.call("pid") for c in everyone])
+            assert set(pids) == set(master.worker_pids().values()), pids
+            assert max(pids.values()) <= 15, pids  # spread: no worker holds half of them
+            upgraded = [c for c in everyone if c.transport == "upgrade"]
+            await until(
+                lambda: all(c.sio.transport() == "websocket" for c in upgraded),
+                WAIT,
+                "every polling client that may upgrade has",
+            )
+            for _ in range(3):  # each long-poll answer is a new connection through the port
+                await stream(redis_client, everyone, 20)
+            assert [c.name for c in everyone if c.disconnects or not c.sio.connected] == []
+            assert master.log_matches("Invalid session") == []
+            handed = master.metric('sio_master_connections_total{outcome="handed"}')
+            assert handed >= 30 + 20  # a connection per websocket, several per polling client
+        finally:
+            await asyncio.gather(*(c.close() for c in everyone))
+
+
+async def test_a_killed_worker_s_clients_come_back_through_the_port(
+    redis_server: Any, redis_client: aioredis.Redis
+) -> None:
+    with one_port_master(redis_server.url, 3) as master:
+        await master.ready(WAIT)
+        everyone = await connect_all(master.url(0), 12, reconnect=True)
+        try:
+            for c in everyone:
+                await c.call("join", "team")
+            await stream(redis_client, everyone, 5)
+            on = {c.name: await c.call("pid") for c in everyone}
+            victim = collections.Counter(on.values()).most_common(1)[0][0]
+            hit = [c for c in everyone if on[c.name] == victim]
+            os.kill(victim, signal.SIGKILL)
+            await until(lambda: all(c.disconnects for c in hit), WAIT, "its clients cut off")
+            await until(lambda: all(c.sio.connected for c in everyone), WAIT, "all back")
+            for c in everyone:  # a new session after the cut: joined again
+                assert await c.call("join", "team") == ["team"]
+            assert {await c.call("pid") for c in hit}.isdisjoint({victim})
+            await stream(redis_client, everyone, 10)
+            assert master.log_matches("Invalid session") == []
+        finally:
+            await asyncio.gather(*(c.close() for c in everyone))
+
+
+async def test_a_silent_connection_is_closed_without_holding_the_port(
+    redis_server: Any,
+) -> None:
+    with one_port_master(redis_server.url, 1, "--header-timeout", "1") as master:
+        await master.ready(WAIT)
+        silent = socket.create_connection(("127.0.0.1", master.port))
+        slow = socket.create_connection(("127.0.0.1", master.port))
+        try:
+            slow.sendall(b"GET /socket.io/?EIO=4&transport=pol")  # the line comes in parts
+            client = await Client("c", "127.0.0.2", "websocket").connect(master.url(0))
+            await client.close()  # served while the silent one waits
+            slow.sendall(b"ling HTTP/1.1\r\nHost: x\r\n\r\n")
+            slow.settimeout(WAIT)
+            assert slow.recv(65536).startswith(b"HTTP/1.1 200 OK")
+            silent.settimeout(WAIT)
+            started = time.monotonic()
+            assert silent.recv(1) == b""  # closed by the master
+            assert time.monotonic() - started < 5
+            timeouts = 'sio_master_connections_total{outcome="header_timeout"}'
+            assert master.metric(timeouts) == 1
+        finally:
+            silent.close()
+            slow.close()
+
+
+async def test_a_kept_alive_connection_carries_one_request(redis_server: Any) -> None:
+    """Every answer but an upgrade closes its connection, so the next request (perhaps of
+    another session) comes back through the master."""
+    with one_port_master(redis_server.url, 2) as master:
+        await master.ready(WAIT)
+        async with aiohttp.ClientSession() as http:
+            url = f"{master.url(0)}/socket.io/?EIO=4&transport=polling"
+            sids = []
+            for _ in range(4):
+                async with http.get(url) as response:
+                    assert response.headers["Connection"] == "close"
+                    body = await response.text()
+                    sids.append(json.loads(body[1:])["sid"])
+            assert len({sid.partition(".")[0] for sid in sids}) == 2  # both workers
+            for sid in reversed(sids):  # each session's requests reach its own worker
+                async with http.post(f"{url}&sid={sid}", data="40") as response:
+                    assert (response.status, await response.text()) == (200, "OK")
+            async with http.get(f"{master.url(0)}/healthz") as response:
+                assert response.headers["Connection"] == "close"
+
+
+async def test_max_connections_is_per_worker(redis_server: Any) -> None:
+    with one_port_master(redis_server.url, 2, "--max-connections", "1") as master:
+        await master.ready(WAIT)
+        first = await Client("a", "127.0.0.2", "websocket").connect(master.url(0))
+        second = await Client("b", "127.0.0.3", "websocket").connect(master.url(0))
+        third = Client("c", "127.0.0.4", "websocket")
+        try:
+            assert await first.call("pid") != await second.call("pid")
+            try:
+                await third.connect(master.url(0))
+            except socketio.exceptions.ConnectionError:
+                pass
+            else:
+                raise AssertionError("a third connection was accepted")
+        finally:
+            for c in (first, second, third):
+                await c.close()
+
+
+async def test_a_rolling_restart_refuses_no_connection(redis_server: Any) -> None:
+    with one_port_master(redis_server.url, 2) as master:
+        await master.ready(WAIT)
+        old = set(master.worker_pids().values())
+        failures: list[str] = []
+        answered = 0
+        restarted = False
+
+        async def handshakes() -> None:
+            nonlocal answered
+            async with aiohttp.ClientSession() as http:
+                while not restarted:
+                    url = f"{master.url(0)}/healthz"
+                    try:
+                        async with http.get(url) as response:
+                            body = await response.json()
+                            if response.status != 200:
+                                failures.append(f"{response.status} {body}")
+                    except aiohttp.ClientError as exc:
+                        failures.append(repr(exc))
+                    answered += 1
+
+        prober = asyncio.create_task(handshakes())
+        try:
+            await until(lambda: answered > 5, WAIT, "probes answered")
+            master.signal(signal.SIGHUP)
+            await master.wait_log("rolling restart done", timeout=60)
+        finally:
+            restarted = True
+            await prober
+        assert failures == []
+        new = set(master.worker_pids().values())
+        assert new.isdisjoint(old)
+        client = await Client("c", "127.0.0.2", "polling").connect(master.url(0))
+        try:
+            assert await client.call("pid") in new
+        finally:
+            await client.close()
