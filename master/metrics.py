@@ -218,7 +218,7 @@ class Metrics:
         self.connections = Counter(
             f"{PREFIX}_connections",
             "Connections accepted on the one port, by outcome (handed to a worker, "
-            "header_timeout, closed_early, worker_busy, lost)",
+            "header_timeout, closed_early, no_worker, worker_busy)",
             ["outcome"],
             registry=r,
         )

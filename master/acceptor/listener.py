@@ -63,6 +63,7 @@ class _Pending:
     expiry: asyncio.TimerHandle | None = None
     retry: asyncio.TimerHandle | None = None
     reading: bool = False
+    waiting_for_worker: bool = False  # its request line is here; no worker serves yet
 
 
 @dataclass
@@ -70,7 +71,7 @@ class _Queue:
     """Connections for one worker waiting for its hand-off socket to take them."""
 
     sock: socket.socket
-    items: deque[socket.socket] = field(default_factory=deque)
+    items: deque[tuple[socket.socket, str | None]] = field(default_factory=deque)
 
 
 class Acceptor:
@@ -94,6 +95,7 @@ class Acceptor:
         self._listener: socket.socket | None = None
         self._pending: set[_Pending] = set()
         self._queues: dict[int, _Queue] = {}
+        self._gone: set[int] = set()  # workers whose hand-off failed; their exit is coming
         self._loop = asyncio.get_running_loop()
 
     def listen(self) -> None:
@@ -124,19 +126,18 @@ class Acceptor:
             self._listener = None
         for pending in list(self._pending):
             self._drop(pending)
-        for key in list(self._queues):
-            self.forget(key)
+        for queue in self._queues.values():
+            self._loop.remove_writer(queue.sock.fileno())
+            for conn, _ in queue.items:
+                conn.close()
+        self._queues.clear()
 
     def forget(self, key: int) -> None:
-        """Worker ``key`` has exited: what waited for it is closed (its clients retry)."""
+        """Worker ``key`` has exited: what waited for it goes to the others (a request of one
+        of its sessions is answered "Invalid session" there, and its client starts anew)."""
+        self._worker_gone(key)
+        self._gone.discard(key)
         self._balancer.forget(key)
-        queue = self._queues.pop(key, None)
-        if queue is None:
-            return
-        self._loop.remove_writer(queue.sock.fileno())
-        for conn in queue.items:
-            conn.close()
-            self._count("lost")
 
     # ---- accept and peek -----------------------------------------------------------
 
@@ -190,6 +191,10 @@ class Acceptor:
 
     def _expire(self, pending: _Pending) -> None:
         pending.expiry = None
+        if pending.waiting_for_worker:
+            limited.log(logging.ERROR, "no worker", "closed a connection: no worker serves")
+            self._drop(pending, "no_worker")
+            return
         limited.log(
             logging.WARNING,
             "headers",
@@ -216,18 +221,25 @@ class Acceptor:
     # ---- hand-off ------------------------------------------------------------------
 
     def _route(self, pending: _Pending, sid: str | None) -> None:
-        key = self._balancer.target(
-            sid, self._workers.serving(), self._sockets(), self._loop.time()
-        )
+        serving = [key for key in self._workers.serving() if key not in self._gone]
+        key = self._balancer.target(sid, serving, self._sockets(), self._loop.time())
         handoff = None if key is None else self._workers.handoff_socket(key)
         if key is None or handoff is None:
             # every worker is (re)starting: wait, until the header timeout at most
+            pending.waiting_for_worker = True
             pending.retry = self._loop.call_later(NO_WORKER_RETRY, self._route, pending, sid)
             return
         self._release(pending)
-        self._hand(key, handoff, pending.sock)
+        self._hand(key, handoff, pending.sock, sid)
 
-    def _hand(self, key: int, handoff: socket.socket, conn: socket.socket) -> None:
+    def _reroute(self, conn: socket.socket, sid: str | None) -> None:
+        """``conn`` could not reach its worker (it died): route it again, as if just read."""
+        pending = _Pending(conn)
+        pending.expiry = self._loop.call_later(self.header_timeout, self._expire, pending)
+        self._pending.add(pending)
+        self._route(pending, sid)
+
+    def _hand(self, key: int, handoff: socket.socket, conn: socket.socket, sid: str | None) -> None:
         queue = self._queues.get(key)
         if queue is not None:
             if len(queue.items) >= MAX_QUEUED:
@@ -235,25 +247,27 @@ class Acceptor:
                 conn.close()
                 self._count("worker_busy")
                 return
-            queue.items.append(conn)
+            queue.items.append((conn, sid))
             return
-        if self._send(handoff, conn):
-            return
-        queue = self._queues[key] = _Queue(handoff)
-        queue.items.append(conn)
-        self._loop.add_writer(handoff.fileno(), self._drain, key)
+        sent = self._send(handoff, conn)
+        if sent is None:
+            queue = self._queues[key] = _Queue(handoff)
+            queue.items.append((conn, sid))
+            self._loop.add_writer(handoff.fileno(), self._drain, key)
+        elif not sent:
+            self._worker_gone(key)
+            self._reroute(conn, sid)
 
-    def _send(self, handoff: socket.socket, conn: socket.socket) -> bool:
-        """Pass ``conn`` on; False if the hand-off socket is full (``conn`` is kept)."""
+    def _send(self, handoff: socket.socket, conn: socket.socket) -> bool | None:
+        """Pass ``conn`` on and close it here: True. None if the hand-off socket is full,
+        False if the worker is gone (its exit not yet seen); ``conn`` is kept then."""
         try:
             socket.send_fds(handoff, [CONNECTION], [conn.fileno()])
         except BlockingIOError:
-            return False
-        except OSError as exc:  # the worker is gone: its exit is being handled
+            return None
+        except OSError as exc:
             log.debug("hand-off failed: %s", exc)
-            conn.close()
-            self._count("lost")
-            return True
+            return False
         conn.close()
         self._count("handed")
         return True
@@ -261,8 +275,23 @@ class Acceptor:
     def _drain(self, key: int) -> None:
         queue = self._queues[key]
         while queue.items:
-            if not self._send(queue.sock, queue.items[0]):
+            sent = self._send(queue.sock, queue.items[0][0])
+            if sent is None:
+                return
+            if not sent:
+                self._worker_gone(key)
                 return
             queue.items.popleft()
         self._loop.remove_writer(queue.sock.fileno())
         del self._queues[key]
+
+    def _worker_gone(self, key: int) -> None:
+        """Worker ``key`` cannot take connections any more: none go to it from now on, and
+        those waiting for it go elsewhere."""
+        self._gone.add(key)
+        queue = self._queues.pop(key, None)
+        if queue is None:
+            return
+        self._loop.remove_writer(queue.sock.fileno())
+        for conn, sid in queue.items:
+            self._reroute(conn, sid)

@@ -258,3 +258,28 @@ async def test_a_rolling_restart_refuses_no_connection(redis_server: Any) -> Non
             assert await client.call("pid") in new
         finally:
             await client.close()
+
+
+async def test_connections_wait_for_a_respawning_worker(redis_server: Any) -> None:
+    """The only worker SIGKILLed: connections made at once are held, not refused, and
+    served by its respawn."""
+    with one_port_master(redis_server.url, 1) as master:
+        await master.ready(WAIT)
+        old = master.worker_pids()[0]
+        os.kill(old, signal.SIGKILL)
+        raw = [socket.create_connection(("127.0.0.1", master.port)) for _ in range(20)]
+        made = [Client(f"c{i}", f"127.0.0.{2 + i}", "websocket") for i in range(5)]
+        try:
+            for conn in raw:  # sent before the master can have seen the exit
+                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            for conn in raw:
+                conn.settimeout(WAIT)
+                assert conn.recv(65536).startswith(b"HTTP/1.1 200 OK")
+            await asyncio.gather(*(c.connect(master.url(0)) for c in made))
+            pids = {await c.call("pid") for c in made}
+            assert pids == {master.worker_pids()[0]} and old not in pids
+            assert master.metric('sio_master_connections_total{outcome="no_worker"}') == 0
+        finally:
+            await asyncio.gather(*(c.close() for c in made))
+            for conn in raw:
+                conn.close()
