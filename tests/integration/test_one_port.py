@@ -11,16 +11,23 @@ import asyncio
 import collections
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 import socketio
 
-from tests.cluster import MasterProcess, until
+from bench.measure import free_port_block
+from sio_cluster.master.embedded_redis import free_port
+from tests.cluster import REPO, MasterProcess, until
 
 TRANSPORTS = {
     "websocket": ["websocket"],
@@ -283,3 +290,64 @@ async def test_connections_wait_for_a_respawning_worker(redis_server: Any) -> No
             await asyncio.gather(*(c.close() for c in made))
             for conn in raw:
                 conn.close()
+
+
+async def test_haproxy_in_front_of_two_one_port_hosts(
+    redis_server: Any, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    """``balancer-config haproxy --layout one-port``, run by the real HAProxy, in front of two
+    hosts (two masters on 127.0.0.10 and 127.0.0.11, one port each): a source address sticks
+    to one host, whose master hands each connection to the worker of its session."""
+    if shutil.which("haproxy") is None:
+        pytest.skip("haproxy is not installed (apt-get install haproxy; .ci/run does)")
+    port, listen = free_port_block(1), free_port()
+    hosts = ("127.0.0.10", "127.0.0.11")
+    masters = [
+        one_port_master(redis_server.url, 2, "--host", host, "--port", str(port)) for host in hosts
+    ]
+    config = subprocess.run(
+        [sys.executable, "-m", "sio_cluster", "balancer-config", "haproxy", "--workers", "2"]
+        + ["--port", str(port), "--hosts", ",".join(hosts), "--listen", f"127.0.0.1:{listen}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (tmp_path / "haproxy.cfg").write_text(config)
+    front = subprocess.Popen(
+        ["haproxy", "-f", str(tmp_path / "haproxy.cfg"), "-db"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    everyone: list[Client] = []
+    try:
+        for master in masters:
+            await master.ready(WAIT)
+        url = f"http://127.0.0.1:{listen}"
+
+        async def forwards() -> bool:
+            try:
+                async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as r:
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await until(forwards, WAIT, "haproxy forwards")
+        everyone = await connect_all(url, 12)
+        for c in everyone:
+            await c.call("join", "team")
+        await stream(redis_client, everyone, 10)
+        host_of = {pid: i for i, m in enumerate(masters) for pid in m.worker_pids().values()}
+        on = {c.name: host_of[await c.call("pid")] for c in everyone}
+        by_source = collections.defaultdict(set)
+        for i, c in enumerate(everyone):
+            by_source[i % 10].add(on[c.name])
+        assert all(len(h) == 1 for h in by_source.values()), by_source  # sticky by host
+        assert [c.name for c in everyone if c.disconnects] == []
+        assert not any(m.log_matches("Invalid session") for m in masters)
+    finally:
+        await asyncio.gather(*(c.close() for c in everyone))
+        front.terminate()
+        front.wait(10)
+        for master in masters:
+            master.cleanup()
