@@ -10,7 +10,8 @@ answers "Invalid session" (400) as any engine.io server does: the client starts 
 A dot never occurs in engine.io's own ids (url-safe base64) and needs no escaping in a URL.
 
 The connection itself travels over a Unix SOCK_SEQPACKET socketpair per worker, one message
-per connection: the byte :data:`CONNECTION` with the descriptor as SCM_RIGHTS.
+per connection: the byte :data:`CONNECTION` with the descriptor as SCM_RIGHTS, then, when a
+trusted balancer named the client (``--proxy-protocol``), its address as ``host port``.
 """
 
 from __future__ import annotations
@@ -30,3 +31,23 @@ def key_of_sid(sid: str) -> int | None:
     if not dot or not head.isdigit() or len(head) > 9 or not head.isascii():
         return None
     return int(head)
+
+
+def connection_message(source: tuple[str, int] | None) -> bytes:
+    """The message a connection travels with; ``source``: the client's, if a balancer said."""
+    if source is None:
+        return CONNECTION
+    host, port = source
+    return CONNECTION + f"{host} {port}".encode("ascii")
+
+
+def source_of(message: bytes) -> tuple[str, int] | None:
+    """The client address a hand-off message carries, or None (none, or unreadable)."""
+    try:
+        text = message[len(CONNECTION) :].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    host, space, port = text.partition(" ")
+    if not space or not port.isdigit() or not host:
+        return None
+    return host, int(port)
