@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from sio_cluster.common.choices import AdapterForm, LogFormat, LogLevel, SubscriptionMode
+from sio_cluster.common.forwarded import TrustedHosts
 from sio_cluster.common.redis.url import RedisUrlError, check_redis_url
 
 DEFAULT_APP = "sio_cluster.workers.demo:setup"
@@ -29,6 +30,9 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8000
     worker_ports: bool = False  # worker i listens on port + i; False: the master serves port
+    proxy_protocol: bool = False  # connections from --forwarded-allow-ips start with PROXY
+    proxy_headers: bool = False  # believe X-Forwarded-For from --forwarded-allow-ips
+    forwarded_allow_ips: str = "127.0.0.1"  # uvicorn's option and default
     redis_url: str | None = None
     patterns: tuple[str, ...] = ("ch:*",)
     app: str = DEFAULT_APP
@@ -71,6 +75,15 @@ class Config:
                 f"ports {self.port}..{self.port + ports - 1}, outside 1..65535"
                 if self.worker_ports
                 else f"--port {self.port} is outside 1..65535"
+            )
+        try:
+            TrustedHosts(self.forwarded_allow_ips)
+        except ValueError as exc:
+            raise ConfigError(f"--forwarded-allow-ips: {exc}") from None
+        if self.proxy_protocol and self.worker_ports:
+            raise ConfigError(
+                "--proxy-protocol needs the one port (not --worker-ports): the master reads "
+                "the header before it hands the connection over"
             )
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"--metrics-port must be 0..65535, got {self.metrics_port}")

@@ -59,6 +59,30 @@ def entry() -> None:
     "address), instead of every client on PORT through the master.",
 )
 @click.option(
+    "--proxy-protocol/--no-proxy-protocol",
+    default=False,
+    envvar="SIO_PROXY_PROTOCOL",
+    show_envvar=True,
+    help="Connections from --forwarded-allow-ips start with a PROXY protocol header (v1 or "
+    "v2, HAProxy's send-proxy): the client's address is taken from it. Needs the one port.",
+)
+@click.option(
+    "--proxy-headers/--no-proxy-headers",
+    default=False,
+    envvar="SIO_PROXY_HEADERS",
+    show_envvar=True,
+    help="Take the client's address from X-Forwarded-For when the peer is in "
+    "--forwarded-allow-ips.",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    default="127.0.0.1",
+    envvar="SIO_FORWARDED_ALLOW_IPS",
+    show_envvar=True,
+    help="Comma-separated addresses or networks trusted to name the client (PROXY header, "
+    "X-Forwarded-For); '*' trusts every peer.",
+)
+@click.option(
     "--redis-url",
     default=None,
     envvar="SIO_REDIS_URL",

@@ -218,7 +218,7 @@ class Metrics:
         self.connections = Counter(
             f"{PREFIX}_connections",
             "Connections accepted on the one port, by outcome (handed to a worker, "
-            "header_timeout, closed_early, no_worker, worker_busy)",
+            "header_timeout, closed_early, no_worker, worker_busy, bad_proxy_header)",
             ["outcome"],
             registry=r,
         )

@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from sio_cluster.common.config import Config
+from sio_cluster.common.forwarded import TrustedHosts
 from sio_cluster.common.redis.topology import Topology, topology_for
 from sio_cluster.legacy_store.schema import Schema
 from sio_cluster.legacy_store.socket_store import MembershipStore, NoStore, SocketStore
@@ -152,6 +153,7 @@ class Master:
                 self.supervisor,
                 self.table.sockets_per_worker,
                 lambda outcome: metrics.connections.labels(outcome=outcome).inc(),
+                TrustedHosts(config.forwarded_allow_ips) if config.proxy_protocol else None,
             )
 
     # ---- workers -> master (called by the supervisor's dispatch) ----------------

@@ -29,8 +29,10 @@ import socket
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
-from sio_cluster.wire.handoff import sid_prefix
+from sio_cluster.wire.handoff import sid_prefix, source_of
+from sio_cluster.workers.client_address import ClientAddress
 from sio_cluster.workers.header_deadline import HeaderDeadline
 
 log = logging.getLogger(__name__)
@@ -64,12 +66,17 @@ class HandoffSite(web.BaseSite):
     """
 
     def __init__(
-        self, runner: web.AppRunner, handoff: socket.socket, deadline: HeaderDeadline
+        self,
+        runner: web.AppRunner,
+        handoff: socket.socket,
+        deadline: HeaderDeadline,
+        addresses: ClientAddress,
     ) -> None:
         super().__init__(runner)
         self._app_runner = runner
         self._handoff = handoff
         self._deadline = deadline
+        self._addresses = addresses
         self._adopting: set[asyncio.Task[object]] = set()
         self._reading = False
 
@@ -108,15 +115,22 @@ class HandoffSite(web.BaseSite):
             if not message and not fds:  # the master is gone; the pipe says so too
                 self._stop_reading()
                 return
+            source = source_of(message)
             for fd in fds:
-                self._adopt(socket.socket(fileno=fd))
+                self._adopt(socket.socket(fileno=fd), None if source is None else source[0])
 
-    def _adopt(self, conn: socket.socket) -> None:
+    def _adopt(self, conn: socket.socket, client: str | None) -> None:
         conn.setblocking(False)
+        factory = self._factory
+        if client is not None:
+
+            def factory() -> RequestHandler:
+                handler = self._factory()
+                self._addresses.remember(handler, client)
+                return handler
+
         loop = asyncio.get_running_loop()
-        task: asyncio.Task[object] = loop.create_task(
-            loop.connect_accepted_socket(self._factory, conn)
-        )
+        task: asyncio.Task[object] = loop.create_task(loop.connect_accepted_socket(factory, conn))
         self._adopting.add(task)
         task.add_done_callback(functools.partial(self._adopted, conn))
 

@@ -21,6 +21,7 @@ import socketio
 from aiohttp import web
 
 from sio_cluster.common.config import Config
+from sio_cluster.common.forwarded import TrustedHosts
 from sio_cluster.common.logformat import adopt_library_loggers
 from sio_cluster.wire.frames import (
     BAD_CLIENTS_DROPPED,
@@ -45,6 +46,7 @@ from sio_cluster.wire.link import FrameLink
 from sio_cluster.workers import lost_sessions, patches
 from sio_cluster.workers.admin import AdminUI
 from sio_cluster.workers.app_loader import AppLoadError, apply_app, describe_error, load_app
+from sio_cluster.workers.client_address import ClientAddress
 from sio_cluster.workers.eio3.translate import Eio3Clients
 from sio_cluster.workers.handoff import HandoffSite, close_after_response, prefix_sids
 from sio_cluster.workers.header_deadline import DeadlineSite, HeaderDeadline
@@ -238,6 +240,12 @@ class Worker:
             self._cannot_start(str(exc))
         self.link.send(Hello(self.worker_id, os.getpid(), self._namespaces(sio)).encode())
 
+        addresses = ClientAddress(
+            TrustedHosts(config.forwarded_allow_ips) if config.proxy_headers else None,
+            config.header_timeout,
+        )
+        if config.proxy_headers or config.proxy_protocol:
+            app.middlewares.append(addresses.middleware)
         if self.handoff_fd != NO_HANDOFF:
             prefix_sids(sio.eio, self.key)
             app.on_response_prepare.append(close_after_response)
@@ -252,7 +260,8 @@ class Worker:
         await runner.setup()
         site: web.BaseSite
         if self.handoff_fd != NO_HANDOFF:
-            site = HandoffSite(runner, socket.socket(fileno=self.handoff_fd), deadline)
+            handoff = socket.socket(fileno=self.handoff_fd)
+            site = HandoffSite(runner, handoff, deadline, addresses)
             await site.start()
             log.info("serving %s:%d through the master", config.host, self.port)
         else:

@@ -29,10 +29,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sio_cluster.common.forwarded import TrustedHosts
 from sio_cluster.common.ratelimit import RateLimitedLogger
+from sio_cluster.master.acceptor import proxy_protocol
 from sio_cluster.master.acceptor.balance import Balancer
 from sio_cluster.master.acceptor.request_line import Incomplete, first_request
-from sio_cluster.wire.handoff import CONNECTION
+from sio_cluster.wire.handoff import connection_message
 
 log = logging.getLogger(__name__)
 limited = RateLimitedLogger(log)
@@ -64,6 +66,8 @@ class _Pending:
     retry: asyncio.TimerHandle | None = None
     reading: bool = False
     waiting_for_worker: bool = False  # its request line is here; no worker serves yet
+    proxied: bool = False  # a PROXY header is expected first (and not yet consumed)
+    source: tuple[str, int] | None = None  # the client, as the PROXY header named it
 
 
 @dataclass
@@ -71,7 +75,9 @@ class _Queue:
     """Connections for one worker waiting for its hand-off socket to take them."""
 
     sock: socket.socket
-    items: deque[tuple[socket.socket, str | None]] = field(default_factory=deque)
+    items: deque[tuple[socket.socket, str | None, tuple[str, int] | None]] = field(
+        default_factory=deque
+    )
 
 
 class Acceptor:
@@ -85,13 +91,17 @@ class Acceptor:
         workers: Workers,
         sockets: Callable[[], Mapping[int, int]],
         count: Callable[[str], None],
+        proxies: TrustedHosts | None = None,
     ) -> None:
+        """``proxies``: with ``--proxy-protocol``, the peers whose connections start with a
+        PROXY header (``--forwarded-allow-ips``); None reads none."""
         self.address = (host, port)
         self.header_timeout = header_timeout
         self._workers = workers
         self._sockets = sockets
         self._count = count
         self._balancer = Balancer()
+        self._proxies = proxies
         self._listener: socket.socket | None = None
         self._pending: set[_Pending] = set()
         self._queues: dict[int, _Queue] = {}
@@ -128,7 +138,7 @@ class Acceptor:
             self._drop(pending)
         for queue in self._queues.values():
             self._loop.remove_writer(queue.sock.fileno())
-            for conn, _ in queue.items:
+            for conn, _, _ in queue.items:
                 conn.close()
         self._queues.clear()
 
@@ -145,14 +155,14 @@ class Acceptor:
         assert self._listener is not None
         for _ in range(ACCEPTS_PER_WAKEUP):
             try:
-                conn, _ = self._listener.accept()
+                conn, peer = self._listener.accept()
             except BlockingIOError:
                 return
             except OSError as exc:  # out of descriptors, say: the backlog keeps the rest
                 limited.log(logging.ERROR, "accept", "cannot accept a connection: %s", exc)
                 return
             conn.setblocking(False)
-            pending = _Pending(conn)
+            pending = _Pending(conn, proxied=self._proxies is not None and peer[0] in self._proxies)
             pending.expiry = self._loop.call_later(self.header_timeout, self._expire, pending)
             self._pending.add(pending)
             self._peek(pending)
@@ -170,11 +180,36 @@ class Acceptor:
         if not data:
             self._drop(pending, "closed_early")
             return
+        if pending.proxied:
+            self._proxy_header(pending, data)
+            return
         decision = first_request(data, PEEK_BYTES)
         if isinstance(decision, Incomplete):
             pending.retry = self._loop.call_later(PEEK_RETRY, self._peek, pending)
             return
         self._route(pending, decision.sid)
+
+    def _proxy_header(self, pending: _Pending, data: bytes) -> None:
+        """Consume the PROXY header (exactly its bytes), keep the client it names, then
+        peek at the request line behind it."""
+        header = proxy_protocol.parse(data)
+        if isinstance(header, proxy_protocol.NeedMore):
+            pending.retry = self._loop.call_later(PEEK_RETRY, self._peek, pending)
+            return
+        if isinstance(header, proxy_protocol.Invalid):
+            limited.log(logging.WARNING, "proxy", "closed a connection: %s", header.reason)
+            self._drop(pending, "bad_proxy_header")
+            return
+        try:
+            consumed = pending.sock.recv(header.length)  # peeked: they are in the buffer
+        except OSError:
+            consumed = b""
+        if len(consumed) != header.length:
+            self._drop(pending, "closed_early")
+            return
+        pending.proxied = False
+        pending.source = header.source
+        self._peek(pending)
 
     def _wait_readable(self, pending: _Pending) -> None:
         pending.reading = True
@@ -230,16 +265,25 @@ class Acceptor:
             pending.retry = self._loop.call_later(NO_WORKER_RETRY, self._route, pending, sid)
             return
         self._release(pending)
-        self._hand(key, handoff, pending.sock, sid)
+        self._hand(key, handoff, pending.sock, sid, pending.source)
 
-    def _reroute(self, conn: socket.socket, sid: str | None) -> None:
+    def _reroute(
+        self, conn: socket.socket, sid: str | None, source: tuple[str, int] | None
+    ) -> None:
         """``conn`` could not reach its worker (it died): route it again, as if just read."""
-        pending = _Pending(conn)
+        pending = _Pending(conn, source=source)
         pending.expiry = self._loop.call_later(self.header_timeout, self._expire, pending)
         self._pending.add(pending)
         self._route(pending, sid)
 
-    def _hand(self, key: int, handoff: socket.socket, conn: socket.socket, sid: str | None) -> None:
+    def _hand(
+        self,
+        key: int,
+        handoff: socket.socket,
+        conn: socket.socket,
+        sid: str | None,
+        source: tuple[str, int] | None,
+    ) -> None:
         queue = self._queues.get(key)
         if queue is not None:
             if len(queue.items) >= MAX_QUEUED:
@@ -247,22 +291,24 @@ class Acceptor:
                 conn.close()
                 self._count("worker_busy")
                 return
-            queue.items.append((conn, sid))
+            queue.items.append((conn, sid, source))
             return
-        sent = self._send(handoff, conn)
+        sent = self._send(handoff, conn, source)
         if sent is None:
             queue = self._queues[key] = _Queue(handoff)
-            queue.items.append((conn, sid))
+            queue.items.append((conn, sid, source))
             self._loop.add_writer(handoff.fileno(), self._drain, key)
         elif not sent:
             self._worker_gone(key)
-            self._reroute(conn, sid)
+            self._reroute(conn, sid, source)
 
-    def _send(self, handoff: socket.socket, conn: socket.socket) -> bool | None:
+    def _send(
+        self, handoff: socket.socket, conn: socket.socket, source: tuple[str, int] | None
+    ) -> bool | None:
         """Pass ``conn`` on and close it here: True. None if the hand-off socket is full,
         False if the worker is gone (its exit not yet seen); ``conn`` is kept then."""
         try:
-            socket.send_fds(handoff, [CONNECTION], [conn.fileno()])
+            socket.send_fds(handoff, [connection_message(source)], [conn.fileno()])
         except BlockingIOError:
             return None
         except OSError as exc:
@@ -275,7 +321,8 @@ class Acceptor:
     def _drain(self, key: int) -> None:
         queue = self._queues[key]
         while queue.items:
-            sent = self._send(queue.sock, queue.items[0][0])
+            conn, _, source = queue.items[0]
+            sent = self._send(queue.sock, conn, source)
             if sent is None:
                 return
             if not sent:
@@ -293,5 +340,5 @@ class Acceptor:
         if queue is None:
             return
         self._loop.remove_writer(queue.sock.fileno())
-        for conn, sid in queue.items:
-            self._reroute(conn, sid)
+        for conn, sid, source in queue.items:
+            self._reroute(conn, sid, source)

@@ -40,6 +40,8 @@ def test_one_line_per_key_per_interval_then_the_held_back_count(
         ({"metrics_port": 70000}, "--metrics-port must be"),
         ({"metrics_port": 8001, "port": 8000, "workers": 2, "worker_ports": True}, "collides"),
         ({"metrics_port": 8000, "port": 8000, "workers": 2}, "collides with --port"),
+        ({"forwarded_allow_ips": "127.0.0.1,localhost"}, "--forwarded-allow-ips"),
+        ({"proxy_protocol": True, "worker_ports": True}, "needs the one port"),
         ({"patterns": ()}, "--pattern"),
         ({"patterns": ("",)}, "--pattern"),
         ({"max_message_bytes": 0}, "--max-message-bytes"),

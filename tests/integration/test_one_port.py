@@ -351,3 +351,79 @@ async def test_haproxy_in_front_of_two_one_port_hosts(
         front.wait(10)
         for master in masters:
             master.cleanup()
+
+
+def exchange(port: int, data: bytes, source: str = "127.0.0.1") -> bytes:
+    """Send ``data`` on a new connection from ``source``; everything answered until close."""
+    with socket.create_connection(("127.0.0.1", port), WAIT, (source, 0)) as conn:
+        conn.sendall(data)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def polling(method: str, sid: str | None, body: bytes = b"") -> bytes:
+    query = "EIO=4&transport=polling" + (f"&sid={sid}" if sid else "")
+    return (
+        f"{method} /socket.io/?{query} HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Length: {len(body)}\r\nContent-Type: text/plain\r\n\r\n"
+    ).encode() + body
+
+
+V2_CLIENT = (  # PROXY v2, TCP over IPv4, from 203.0.113.7:51000 to 10.0.0.1:80
+    b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c"
+    + bytes([203, 0, 113, 7, 10, 0, 0, 1])
+    + (51000).to_bytes(2, "big")
+    + (80).to_bytes(2, "big")
+)
+
+
+@pytest.mark.parametrize(
+    ("header", "client"),
+    [(V2_CLIENT, "203.0.113.7"), (b"PROXY TCP6 2001:db8::5 ::1 4000 80\r\n", "2001:db8::5")],
+)
+async def test_the_proxy_protocol_names_the_client(
+    redis_server: Any, header: bytes, client: str
+) -> None:
+    extra = ("--proxy-protocol", "--app", "tests.address_app:setup")
+    with one_port_master(redis_server.url, 2, *extra) as master:
+        await master.ready(WAIT)
+        port = master.port
+        opened = exchange(port, header + polling("GET", None))
+        sid = json.loads(opened.partition(b"\r\n\r\n")[2][1:])["sid"]
+        assert exchange(port, header + polling("POST", sid, b"40")).endswith(b"OK")
+        assert b"40{" in exchange(port, header + polling("GET", sid))
+        assert exchange(port, header + polling("POST", sid, b'421["remote"]')).endswith(b"OK")
+        assert f'431["{client}"]'.encode() in exchange(port, header + polling("GET", sid))
+        # a peer outside --forwarded-allow-ips sends no header, and is itself the client
+        assert exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", "127.0.0.2").startswith(
+            b"HTTP/1.1 200 OK"
+        )
+        # a trusted peer that sends none is closed and counted
+        try:
+            answer = exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        except ConnectionResetError:  # closed with the request unread: a reset
+            answer = b""
+        assert answer == b""
+        assert master.metric('sio_master_connections_total{outcome="bad_proxy_header"}') == 1
+
+
+async def test_x_forwarded_for_is_believed_from_a_trusted_peer_only(redis_server: Any) -> None:
+    extra = ("--proxy-headers", "--app", "tests.address_app:setup")
+    with one_port_master(redis_server.url, 1, *extra) as master:
+        await master.ready(WAIT)
+        answers = {}
+        for source in ("127.0.0.1", "127.0.0.2"):
+            c = Client(source, source, "polling")
+            try:
+                await c.sio.connect(
+                    master.url(0),
+                    transports=["polling"],
+                    headers={"X-Forwarded-For": "198.51.100.9, 127.0.0.1"},
+                    wait_timeout=WAIT,
+                )
+                answers[source] = await c.call("remote")
+            finally:
+                await c.close()
+        assert answers == {"127.0.0.1": "198.51.100.9", "127.0.0.2": "127.0.0.2"}
