@@ -44,6 +44,7 @@ class Layout:
     port: int
     workers: int
     worker_ports: bool = True  # one server per worker (port + i); False: per host (port)
+    send_proxy: bool = False  # the client's address in a PROXY v2 header (--proxy-protocol)
 
     def servers(self) -> list[tuple[str, str, int]]:
         """``(name, host, port)`` of every worker of every host, or of every host's port."""
@@ -65,6 +66,7 @@ class Layout:
 def haproxy(layout: Layout) -> str:
     servers = "\n".join(
         f"    server {name} {host}:{port} check inter 1s fall 2 rise 1"
+        + (" send-proxy-v2 check-send-proxy" if layout.send_proxy else "")
         for name, host, port in layout.servers()
     )
     return f"""# sio-master balancer-config haproxy: {layout.what}
@@ -91,6 +93,7 @@ backend workers
 
 
 def nginx(layout: Layout) -> str:
+    proxy_protocol = "\n        proxy_protocol on;" if layout.send_proxy else ""
     servers = "\n".join(
         f"        server {host}:{port} max_fails=0;" for _, host, port in layout.servers()
     )
@@ -113,7 +116,7 @@ stream {{
         proxy_pass socketio_workers;
         proxy_connect_timeout 2s;
         proxy_timeout {TUNNEL_TIMEOUT};
-        proxy_next_upstream off;
+        proxy_next_upstream off;{proxy_protocol}
     }}
 }}
 """
@@ -141,6 +144,12 @@ def main(argv: list[str]) -> None:
         "--hosts", default="127.0.0.1", help="comma-separated addresses of the hosts' workers"
     )
     parser.add_argument("--listen", default="0.0.0.0:80", help="where the balancer listens")
+    parser.add_argument(
+        "--send-proxy",
+        action="store_true",
+        help="send the client's address in a PROXY header (the hosts run --proxy-protocol, "
+        "with the balancer in --forwarded-allow-ips); one-port layout only",
+    )
     args = parser.parse_args(argv)
     listen_host, _, listen_port = args.listen.rpartition(":")
     hosts = tuple(h.strip() for h in args.hosts.split(",") if h.strip())
@@ -149,5 +158,9 @@ def main(argv: list[str]) -> None:
     worker_ports = args.layout == "worker-ports"
     if args.port + (args.workers - 1 if worker_ports else 0) > 65535:
         parser.error("--port and --workers go past port 65535")
-    layout = Layout(listen_host, int(listen_port), hosts, args.port, args.workers, worker_ports)
+    if args.send_proxy and worker_ports:
+        parser.error("--send-proxy needs --layout one-port (the master reads the header)")
+    layout = Layout(
+        listen_host, int(listen_port), hosts, args.port, args.workers, worker_ports, args.send_proxy
+    )
     sys.stdout.write(RENDERERS[args.kind](layout))

@@ -292,47 +292,55 @@ async def test_connections_wait_for_a_respawning_worker(redis_server: Any) -> No
                 conn.close()
 
 
+def haproxy(
+    folder: Path, port: int, hosts: tuple[str, ...], listen: int, *extra: str
+) -> subprocess.Popen[bytes]:
+    """The real HAProxy on what ``balancer-config haproxy`` prints for one-port hosts."""
+    if shutil.which("haproxy") is None:
+        pytest.skip("haproxy is not installed (apt-get install haproxy; .ci/run does)")
+    config = subprocess.run(
+        [sys.executable, "-m", "sio_cluster", "balancer-config", "haproxy", "--workers", "2"]
+        + ["--port", str(port), "--hosts", ",".join(hosts), "--listen", f"127.0.0.1:{listen}"]
+        + list(extra),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (folder / "haproxy.cfg").write_text(config)
+    return subprocess.Popen(
+        ["haproxy", "-f", str(folder / "haproxy.cfg"), "-db"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def forwards(url: str) -> bool:
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as response:
+            return response.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
 async def test_haproxy_in_front_of_two_one_port_hosts(
     redis_server: Any, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
     """``balancer-config haproxy --layout one-port``, run by the real HAProxy, in front of two
     hosts (two masters on 127.0.0.10 and 127.0.0.11, one port each): a source address sticks
     to one host, whose master hands each connection to the worker of its session."""
-    if shutil.which("haproxy") is None:
-        pytest.skip("haproxy is not installed (apt-get install haproxy; .ci/run does)")
     port, listen = free_port_block(1), free_port()
     hosts = ("127.0.0.10", "127.0.0.11")
     masters = [
         one_port_master(redis_server.url, 2, "--host", host, "--port", str(port)) for host in hosts
     ]
-    config = subprocess.run(
-        [sys.executable, "-m", "sio_cluster", "balancer-config", "haproxy", "--workers", "2"]
-        + ["--port", str(port), "--hosts", ",".join(hosts), "--listen", f"127.0.0.1:{listen}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    (tmp_path / "haproxy.cfg").write_text(config)
-    front = subprocess.Popen(
-        ["haproxy", "-f", str(tmp_path / "haproxy.cfg"), "-db"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    front = haproxy(tmp_path, port, hosts, listen)
     everyone: list[Client] = []
     try:
         for master in masters:
             await master.ready(WAIT)
         url = f"http://127.0.0.1:{listen}"
-
-        async def forwards() -> bool:
-            try:
-                async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as r:
-                    return r.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await until(forwards, WAIT, "haproxy forwards")
+        await until(lambda: forwards(url), WAIT, "haproxy forwards")
         everyone = await connect_all(url, 12)
         for c in everyone:
             await c.call("join", "team")
@@ -427,3 +435,27 @@ async def test_x_forwarded_for_is_believed_from_a_trusted_peer_only(redis_server
             finally:
                 await c.close()
         assert answers == {"127.0.0.1": "198.51.100.9", "127.0.0.2": "127.0.0.2"}
+
+
+async def test_haproxy_send_proxy_gives_the_app_the_client_address(
+    redis_server: Any, tmp_path: Path
+) -> None:
+    """``balancer-config haproxy --send-proxy`` in front of a ``--proxy-protocol`` host: the
+    app sees each client's own address, not HAProxy's, over polling and websocket."""
+    extra = ("--proxy-protocol", "--app", "tests.address_app:setup")
+    with one_port_master(redis_server.url, 2, *extra) as master:
+        listen = free_port()
+        front = haproxy(tmp_path, master.port, ("127.0.0.1",), listen, "--send-proxy")
+        made: list[Client] = []
+        try:
+            await master.ready(WAIT)
+            url = f"http://127.0.0.1:{listen}"
+            await until(lambda: forwards(url), WAIT, "haproxy forwards")
+            for i, transport in enumerate(TRANSPORTS):
+                made.append(await Client(f"c{i}", f"127.0.0.{5 + i}", transport).connect(url))
+            assert [await c.call("remote") for c in made] == ["127.0.0.5", "127.0.0.6", "127.0.0.7"]
+            assert master.metric('sio_master_connections_total{outcome="bad_proxy_header"}') == 0
+        finally:
+            await asyncio.gather(*(c.close() for c in made))
+            front.terminate()
+            front.wait(10)

@@ -49,6 +49,15 @@ def test_one_port_has_one_server_per_host_on_its_port() -> None:
     assert addresses == ["10.0.0.1:9000", "10.0.0.2:9000"]
 
 
+def test_send_proxy_gives_the_client_address_to_one_port_hosts() -> None:
+    layout = Layout("0.0.0.0", 80, ("10.0.0.1",), 9000, 4, worker_ports=False, send_proxy=True)
+    assert "10.0.0.1:9000 check inter 1s fall 2 rise 1 send-proxy-v2 check-send-proxy" in (
+        haproxy(layout)
+    )
+    assert "proxy_protocol on;" in nginx(layout)
+    assert "send-proxy" not in haproxy(LAYOUT) and "proxy_protocol" not in nginx(LAYOUT)
+
+
 def test_the_default_layout_is_the_master_s_default() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "sio_cluster", "balancer-config", "haproxy", "--workers", "3"],
@@ -72,6 +81,7 @@ def test_the_default_layout_is_the_master_s_default() -> None:
         ["nginx", "--workers", "2", "--port", "65535", "--layout", "worker-ports"],
         ["nginx", "--workers", "2", "--port", "65536"],
         ["nginx", "--workers", "2", "--layout", "both"],
+        ["nginx", "--workers", "2", "--layout", "worker-ports", "--send-proxy"],
     ],
 )
 def test_bad_arguments_exit_2_with_a_reason(args: list[str]) -> None:
