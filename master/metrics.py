@@ -218,7 +218,8 @@ class Metrics:
         self.connections = Counter(
             f"{PREFIX}_connections",
             "Connections accepted on the one port, by outcome (handed to a worker, "
-            "header_timeout, closed_early, no_worker, worker_busy, bad_proxy_header)",
+            "header_timeout, closed_early, no_worker, worker_busy, bad_proxy_header; "
+            "handed_back by a stopping worker, then routed again)",
             ["outcome"],
             registry=r,
         )

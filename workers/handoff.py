@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import socket
 from collections.abc import Callable
 
@@ -95,7 +96,27 @@ class HandoffSite(web.BaseSite):
 
     async def stop(self) -> None:
         self._stop_reading()
+        self._hand_back()
         await super().stop()
+
+    def _hand_back(self) -> None:
+        """Give the master back what it passed and this stopping worker has not taken (it
+        stops passing any once it has told us to stop): their first request is still unread
+        in the kernel, and the master routes them again, to a serving worker."""
+        while True:
+            try:
+                message, fds, _, _ = socket.recv_fds(self._handoff, RECEIVE_BYTES, 1)
+            except OSError:  # BlockingIOError: nothing is left
+                return
+            if not message and not fds:
+                return
+            for fd in fds:
+                try:
+                    socket.send_fds(self._handoff, [message], [fd])
+                except OSError as exc:
+                    log.warning("could not hand a connection back to the master: %s", exc)
+                finally:
+                    os.close(fd)
 
     def _stop_reading(self) -> None:
         if self._reading:

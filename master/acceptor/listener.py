@@ -34,7 +34,7 @@ from sio_cluster.common.ratelimit import RateLimitedLogger
 from sio_cluster.master.acceptor import proxy_protocol
 from sio_cluster.master.acceptor.balance import Balancer
 from sio_cluster.master.acceptor.request_line import Incomplete, first_request
-from sio_cluster.wire.handoff import connection_message
+from sio_cluster.wire.handoff import connection_message, source_of
 
 log = logging.getLogger(__name__)
 limited = RateLimitedLogger(log)
@@ -106,6 +106,7 @@ class Acceptor:
         self._pending: set[_Pending] = set()
         self._queues: dict[int, _Queue] = {}
         self._gone: set[int] = set()  # workers whose hand-off failed; their exit is coming
+        self._watched: dict[int, socket.socket] = {}  # hand-off sockets read for hand-backs
         self._loop = asyncio.get_running_loop()
 
     def listen(self) -> None:
@@ -136,6 +137,9 @@ class Acceptor:
             self._listener = None
         for pending in list(self._pending):
             self._drop(pending)
+        for handoff in self._watched.values():
+            self._loop.remove_reader(handoff.fileno())
+        self._watched.clear()
         for queue in self._queues.values():
             self._loop.remove_writer(queue.sock.fileno())
             for conn, _, _ in queue.items:
@@ -148,6 +152,9 @@ class Acceptor:
         self._worker_gone(key)
         self._gone.discard(key)
         self._balancer.forget(key)
+        handoff = self._watched.pop(key, None)
+        if handoff is not None:
+            self._loop.remove_reader(handoff.fileno())
 
     # ---- accept and peek -----------------------------------------------------------
 
@@ -161,11 +168,18 @@ class Acceptor:
             except OSError as exc:  # out of descriptors, say: the backlog keeps the rest
                 limited.log(logging.ERROR, "accept", "cannot accept a connection: %s", exc)
                 return
-            conn.setblocking(False)
-            pending = _Pending(conn, proxied=self._proxies is not None and peer[0] in self._proxies)
-            pending.expiry = self._loop.call_later(self.header_timeout, self._expire, pending)
-            self._pending.add(pending)
-            self._peek(pending)
+            proxied = self._proxies is not None and peer[0] in self._proxies
+            self._peek(self._track(conn, None, proxied))
+
+    def _track(
+        self, conn: socket.socket, source: tuple[str, int] | None, proxied: bool = False
+    ) -> _Pending:
+        """Watch ``conn`` until it is handed over, ``--header-timeout`` at most."""
+        conn.setblocking(False)
+        pending = _Pending(conn, proxied=proxied, source=source)
+        pending.expiry = self._loop.call_later(self.header_timeout, self._expire, pending)
+        self._pending.add(pending)
+        return pending
 
     def _peek(self, pending: _Pending) -> None:
         pending.retry = None
@@ -271,10 +285,7 @@ class Acceptor:
         self, conn: socket.socket, sid: str | None, source: tuple[str, int] | None
     ) -> None:
         """``conn`` could not reach its worker (it died): route it again, as if just read."""
-        pending = _Pending(conn, source=source)
-        pending.expiry = self._loop.call_later(self.header_timeout, self._expire, pending)
-        self._pending.add(pending)
-        self._route(pending, sid)
+        self._route(self._track(conn, source), sid)
 
     def _hand(
         self,
@@ -284,6 +295,9 @@ class Acceptor:
         sid: str | None,
         source: tuple[str, int] | None,
     ) -> None:
+        if key not in self._watched:
+            self._watched[key] = handoff
+            self._loop.add_reader(handoff.fileno(), self._handed_back, handoff)
         queue = self._queues.get(key)
         if queue is not None:
             if len(queue.items) >= MAX_QUEUED:
@@ -331,6 +345,22 @@ class Acceptor:
             queue.items.popleft()
         self._loop.remove_writer(queue.sock.fileno())
         del self._queues[key]
+
+    def _handed_back(self, handoff: socket.socket) -> None:
+        """A stopping worker gave back connections it had not taken (see
+        ``workers.handoff``): their first request is unread, so they are routed anew, with
+        the client address they travelled with."""
+        while True:
+            try:
+                message, fds, _, _ = socket.recv_fds(handoff, 64, 1)
+            except OSError:  # BlockingIOError: nothing more now
+                return
+            if not message and not fds:  # the worker is gone; its exit is handled
+                self._loop.remove_reader(handoff.fileno())
+                return
+            for fd in fds:
+                self._count("handed_back")
+                self._peek(self._track(socket.socket(fileno=fd), source_of(message)))
 
     def _worker_gone(self, key: int) -> None:
         """Worker ``key`` cannot take connections any more: none go to it from now on, and

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ import pytest
 import redis.asyncio as aioredis
 import socketio
 
-from bench.measure import free_port_block
+from bench.measure import free_port_block, is_running
 from sio_cluster.master.embedded_redis import free_port
 from tests.cluster import REPO, MasterProcess, until
 
@@ -95,11 +96,19 @@ async def stream(publisher: aioredis.Redis, everyone: list[Client], count: int) 
     for i in range(count):
         await publisher.publish("ch:num", json.dumps({"to": "team", "data": i}))
     await publisher.publish("ch:fence", json.dumps({"to": "team", "data": 0}))
-    await until(
-        lambda: all(len(c.got("fence")) > fences[c.name] for c in everyone),
-        WAIT,
-        "the fence at every client",
-    )
+    try:
+        await until(
+            lambda: all(len(c.got("fence")) > fences[c.name] for c in everyone),
+            WAIT,
+            "the fence at every client",
+        )
+    except AssertionError:  # say who is stuck where
+        late = [
+            (c.name, c.transport, c.sio.connected, c.disconnects, c.got("num")[before[c.name] :])
+            for c in everyone
+            if len(c.got("fence")) <= fences[c.name]
+        ]
+        raise AssertionError(f"no fence at {late}") from None
     for c in everyone:
         assert c.got("num")[before[c.name] :] == list(range(count)), c.name
 
@@ -239,10 +248,10 @@ async def test_a_rolling_restart_refuses_no_connection(redis_server: Any) -> Non
             nonlocal answered
             async with aiohttp.ClientSession() as http:
                 while not restarted:
-                    url = f"{master.url(0)}/healthz"
+                    url = f"{master.url(0)}/socket.io/?EIO=4&transport=polling"
                     try:
                         async with http.get(url) as response:
-                            body = await response.json()
+                            body = await response.text()
                             if response.status != 200:
                                 failures.append(f"{response.status} {body}")
                     except aiohttp.ClientError as exc:
@@ -274,6 +283,7 @@ async def test_connections_wait_for_a_respawning_worker(redis_server: Any) -> No
         await master.ready(WAIT)
         old = master.worker_pids()[0]
         os.kill(old, signal.SIGKILL)
+        await until(lambda: not is_running(old), WAIT, "the worker gone")
         raw = [socket.create_connection(("127.0.0.1", master.port)) for _ in range(20)]
         made = [Client(f"c{i}", f"127.0.0.{2 + i}", "websocket") for i in range(5)]
         try:
@@ -459,3 +469,44 @@ async def test_haproxy_send_proxy_gives_the_app_the_client_address(
             await asyncio.gather(*(c.close() for c in made))
             front.terminate()
             front.wait(10)
+
+
+def sigterm_pending(pid: int) -> bool:
+    """True once ``pid`` has a SIGTERM waiting (it is stopped, so not yet handled)."""
+    with open(f"/proc/{pid}/status") as status:
+        masks = [line.split()[1] for line in status if line.startswith(("SigPnd", "ShdPnd"))]
+    return any(int(mask, 16) & (1 << (signal.SIGTERM - 1)) for mask in masks)
+
+
+async def test_connections_passed_to_a_frozen_worker_replaced_are_served(
+    redis_server: Any,
+) -> None:
+    """Connections passed to a worker frozen (SIGSTOP) while they arrive, then told to stop by
+    a rolling restart and thawed, are all answered: taken before its SIGTERM is handled, or
+    given back unread and served by the new worker (which of the two is up to its event
+    loop: tests/workers/test_handoff.py checks the giving back itself), never reset."""
+    with one_port_master(redis_server.url, 1) as master:
+        await master.ready(WAIT)
+        old = master.worker_pids()[0]
+        os.kill(old, signal.SIGSTOP)
+        raw = [socket.create_connection(("127.0.0.1", master.port)) for _ in range(10)]
+        try:
+            for conn in raw:
+                conn.sendall(polling("GET", None))
+            await until(
+                lambda: master.metric('sio_master_connections_total{outcome="handed"}') == 10,
+                WAIT,
+                "all ten handed to the frozen worker",
+            )
+            master.signal(signal.SIGHUP)
+            await until(lambda: sigterm_pending(old), 60, "the frozen worker told to stop")
+            os.kill(old, signal.SIGCONT)
+            await master.wait_log("rolling restart done", timeout=60)
+            for conn in raw:
+                conn.settimeout(WAIT)
+                assert conn.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(old, signal.SIGCONT)
+            for conn in raw:
+                conn.close()
