@@ -334,6 +334,9 @@ class Acceptor:
 
     def _drain(self, key: int) -> None:
         queue = self._queues[key]
+        if key not in self._workers.serving():  # told to stop meanwhile: it takes no more
+            self._worker_gone(key)
+            return
         while queue.items:
             conn, _, source = queue.items[0]
             sent = self._send(queue.sock, conn, source)
