@@ -134,6 +134,9 @@ class Ours(System):
                 *self.extra,
             ],
             cwd=self.repo,
+            # every worker on its own port, as the peers' processes are (by environment: an
+            # older checkout run with --repo ignores a variable it does not know)
+            env={**os.environ, "SIO_WORKER_PORTS": "1"},
         )
 
     def message(self, target: str | None, payload: dict[str, Any]) -> tuple[str, bytes]:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from sio_cluster.common.choices import AdapterForm, LogFormat, LogLevel, SubscriptionMode
+from sio_cluster.common.forwarded import TrustedHosts
 from sio_cluster.common.redis.url import RedisUrlError, check_redis_url
 
 DEFAULT_APP = "sio_cluster.workers.demo:setup"
@@ -28,6 +29,10 @@ class Config:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     host: str = "127.0.0.1"
     port: int = 8000
+    worker_ports: bool = False  # worker i listens on port + i; False: the master serves port
+    proxy_protocol: bool = False  # connections from --forwarded-allow-ips start with PROXY
+    proxy_headers: bool = False  # believe X-Forwarded-For from --forwarded-allow-ips
+    forwarded_allow_ips: str = "127.0.0.1"  # uvicorn's option and default
     redis_url: str | None = None
     patterns: tuple[str, ...] = ("ch:*",)
     app: str = DEFAULT_APP
@@ -64,15 +69,30 @@ class Config:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}")
-        if not 1 <= self.port or self.port + self.workers - 1 > 65535:
+        ports = self.workers if self.worker_ports else 1
+        if not 1 <= self.port or self.port + ports - 1 > 65535:
             raise ConfigError(
-                f"--port {self.port} with {self.workers} workers needs ports "
-                f"{self.port}..{self.port + self.workers - 1}, outside 1..65535"
+                f"--port {self.port} with {self.workers} workers and --worker-ports needs "
+                f"ports {self.port}..{self.port + ports - 1}, outside 1..65535"
+                if self.worker_ports
+                else f"--port {self.port} is outside 1..65535"
+            )
+        try:
+            TrustedHosts(self.forwarded_allow_ips)
+        except ValueError as exc:
+            raise ConfigError(f"--forwarded-allow-ips: {exc}") from None
+        if self.proxy_protocol and self.worker_ports:
+            raise ConfigError(
+                "--proxy-protocol needs the one port (not --worker-ports): the master reads "
+                "the header before it hands the connection over"
             )
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"--metrics-port must be 0..65535, got {self.metrics_port}")
-        if self.metrics_port and self.port <= self.metrics_port < self.port + self.workers:
-            raise ConfigError(f"--metrics-port {self.metrics_port} collides with a worker port")
+        if self.metrics_port and self.port <= self.metrics_port < self.port + ports:
+            raise ConfigError(
+                f"--metrics-port {self.metrics_port} collides with "
+                + ("a worker port" if self.worker_ports else "--port")
+            )
         if not self.patterns or not all(self.patterns):
             raise ConfigError("--pattern needs at least one non-empty pattern")
         if not 1 <= self.max_message_bytes <= MAX_MESSAGE_BYTES_LIMIT:
@@ -145,8 +165,9 @@ class Config:
         return user, password
 
     def worker_port(self, worker_id: int) -> int:
-        """Worker ``i`` listens on ``port + i`` so an L4 balancer can front them."""
-        return self.port + worker_id
+        """With ``--worker-ports``, worker ``i`` listens on ``port + i`` so an L4 balancer
+        can front them; without, every worker serves ``port`` through the master."""
+        return self.port + worker_id if self.worker_ports else self.port
 
     def to_json(self) -> str:
         """The form a worker receives in its environment (see :meth:`from_json`)."""

@@ -71,7 +71,7 @@ def entry() -> None:
     default="127.0.0.1",
     envvar="SIO_HOST",
     show_envvar=True,
-    help="Address the workers listen on.",
+    help="Address the port (or, with --worker-ports, the workers) listens on.",
 )
 @click.option(
     "--port",
@@ -79,7 +79,40 @@ def entry() -> None:
     default=8000,
     envvar="SIO_PORT",
     show_envvar=True,
-    help="Worker i listens on PORT+i.",
+    help="The port every client connects to: the master accepts and hands each connection "
+    "to the worker of its session (with --worker-ports: worker i listens on PORT+i).",
+)
+@click.option(
+    "--worker-ports/--one-port",
+    default=False,
+    envvar="SIO_WORKER_PORTS",
+    show_envvar=True,
+    help="Worker i listens on PORT+i itself, for an external L4 balancer (sticky by source "
+    "address), instead of every client on PORT through the master.",
+)
+@click.option(
+    "--proxy-protocol/--no-proxy-protocol",
+    default=False,
+    envvar="SIO_PROXY_PROTOCOL",
+    show_envvar=True,
+    help="Connections from --forwarded-allow-ips start with a PROXY protocol header (v1 or "
+    "v2, HAProxy's send-proxy): the client's address is taken from it. Needs the one port.",
+)
+@click.option(
+    "--proxy-headers/--no-proxy-headers",
+    default=False,
+    envvar="SIO_PROXY_HEADERS",
+    show_envvar=True,
+    help="Take the client's address from X-Forwarded-For when the peer is in "
+    "--forwarded-allow-ips.",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    default="127.0.0.1",
+    envvar="SIO_FORWARDED_ALLOW_IPS",
+    show_envvar=True,
+    help="Comma-separated addresses or networks trusted to name the client (PROXY header, "
+    "X-Forwarded-For); '*' trusts every peer.",
 )
 @click.option(
     "--redis-url",

@@ -260,6 +260,14 @@ class Metrics:
             ["worker"],
             registry=r,
         )
+        self.connections = Counter(
+            f"{PREFIX}_connections",
+            "Connections accepted on the one port, by outcome (handed to a worker, "
+            "header_timeout, closed_early, no_worker, worker_busy, bad_proxy_header; "
+            "handed_back by a stopping worker, then routed again)",
+            ["outcome"],
+            registry=r,
+        )
 
     def watch_state(
         self,

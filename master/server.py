@@ -29,9 +29,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from sio_cluster.common.config import Config
+from sio_cluster.common.forwarded import TrustedHosts
 from sio_cluster.common.redis.topology import Topology, topology_for
 from sio_cluster.legacy_store.schema import Schema
 from sio_cluster.legacy_store.socket_store import MembershipStore, NoStore, SocketStore
+from sio_cluster.master.acceptor.listener import Acceptor
 from sio_cluster.master.bus.classic import ClusterBus
 from sio_cluster.master.bus.classic_wire import Channels
 from sio_cluster.master.bus.core import HostBus
@@ -144,6 +146,17 @@ class Master:
         self._prefixes = {p.encode(): event_prefix(p) for p in config.patterns}
         self._subscribed_namespaces: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self.acceptor: Acceptor | None = None
+        if not config.worker_ports:
+            self.acceptor = Acceptor(
+                config.host,
+                config.port,
+                config.header_timeout,
+                self.supervisor,
+                self.table.sockets_per_worker,
+                lambda outcome: metrics.connections.labels(outcome=outcome).inc(),
+                TrustedHosts(config.forwarded_allow_ips) if config.proxy_protocol else None,
+            )
 
     # ---- workers -> master (called by the supervisor's dispatch) ----------------
 
@@ -174,6 +187,8 @@ class Master:
         self.recovery.on_frame(worker, frame)
 
     def on_worker_exit(self, worker: int) -> None:
+        if self.acceptor is not None:
+            self.acceptor.forget(worker)
         self.recovery.worker_lost(self.table.sockets_of_worker(worker))
         dropped, emptied = self.table.drop_worker(worker)
         for namespace, room in emptied:
@@ -270,19 +285,34 @@ class Master:
     async def run(self, stop: asyncio.Event) -> int:
         """Startup, main loop until ``stop`` is set, shutdown; return the exit status."""
         tasks: list[asyncio.Task[None]] = []
+        config = self.config
+        if self.acceptor is not None:
+            try:
+                self.acceptor.listen()  # before any worker starts: a taken port fails at once
+            except OSError as exc:
+                log.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
+                return 1
         try:
             if not await self._start_workers(stop):
                 return 1
             if stop.is_set():
                 return 0
-            config = self.config
-            log.info(
-                "cluster ready: %d workers on %s ports %d-%d",
-                config.workers,
-                config.host,
-                config.port,
-                config.worker_port(config.workers - 1),
-            )
+            if self.acceptor is not None:
+                self.acceptor.start()
+                log.info(
+                    "cluster ready: %d workers behind %s port %d",
+                    config.workers,
+                    config.host,
+                    config.port,
+                )
+            else:
+                log.info(
+                    "cluster ready: %d workers on %s ports %d-%d",
+                    config.workers,
+                    config.host,
+                    config.port,
+                    config.worker_port(config.workers - 1),
+                )
             served = self.namespaces
             self._subscribe_namespaces(sorted(served) if isinstance(served, frozenset) else [])
             tasks = [
@@ -295,6 +325,8 @@ class Master:
             log.info("stopping")
             return 0
         finally:
+            if self.acceptor is not None:
+                self.acceptor.close()  # stop accepting: a stopping host takes no new clients
             await _cancel(tasks)
             await self.supervisor.stop()
             self.supervisor.kill_all()

@@ -57,6 +57,7 @@ from sio_cluster.wire.frames import (
     Sync,
     Synced,
 )
+from sio_cluster.wire.handoff import NO_HANDOFF
 from sio_cluster.wire.link import FrameLink
 from sio_cluster.wire.operations import ClusterOperation
 from sio_cluster.wire.rpc import Rpc, RpcError
@@ -135,6 +136,8 @@ class WorkerHandle:
     pipe_closed: asyncio.Event = field(default_factory=asyncio.Event)
     killed: bool = False  # killed for not answering pings: not killed twice
     sent: int = 0  # Broadcast frames queued for it, to compare with its BROADCASTS_READ
+    handoff: socket.socket | None = None  # one port per host: where its connections go
+    stopping: bool = False  # told to stop (SIGTERM): takes no new connections
 
     @property
     def pid(self) -> int:
@@ -184,6 +187,17 @@ class Supervisor:
     def alive(self) -> list[int]:
         """Workers (keys) running and ready: a worker still starting takes no requests."""
         return [k for k, h in self._handles.items() if h.alive and h.ready.is_set()]
+
+    def serving(self) -> list[int]:
+        """Workers (keys) that take new connections: ready, and not told to stop."""
+        return [
+            k for k, h in self._handles.items() if h.alive and h.ready.is_set() and not h.stopping
+        ]
+
+    def handoff_socket(self, key: int) -> socket.socket | None:
+        """Where worker ``key`` receives its connections (one port per host), if it runs."""
+        handle = self._handles.get(key)
+        return None if handle is None or not handle.alive else handle.handoff
 
     def alive_count(self) -> int:
         """How many worker ports have a live process (two during a rolling restart count once)."""
@@ -278,6 +292,10 @@ class Supervisor:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         parent_health, child_health = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         port = self.config.worker_port(worker_id)
+        handoff, handoff_child = None, None
+        if not self.config.worker_ports:
+            handoff, handoff_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            handoff.setblocking(False)
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -288,12 +306,22 @@ class Supervisor:
                 str(worker_id),
                 log_label(worker_id, generation),
                 str(child_health.fileno()),
-                pass_fds=(child_sock.fileno(), child_health.fileno()),
+                str(NO_HANDOFF if handoff_child is None else handoff_child.fileno()),
+                str(key),
+                pass_fds=tuple(
+                    s.fileno() for s in (child_sock, child_health, handoff_child) if s is not None
+                ),
                 env={**os.environ, WORKER_CONFIG_ENV: self.config.to_json()},
             )
+        except BaseException:
+            if handoff is not None:
+                handoff.close()
+            raise
         finally:
             child_sock.close()
             child_health.close()
+            if handoff_child is not None:
+                handoff_child.close()
         link = FrameLink(
             lambda frame, body: self._dispatch(handle, frame, body),
             lambda exc: handle.pipe_closed.set(),
@@ -311,7 +339,16 @@ class Supervisor:
             lambda operation: self._events.handle_request(key, operation),
         )
         handle = WorkerHandle(
-            key, worker_id, generation, port, process, link, health, rpc, respawn=respawn
+            key,
+            worker_id,
+            generation,
+            port,
+            process,
+            link,
+            health,
+            rpc,
+            respawn=respawn,
+            handoff=handoff,
         )
         self._handles[key] = handle
         await link.attach(parent_sock)  # the handle exists before any frame is read
@@ -407,6 +444,8 @@ class Supervisor:
         if handle.ready.is_set():
             self._count_lost(handle)
         self._events.on_worker_exit(handle.key)
+        if handle.handoff is not None:
+            handle.handoff.close()  # after the acceptor forgot it (on_worker_exit)
         if self._starting:
             return  # start() reports it
         self._handles.pop(handle.key, None)
@@ -469,6 +508,7 @@ class Supervisor:
         new.respawn = True
         for old in olds:
             old.respawn = False
+            old.stopping = True
             with contextlib.suppress(ProcessLookupError):
                 old.process.send_signal(signal.SIGTERM)
             try:
@@ -542,6 +582,7 @@ class Supervisor:
             self._health_task.cancel()
         handles = [h for h in self._handles.values() if h.process.returncode is None]
         for handle in handles:
+            handle.stopping = True
             with contextlib.suppress(ProcessLookupError):
                 handle.process.send_signal(signal.SIGTERM)
         waits = [asyncio.create_task(h.process.wait()) for h in handles]
@@ -560,6 +601,8 @@ class Supervisor:
         for handle in self._handles.values():
             handle.link.close()
             handle.health.close()
+            if handle.handoff is not None:
+                handle.handoff.close()
 
     def kill_all(self) -> None:
         """Last resort on an unexpected master error: no worker may outlive us."""

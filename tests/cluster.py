@@ -97,9 +97,14 @@ class MasterProcess:
         extra: Sequence[str] = (),
         app: str = PROBE_APP,
         cwd: Path = REPO,
+        one_port: bool = False,
     ) -> None:
+        """``one_port``: every client on one port through the master (the default of
+        ``sio-master``); otherwise ``--worker-ports``, worker ``i`` on ``port + i``, which
+        most tests use to put a client on a chosen worker."""
         self.workers = workers
         self.cwd = cwd
+        self.one_port = one_port
         self.port = free_port_block(workers + 1)
         self.metrics_port = self.port + workers
         self.args = [
@@ -121,6 +126,8 @@ class MasterProcess:
             "--graceful-timeout",
             "5",
         ]
+        if not one_port:
+            self.args.append("--worker-ports")
         if redis_url is not None:
             self.args += ["--redis-url", redis_url]
         self.args += list(extra)
@@ -146,7 +153,7 @@ class MasterProcess:
         return self.proc.pid
 
     def port_of(self, worker: int) -> int:
-        return self.port + worker
+        return self.port if self.one_port else self.port + worker
 
     def url(self, worker: int) -> str:
         return f"http://127.0.0.1:{self.port_of(worker)}"

@@ -45,6 +45,16 @@ class HeaderDeadline:
         loop = asyncio.get_running_loop()
         self._timers[connection] = loop.call_later(self.seconds, self._expire, connection)
 
+    def watched(self, server: web.Server) -> Callable[[], RequestHandler]:
+        """A protocol factory for ``server`` whose every connection is watched."""
+
+        def connection() -> RequestHandler:
+            handler = server()
+            self.watch(handler)
+            return handler
+
+        return connection
+
     def _expire(self, connection: RequestHandler) -> None:
         del self._timers[connection]
         transport = connection.transport
@@ -81,16 +91,10 @@ class DeadlineSite(web.BaseSite):
         await super().start()
         server = self._app_runner.server
         assert server is not None  # the runner is set up before its sites start
-
-        def connection() -> RequestHandler:
-            handler = server()
-            self._deadline.watch(handler)
-            return handler
-
         host, port = self._address
         # reuse_port: during a rolling restart the new process listens beside the old one
         self._listener = await asyncio.get_running_loop().create_server(
-            connection, host, port, reuse_address=True, reuse_port=True
+            self._deadline.watched(server), host, port, reuse_address=True, reuse_port=True
         )
 
     async def stop(self) -> None:

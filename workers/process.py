@@ -25,6 +25,7 @@ import socketio
 from aiohttp import web
 
 from sio_cluster.common.config import Config
+from sio_cluster.common.forwarded import TrustedHosts
 from sio_cluster.common.logformat import adopt_library_loggers
 from sio_cluster.common.memtrim import MemoryTrimmer
 from sio_cluster.wire.frames import (
@@ -47,6 +48,7 @@ from sio_cluster.wire.frames import (
     Restored,
     Synced,
 )
+from sio_cluster.wire.handoff import NO_HANDOFF
 from sio_cluster.wire.link import FrameLink
 from sio_cluster.workers import lost_sessions, patches
 from sio_cluster.workers.admin import AdminUI
@@ -55,7 +57,9 @@ from sio_cluster.workers.apps import environ
 from sio_cluster.workers.apps.adopt import Origins, adopt
 from sio_cluster.workers.apps.asgi_bridge import AsgiBridge
 from sio_cluster.workers.apps.forms import AiohttpApp, AsgiApp, SetupApp, UserApp, identify
+from sio_cluster.workers.client_address import ClientAddress
 from sio_cluster.workers.eio3.translate import Eio3Clients
+from sio_cluster.workers.handoff import HandoffSite, close_after_response, prefix_sids
 from sio_cluster.workers.header_deadline import DeadlineSite, HeaderDeadline
 from sio_cluster.workers.manager import ClusterManager
 from sio_cluster.workers.partial_packets import PartialPackets
@@ -78,10 +82,14 @@ QUIET_BROADCASTS = 1000  # fewer read between two pings: quiet enough to trim me
 class Worker:
     """Serves Socket.IO on one port and exchanges frames with the master."""
 
-    def __init__(self, worker_id: int, config: Config) -> None:
+    def __init__(
+        self, worker_id: int, config: Config, handoff_fd: int = NO_HANDOFF, key: int = 0
+    ) -> None:
         self.worker_id = worker_id
         self.config = config
         self.port = config.worker_port(worker_id)
+        self.handoff_fd = handoff_fd  # one port per host: the master hands connections here
+        self.key = key
         # built before the pipe is read: a frame may be waiting in it already
         self.link = FrameLink(self.on_frame, self.on_lost, config.worker_buffer_bytes)
         self.health = FrameLink(self.on_health, lambda exc: None, config.worker_buffer_bytes)
@@ -280,6 +288,15 @@ class Worker:
                 )
         self.link.send(Hello(self.worker_id, os.getpid(), self._namespaces(sio)).encode())
 
+        addresses = ClientAddress(
+            TrustedHosts(config.forwarded_allow_ips) if config.proxy_headers else None,
+            config.header_timeout,
+        )
+        if config.proxy_headers or config.proxy_protocol:
+            app.middlewares.append(addresses.middleware)
+        if self.handoff_fd != NO_HANDOFF:
+            prefix_sids(sio.eio, self.key)
+            app.on_response_prepare.append(close_after_response)
         if bridge is not None:
             sio.attach(app, bridge.reserved)
             app.router.add_route("*", "/{tail:.*}", bridge.handle)  # after every other route
@@ -293,12 +310,19 @@ class Worker:
             keepalive_timeout=KEEPALIVE_SECONDS,
         )
         await runner.setup()
-        site = DeadlineSite(runner, config.host, self.port, deadline)
-        try:
+        site: web.BaseSite
+        if self.handoff_fd != NO_HANDOFF:
+            handoff = socket.socket(fileno=self.handoff_fd)
+            site = HandoffSite(runner, handoff, deadline, addresses)
             await site.start()
-        except OSError as exc:
-            self._cannot_start(f"cannot listen on {config.host}:{self.port}: {exc}")
-        log.info("listening on %s:%d", config.host, self.port)
+            log.info("serving %s:%d through the master", config.host, self.port)
+        else:
+            site = DeadlineSite(runner, config.host, self.port, deadline)
+            try:
+                await site.start()
+            except OSError as exc:
+                self._cannot_start(f"cannot listen on {config.host}:{self.port}: {exc}")
+            log.info("listening on %s:%d", config.host, self.port)
         self.link.send(Ready(self.port).encode(), droppable=False)
 
         await self._stop.wait()
@@ -358,11 +382,11 @@ class Worker:
         log.info("stopped")
 
 
-def run(worker_id: int, fd: int, health_fd: int, config: Config) -> None:
+def run(worker_id: int, fd: int, health_fd: int, config: Config, handoff_fd: int, key: int) -> None:
     """Process entry point: serve on uvloop, then exit."""
     import uvloop
 
-    orphaned = uvloop.run(Worker(worker_id, config).serve(fd, health_fd))
+    orphaned = uvloop.run(Worker(worker_id, config, handoff_fd, key).serve(fd, health_fd))
     if orphaned:
         # Nobody supervises us any more: skip interpreter teardown so the exit is prompt.
         logging.shutdown()

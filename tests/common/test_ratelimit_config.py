@@ -35,9 +35,13 @@ def test_one_line_per_key_per_interval_then_the_held_back_count(
     [
         ({"workers": 0}, "--workers must be at least 1"),
         ({"port": 0}, "outside 1..65535"),
-        ({"port": 65535, "workers": 2}, "outside 1..65535"),
+        ({"port": 65535, "workers": 2, "worker_ports": True}, "outside 1..65535"),
+        ({"port": 65536, "workers": 2}, "outside 1..65535"),
         ({"metrics_port": 70000}, "--metrics-port must be"),
-        ({"metrics_port": 8001, "port": 8000, "workers": 2}, "collides"),
+        ({"metrics_port": 8001, "port": 8000, "workers": 2, "worker_ports": True}, "collides"),
+        ({"metrics_port": 8000, "port": 8000, "workers": 2}, "collides with --port"),
+        ({"forwarded_allow_ips": "127.0.0.1,localhost"}, "--forwarded-allow-ips"),
+        ({"proxy_protocol": True, "worker_ports": True}, "needs the one port"),
         ({"patterns": ()}, "--pattern"),
         ({"patterns": ("",)}, "--pattern"),
         ({"max_message_bytes": 0}, "--max-message-bytes"),
@@ -62,8 +66,13 @@ def test_bad_configuration_is_refused(kwargs: dict[str, Any], message: str) -> N
 
 
 def test_worker_ports_follow_the_base_port() -> None:
-    config = Config(workers=3, port=9000, redis_url="unix:///tmp/r.sock")
+    config = Config(workers=3, port=9000, redis_url="unix:///tmp/r.sock", worker_ports=True)
     assert [config.worker_port(i) for i in range(3)] == [9000, 9001, 9002]
+
+
+def test_one_port_needs_only_the_base_port() -> None:
+    config = Config(workers=3, port=65535, metrics_port=65534)
+    assert [config.worker_port(i) for i in range(3)] == [65535, 65535, 65535]
 
 
 def test_a_worker_gets_the_same_typed_config() -> None:

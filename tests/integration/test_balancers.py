@@ -49,7 +49,8 @@ class Balancer:
         self.port = free_port()
         config = subprocess.run(
             [sys.executable, "-m", "sio_cluster", "balancer-config", kind, "--workers", "2"]
-            + ["--port", str(master.port), "--listen", f"127.0.0.1:{self.port}"],
+            + ["--port", str(master.port), "--listen", f"127.0.0.1:{self.port}"]
+            + ["--layout", "worker-ports"],
             cwd=REPO,
             capture_output=True,
             text=True,

@@ -92,15 +92,14 @@ def test_the_compose_balancer_is_what_balancer_config_prints() -> None:
     assert [line for line in expected if line not in lines] == []
 
 
-def test_kubernetes_balancer_has_a_server_template_per_worker_port() -> None:
+def test_kubernetes_balancer_finds_each_pod_on_its_one_port() -> None:
     manifest = (KUBERNETES / "sio-cluster.yaml").read_text()
-    workers = int(re.findall(r'name: SIO_WORKERS\n\s+value: "(\d+)"', manifest)[0])
     port = int(re.findall(r'name: SIO_PORT\n\s+value: "(\d+)"', manifest)[0])
     config = (KUBERNETES / "haproxy.cfg").read_text()
     ports = re.findall(r"server-template \S+ \d+ sio-workers\.\S+:(\d+) ", config)
-    assert [int(p) for p in ports] == [port + i for i in range(workers)]
+    assert [int(p) for p in ports] == [port]
     container_ports = re.findall(r"containerPort: (\d+)", manifest)
-    assert [int(p) for p in container_ports[:workers]] == [port + i for i in range(workers)]
+    assert [int(p) for p in container_ports] == [port, 9100]  # clients, then the metrics
 
 
 def test_every_sio_variable_in_the_examples_is_an_option_of_sio_master() -> None:

@@ -39,6 +39,38 @@ def test_nginx_hashes_the_client_address_over_every_worker_and_never_fails_over(
     assert "proxy_next_upstream off;" in text
 
 
+def test_one_port_has_one_server_per_host_on_its_port() -> None:
+    layout = Layout("0.0.0.0", 80, ("10.0.0.1", "10.0.0.2"), 9000, 4, worker_ports=False)
+    text = haproxy(layout)
+    servers = [line.split()[1:3] for line in text.splitlines() if line.strip().startswith("server")]
+    assert servers == [["h0", "10.0.0.1:9000"], ["h1", "10.0.0.2:9000"]]
+    assert "balance source" in text and "2 hosts, one port each" in text
+    addresses = [line.split()[1] for line in nginx(layout).splitlines() if " max_fails=" in line]
+    assert addresses == ["10.0.0.1:9000", "10.0.0.2:9000"]
+
+
+def test_send_proxy_gives_the_client_address_to_one_port_hosts() -> None:
+    layout = Layout("0.0.0.0", 80, ("10.0.0.1",), 9000, 4, worker_ports=False, send_proxy=True)
+    assert "10.0.0.1:9000 check inter 1s fall 2 rise 1 send-proxy-v2 check-send-proxy" in (
+        haproxy(layout)
+    )
+    assert "proxy_protocol on;" in nginx(layout)
+    assert "send-proxy" not in haproxy(LAYOUT) and "proxy_protocol" not in nginx(LAYOUT)
+
+
+def test_the_default_layout_is_the_master_s_default() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sio_cluster", "balancer-config", "haproxy", "--workers", "3"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert [s.split()[2] for s in done.stdout.splitlines() if s.strip().startswith("server ")] == [
+        "127.0.0.1:8000"
+    ]
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -46,7 +78,10 @@ def test_nginx_hashes_the_client_address_over_every_worker_and_never_fails_over(
         ["envoy", "--workers", "2"],
         ["nginx", "--workers", "0"],
         ["nginx", "--workers", "2", "--listen", "80"],
-        ["nginx", "--workers", "2", "--port", "65535"],
+        ["nginx", "--workers", "2", "--port", "65535", "--layout", "worker-ports"],
+        ["nginx", "--workers", "2", "--port", "65536"],
+        ["nginx", "--workers", "2", "--layout", "both"],
+        ["nginx", "--workers", "2", "--layout", "worker-ports", "--send-proxy"],
     ],
 )
 def test_bad_arguments_exit_2_with_a_reason(args: list[str]) -> None:

@@ -42,4 +42,4 @@ def test_help_lists_the_subcommands() -> None:
         timeout=30,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("# sio-master balancer-config haproxy: 1 workers\n")
+    assert done.stdout.startswith("# sio-master balancer-config haproxy: 1 hosts, one port each\n")

@@ -11,6 +11,7 @@ from bench.measure import free_port_block
 from sio_cluster.common.config import Config
 from sio_cluster.wire import WORKER_CONFIG_ENV
 from sio_cluster.wire.frames import Frame, Hello, Ready, Request, Response
+from sio_cluster.wire.handoff import NO_HANDOFF
 from sio_cluster.wire.link import FrameLink
 from sio_cluster.wire.operations import ServerEmit
 from tests.cluster import REPO, until
@@ -22,7 +23,9 @@ async def test_a_frame_waiting_before_the_worker_reads_its_pipe_is_handled() -> 
     master_health, worker_health = socket.socketpair()  # its pings go unanswered here
     request = Request(1, ServerEmit.OPERATION, ServerEmit("/", "reload", [1]).to_wire())
     master_end.sendall(request.encode())  # queued before the worker exists
-    config = Config(workers=1, port=free_port_block(1), app="tests.probe_app:setup")
+    config = Config(
+        workers=1, port=free_port_block(1), app="tests.probe_app:setup", worker_ports=True
+    )
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -33,6 +36,8 @@ async def test_a_frame_waiting_before_the_worker_reads_its_pipe_is_handled() -> 
             "0",
             "worker-0",
             str(worker_health.fileno()),
+            str(NO_HANDOFF),  # it listens on its own port
+            "0",
         ],
         pass_fds=(worker_end.fileno(), worker_health.fileno()),
         env={**os.environ, WORKER_CONFIG_ENV: config.to_json()},

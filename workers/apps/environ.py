@@ -52,9 +52,11 @@ def complete(environ: MutableMapping[str, Any], state: dict[str, Any] | None) ->
     if request is None:
         return
     peer = address(request, "peername")
-    if peer is not None:
-        environ["REMOTE_ADDR"], port = peer
-        environ["REMOTE_PORT"] = str(port)
+    remote = request.remote  # behind a trusted balancer, the client it names (client_address)
+    if remote is not None:
+        environ["REMOTE_ADDR"] = remote
+        if peer is not None and peer[0] == remote:
+            environ["REMOTE_PORT"] = str(peer[1])
     if state is not None:
         environ["asgi.scope"] = LazyScope(request, state)
 

@@ -1,0 +1,48 @@
+"""The first request line of a connection, read without consuming it: which session it names.
+
+Pure: bytes in (what ``recv(MSG_PEEK)`` saw so far), a decision out. Only the request line is
+needed: engine.io carries its session id in the query string (``?EIO=4&transport=polling&
+sid=…``) of every request of a session, the websocket upgrade included. Anything else (a
+line that is not HTTP, a request without a sid, a line longer than the peek) is a new
+session as far as routing goes: the worker it reaches answers it as it would any request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+
+@dataclass(frozen=True, slots=True)
+class Incomplete:
+    """The request line has not fully arrived yet: peek again later."""
+
+
+@dataclass(frozen=True, slots=True)
+class FirstRequest:
+    """The request line is here; ``sid`` is the engine.io session it names, if any."""
+
+    sid: str | None
+
+
+INCOMPLETE = Incomplete()
+NEW_SESSION = FirstRequest(None)
+
+
+def first_request(peeked: bytes, limit: int) -> Incomplete | FirstRequest:
+    """Decide from the first ``peeked`` bytes of a connection; ``limit`` is how many bytes
+    the peek may return at most (a line that fills them is decided on what is there)."""
+    end = peeked.find(b"\n")
+    if end < 0:
+        return INCOMPLETE if len(peeked) < limit else NEW_SESSION
+    parts = peeked[:end].rstrip(b"\r").split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+        return NEW_SESSION
+    _, question, query = parts[1].partition(b"?")
+    if not question:
+        return NEW_SESSION
+    try:
+        values = parse_qs(query.decode("ascii"), max_num_fields=64).get("sid")
+    except (UnicodeDecodeError, ValueError):
+        return NEW_SESSION
+    return FirstRequest(values[0]) if values else NEW_SESSION
