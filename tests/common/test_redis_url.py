@@ -57,7 +57,7 @@ def test_tls_and_options_reach_the_primary() -> None:
         ("http://h:1", "must start with redis://"),
         ("redis://127.0.0.1:notaport/0", "could not be cast to integer value as 'notaport'"),
         ("rediss://h:70000/0", "out of range"),
-        ("redis://h:1/0?socket_timeout=soon", "Invalid value for 'socket_timeout'"),
+        ("redis://h:1/0?socket_timeout=soon", "Invalid value for .socket_timeout."),
     ],
 )
 def test_bad_urls_are_one_line_errors(url: str, message: str) -> None:
