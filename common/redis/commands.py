@@ -22,4 +22,4 @@ def command_client(url: str, max_connections: int, **kwargs: Any) -> aioredis.Re
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=None, **kwargs
     )
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
