@@ -1,0 +1,265 @@
+"""The master's seat in a socket.io 0.9 ``RedisStore`` fleet (``--redis-store-09``).
+
+Why: a team running socket.io 0.9 servers on ``RedisStore`` can start our hosts beside them on
+the same Redis and move clients over gradually; the master holds the Redis connections, so it
+is the one member of the fleet per host (workers have none). What it does:
+
+- 0.9 -> us: a ``dispatch`` (``io.sockets.in(room).emit``, ``socket.broadcast.emit``) goes to
+  our sockets of its namespace and room minus its exceptions, through the same fanout as
+  everything else, once per host; a ``dispatch-remote`` (``socket.emit`` for a socket another
+  server holds) to our socket with that id, if this host holds it.
+- us -> 0.9: a worker's broadcast goes out as ``dispatch`` in 0.9's packet form, once per host
+  (each host's master sees its own workers' broadcasts only); an emit to a 0.9 client's id as
+  ``dispatch-remote``. A ``ch:*`` message reaches every master, so only the one holding the
+  relay lease (a Redis key, renewed every roll call) passes it on, or 0.9 clients would get one
+  copy per host.
+- memberships: our sockets' joins and leaves go out as ``join``/``leave`` (endpoint ``<nsp>``
+  for the namespace, ``<nsp>/<room>`` for a room) and a socket gone as ``disconnect``, so 0.9's
+  ``io.sockets.clients(room)`` counts them; the 0.9 clients' memberships are kept
+  (:class:`master.store09.view.FleetView`) for our ``fetch_sockets``.
+- a 0.9 server killed publishes nothing, and 0.9 itself never forgets its clients. So every
+  roll-call interval the master asks every 0.9 server to handle a no-op for a reserved client
+  id (``message-remote``: that id leaves ``''``), which each live one answers with a ``leave``
+  under its node id. A server silent for 2.5 intervals is lost: its clients are dropped here
+  and a ``disconnect`` is published for each, so the surviving 0.9 servers drop them too.
+
+Unreadable store messages are counted (``sio_master_store09_malformed``), logged at a limited
+rate and ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from sio_cluster.common.ratelimit import RateLimitedLogger
+from sio_cluster.master.bus.core import decode_parts, encode_parts
+from sio_cluster.master.metrics import Metrics
+from sio_cluster.master.routing.fanout import Fanout
+from sio_cluster.master.routing.messages import Delivery
+from sio_cluster.master.store09.view import FleetView
+from sio_cluster.master.store09.wire import (
+    CHANNELS,
+    DISCONNECT,
+    DISCONNECT_REMOTE,
+    DISPATCH,
+    DISPATCH_REMOTE,
+    JOIN,
+    LEAVE,
+    MESSAGE_REMOTE,
+    OUR_NODE_PREFIX,
+    ROLL_CALL_ID,
+    ROLL_CALL_PACKET,
+    StoreFormatError,
+    decode_message,
+    encode_message,
+    endpoint_of,
+    event_packet,
+    read_client,
+    read_direct,
+    read_dispatch,
+    read_membership,
+    room_names,
+)
+from sio_cluster.wire.frames import Broadcast, Room
+from sio_cluster.wire.operations import FetchSockets, SocketInfo
+
+log = logging.getLogger(__name__)
+
+LOST_AFTER_ROLL_CALLS = 2.5  # a 0.9 server silent this many roll-call intervals is lost
+RELAY_LEASE_KEY = "sio-cluster:store09:relay"
+
+
+class LegacyFleet:
+    """This master as a member of a socket.io 0.9 ``RedisStore`` fleet."""
+
+    channels = CHANNELS
+
+    def __init__(
+        self,
+        publish: Callable[[str, bytes], None],
+        commands: aioredis.Redis,
+        fanout: Fanout,
+        metrics: Metrics,
+        roll_call: float,
+    ) -> None:
+        self.node_id = OUR_NODE_PREFIX + uuid.uuid4().hex
+        self.view = FleetView()
+        self.relays_channel_messages = False  # holds the ch:* relay lease
+        self._publish = publish
+        self._commands = commands
+        self._fanout = fanout
+        self._metrics = metrics
+        self._roll_call = roll_call
+        self._limiter = RateLimitedLogger(log)
+        metrics.watch_store09(lambda: len(self.view.clients), lambda: len(self.view.heard))
+
+    # ---- 0.9 -> our sockets ---------------------------------------------------------
+
+    def on_message(self, channel: str, body: bytes) -> None:
+        """A message on one of :data:`CHANNELS`."""
+        self._metrics.store09_received.labels(channel=channel).inc()
+        try:
+            message = decode_message(body)
+            if message.ours:
+                return  # our hosts reach each other through the adapter bus
+            self.view.heard_from(message.node_id, asyncio.get_running_loop().time())
+            if channel == DISPATCH:
+                self._dispatch(message)
+            elif channel == DISPATCH_REMOTE:
+                self._direct(message)
+            elif channel == JOIN:
+                client_id, endpoint = read_membership(message)
+                if client_id != ROLL_CALL_ID:
+                    self.view.join(message.node_id, client_id, endpoint)
+            elif channel == LEAVE:
+                self.view.leave(*read_membership(message))
+            elif channel in (DISCONNECT, DISCONNECT_REMOTE):
+                self.view.drop(read_client(message))
+        except StoreFormatError as exc:
+            self._metrics.store09_malformed.labels(channel=channel).inc()
+            self._limiter.log(
+                logging.WARNING, channel, "unreadable 0.9 store message on %r: %s", channel, exc
+            )
+
+    def _dispatch(self, message: Any) -> None:
+        dispatch = read_dispatch(message)
+        if dispatch is None:
+            return
+        namespace, data = dispatch.namespace, dispatch.data
+        rooms = None if dispatch.room is None else [dispatch.room]
+        self._fanout.deliver(
+            namespace, rooms, dispatch.exceptions, lambda: encode_parts(namespace, data)
+        )
+
+    def _direct(self, message: Any) -> None:
+        direct = read_direct(message)
+        if direct is None:
+            return
+        namespace, data = direct.namespace, direct.data
+        self._fanout.deliver(
+            namespace, [direct.client_id], (), lambda: encode_parts(namespace, data)
+        )
+
+    # ---- our sockets -> 0.9 ---------------------------------------------------------
+
+    def send(self, channel: str, *args: Any) -> None:
+        self._metrics.store09_published.labels(channel=channel).inc()
+        self._publish(channel, encode_message(self.node_id, *args))
+
+    def our_join(self, namespace: str, sid: str, room: Room | None) -> None:
+        if room != sid:  # a socket's own room is no 0.9 room
+            self.send(JOIN, sid, endpoint_of(namespace, room))
+
+    def our_leave(self, namespace: str, sid: str, room: Room | None) -> None:
+        if room is None:
+            self.send(DISCONNECT, sid)
+        elif room != sid:
+            self.send(LEAVE, sid, endpoint_of(namespace, room))
+
+    def relay_broadcast(self, broadcast: Broadcast) -> None:
+        """A worker's broadcast, for the 0.9 servers' clients."""
+        if len(broadcast.parts) > 1:
+            self._metrics.store09_unsendable.inc()  # binary attachments: 0.9 has no binary
+            return
+        namespace, data = decode_parts(broadcast.parts)
+        self._broadcast(namespace, broadcast.rooms, broadcast.exclude, data)
+
+    def relay_channel_message(self, delivery: Delivery) -> None:
+        """A ``ch:*`` message, passed on by the lease holder only (every master gets it)."""
+        if self.relays_channel_messages:
+            namespace, data = decode_parts([delivery.packet])
+            self._broadcast(namespace, delivery.to, delivery.exclude, data)
+
+    def _broadcast(
+        self, namespace: str, rooms: Sequence[Room] | None, exclude: Iterable[Room], data: Any
+    ) -> None:
+        """One ``dispatch`` per room, each excepting the 0.9 clients the rooms before it
+        reached (0.9 knows no emit to several rooms: a client in two must get one copy);
+        a room that is a 0.9 client's id goes to that client alone (``dispatch-remote``)."""
+        try:
+            packet = event_packet(namespace, data)
+        except ValueError:
+            self._metrics.store09_unsendable.inc()
+            return
+        excepted = {str(room) for room in exclude}
+        excepted |= self.view.ids_in(endpoint_of(namespace, room) for room in exclude)
+        if rooms is None:
+            self.send(DISPATCH, endpoint_of(namespace), packet, None, sorted(excepted))
+            return
+        for room in rooms:
+            client_id = str(room)
+            if client_id in self.view.clients:
+                if client_id not in excepted:
+                    self.send(DISPATCH_REMOTE, client_id, packet, None)
+                    excepted.add(client_id)
+                continue
+            endpoint = endpoint_of(namespace, room)
+            self.send(DISPATCH, endpoint, packet, None, sorted(excepted))
+            excepted |= self.view.ids_in([endpoint])
+
+    # ---- our fetch_sockets ------------------------------------------------------------
+
+    def fetch(self, operation: FetchSockets) -> list[dict[str, Any]]:
+        """The 0.9 clients ``operation`` selects, as fetched sockets (id and rooms)."""
+        namespace, selector = operation.namespace, operation.selector
+        if selector.rooms is None:
+            ids = set(self.view.members.get(endpoint_of(namespace), ()))
+        else:
+            ids = self.view.ids_in(endpoint_of(namespace, room) for room in selector.rooms)
+            ids |= {str(room) for room in selector.rooms if str(room) in self.view.clients}
+        ids -= self.view.ids_in(endpoint_of(namespace, room) for room in selector.exclude)
+        ids -= {str(room) for room in selector.exclude}
+        return [
+            SocketInfo(
+                cid, (cid, *room_names(namespace, sorted(self.view.clients[cid].endpoints)))
+            ).to_wire()
+            for cid in sorted(ids)
+            if cid in self.view.clients
+        ]
+
+    # ---- roll call and relay lease --------------------------------------------------
+
+    async def run(self) -> None:
+        """Every roll-call interval: renew the relay lease, call the roll, forget the 0.9
+        servers that stayed silent."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._renew_lease()
+            self.send(MESSAGE_REMOTE, ROLL_CALL_ID, ROLL_CALL_PACKET)
+            await asyncio.sleep(self._roll_call)
+            for node in self.view.silent(loop.time(), self._roll_call * LOST_AFTER_ROLL_CALLS):
+                gone = self.view.drop_node(node)
+                self._metrics.store09_servers_lost.inc()
+                log.warning(
+                    "0.9 server %s silent for %.1f s: lost, with its %d clients",
+                    node,
+                    self._roll_call * LOST_AFTER_ROLL_CALLS,
+                    len(gone),
+                )
+                for client_id in gone:
+                    self.send(DISCONNECT, client_id)
+
+    async def _renew_lease(self) -> None:
+        """Hold the ``ch:*`` relay lease (one master relays those), or learn who does."""
+        ttl = int(self._roll_call * 3 * 1000)
+        try:
+            if await self._commands.set(RELAY_LEASE_KEY, self.node_id, nx=True, px=ttl):
+                held = True
+            else:
+                holder = await self._commands.get(RELAY_LEASE_KEY)
+                held = holder in (self.node_id, self.node_id.encode())
+                if held:
+                    await self._commands.pexpire(RELAY_LEASE_KEY, ttl)
+        except (RedisError, OSError) as exc:
+            log.debug("relay lease not renewed: %s", exc)
+            return
+        if held != self.relays_channel_messages:
+            log.info("0.9 fleet: %s the ch:* relay", "holding" if held else "not holding")
+        self.relays_channel_messages = held
