@@ -107,8 +107,8 @@ const commands = {
     serverSocket(client, namespace).broadcast.to(room).emit(event, ...args);
   },
   // io.of(nsp).socket(id).emit(...): any socket id, held here or not
-  emit_socket: ({ nsp: namespace = "/", id, event, args = [] }) => {
-    nsp(namespace).socket(id).emit(event, ...args);
+  emit_socket: ({ nsp: namespace = "/", sid, event, args = [] }) => {
+    nsp(namespace).socket(sid).emit(event, ...args);
   },
   // the ids io.of(nsp).clients(room) lists (room null: the namespace)
   clients: ({ nsp: namespace = "/", room = null }) =>
