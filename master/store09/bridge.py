@@ -92,6 +92,9 @@ class LegacyFleet:
         self.node_id = OUR_NODE_PREFIX + uuid.uuid4().hex
         self.view = FleetView()
         self.relays_channel_messages = False  # holds the ch:* relay lease
+        # the sockets of our hosts (this one's and, from their joins, the others'): an emit
+        # to one of them is nothing for the 0.9 fleet
+        self._our_sids: set[str] = set()
         self._publish = publish
         self._commands = commands
         self._fanout = fanout
@@ -107,8 +110,9 @@ class LegacyFleet:
         self._metrics.store09_received.labels(channel=channel).inc()
         try:
             message = decode_message(body)
-            if message.ours:
-                return  # our hosts reach each other through the adapter bus
+            if message.ours:  # our hosts reach each other through the adapter bus
+                self._note_ours(channel, message)
+                return
             self.view.heard_from(message.node_id, asyncio.get_running_loop().time())
             if channel == DISPATCH:
                 self._dispatch(message)
@@ -127,6 +131,12 @@ class LegacyFleet:
             self._limiter.log(
                 logging.WARNING, channel, "unreadable 0.9 store message on %r: %s", channel, exc
             )
+
+    def _note_ours(self, channel: str, message: Any) -> None:
+        if channel == JOIN:
+            self._our_sids.add(read_membership(message)[0])
+        elif channel == DISCONNECT:
+            self._our_sids.discard(read_client(message))
 
     def _dispatch(self, message: Any) -> None:
         dispatch = read_dispatch(message)
@@ -154,11 +164,14 @@ class LegacyFleet:
         self._publish(channel, encode_message(self.node_id, *args))
 
     def our_join(self, namespace: str, sid: str, room: Room | None) -> None:
+        if room is None:
+            self._our_sids.add(sid)
         if room != sid:  # a socket's own room is no 0.9 room
             self.send(JOIN, sid, endpoint_of(namespace, room))
 
     def our_leave(self, namespace: str, sid: str, room: Room | None) -> None:
         if room is None:
+            self._our_sids.discard(sid)
             self.send(DISCONNECT, sid)
         elif room != sid:
             self.send(LEAVE, sid, endpoint_of(namespace, room))
@@ -182,7 +195,12 @@ class LegacyFleet:
     ) -> None:
         """One ``dispatch`` per room, each excepting the 0.9 clients the rooms before it
         reached (0.9 knows no emit to several rooms: a client in two must get one copy);
-        a room that is a 0.9 client's id goes to that client alone (``dispatch-remote``)."""
+        a room that is a 0.9 client's id goes to that client alone (``dispatch-remote``), and
+        one that is a socket of ours nowhere."""
+        if rooms is not None:
+            rooms = [room for room in rooms if str(room) not in self._our_sids]
+            if not rooms:
+                return
         try:
             packet = event_packet(namespace, data)
         except ValueError:
