@@ -356,6 +356,8 @@ class Master:
             if self.acceptor is not None:
                 self.acceptor.close()  # stop accepting: a stopping host takes no new clients
             await _cancel(tasks)
+            if self.legacy_fleet is not None and tasks:
+                await self.legacy_fleet.close({sid for _, sid, _ in self.table.sockets()})
             await self.supervisor.stop()
             self.supervisor.kill_all()
             if tasks:  # the store wrote something only if the cluster got ready

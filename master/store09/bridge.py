@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 
 LOST_AFTER_ROLL_CALLS = 2.5  # a 0.9 server silent this many roll-call intervals is lost
 RELAY_LEASE_KEY = "sio-cluster:store09:relay"
+CLOSE_SECONDS = 2.0  # the most a stopping master spends telling the 0.9 fleet
 
 
 class LegacyFleet:
@@ -92,9 +93,10 @@ class LegacyFleet:
         self.node_id = OUR_NODE_PREFIX + uuid.uuid4().hex
         self.view = FleetView()
         self.relays_channel_messages = False  # holds the ch:* relay lease
-        # the sockets of our hosts (this one's and, from their joins, the others'): an emit
-        # to one of them is nothing for the 0.9 fleet
+        # the sockets of this host, and of our other hosts (from their joins, by their node
+        # id): an emit to one of them is nothing for the 0.9 fleet
         self._our_sids: set[str] = set()
+        self.hosts = FleetView()
         self._publish = publish
         self._commands = commands
         self._fanout = fanout
@@ -111,7 +113,8 @@ class LegacyFleet:
         try:
             message = decode_message(body)
             if message.ours:  # our hosts reach each other through the adapter bus
-                self._note_ours(channel, message)
+                if message.node_id != self.node_id:
+                    self._note_ours(channel, message)
                 return
             self.view.heard_from(message.node_id, asyncio.get_running_loop().time())
             if channel == DISPATCH:
@@ -133,10 +136,18 @@ class LegacyFleet:
             )
 
     def _note_ours(self, channel: str, message: Any) -> None:
+        """Another master of ours: its sockets, and that it is alive (its roll-call ``leave``)."""
+        self.hosts.heard_from(message.node_id, asyncio.get_running_loop().time())
         if channel == JOIN:
-            self._our_sids.add(read_membership(message)[0])
+            self.hosts.join(message.node_id, *read_membership(message))
+        elif channel == LEAVE:
+            self.hosts.leave(*read_membership(message))
         elif channel == DISCONNECT:
-            self._our_sids.discard(read_client(message))
+            self.hosts.drop(read_client(message))
+
+    def is_ours(self, sid: str) -> bool:
+        """A socket of one of our hosts."""
+        return sid in self._our_sids or sid in self.hosts.clients
 
     def _dispatch(self, message: Any) -> None:
         dispatch = read_dispatch(message)
@@ -198,7 +209,7 @@ class LegacyFleet:
         a room that is a 0.9 client's id goes to that client alone (``dispatch-remote``), and
         one that is a socket of ours nowhere."""
         if rooms is not None:
-            rooms = [room for room in rooms if str(room) not in self._our_sids]
+            rooms = [room for room in rooms if not self.is_ours(str(room))]
             if not rooms:
                 return
         try:
@@ -245,24 +256,45 @@ class LegacyFleet:
     # ---- roll call and relay lease --------------------------------------------------
 
     async def run(self) -> None:
-        """Every roll-call interval: renew the relay lease, call the roll, forget the 0.9
-        servers that stayed silent."""
+        """Every roll-call interval: renew the relay lease, call the roll (and answer it for
+        our other masters, which hear this ``leave`` of nothing as 0.9 servers do), then
+        forget the servers, 0.9's and ours, that stayed silent."""
         loop = asyncio.get_running_loop()
+        silence = self._roll_call * LOST_AFTER_ROLL_CALLS
         while True:
             await self._renew_lease()
             self.send(MESSAGE_REMOTE, ROLL_CALL_ID, ROLL_CALL_PACKET)
+            self.send(LEAVE, ROLL_CALL_ID, "")
             await asyncio.sleep(self._roll_call)
-            for node in self.view.silent(loop.time(), self._roll_call * LOST_AFTER_ROLL_CALLS):
-                gone = self.view.drop_node(node)
-                self._metrics.store09_servers_lost.inc()
-                log.warning(
-                    "0.9 server %s silent for %.1f s: lost, with its %d clients",
-                    node,
-                    self._roll_call * LOST_AFTER_ROLL_CALLS,
-                    len(gone),
-                )
-                for client_id in gone:
-                    self.send(DISCONNECT, client_id)
+            now = loop.time()
+            for view, what in ((self.view, "0.9 server"), (self.hosts, "master of ours")):
+                for node in view.silent(now, silence):
+                    self._lost(view, node, what, silence)
+
+    def _lost(self, view: FleetView, node: Any, what: str, silence: float) -> None:
+        """A server gone without a word: its sockets leave every 0.9 server's rooms."""
+        gone = view.drop_node(node)
+        if view is self.view:
+            self._metrics.store09_servers_lost.inc()
+        log.warning(
+            "%s %s silent for %.1f s: lost, with its %d sockets", what, node, silence, len(gone)
+        )
+        for client_id in gone:
+            self.send(DISCONNECT, client_id)
+
+    async def close(self, sockets: Iterable[str]) -> None:
+        """This host stops: tell the 0.9 fleet its ``sockets`` are gone and give up the relay
+        lease, directly (the bus's publisher has stopped), within a bounded time."""
+        try:
+            async with asyncio.timeout(CLOSE_SECONDS):
+                async with self._commands.pipeline(transaction=False) as pipe:
+                    for sid in sockets:
+                        pipe.publish(DISCONNECT, encode_message(self.node_id, sid))
+                    if self.relays_channel_messages:
+                        pipe.delete(RELAY_LEASE_KEY)
+                    await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("could not tell the 0.9 fleet this host stops: %s", exc)
 
     async def _renew_lease(self) -> None:
         """Hold the ``ch:*`` relay lease (one master relays those), or learn who does."""

@@ -252,6 +252,24 @@ async def test_09_server_killed(
         doomed.close()
 
 
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+async def test_a_host_of_ours_gone(
+    master: MasterProcess, v09: V09Server, redis_server: EmbeddedRedis, how: signal.Signals
+) -> None:
+    """Its sockets leave the 0.9 rooms: told by the host as it stops, or by our other master
+    when the host no longer answers the roll call."""
+    extra = ["--redis-store-09", "--redis-store-09-roll-call", str(ROLL_CALL)]
+    with MasterProcess(redis_server.url, workers=1, extra=extra).start() as other:
+        await other.ready()
+        client = await Recorder("g").connect(other.url(0))
+        try:
+            await join(v09, client, f"g-{how.name}")
+            other.signal(how)
+            await until_equal(lambda: members(v09, f"g-{how.name}"), [], "0.9's room", 10)
+        finally:
+            await client.close()
+
+
 async def test_malformed_store_messages_counted_and_ignored(
     master: MasterProcess,
     v09: V09Server,
