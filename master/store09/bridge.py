@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from sio_cluster.common.ratelimit import RateLimitedLogger
@@ -103,13 +104,18 @@ class LegacyFleet:
         self._metrics = metrics
         self._roll_call = roll_call
         self._limiter = RateLimitedLogger(log)
+        self._published: dict[str, Counter] = {}  # per channel, looked up once
+        self._received: dict[str, Counter] = {}
         metrics.watch_store09(lambda: len(self.view.clients), lambda: len(self.view.heard))
 
     # ---- 0.9 -> our sockets ---------------------------------------------------------
 
     def on_message(self, channel: str, body: bytes) -> None:
         """A message on one of :data:`CHANNELS`."""
-        self._metrics.store09_received.labels(channel=channel).inc()
+        counter = self._received.get(channel)
+        if counter is None:
+            counter = self._received[channel] = self._metrics.store09_received.labels(channel)
+        counter.inc()
         try:
             message = decode_message(body)
             if message.ours:  # our hosts reach each other through the adapter bus
@@ -171,7 +177,10 @@ class LegacyFleet:
     # ---- our sockets -> 0.9 ---------------------------------------------------------
 
     def send(self, channel: str, *args: Any) -> None:
-        self._metrics.store09_published.labels(channel=channel).inc()
+        counter = self._published.get(channel)
+        if counter is None:
+            counter = self._published[channel] = self._metrics.store09_published.labels(channel)
+        counter.inc()
         self._publish(channel, encode_message(self.node_id, *args))
 
     def our_join(self, namespace: str, sid: str, room: Room | None) -> None:
@@ -192,26 +201,32 @@ class LegacyFleet:
         if len(broadcast.parts) > 1:
             self._metrics.store09_unsendable.inc()  # binary attachments: 0.9 has no binary
             return
-        namespace, data = decode_parts(broadcast.parts)
-        self._broadcast(namespace, broadcast.rooms, broadcast.exclude, data)
+        rooms = self._theirs(broadcast.rooms)
+        if rooms != []:
+            namespace, data = decode_parts(broadcast.parts)
+            self._broadcast(namespace, rooms, broadcast.exclude, data)
 
     def relay_channel_message(self, delivery: Delivery) -> None:
         """A ``ch:*`` message, passed on by the lease holder only (every master gets it)."""
         if self.relays_channel_messages:
-            namespace, data = decode_parts([delivery.packet])
-            self._broadcast(namespace, delivery.to, delivery.exclude, data)
+            rooms = self._theirs(delivery.to)
+            if rooms != []:
+                namespace, data = decode_parts([delivery.packet])
+                self._broadcast(namespace, rooms, delivery.exclude, data)
+
+    def _theirs(self, rooms: Sequence[Room] | None) -> list[Room] | None:
+        """The rooms an emit can reach 0.9 clients in: all but our own sockets (None: all);
+        an emit to our sockets only is not even decoded."""
+        if rooms is None:
+            return None
+        return [room for room in rooms if not self.is_ours(str(room))]
 
     def _broadcast(
         self, namespace: str, rooms: Sequence[Room] | None, exclude: Iterable[Room], data: Any
     ) -> None:
         """One ``dispatch`` per room, each excepting the 0.9 clients the rooms before it
         reached (0.9 knows no emit to several rooms: a client in two must get one copy);
-        a room that is a 0.9 client's id goes to that client alone (``dispatch-remote``), and
-        one that is a socket of ours nowhere."""
-        if rooms is not None:
-            rooms = [room for room in rooms if not self.is_ours(str(room))]
-            if not rooms:
-                return
+        a room that is a 0.9 client's id goes to that client alone (``dispatch-remote``)."""
         try:
             packet = event_packet(namespace, data)
         except ValueError:

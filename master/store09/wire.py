@@ -23,6 +23,10 @@ An endpoint names a namespace (``''``, ``/chat``) or a room in one (``/room`` in
 room ``x`` of ``''``. A dispatch's packet carries its namespace, so a dispatch is never
 ambiguous; a join alone is, exactly as it is for 0.9's own ``clients(room)``.
 
+It is the format :mod:`legacy_store.redis_store` writes; the master does not use that class,
+whose own three connections and per-channel consumers would bypass the master's one subscriber
+and its bounded outbox.
+
 Our masters publish with a ``nodeId`` that starts with :data:`OUR_NODE_PREFIX` (0.9 compares
 node ids with ``!=``, so a string is fine): every master ignores what another of ours
 publishes, since our hosts already reach each other through the redis-adapter bus.
