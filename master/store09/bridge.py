@@ -58,6 +58,7 @@ from sio_cluster.master.store09.wire import (
     ROLL_CALL_ID,
     ROLL_CALL_PACKET,
     StoreFormatError,
+    StoreMessage,
     decode_message,
     encode_message,
     endpoint_of,
@@ -141,7 +142,7 @@ class LegacyFleet:
                 logging.WARNING, channel, "unreadable 0.9 store message on %r: %s", channel, exc
             )
 
-    def _note_ours(self, channel: str, message: Any) -> None:
+    def _note_ours(self, channel: str, message: StoreMessage) -> None:
         """Another master of ours: its sockets, and that it is alive (its roll-call ``leave``)."""
         self.hosts.heard_from(message.node_id, asyncio.get_running_loop().time())
         if channel == JOIN:
@@ -155,7 +156,7 @@ class LegacyFleet:
         """A socket of one of our hosts."""
         return sid in self._our_sids or sid in self.hosts.clients
 
-    def _dispatch(self, message: Any) -> None:
+    def _dispatch(self, message: StoreMessage) -> None:
         dispatch = read_dispatch(message)
         if dispatch is None:
             return
@@ -165,7 +166,7 @@ class LegacyFleet:
             namespace, rooms, dispatch.exceptions, lambda: encode_parts(namespace, data)
         )
 
-    def _direct(self, message: Any) -> None:
+    def _direct(self, message: StoreMessage) -> None:
         direct = read_direct(message)
         if direct is None:
             return
