@@ -254,20 +254,36 @@ async def test_09_server_killed(
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
 async def test_a_host_of_ours_gone(
-    master: MasterProcess, v09: V09Server, redis_server: EmbeddedRedis, how: signal.Signals
+    master: MasterProcess,
+    v09: V09Server,
+    redis_server: EmbeddedRedis,
+    redis_client: aioredis.Redis,
+    how: signal.Signals,
 ) -> None:
-    """Its sockets leave the 0.9 rooms: told by the host as it stops, or by our other master
-    when the host no longer answers the roll call."""
+    """With two hosts, a ch:* message reaches a 0.9 client once (one master relays them).
+    Then one host goes: its sockets leave the 0.9 rooms, told by the host as it stops, or by
+    our other master when the host no longer answers the roll call."""
     extra = ["--redis-store-09", "--redis-store-09-roll-call", str(ROLL_CALL)]
+    room, watcher = f"g-{how.name}", f"w-{how.name}"
     with MasterProcess(redis_server.url, workers=1, extra=extra).start() as other:
         await other.ready()
         client = await Recorder("g").connect(other.url(0))
         try:
-            await join(v09, client, f"g-{how.name}")
+            await join(v09, client, room)
+            w_id = await v09.cmd("connect", client=watcher, events=["chg", "fence"])
+            await v09.cmd("join", client=watcher, room=room)
+            await redis_client.publish("ch:chg", json.dumps({"to": room, "data": 1}))
+            await redis_client.publish("ch:fence", json.dumps({"to": room}))
+            await until(lambda: len(got(v09, watcher, "fence")) == 1, 5, "the fence")
+            assert got(v09, watcher, "chg") == [[1]]
+            await client.wait_count("fence", 1)
+            assert client.got("chg") == [(1,)]
+
             other.signal(how)
-            await until_equal(lambda: members(v09, f"g-{how.name}"), [], "0.9's room", 10)
+            await until_equal(lambda: members(v09, room), [w_id], "0.9's room", 10)
         finally:
             await client.close()
+            await v09.cmd("close", client=watcher)
 
 
 async def test_malformed_store_messages_counted_and_ignored(
