@@ -122,6 +122,7 @@ class Master:
         if config.redis_store_09:
             self.legacy_fleet = LegacyFleet(
                 self.bus.publish,
+                transport,
                 commands,
                 self.fanout,
                 metrics,

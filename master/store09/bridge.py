@@ -37,10 +37,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from sio_cluster.common.ratelimit import RateLimitedLogger
 from sio_cluster.master.bus.core import decode_parts, encode_parts
+from sio_cluster.master.bus.listeners import BusTransport
 from sio_cluster.master.metrics import Metrics
 from sio_cluster.master.routing.fanout import Fanout
 from sio_cluster.master.routing.messages import Delivery
@@ -87,6 +88,7 @@ class LegacyFleet:
     def __init__(
         self,
         publish: Callable[[str, bytes], None],
+        transport: BusTransport,
         commands: aioredis.Redis,
         fanout: Fanout,
         metrics: Metrics,
@@ -100,6 +102,7 @@ class LegacyFleet:
         self._our_sids: set[str] = set()
         self.hosts = FleetView()
         self._publish = publish
+        self._transport = transport  # to publish at once, when the bus's publisher is gone
         self._commands = commands
         self._fanout = fanout
         self._metrics = metrics
@@ -301,15 +304,13 @@ class LegacyFleet:
     async def close(self, sockets: Iterable[str]) -> None:
         """This host stops: tell the 0.9 fleet its ``sockets`` are gone and give up the relay
         lease, directly (the bus's publisher has stopped), within a bounded time."""
+        gone = [(DISCONNECT, encode_message(self.node_id, sid)) for sid in sockets]
         try:
             async with asyncio.timeout(CLOSE_SECONDS):
-                async with self._commands.pipeline(transaction=False) as pipe:
-                    for sid in sockets:
-                        pipe.publish(DISCONNECT, encode_message(self.node_id, sid))
-                    if self.relays_channel_messages:
-                        pipe.delete(RELAY_LEASE_KEY)
-                    await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
+                await self._transport.publish(gone)  # pipelined, or in turn on a Cluster
+                if self.relays_channel_messages:
+                    await self._commands.delete(RELAY_LEASE_KEY)
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             log.warning("could not tell the 0.9 fleet this host stops: %s", exc)
 
     async def _renew_lease(self) -> None:

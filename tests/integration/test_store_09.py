@@ -278,9 +278,18 @@ async def test_a_host_of_ours_gone(
             assert got(v09, watcher, "chg") == [[1]]
             await client.wait_count("fence", 1)
             assert client.got("chg") == [(1,)]
+            await v09.cmd("emit", room=room, event="from09", args=[2])
+            await v09.cmd("emit", room=room, event="fence09")
+            await client.wait_count("fence09", 1)
+            assert client.got("from09") == [(2,)]  # once, by the master holding it
 
+            lost = r"master of ours \S+ silent for [\d.]+ s: lost, with its (\d+) sockets"
+            before = len(master.log_matches(lost))
             other.signal(how)
             await until_equal(lambda: members(v09, room), [w_id], "0.9's room", 10)
+            # noticed by the roll call in both cases; a stopped host had said so itself
+            noticed = await master.wait_log(lost, 10, before + 1)
+            assert noticed.group(1) == ("0" if how == signal.SIGTERM else "1")
         finally:
             await client.close()
             await v09.cmd("close", client=watcher)

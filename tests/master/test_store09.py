@@ -161,7 +161,9 @@ def fleet() -> tuple[LegacyFleet, list[tuple[str, list[Any]]]]:
     def publish(channel: str, body: bytes) -> None:
         published.append((channel, json.loads(body)["args"]))
 
-    bridge = LegacyFleet(publish, cast(Any, None), cast(Fanout, None), Metrics(), 1.0)
+    bridge = LegacyFleet(
+        publish, cast(Any, None), cast(Any, None), cast(Fanout, None), Metrics(), 1.0
+    )
     bridge.view.join(9, "v1", "")
     bridge.view.join(9, "v1", "/r1")
     bridge.view.join(9, "v1", "/r2")
