@@ -126,7 +126,6 @@ class LegacyFleet:
                 if message.node_id != self.node_id:
                     self._note_ours(channel, message)
                 return
-            self.view.heard_from(message.node_id, asyncio.get_running_loop().time())
             if channel == DISPATCH:
                 self._dispatch(message)
             elif channel == DISPATCH_REMOTE:
@@ -139,6 +138,8 @@ class LegacyFleet:
                 self.view.leave(*read_membership(message))
             elif channel in (DISCONNECT, DISCONNECT_REMOTE):
                 self.view.drop(read_client(message))
+            # a sign of life, once read: a malformed message names no server to watch
+            self.view.heard_from(message.node_id, asyncio.get_running_loop().time())
         except StoreFormatError as exc:
             self._metrics.store09_malformed.labels(channel=channel).inc()
             self._limiter.log(
@@ -147,13 +148,13 @@ class LegacyFleet:
 
     def _note_ours(self, channel: str, message: StoreMessage) -> None:
         """Another master of ours: its sockets, and that it is alive (its roll-call ``leave``)."""
-        self.hosts.heard_from(message.node_id, asyncio.get_running_loop().time())
         if channel == JOIN:
             self.hosts.join(message.node_id, *read_membership(message))
         elif channel == LEAVE:
             self.hosts.leave(*read_membership(message))
         elif channel == DISCONNECT:
             self.hosts.drop(read_client(message))
+        self.hosts.heard_from(message.node_id, asyncio.get_running_loop().time())
 
     def is_ours(self, sid: str) -> bool:
         """A socket of one of our hosts."""
