@@ -162,6 +162,17 @@ class OursWithV2Clients(OursAllowingEio3):
     eio = 3
 
 
+class OursInA09Fleet(Ours):
+    """Ours with ``--redis-store-09``: what joining a socket.io 0.9 fleet costs (a message to
+    a room or to everyone is also published once as a 0.9 ``dispatch``; one to a sid of ours
+    is not)."""
+
+    name = "ours --redis-store-09"
+
+    def __init__(self, url: str, processes: int) -> None:
+        super().__init__(url, processes, ["--redis-store-09"])
+
+
 class PythonSocketIO(System):
     name = "python-socketio"
 
@@ -581,7 +592,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
     async with redis_server(client_name="bench") as (server, r):
         eio3: tuple[type[System], ...] = (OursAllowingEio3, OursWithV2Clients) if args.eio3 else ()
-        systems: tuple[type[System], ...] = (Ours, *eio3, PythonSocketIO, Node)
+        store09: tuple[type[System], ...] = (OursInA09Fleet,) if args.store_09 else ()
+        systems: tuple[type[System], ...] = (Ours, *eio3, *store09, PythonSocketIO, Node)
         for cls in systems:
             if args.only and cls.name not in args.only:
                 continue
@@ -615,6 +627,11 @@ def main() -> None:
         "--eio3",
         action="store_true",
         help="also run ours with --allow-eio3: with current clients, and with v2 (EIO=3) ones",
+    )
+    options.add_argument(
+        "--store-09",
+        action="store_true",
+        help="also run ours with --redis-store-09 (joining a socket.io 0.9 fleet)",
     )
     args = options.parse()
     scale = 0.2 if args.quick else 1.0

@@ -65,6 +65,8 @@ class Config:
     allow_eio3: bool = False  # also serve Engine.IO 3 clients (socket.io-client 1.x/2.x)
     admin_ui: bool = False
     admin_auth: str = ""  # "user:password", or "none" to serve the Admin UI without a login
+    redis_store_09: bool = False  # the master joins a socket.io 0.9 RedisStore fleet
+    redis_store_09_roll_call: float = 5.0  # seconds between roll calls of the 0.9 servers
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -108,6 +110,10 @@ class Config:
                 raise ConfigError(str(exc)) from None
         if not 1 <= self.node_ttl <= 15:
             raise ConfigError("--node-ttl must be 1..15 seconds")
+        if not 0.05 <= self.redis_store_09_roll_call <= 600:
+            raise ConfigError("--redis-store-09-roll-call must be 0.05..600 seconds")
+        if self.redis_store_09 and self.adapter != "classic":
+            raise ConfigError("--redis-store-09 needs --adapter classic (0.9 uses PUBLISH)")
         if self.max_connections < 1:
             raise ConfigError("--max-connections must be at least 1")
         if not 0 < self.header_timeout <= 3600:

@@ -372,6 +372,23 @@ def entry() -> None:
     show_envvar=True,
     help="Outbound Redis messages kept while Redis is unreachable.",
 )
+@click.option(
+    "--redis-store-09/--no-redis-store-09",
+    default=False,
+    envvar="SIO_REDIS_STORE_09",
+    show_envvar=True,
+    help="Join a socket.io 0.9 RedisStore fleet on the same Redis: its broadcasts reach our "
+    "sockets, ours reach its clients, and rooms count both (docs: Migrating from 0.9).",
+)
+@click.option(
+    "--redis-store-09-roll-call",
+    type=float,
+    default=5.0,
+    envvar="SIO_REDIS_STORE_09_ROLL_CALL",
+    show_envvar=True,
+    help="With --redis-store-09: seconds between roll calls of the 0.9 servers; one silent "
+    "for 2.5 of them is lost, and its clients forgotten.",
+)
 def main(**options: Any) -> None:
     """Run one master and its Socket.IO workers on this host."""
     cors = options.pop("cors")

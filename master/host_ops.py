@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from sio_cluster.master.routing.router import RoutingTable
@@ -78,9 +79,17 @@ class HostOperations:
 class ClusterOperations:
     """A worker's request, answered for the whole cluster: this host, then the others."""
 
-    def __init__(self, host: HostOperations, remote: RemoteHosts) -> None:
+    def __init__(
+        self,
+        host: HostOperations,
+        remote: RemoteHosts,
+        legacy_sockets: Callable[[FetchSockets], list[Any]] = lambda operation: [],
+    ) -> None:
+        """``legacy_sockets``: the sockets of a 0.9 fleet a fetch also lists (--redis-store-09),
+        which no 0.9 server can be asked for."""
         self.host = host
         self.remote = remote
+        self.legacy_sockets = legacy_sockets
 
     async def handle(self, origin: int, operation: ClusterOperation) -> Any:
         match operation:
@@ -97,6 +106,10 @@ class ClusterOperations:
                 if local:
                     return local  # a socket lives on one host only: found here, done
                 return await self.remote.request(operation)
+            case FetchSockets():
+                local = await self.host.on_host(operation)
+                remote = await self.remote.request(operation)
+                return operation.combine([local, remote, self.legacy_sockets(operation)])
             case _:  # this host, then the others, combined
                 local = await self.host.on_host(operation)
                 return operation.combine([local, await self.remote.request(operation)])

@@ -269,6 +269,35 @@ class Metrics:
             registry=r,
         )
 
+        self.store09_received = Counter(
+            f"{PREFIX}_store09_received",
+            "socket.io 0.9 RedisStore messages read (--redis-store-09), by channel",
+            ["channel"],
+            registry=r,
+        )
+        self.store09_published = Counter(
+            f"{PREFIX}_store09_published",
+            "socket.io 0.9 RedisStore messages published (--redis-store-09), by channel",
+            ["channel"],
+            registry=r,
+        )
+        self.store09_malformed = Counter(
+            f"{PREFIX}_store09_malformed",
+            "socket.io 0.9 RedisStore messages that could not be read and were ignored, by channel",
+            ["channel"],
+            registry=r,
+        )
+        self.store09_unsendable = Counter(
+            f"{PREFIX}_store09_unsendable",
+            "Emits the 0.9 fleet cannot carry (binary arguments): not passed on to it",
+            registry=r,
+        )
+        self.store09_servers_lost = Counter(
+            f"{PREFIX}_store09_servers_lost",
+            "0.9 servers that stopped answering the roll call (their clients forgotten)",
+            registry=r,
+        )
+
     def watch_state(
         self,
         sockets: Callable[[], Mapping[int, int]],
@@ -289,6 +318,19 @@ class Metrics:
     def watch_recovery(self, recovery: RecoveryLog) -> None:
         """Expose connection state recovery's counters and sizes, read at scrape time."""
         self.registry.register(_RecoveryCollector(recovery))
+
+    def watch_store09(self, clients: Callable[[], int], servers: Callable[[], int]) -> None:
+        """Expose the 0.9 fleet as this master sees it, read at scrape time."""
+        Gauge(
+            f"{PREFIX}_store09_clients",
+            "0.9 clients of the 0.9 servers this master knows of",
+            registry=self.registry,
+        ).set_function(clients)
+        Gauge(
+            f"{PREFIX}_store09_servers",
+            "0.9 servers heard from (and not lost)",
+            registry=self.registry,
+        ).set_function(servers)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

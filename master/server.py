@@ -53,6 +53,7 @@ from sio_cluster.master.routing.fanout import Fanout
 from sio_cluster.master.routing.messages import Rejected, event_prefix, parse_message
 from sio_cluster.master.routing.rejects import RejectSink
 from sio_cluster.master.routing.router import RoutingTable
+from sio_cluster.master.store09.bridge import LegacyFleet
 from sio_cluster.master.supervisor import StartupError, Supervisor
 from sio_cluster.wire.frames import Broadcast, Join, Leave, RecoveryFrame, is_room
 from sio_cluster.wire.operations import ClusterOperation
@@ -116,7 +117,20 @@ class Master:
                 config.redis_buffer_bytes,
             )
         self.recovery.hand_over_through(self.bus)
-        self.operations = ClusterOperations(self.host, self.bus)
+        # None unless --redis-store-09: the hot path pays one test for it
+        self.legacy_fleet: LegacyFleet | None = None
+        if config.redis_store_09:
+            self.legacy_fleet = LegacyFleet(
+                self.bus.publish,
+                transport,
+                commands,
+                self.fanout,
+                metrics,
+                config.redis_store_09_roll_call,
+            )
+            self.operations = ClusterOperations(self.host, self.bus, self.legacy_fleet.fetch)
+        else:
+            self.operations = ClusterOperations(self.host, self.bus)
         self.rejects = RejectSink(commands, config.rejected_key, metrics)
         self.store: MembershipStore = NoStore()
         if config.store:
@@ -171,10 +185,14 @@ class Master:
             if self.table.join(worker, namespace, sid, room) and room is not None:
                 self.bus.room_opened(namespace, room, is_sid=room == sid)
             self.store.join(namespace, sid, room)
+            if self.legacy_fleet is not None:
+                self.legacy_fleet.our_join(namespace, sid, room)
         else:
             if self.table.leave(worker, namespace, sid, room) and room is not None:
                 self.bus.room_closed(namespace, room)
             self.store.leave(namespace, sid, room)
+            if self.legacy_fleet is not None:
+                self.legacy_fleet.our_leave(namespace, sid, room)
             if room is None:
                 self.recovery.socket_left(namespace, sid)
 
@@ -182,6 +200,8 @@ class Master:
         self.metrics.worker_broadcasts.inc()
         seq = self.recovery.deliver_own(self.fanout, worker, broadcast, body)
         self.recovery.published(seq, self.bus.relay_worker_broadcast(broadcast))
+        if self.legacy_fleet is not None:
+            self.legacy_fleet.relay_broadcast(broadcast)
 
     def on_recovery(self, worker: int, frame: RecoveryFrame) -> None:
         self.recovery.on_frame(worker, frame)
@@ -198,6 +218,8 @@ class Master:
             log.info("forgot %d sockets of %s", len(dropped), self.supervisor.describe(worker))
         for namespace, sid in dropped:
             self.store.leave(namespace, sid, None)
+            if self.legacy_fleet is not None:
+                self.legacy_fleet.our_leave(namespace, sid, None)
 
     async def handle_request(self, worker: int, operation: ClusterOperation) -> Any:
         return await self.operations.handle(worker, operation)
@@ -210,6 +232,8 @@ class Master:
         try:
             if pattern in self._prefixes:
                 self._route_message(pattern, channel, name, body)
+            elif self.legacy_fleet is not None and pattern is None and name in LegacyFleet.channels:
+                self.legacy_fleet.on_message(name, body)
             else:
                 self.bus.on_classic(pattern, name, body)
         except Exception:  # a bug here must cost one message, never the subscriber
@@ -231,6 +255,8 @@ class Master:
             self.rejects.reject(name, body, rejected)
             return
         self.fanout.deliver(delivery.namespace, delivery.to, delivery.exclude, [delivery.packet])
+        if self.legacy_fleet is not None:
+            self.legacy_fleet.relay_channel_message(delivery)
 
     def _reconnect_counter(self) -> Callable[[], None]:
         """What one subscriber calls on every (re)subscription: all but its first count as
@@ -321,6 +347,9 @@ class Master:
                 asyncio.create_task(self.bus.run()),
                 asyncio.create_task(self.store.run()),
             ]
+            if self.legacy_fleet is not None:
+                await self.source.add_channels(LegacyFleet.channels)
+                tasks.append(asyncio.create_task(self.legacy_fleet.run()))
             await stop.wait()
             log.info("stopping")
             return 0
@@ -328,6 +357,8 @@ class Master:
             if self.acceptor is not None:
                 self.acceptor.close()  # stop accepting: a stopping host takes no new clients
             await _cancel(tasks)
+            if self.legacy_fleet is not None and tasks:
+                await self.legacy_fleet.close({sid for _, sid, _ in self.table.sockets()})
             await self.supervisor.stop()
             self.supervisor.kill_all()
             if tasks:  # the store wrote something only if the cluster got ready
