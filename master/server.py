@@ -100,7 +100,13 @@ class Master:
             self.bus = ShardedBus(
                 transport,
                 ShardChannels(config.adapter_key, config.subscription_mode),
-                ShardedSource(topology, self._reconnect_counter(), f"{client_name()}:ssub"),
+                ShardedSource(
+                    topology,
+                    self._reconnect_counter(),
+                    f"{client_name()}:ssub",
+                    config.redis_stall_timeout,
+                    self._subscriber_loss,
+                ),
                 self.host,
                 self.fanout,
                 metrics,
@@ -268,7 +274,8 @@ class Master:
         connected), and no stop has begun (so a balancer drains this host first)."""
         workers = self.supervisor.alive_count()
         subscribed = self.source.connected and self.bus.subscribed()
-        stalled = self.source.stalled()
+        silent = max(self.source.silent_for(), self.bus.silent_for())
+        stalled = silent > self.config.redis_stall_timeout
         stopping = stop.is_set()
         state: dict[str, Any] = {
             "ready": workers == self.config.workers and subscribed and not stalled and not stopping,
@@ -279,7 +286,7 @@ class Master:
             "stopping": stopping,
         }
         if stalled:  # why: how long Redis has been mute
-            state["redis_silent_seconds"] = round(self.source.silent_for(), 1)
+            state["redis_silent_seconds"] = round(silent, 1)
         return state
 
     async def run(self, stop: asyncio.Event) -> int:
