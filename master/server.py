@@ -457,7 +457,12 @@ async def serve(config: Config) -> int:
         master = Master(config, topology, commands, metrics)
         try:
             if not await first_contact(
-                commands, topology, master.patterns, f"{client_name()}:sub", stop
+                commands,
+                topology,
+                master.patterns,
+                f"{client_name()}:sub",
+                stop,
+                master.bus.own_channels("/"),
             ):
                 return 0  # stopped while waiting for Redis
         except RedisRefused as exc:
