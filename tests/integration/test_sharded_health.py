@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,11 +77,13 @@ async def test_a_paused_shard_node_turns_readyz_503_and_loses_nothing(
     assert (await readyz(probes))[0] == 200
     assert paused.process is not None
     os.kill(paused.process.pid, signal.SIGSTOP)
+    paused_at = time.monotonic()
     try:
         # published during the pause: waits in the paused node's socket
         _, writer = await asyncio.open_connection("127.0.0.1", paused.port)
         writer.write(command("SPUBLISH", channel, room_broadcast(room, ["during", 1])))
         await until(lambda: _status(probes, 503), 2 * BOUND + 2, "503 while the node is paused")
+        noticed = time.monotonic() - paused_at
         _, state = await readyz(probes)
         assert state["redis_stalled"] is True and state["redis_silent_seconds"] >= BOUND
         assert state["redis_subscribed"] is True  # connected, and deaf
@@ -100,6 +103,7 @@ async def test_a_paused_shard_node_turns_readyz_503_and_loses_nothing(
     assert client.got("during") == [(1,)]
     assert client.got("live") == [("during",)]
     writer.close()
+    print(f"\nshard node paused: /readyz 503 after {noticed:.1f} s (bound {BOUND} s)")
     assert master.metric('sio_master_loss_events_total{reason="subscriber_stall"}') == 0
     assert len(master.log_matches("Redis has not answered the shard subscriber")) == 1
 

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from bench.measure import descendants
 from sio_cluster.master.embedded_redis import EmbeddedRedis, free_port
 from tests.cluster import MasterProcess, running_redis, until, until_equal
-from tests.integration.test_acl import MASTER_ACL
+from tests.integration.test_acl import MASTER_ACL, SHARDED_ACL
 
 
 def errors(master: MasterProcess) -> list[str]:
@@ -86,9 +86,6 @@ async def test_an_acl_refusal_exits_1_at_once_with_one_line(
         "the error lines",
     )
     assert not master.log_matches("cluster ready|worker 0 started|Traceback")
-
-
-SHARDED_ACL = MASTER_ACL + " +spublish +ssubscribe +pubsub|shardnumsub"  # as docs/redis.md
 
 
 @pytest.mark.parametrize(
