@@ -44,7 +44,8 @@ MOVED = ": MOVED "  # how a -MOVED reply reads in a SubscriberError
 
 
 class RedisRefused(Exception):
-    """Redis refuses this master (credentials, ACL, TLS): a configuration error, one line."""
+    """Redis refuses this master (credentials, ACL, TLS, a command it lacks): a configuration
+    error, one line."""
 
 
 def refusal(exc: BaseException) -> str | None:
