@@ -10,7 +10,12 @@ listens on the worker ports and ``/readyz`` answers 503 until Redis has answered
 
 What is tried is what the master does first: a PING on the command pool (its connection
 authenticates and names itself) and, on a connection of the subscriber's kind, the
-subscriber's CLIENT SETNAME and PSUBSCRIBE of every pattern.
+subscriber's CLIENT SETNAME and PSUBSCRIBE of every pattern; with ``--adapter sharded``,
+also the SSUBSCRIBE of the shard channels the bus subscribes first (namespace ``/``). On a
+Cluster a shard channel served by another node answers ``-MOVED``: Redis checks the ACL
+before it redirects (Redis 7.0.15: a denied channel answers ``-NOPERM`` on any node), so
+``-MOVED`` means the ACL allows it. A Redis older than 7 answers ``unknown command``: a
+refusal too, as no retry will teach it SSUBSCRIBE.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 
 from sio_cluster.common.redis.topology import Topology
-from sio_cluster.master.pubsub.resp import connect
+from sio_cluster.master.pubsub.resp import SubscriberError, connect
 from sio_cluster.master.pubsub.source import backoff_delays
 
 log = logging.getLogger(__name__)
@@ -34,10 +39,13 @@ PROBE_TIMEOUT = 10.0
 # the error replies of a refusal, as the subscriber's own connection reports them
 AUTH_REPLIES = ("WRONGPASS", "NOAUTH", "invalid password", "but no password is set")
 ACL_REPLIES = ("NOPERM",)
+UNKNOWN_COMMAND = "unknown command"
+MOVED = ": MOVED "  # how a -MOVED reply reads in a SubscriberError
 
 
 class RedisRefused(Exception):
-    """Redis refuses this master (credentials, ACL, TLS): a configuration error, one line."""
+    """Redis refuses this master (credentials, ACL, TLS, a command it lacks): a configuration
+    error, one line."""
 
 
 def refusal(exc: BaseException) -> str | None:
@@ -54,6 +62,11 @@ def refusal(exc: BaseException) -> str | None:
         return (
             f"the ACL refuses a command or channel the master needs ({text}); see README, "
             "A minimal Redis ACL user"
+        )
+    if UNKNOWN_COMMAND in text:
+        return (
+            f"it does not know a command the master needs ({text}); "
+            "--adapter sharded needs Redis >= 7"
         )
     return None
 
@@ -73,6 +86,7 @@ async def first_contact(
     patterns: Sequence[str],
     client_name: str,
     stop: asyncio.Event,
+    shard_channels: Sequence[str] = (),
 ) -> bool:
     """Return True once Redis has answered both tries, False if ``stop`` is set first;
     raise :class:`RedisRefused` on a refusal. An outage is logged once, then waited out
@@ -82,7 +96,8 @@ async def first_contact(
     while not stop.is_set():
         try:
             await asyncio.wait_for(commands.ping(), PROBE_TIMEOUT)
-            await _try_subscriber(await topology.primary_url(), patterns, client_name)
+            url = await topology.primary_url()
+            await _try_subscriber(url, patterns, shard_channels, client_name)
         except (RedisError, OSError, TimeoutError) as exc:
             reason = refusal(exc)
             if reason is not None:
@@ -103,13 +118,22 @@ async def first_contact(
     return False
 
 
-async def _try_subscriber(url: str, patterns: Sequence[str], client_name: str) -> None:
-    """What the subscriber does on connecting (see master.pubsub.source), then hang up."""
+async def _try_subscriber(
+    url: str, patterns: Sequence[str], shard_channels: Sequence[str], client_name: str
+) -> None:
+    """What the subscribers do on connecting (see master.pubsub.source and
+    master.pubsub.sharded_source), on one connection, then hang up."""
     protocol = await connect(url, lambda *item: None, PROBE_TIMEOUT)
     try:
         await asyncio.wait_for(protocol.call("CLIENT", "SETNAME", client_name), PROBE_TIMEOUT)
         for pattern in patterns:  # one by one: a refusal is one error reply for the command
             await asyncio.wait_for(protocol.call("PSUBSCRIBE", pattern), PROBE_TIMEOUT)
+        for channel in shard_channels:
+            try:
+                await asyncio.wait_for(protocol.call("SSUBSCRIBE", channel), PROBE_TIMEOUT)
+            except SubscriberError as exc:
+                if MOVED not in str(exc):  # -MOVED: allowed, and served by another node
+                    raise
     finally:
         if protocol.transport is not None:
             protocol.transport.abort()

@@ -101,7 +101,13 @@ class Master:
             self.bus = ShardedBus(
                 transport,
                 ShardChannels(config.adapter_key, config.subscription_mode),
-                ShardedSource(topology, self._reconnect_counter(), f"{client_name()}:ssub"),
+                ShardedSource(
+                    topology,
+                    self._reconnect_counter(),
+                    f"{client_name()}:ssub",
+                    config.redis_stall_timeout,
+                    self._subscriber_loss,
+                ),
                 self.host,
                 self.fanout,
                 metrics,
@@ -294,7 +300,8 @@ class Master:
         connected), and no stop has begun (so a balancer drains this host first)."""
         workers = self.supervisor.alive_count()
         subscribed = self.source.connected and self.bus.subscribed()
-        stalled = self.source.stalled()
+        silent = max(self.source.silent_for(), self.bus.silent_for())
+        stalled = silent > self.config.redis_stall_timeout
         stopping = stop.is_set()
         state: dict[str, Any] = {
             "ready": workers == self.config.workers and subscribed and not stalled and not stopping,
@@ -305,7 +312,7 @@ class Master:
             "stopping": stopping,
         }
         if stalled:  # why: how long Redis has been mute
-            state["redis_silent_seconds"] = round(self.source.silent_for(), 1)
+            state["redis_silent_seconds"] = round(silent, 1)
         return state
 
     async def run(self, stop: asyncio.Event) -> int:
@@ -481,7 +488,12 @@ async def serve(config: Config) -> int:
         master = Master(config, topology, commands, metrics)
         try:
             if not await first_contact(
-                commands, topology, master.patterns, f"{client_name()}:sub", stop
+                commands,
+                topology,
+                master.patterns,
+                f"{client_name()}:sub",
+                stop,
+                master.bus.own_channels("/"),
             ):
                 return 0  # stopped while waiting for Redis
         except RedisRefused as exc:

@@ -223,6 +223,9 @@ class MemoryShards:
                 self.channels.discard(name)
                 self._redis.unsubscribe(name, self._on)
 
+    def silent_for(self) -> float:
+        return 0.0  # memory always answers
+
     async def run(self) -> None:
         await asyncio.Event().wait()
 

