@@ -15,7 +15,10 @@ reading HTTP. Websockets are long-lived and mostly idle between engine.io's ping
 
 HAProxy checks each worker's ``/healthz`` (see :mod:`workers.process`) every
 second, so a dead or stopping worker leaves the pool within about 2 s; a respawn
-(well under a second) does not move its clients. nginx's open-source ``stream``
+(well under a second) does not move its clients. A check may wait 3 s for its answer
+(``timeout check``; without it HAProxy allows only ``inter``, 1 s): a host that is alive but
+busy (a traffic spike, a saturated CPU) must not leave the pool, because moving its source
+addresses to another host breaks every long-polling session they hold there. nginx's open-source ``stream``
 module has no active checks, only passive failover (``max_fails``,
 ``proxy_next_upstream``), and that split long-polling sessions: while a killed
 worker respawned, each nginx process sent the same address to whichever worker
@@ -75,6 +78,7 @@ def haproxy(layout: Layout) -> str:
 defaults
     mode tcp
     timeout connect 5s
+    timeout check 3s
     timeout client {TUNNEL_TIMEOUT}
     timeout server {TUNNEL_TIMEOUT}
     timeout tunnel {TUNNEL_TIMEOUT}

@@ -92,3 +92,11 @@ def test_bad_arguments_exit_2_with_a_reason(args: list[str]) -> None:
         text=True,
     )
     assert done.returncode == 2 and "error:" in done.stderr and done.stdout == ""
+
+
+def test_a_busy_host_has_three_seconds_to_answer_its_check() -> None:
+    """Without ``timeout check`` HAProxy gives a check ``inter`` (1 s): a host slowed by a
+    spike left the pool and its polling sessions broke on the other host (seen under load)."""
+    text = haproxy(LAYOUT)
+    defaults = text[text.index("defaults") : text.index("frontend")]
+    assert "    timeout check 3s\n" in defaults
