@@ -601,9 +601,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     async with redis_server(client_name="bench") as (server, r):
         eio3: tuple[type[System], ...] = (OursAllowingEio3, OursWithV2Clients) if args.eio3 else ()
         systems: tuple[type[System], ...] = (Ours, OursOnePort, *eio3, PythonSocketIO, Node)
+        if args.only:  # in the order given: interleave variants differently from run to run
+            every: tuple[type[System], ...] = (*systems, OursAllowingEio3, OursWithV2Clients)
+            known = {c.name: c for c in every}
+            systems = tuple(known[name] for name in args.only)
         for cls in systems:
-            if args.only and cls.name not in args.only:
-                continue
             print(f"running {cls.name} ...", file=sys.stderr)
             results["systems"][cls.name] = await run_system(
                 cls(server.url, args.processes), r, args
@@ -625,7 +627,16 @@ def main() -> None:
     options = Options(__doc__, quick_help="smaller counts: under 2 minutes")
     options.add_argument("--processes", type=int, default=2)
     options.add_argument("--clients", type=int, default=200)
-    options.add_argument("--only", nargs="*", help="run only these systems")
+    options.add_argument(
+        "--only",
+        nargs="*",
+        choices=(
+            *(c.name for c in (Ours, OursOnePort, OursAllowingEio3, OursWithV2Clients)),
+            PythonSocketIO.name,
+            Node.name,
+        ),
+        help="run only these systems, in this order",
+    )
     options.add_argument("--window", type=int, default=500, help="closed loop: deliveries")
     options.add_argument(
         "--cluster", action="store_true", help="also run ours on a 3+3 Redis Cluster"
