@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -133,6 +134,8 @@ class BehindHaproxy(Layout):
         return path
 
     def spawn(self) -> None:
+        if shutil.which("haproxy") is None:
+            raise SystemExit("haproxy is not installed (Debian: apt-get install -y haproxy)")
         super().spawn()
         for port in self.backends:
             wait_port(port)
@@ -167,6 +170,7 @@ class BehindHaproxy(Layout):
             self.haproxies.stop()
         finally:
             super().stop()
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def hard_open_files() -> None:
