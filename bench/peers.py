@@ -3,7 +3,10 @@
 Systems, each with the same number of server processes and the same tiny app (a
 ``join`` event that puts the socket in a room):
 
-- ``ours``: ``python -m sio_cluster --workers N``;
+- ``ours``: ``python -m sio_cluster --workers N --worker-ports`` (worker i on its own port, as
+  the peers' processes are; the clients spread over the ports);
+- ``ours one-port`` (``--one-port``): the same, every client on the master's one port, which
+  hands each connection to a worker (the default layout: what it costs deliveries);
 - ``python-socketio``: ``AsyncServer`` + ``AsyncRedisManager``, one process per port;
 - ``node``: socket.io 4.x + @socket.io/redis-adapter 8.x (``bench/node``, ``npm ci``).
 
@@ -105,6 +108,7 @@ class System:
 
 class Ours(System):
     name = "ours"
+    worker_ports = True  # False: every client on the master's one port (OursOnePort)
 
     def __init__(
         self, url: str, processes: int, extra: list[str] | None = None, repo: Path = REPO
@@ -134,9 +138,9 @@ class Ours(System):
                 *self.extra,
             ],
             cwd=self.repo,
-            # every worker on its own port, as the peers' processes are (by environment: an
-            # older checkout run with --repo ignores a variable it does not know)
-            env={**os.environ, "SIO_WORKER_PORTS": "1"},
+            # every worker on its own port, as the peers' processes are, or the one port (by
+            # environment: an older checkout run with --repo ignores a variable it does not know)
+            env={**os.environ, "SIO_WORKER_PORTS": "1" if self.worker_ports else "0"},
         )
 
     def message(self, target: str | None, payload: dict[str, Any]) -> tuple[str, bytes]:
@@ -144,6 +148,21 @@ class Ours(System):
         if target is not None:
             body["to"] = target
         return "ch:bench", orjson.dumps(body)
+
+
+class OursOnePort(Ours):
+    """Ours with every client on the master's one port (the default layout): the master
+    accepts each connection and hands it to a worker; after that it is not in the data path,
+    so deliveries should be those of ``ours`` within noise."""
+
+    name = "ours one-port"
+    worker_ports = False
+
+    def __init__(
+        self, url: str, processes: int, extra: list[str] | None = None, repo: Path = REPO
+    ) -> None:
+        super().__init__(url, processes, extra, repo)
+        self.ports = [self.base]  # the load generator's clients all connect here
 
 
 class OursAllowingEio3(Ours):
@@ -593,10 +612,24 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     async with redis_server(client_name="bench") as (server, r):
         eio3: tuple[type[System], ...] = (OursAllowingEio3, OursWithV2Clients) if args.eio3 else ()
         store09: tuple[type[System], ...] = (OursInA09Fleet,) if args.store_09 else ()
-        systems: tuple[type[System], ...] = (Ours, *eio3, *store09, PythonSocketIO, Node)
+        systems: tuple[type[System], ...] = (
+            Ours,
+            OursOnePort,
+            *eio3,
+            *store09,
+            PythonSocketIO,
+            Node,
+        )
+        if args.only:  # in the order given: interleave variants differently from run to run
+            every: tuple[type[System], ...] = (
+                *systems,
+                OursAllowingEio3,
+                OursWithV2Clients,
+                OursInA09Fleet,
+            )
+            known = {c.name: c for c in every}
+            systems = tuple(known[name] for name in args.only)
         for cls in systems:
-            if args.only and cls.name not in args.only:
-                continue
             print(f"running {cls.name} ...", file=sys.stderr)
             results["systems"][cls.name] = await run_system(
                 cls(server.url, args.processes), r, args
@@ -618,7 +651,19 @@ def main() -> None:
     options = Options(__doc__, quick_help="smaller counts: under 2 minutes")
     options.add_argument("--processes", type=int, default=2)
     options.add_argument("--clients", type=int, default=200)
-    options.add_argument("--only", nargs="*", help="run only these systems")
+    options.add_argument(
+        "--only",
+        nargs="*",
+        choices=(
+            *(
+                c.name
+                for c in (Ours, OursOnePort, OursAllowingEio3, OursWithV2Clients, OursInA09Fleet)
+            ),
+            PythonSocketIO.name,
+            Node.name,
+        ),
+        help="run only these systems, in this order",
+    )
     options.add_argument("--window", type=int, default=500, help="closed loop: deliveries")
     options.add_argument(
         "--cluster", action="store_true", help="also run ours on a 3+3 Redis Cluster"

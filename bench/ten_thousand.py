@@ -1,15 +1,26 @@
-"""10,000 concurrent websocket clients on one machine: ours against Node (issue 11, item 4).
+"""10,000 concurrent websocket clients on one machine: the two layouts of one host against
+each other (issue 24, item 5), or ours against Node (issue 11, item 4).
 
 Each system runs with 4 server processes and the same tiny app as ``bench/peers.py`` (a
 ``join`` event), against its own redis-server on a free loopback port, one system after the
-other: ours (``python -m sio_cluster --workers 4``) and Node socket.io 4.8 +
-@socket.io/redis-adapter 8.3 (``bench/node/server.js``, 4 processes). ``--clients``
-websocket clients (``bench/node/crowd.js``, over ``--crowds`` Node processes; client i on
-port ``i % 4``, from source address ``127.0.0.{1 + (i // 4) % --sources}``, in room
-``r{i % 20}``) then go through four phases, every wait bounded:
+other (``--only``, default ``one-port haproxy``):
+
+- ``one-port``: ``python -m sio_cluster --workers 4``, every client on the master's port, which
+  hands each connection to a worker (``bench/ten_thousand_layouts.py``);
+- ``haproxy``: the same with ``--worker-ports`` behind the real HAProxy, configured by
+  ``sio-master balancer-config haproxy --layout worker-ports`` (sticky by source address),
+  every client on HAProxy's port (several HAProxy processes on it: see that module);
+- ``ours``: ``--worker-ports`` with the clients on the workers' ports directly;
+- ``node``: Node socket.io 4.8 + @socket.io/redis-adapter 8.3 (``bench/node/server.js``, 4
+  processes, the clients on their ports directly).
+
+``--clients`` websocket clients (``bench/node/crowd.js``, over ``--crowds`` Node processes;
+client i on port ``i % ports``, from source address ``127.0.0.{1 + (i // ports) %
+--sources}``, in room ``r{i % 20}``) then go through four phases, every wait bounded:
 
 1. connect: every client connects and joins its room (at most ``--window`` on their first
-   connection at once); the time from the first attempt to the last join acknowledged;
+   connection at once); the time from the first attempt to the last join acknowledged, and
+   each client's own (p50/p99: from its first attempt to its join, retries included);
 2. memory: the resident memory of the servers (our master and workers; the Node processes)
    idle before the clients came and once they are all joined, per connection in KiB; the
    redis-server's is given apart;
@@ -20,14 +31,22 @@ port ``i % 4``, from source address ``127.0.0.{1 + (i // 4) % --sources}``, in r
    client from the timestamp (p50/p99/max over every delivery). Deliveries/s is delivered /
    (last delivery - first publish); "fan-out" is how long one broadcast took to reach its
    last client (median and worst over the broadcasts);
-4. reconnect storm: the server process of the last port, holding a quarter of the clients,
-   is SIGKILLed (ours: the master respawns the worker; Node: the bench starts the killed
-   process again on the same port as soon as it has exited). The clients reconnect by
-   themselves with socket.io-client's default backoff (first retry 0.5-1.5 s after the drop,
-   doubling to at most 5 s, +-50% at random; the same for both systems). As each one is
-   joined again the bench publishes a probe to its new sid, again every second until it
-   arrives; the storm is over when every dropped client is joined AND has its probe. Times
-   are from the SIGKILL (``bench/ten_thousand_storm.py``).
+4. reconnect storm (``--storm drop``, the default): every client drops its connection at
+   once and all of them come back through the front (the master's port, HAProxy's, or the
+   workers'); or (``--storm kill``, ours and node only) the server process of the last
+   port, holding a quarter of the clients, is SIGKILLed (ours: the master respawns the
+   worker; Node: the bench starts the killed process again on the same port as soon as it
+   has exited). The clients reconnect by themselves with socket.io-client's default backoff
+   (first retry 0.5-1.5 s after the drop, doubling to at most 5 s, +-50% at random; the same
+   for every system). As each one is joined again the bench publishes a probe to its new
+   sid, again every second until it arrives; the storm is over when every dropped client is
+   joined AND has its probe. Times are from the SIGKILL or the drop
+   (``bench/ten_thousand_storm.py``), so the backoff is in them; the joining attempt's own
+   time (from its start to the join acknowledged) is what the front adds.
+
+The CPU time of the master and of HAProxy (the fronts) is given for the connect phase and the
+storm apart, and the clients each worker holds once connected (source-address hashing over a
+few addresses is uneven).
 
 Nothing is asserted: the targets (RSS per connection at most Node's, broadcast p99 under
 50 ms, every client back and routed within 5 s) are reported beside the figures. A phase
@@ -39,8 +58,9 @@ process or a server holding its share of the clients, plus a margin), within the
 every process started here inherits it. On a 2-core machine the servers, the crowd, Redis
 and the publisher share the cores: the crowd's CPU is reported so its share is visible.
 
-    python bench/ten_thousand.py                 # 10,000 clients, ours then Node
-    python bench/ten_thousand.py --quick         # 2,000 clients, under 2 minutes
+    python bench/ten_thousand.py --sources 16    # 10,000 clients, one port then HAProxy
+    python bench/ten_thousand.py --quick         # 2,000 clients, under 2 minutes a system
+    python bench/ten_thousand.py --only ours node --storm kill   # ours against Node
     python bench/ten_thousand.py --only ours --clients 5000 --out /tmp/bench-out
 """
 
@@ -64,6 +84,7 @@ from bench.harness import Options, redis_server, write_json  # noqa: E402
 from bench.measure import cpu_times, rss_bytes  # noqa: E402
 from bench.peers import ROOMS, Node, Ours, System, node_modules, percentile, subscribed  # noqa: E402
 from bench.scaling_load import RawPublisher, cpu_seconds, fixed_rate  # noqa: E402
+from bench.ten_thousand_layouts import BehindHaproxy, Layout, OnePort  # noqa: E402
 from bench.ten_thousand_report import tables  # noqa: E402
 from bench.ten_thousand_storm import storm  # noqa: E402
 
@@ -71,6 +92,12 @@ PROCESSES = 4
 POLL = 0.05  # seconds between looks at the crowd while waiting on it
 SETTLE = 2.0  # seconds of quiet before memory is read
 MIB = 1 << 20
+SYSTEMS: dict[str, type[System]] = {
+    "one-port": OnePort,
+    "haproxy": BehindHaproxy,
+    "ours": Ours,
+    "node": Node,
+}
 
 
 def raise_open_files(needed: int) -> dict[str, int]:
@@ -87,14 +114,16 @@ def raise_open_files(needed: int) -> dict[str, int]:
 
 
 class CpuWatch:
-    """CPU time of the servers (ours: the master also apart) and the crowd over one phase
-    (schedstat, to the nanosecond), and the kernel's share of the servers' (/proc/<pid>/stat,
-    in clock ticks)."""
+    """CPU time of the servers (ours: the master also apart; HAProxy's processes apart, not
+    among the servers) and the crowd over one phase (schedstat, to the nanosecond), and the
+    kernel's share of the servers' (/proc/<pid>/stat, in clock ticks)."""
 
     def __init__(self, system: System, crowd: Crowd) -> None:
         self.groups = {"servers": system.pids(), "crowd": crowd.pids}
         if isinstance(system, Ours):
             self.groups["master"] = {system.servers.procs[0].pid}
+        if isinstance(system, BehindHaproxy):
+            self.groups["balancer"] = system.balancer_pids()
         self.start = {k: cpu_seconds(pids) for k, pids in self.groups.items()}
         self.ticks = cpu_times(self.groups["servers"])
 
@@ -127,9 +156,13 @@ async def connect(crowd: Crowd, system: System, args: argparse.Namespace) -> dic
             )
     seconds = max(s["last_first_join_at"] for s in status) - min(s["started_at"] for s in status)
     seconds /= 1000
+    each = [ms for answer in await crowd.ask("CONNECTS") for ms in answer]
     return {
         "seconds": round(seconds, 2),
         "per_s": round(args.clients / seconds),
+        "client_p50_ms": round(percentile(each, 0.50), 1),
+        "client_p99_ms": round(percentile(each, 0.99), 1),
+        "client_max_ms": round(max(each), 1),
         "failed_attempts": failed_attempts(status),
         "drops": sum(s["drops"] for s in status),
         "cpu": cpu.seconds(),
@@ -201,10 +234,13 @@ async def run_system(cls: type[System], args: argparse.Namespace) -> dict[str, A
     result: dict[str, Any] = {"processes": PROCESSES}
     async with redis_server(client_name="bench") as (server, r):
         assert server.process is not None
-        if cls is Ours:
-            system: System = Ours(
-                server.url, PROCESSES, ["--max-connections", str(max(args.clients, 10_000))]
-            )
+        extra = ["--max-connections", str(max(args.clients, 10_000))]
+        if cls is BehindHaproxy:
+            front = BehindHaproxy(server.url, PROCESSES, extra, clients=args.clients)
+            result["haproxy_processes"] = front.count
+            system: System = front
+        elif issubclass(cls, Ours):
+            system = cls(server.url, PROCESSES, extra)
         else:
             system = cls(server.url, PROCESSES)
         await asyncio.to_thread(system.start)
@@ -221,6 +257,8 @@ async def run_system(cls: type[System], args: argparse.Namespace) -> dict[str, A
             )
             try:
                 result["connect"] = await connect(crowd, system, args)
+                if isinstance(system, Layout):
+                    result["sockets_by_worker"] = system.sockets_by_worker()
                 await asyncio.sleep(SETTLE)
                 connected = rss_bytes(system.pids())
                 result["memory"] = {
@@ -232,9 +270,14 @@ async def run_system(cls: type[System], args: argparse.Namespace) -> dict[str, A
                 }
                 result["broadcast"] = await broadcast(crowd, system, publisher, args)
                 result["memory"]["after_broadcasts_mib"] = round(rss_bytes(system.pids()) / MIB, 1)
+                watch = CpuWatch(system, crowd)
                 result["storm"] = await storm(
-                    crowd, system, publisher, args.clients, args.storm_timeout
+                    crowd, system, publisher, args.clients, args.storm_timeout, args.storm
                 )
+                result["storm"]["cpu"] = watch.seconds()
+                if isinstance(system, Layout):
+                    result["sockets_by_worker_after_storm"] = system.sockets_by_worker()
+                    result["master_connections"] = system.master_connections()
             except PhaseFailed as exc:
                 result["failed"] = str(exc)
         finally:
@@ -253,6 +296,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "processes": PROCESSES,
         "crowds": args.crowds,
         "sources": args.sources,
+        "storm": args.storm,
         "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
         "open_files": raise_open_files(
             max(math.ceil(args.clients / args.crowds), math.ceil(args.clients / PROCESSES)) + 1024
@@ -260,9 +304,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "load_average_before": os.getloadavg(),
         "systems": {},
     }
-    for cls in (Ours, Node):
-        if args.only and cls.name not in args.only:
-            continue
+    for key in args.only:
+        cls = SYSTEMS[key]
         print(f"running {cls.name} ...", file=sys.stderr)
         results["systems"][cls.name] = await run_system(cls, args)
     results["load_average_after"] = os.getloadavg()
@@ -279,8 +322,22 @@ def main() -> None:
     options.add_argument("--seconds", type=float, default=10.0, help="of broadcasts")
     options.add_argument("--connect-timeout", type=float, default=180.0, help="seconds")
     options.add_argument("--storm-timeout", type=float, default=60.0, help="seconds")
-    options.add_argument("--only", nargs="*", choices=("ours", "node"), help="only these systems")
+    options.add_argument(
+        "--only",
+        nargs="*",
+        choices=tuple(SYSTEMS),
+        default=["one-port", "haproxy"],
+        help="these systems, in this order",
+    )
+    options.add_argument(
+        "--storm",
+        choices=("drop", "kill"),
+        default="drop",
+        help="drop: every client drops at once; kill: SIGKILL the last port's server process",
+    )
     args = options.parse()
+    if args.storm == "kill" and {"one-port", "haproxy"} & set(args.only):
+        options.error("--storm kill needs the clients on each server's port: ours or node")
     started = time.perf_counter()
     results = asyncio.run(main_async(args))
     results["wall_seconds"] = round(time.perf_counter() - started, 1)

@@ -19,6 +19,43 @@ STORM_HEADER = (
     "system|dropped|server listening s|reconnected s (p50 / all)|routed s (p50 / all)|"
     "attempts (mean / max)|failed attempts|misrouted"
 ).split("|")
+LAYOUT_HEADER = (
+    "system|connect s (all)|per client ms (p50 / p99)|failed attempts|clients per worker|"
+    "master CPU s|HAProxy CPU s|storm: reconnected s (p50 / p99 / all)|"
+    "routed s (p50 / p99 / all)|joining attempt ms (p50 / p99)|failed attempts|master CPU s|"
+    "HAProxy CPU s"
+).split("|")
+
+
+def layouts(results: dict[str, Any]) -> str | None:
+    """The fronts side by side: connect and storm times, failures, the fronts' CPU."""
+    rows = []
+    for name, s in results["systems"].items():
+        if "sockets_by_worker" not in s:
+            continue
+        if "storm" not in s:
+            rows.append([name, f"FAILED ({s.get('failed')})"])
+            continue
+        c, st = s["connect"], s["storm"]
+        rows.append(
+            [
+                name,
+                c["seconds"],
+                f"{c['client_p50_ms']} / {c['client_p99_ms']}",
+                sum(c["failed_attempts"].values()),
+                " / ".join(f"{n:,}" for n in s["sockets_by_worker"]),
+                c["cpu"].get("master_s", "-"),
+                c["cpu"].get("balancer_s", "-"),
+                f"{st['reconnected_p50_s']} / {st['reconnected_p99_s']} / "
+                f"{st['all_reconnected_s']}",
+                f"{st['routed_p50_s']} / {st['routed_p99_s']} / {st['all_routed_s']}",
+                f"{st['last_attempt_p50_ms']} / {st['last_attempt_p99_ms']}",
+                sum(st["failed_attempts"].values()),
+                st["cpu"].get("master_s", "-"),
+                st["cpu"].get("balancer_s", "-"),
+            ]
+        )
+    return markdown_table(LAYOUT_HEADER, rows) if rows else None
 
 
 def tables(results: dict[str, Any]) -> str:
@@ -71,8 +108,10 @@ def tables(results: dict[str, Any]) -> str:
             s["storm"]["misrouted"],
         ],
     )
+    front = layouts(results)
     return "\n\n".join(
         [
+            *([front] if front else []),
             markdown_table(CONNECT_HEADER, connect),
             markdown_table(BROADCAST_HEADER, broadcast),
             markdown_table(STORM_HEADER, storm),

@@ -1,5 +1,8 @@
 """The reconnect storm of ``bench/ten_thousand.py``: a server process holding a quarter of
-the clients is SIGKILLed; how long until every client it held is connected AND routed again.
+the clients is SIGKILLed (``kill``), or every client drops its connection at once (``drop``,
+what the layouts of one host are compared on: the whole crowd comes back through the front,
+the master's one port or HAProxy); how long until every client that dropped is connected AND
+routed again.
 
 Ours: the master respawns the worker on its port. Node: this module starts the killed process
 again on the same port as soon as it has exited (what a supervisor such as systemd or pm2
@@ -8,7 +11,7 @@ socket.io-client's backoff). "Routed" is checked, not assumed: as each dropped c
 joined again (its new sid known, its room joined), a probe is published to that sid, in the
 system's own format, and published again every :data:`REPROBE` s until it arrives; the
 storm is over when every dropped client is joined and has its probe. Every time is from the
-SIGKILL, in the clock the crowd stamps arrivals with.
+SIGKILL (or the drop), in the clock the crowd stamps arrivals with.
 """
 
 from __future__ import annotations
@@ -75,19 +78,37 @@ async def listening_again(port: int, killed_at: float, limit: float) -> float | 
     return None
 
 
+def quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank), rounded to the millisecond."""
+    ordered = sorted(values)
+    return round(ordered[min(int(q * len(ordered)), len(ordered) - 1)], 3)
+
+
 async def storm(
-    crowd: Crowd, system: System, publisher: RawPublisher, clients: int, timeout: float
+    crowd: Crowd,
+    system: System,
+    publisher: RawPublisher,
+    clients: int,
+    timeout: float,
+    kind: str = "kill",
 ) -> dict[str, Any]:
-    """Kill the server of the last port; wait (at most ``timeout`` s) until every client that
-    dropped is joined again and has its probe. ``clients``: client i is on port i % N."""
+    """``kill``: kill the server of the last port (client i is on port i % N); ``drop``: every
+    client drops its connection. Then wait (at most ``timeout`` s) until every client that
+    dropped is joined again and has its probe."""
     victim = len(system.ports) - 1
     port = system.ports[victim]
-    expected = len(range(victim, clients, len(system.ports)))
     before = failed_attempts(await crowd.ask("STATUS"))
     await crowd.ask("MARK")
-    killed_at = await kill_server(system, port)
+    if kind == "drop":
+        killed_at = epoch_ms()
+        expected = sum(a["dropped"] for a in await crowd.ask("DROP"))
+    else:
+        expected = len(range(victim, clients, len(system.ports)))
+        killed_at = await kill_server(system, port)
     started = time.monotonic()
-    server_back = asyncio.create_task(listening_again(port, killed_at, timeout))
+    server_back = (
+        asyncio.create_task(listening_again(port, killed_at, timeout)) if kind == "kill" else None
+    )
     pending: dict[int, tuple[str, float]] = {}  # client -> (its new sid, when last probed)
     probes = 0
     try:
@@ -112,14 +133,17 @@ async def storm(
             if now - started > timeout:
                 raise PhaseFailed(
                     "reconnect storm",
-                    f"after {timeout:g} s: {dropped:,} dropped (of {expected:,} on "
-                    f"the killed port), {down:,} not connected, {routed:,} routed",
+                    f"after {timeout:g} s: {dropped:,} dropped (of {expected:,} expected), "
+                    f"{down:,} not connected, {routed:,} routed",
                 )
     except BaseException:
-        server_back.cancel()
+        if server_back is not None:
+            server_back.cancel()
         raise
-    back = await server_back
-    if isinstance(system, Node):
+    back = None if server_back is None else await server_back
+    if kind == "drop":
+        restarted = None
+    elif isinstance(system, Node):
         restarted = system.by_port[port].pid
     else:
         restarted = await asyncio.to_thread(worker_pid, port)
@@ -127,21 +151,29 @@ async def storm(
     after = failed_attempts(answers)
     rejoined = [(row[3] - killed_at) / 1000 for row in log]
     routed_s = [(row[4] - killed_at) / 1000 for row in log]
+    last_attempt_ms = [row[3] - row[6] for row in log]  # the front's share: no backoff in it
     return {
+        "kind": kind,
         "port_clients": expected,
         "dropped": len(log),
         "dropped_elsewhere": sum(1 for row in log if row[1] != port),
         "server_back_s": None if back is None else round(back, 3),
         "all_reconnected_s": round(max(rejoined), 3),
         "reconnected_p50_s": round(statistics.median(rejoined), 3),
+        "reconnected_p99_s": quantile(rejoined, 0.99),
         "all_routed_s": round(max(routed_s), 3),
         "routed_p50_s": round(statistics.median(routed_s), 3),
+        "routed_p99_s": quantile(routed_s, 0.99),
+        "last_attempt_p50_ms": round(statistics.median(last_attempt_ms), 1),
+        "last_attempt_p99_ms": round(quantile(last_attempt_ms, 0.99), 1),
         "attempts_max": max(row[5] for row in log),
         "attempts_mean": round(statistics.fmean(row[5] for row in log), 2),
         "failed_attempts": {
             k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)
         },
-        "restarted_process_cpu_s": round(cpu_seconds({restarted}), 3),  # its start included
+        "restarted_process_cpu_s": (  # its start included
+            None if restarted is None else round(cpu_seconds({restarted}), 3)
+        ),
         "probes_sent": probes,
         "misrouted": sum(a["misrouted"] for a in answers),
     }

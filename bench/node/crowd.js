@@ -25,10 +25,15 @@
 //   TRACK n    expect broadcasts 0..n-1 from now (counters reset) -> {}
 //   COUNT      {distinct, duplicates, unknown}
 //   BROADCASTS the counts, every first-arrival latency (ms) and each broadcast's largest
+//   CONNECTS   [ms, ...]: each joined client's first connection, from its first attempt to
+//              its join acknowledged (failed attempts and their backoff included)
 //   MARK       start a reconnect storm: drops are recorded from now  -> {at}
+//   DROP       every joined client drops its connection at once (a storm made by the clients:
+//              each then reconnects with the backoff, as after a network blip) -> {dropped}
 //   STORM      {dropped, down, routed, misrouted, failures, fresh: [[i, sid], ...] joined again
 //              and routed_new: [i, ...] probed, both since the last call}
-//   STORMLOG   [[i, port, downAt, rejoinedAt, routedAt, attempts], ...] of every dropped client
+//   STORMLOG   [[i, port, downAt, rejoinedAt, routedAt, attempts, lastAttemptAt], ...] of every
+//              dropped client (lastAttemptAt: the start of the attempt that joined it again)
 //   QUIT       close every client and exit
 // Usage: node crowd.js '{"ports":[...],"first":0,"count":5000,"rooms":20,"sources":[...],
 //                        "window":500,"timeoutMs":20000}'
@@ -86,6 +91,9 @@ class Client {
     this.joined = false;
     this.everJoined = false;
     this.attempts = 0;
+    this.openedAt = 0; // the last attempt's start
+    this.firstOpenAt = 0;
+    this.firstJoinMs = -1;
     this.reason = null;
     this.downAt = 0;
     this.rejoinedAt = 0;
@@ -96,6 +104,8 @@ class Client {
   open() {
     if (state.quitting) return;
     this.stormAttempts++;
+    this.openedAt = now();
+    if (!this.firstOpenAt) this.firstOpenAt = this.openedAt;
     this.reason = null;
     const ws = new WebSocket(`ws://127.0.0.1:${this.port}/socket.io/?EIO=4&transport=websocket`, {
       perMessageDeflate: false,
@@ -143,6 +153,7 @@ class Client {
     const at = now();
     if (!this.everJoined) {
       this.everJoined = true;
+      this.firstJoinMs = at - this.firstOpenAt;
       state.lastFirstJoinAt = at;
       state.firstPending--;
       startWaiting();
@@ -259,6 +270,19 @@ const commands = {
       slowest_ms: Array.from(state.slowest, (v) => Math.round(v * 100) / 100),
     };
   },
+  CONNECTS() {
+    return clients.filter((c) => c.everJoined).map((c) => Math.round(c.firstJoinMs * 100) / 100);
+  },
+  DROP() {
+    let dropped = 0;
+    for (const c of clients) {
+      if (c.joined && c.ws) {
+        c.ws.terminate();
+        dropped++;
+      }
+    }
+    return { dropped };
+  },
   MARK() {
     state.marked = true;
     state.dropped.clear();
@@ -287,7 +311,7 @@ const commands = {
   STORMLOG() {
     return [...state.dropped].map((i) => {
       const c = clients[i - config.first];
-      return [i, c.port, c.downAt, c.rejoinedAt, c.routedAt, c.stormAttempts];
+      return [i, c.port, c.downAt, c.rejoinedAt, c.routedAt, c.stormAttempts, c.openedAt];
     });
   },
   QUIT() {

@@ -72,6 +72,15 @@ def eio3_cluster(redis_server: EmbeddedRedis) -> Iterator[MasterProcess]:
         yield master.ready_sync()
 
 
+@pytest.fixture(scope="module")
+def eio3_one_port(redis_server: EmbeddedRedis) -> Iterator[MasterProcess]:
+    """Two workers behind the master's one port (the default layout, no --worker-ports)."""
+    with MasterProcess(
+        redis_server.url, workers=2, extra=ALLOW, app=APP, one_port=True
+    ).start() as master:
+        yield master.ready_sync()
+
+
 def http_get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -170,6 +179,44 @@ async def test_old_and_new_clients_in_one_room_get_each_message_once(
         assert [list(args) for args in client.got("shout")] == shouts
     for name in old_clients:
         assert await old.cmd("transport", client=name) == TRANSPORTS[transport][-1]
+
+
+async def test_every_old_transport_through_the_one_port_on_both_workers(
+    eio3_one_port: MasterProcess, old: LegacyClients, redis_client: aioredis.Redis
+) -> None:
+    """socket.io-client 2.x through the master's one port: polling (every request names its
+    v3 sid, which names the worker), websocket, and polling then upgrade (the upgrade request
+    names the sid too). Clients of each transport are added until that transport has one on
+    each worker; a numbered ``ch:*`` stream to their room then arrives exactly once, in
+    order, at every client, and each ends on the transport it asked for."""
+    room = "one-port-eio3"
+    workers = set(eio3_one_port.worker_pids().values())
+    assert len(workers) == 2
+    placed: dict[str, dict[int, list[str]]] = {transport: {} for transport in TRANSPORTS}
+    for transport, transports in TRANSPORTS.items():
+        for n in range(6):  # new sessions alternate between equal workers: 2 are enough
+            if set(placed[transport]) == workers:
+                break
+            name = f"{transport}-{n}"
+            url = eio3_one_port.url(0)
+            await old.cmd("connect", client=name, url=url, transports=transports, events=["tick"])
+            assert await old.cmd("call", client=name, event="join", args=[room]) == [[room]]
+            [pid] = await old.cmd("call", client=name, event="pid")
+            placed[transport].setdefault(pid, []).append(name)
+        assert set(placed[transport]) == workers, placed
+
+    names = [name for by_pid in placed.values() for group in by_pid.values() for name in group]
+    for number in range(20):
+        await redis_client.publish("ch:tick", json.dumps({"to": room, "data": number}))
+    await redis_client.publish("ch:tick", json.dumps({"to": room, "data": "end"}))
+    expected = [*range(20), "end"]
+    for name in names:
+        await got_count(old, name, "tick", 21)
+    for name in names:
+        assert [args[0] for args in old.got(name, "tick")] == expected, name
+        transport = name.rsplit("-", 1)[0]
+        assert await old.cmd("transport", client=name) == TRANSPORTS[transport][-1], name
+    assert old.disconnects == []
 
 
 async def test_acks_both_ways_across_workers(
