@@ -18,9 +18,10 @@ second, so a dead or stopping worker leaves the pool within about 2 s; a respawn
 (well under a second) does not move its clients. A check may wait 3 s for its answer
 (``timeout check``; without it HAProxy allows only ``inter``, 1 s): a host that is alive but
 busy (a traffic spike, a saturated CPU) must not leave the pool, because moving its source
-addresses to another host breaks every long-polling session they hold there. nginx's open-source ``stream``
-module has no active checks, only passive failover (``max_fails``,
-``proxy_next_upstream``), and that split long-polling sessions: while a killed
+addresses to another host breaks every long-polling session they hold there.
+
+nginx's open-source ``stream`` module has no active checks, only passive failover
+(``max_fails``, ``proxy_next_upstream``), and that split long-polling sessions: while a killed
 worker respawned, each nginx process sent the same address to whichever worker
 its own failure state chose, and a session opened on the other worker broke again
 when the address moved back. So nginx never fails over: a refused connection is

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from sio_cluster.master.recovery.log import Outcome, RecoveryLog
 from sio_cluster.wire.frames import (
     BAD_CLIENTS_DROPPED,
+    CLIENTS_GONE_MID_ANSWER,
     CONNECTIONS_REFUSED,
     EIO3_CLIENTS,
     HEADER_TIMEOUTS,
@@ -147,6 +148,12 @@ class _StateCollector(Collector):
             "--header-timeout (since it started)",
             labels=["worker"],
         )
+        gone = GaugeMetricFamily(
+            f"{PREFIX}_clients_gone_mid_answer",
+            "Connections their clients closed while a worker was answering a request, e.g. an "
+            "abandoned websocket upgrade (since that worker started)",
+            labels=["worker"],
+        )
         old = GaugeMetricFamily(
             f"{PREFIX}_eio3_clients",
             "Engine.IO 3 clients (socket.io-client 1.x/2.x, --allow-eio3) connected to each "
@@ -160,11 +167,13 @@ class _StateCollector(Collector):
             bad.add_metric([str(worker)], stats.get(BAD_CLIENTS_DROPPED, 0))
             full.add_metric([str(worker)], stats.get(CONNECTIONS_REFUSED, 0))
             late.add_metric([str(worker)], stats.get(HEADER_TIMEOUTS, 0))
+            gone.add_metric([str(worker)], stats.get(CLIENTS_GONE_MID_ANSWER, 0))
         yield slow
         yield slow_bytes
         yield bad
         yield full
         yield late
+        yield gone
         yield old
 
 

@@ -31,6 +31,7 @@ from sio_cluster.common.memtrim import MemoryTrimmer
 from sio_cluster.wire.frames import (
     BAD_CLIENTS_DROPPED,
     BROADCASTS_READ,
+    CLIENTS_GONE_MID_ANSWER,
     CONNECTIONS_REFUSED,
     EIO3_CLIENTS,
     HEADER_TIMEOUTS,
@@ -50,7 +51,7 @@ from sio_cluster.wire.frames import (
 )
 from sio_cluster.wire.handoff import NO_HANDOFF
 from sio_cluster.wire.link import FrameLink
-from sio_cluster.workers import lost_sessions, patches
+from sio_cluster.workers import gone_clients, lost_sessions, patches
 from sio_cluster.workers.admin import AdminUI
 from sio_cluster.workers.app_loader import AppLoadError, apply_app, describe_error, load_app
 from sio_cluster.workers.apps import environ
@@ -133,6 +134,7 @@ class Worker:
             BAD_CLIENTS_DROPPED: Counters.bad_clients,
             CONNECTIONS_REFUSED: Counters.refused,
             HEADER_TIMEOUTS: Counters.header_timeouts,
+            CLIENTS_GONE_MID_ANSWER: gone_clients.GoneClients.count,
             EIO3_CLIENTS: 0 if self.eio3 is None else len(self.eio3.sessions),
             BROADCASTS_READ: self.broadcasts_read,
         }
@@ -212,6 +214,7 @@ class Worker:
             self._cannot_start(str(exc))
         adopt_library_loggers()
         lost_sessions.install()
+        gone_clients.install()
         try:
             paths = checks.check(sio)  # the dependency internals we rely on, checked once
         except CompatError as exc:
