@@ -117,7 +117,9 @@ class V09Clients:
             self._refuse_transport("jsonp-polling")
             return self._answer(request, "JSONP handshakes are not served", 400)
         environ = eio_aiohttp.translate_request(request)
-        query = parse_qs(request.query_string, keep_blank_values=True)
+        raw_query = request.rel_url.raw_query_string
+        environ["QUERY_STRING"] = raw_query  # as sent, percent-escapes kept (aiohttp decodes)
+        query = parse_qs(raw_query, keep_blank_values=True)
         auth = {key: values[0] if len(values) == 1 else values for key, values in query.items()}
         sid = self.eio.generate_id()
         session = V09Socket(self.eio, sid, auth, self._bad_frame, OUTBOX_LIMIT, self._slow_client)
