@@ -107,6 +107,10 @@ async def on_both_workers(old: V09Clients, url: str, transport: str, prefix: str
     raise AssertionError(f"0.9 clients all on one worker: {pids}")
 
 
+async def got_count(old: V09Clients, client: str, event: str, count: int) -> None:
+    await until(lambda: len(old.got(client, event)) >= count, 10, f"{count} x {event} at {client}")
+
+
 def metric_sum(master: MasterProcess, name: str) -> float:
     return sum(master.metric(f'{name}{{worker="{worker}"}}') for worker in (0, 1))
 
@@ -141,8 +145,8 @@ async def test_v09_and_current_clients_in_one_room_get_each_message_once(
     expected = [*range(20), "end"]
     shouts = [["from new", "wörld 😀"], ["from 0.9", {"n": [1, None]}]]
     for name in names:
-        await until(lambda n=name: len(old.got(n, "tick")) >= 21, 10, f"ticks at {name}")
-        await until(lambda n=name: len(old.got(n, "shout")) >= 2, 10, f"shouts at {name}")
+        await got_count(old, name, "tick", 21)
+        await got_count(old, name, "shout", 2)
     for client in new:
         await client.wait_count("tick", 21)
         await client.wait_count("shout", 2)
