@@ -125,6 +125,8 @@ def upgrade(packet: p09.Packet, auth: dict[str, Any]) -> Upgraded:
 def downgrade(text: str) -> str | None:
     """The 0.9 form of a Socket.IO 5 packet python-socketio sends (None: it has none)."""
     kind, rest = text[:1], text[1:]
+    if kind not in (_CONNECT, _DISCONNECT, _EVENT, _ACK, _CONNECT_ERROR):
+        return None  # binary events and acks: protocol 1 has no binary
     namespace = "/"
     if rest.startswith("/"):
         namespace, comma, rest = rest.partition(",")
@@ -148,5 +150,5 @@ def downgrade(text: str) -> str | None:
     elif kind == _CONNECT_ERROR:
         packet = p09.Error("unauthorized", "", endpoint)
     else:
-        return None  # binary events and acks: protocol 1 has no binary
+        return None  # an event without a name: nothing a 0.9 client could be told
     return p09.encode_packet(packet)
