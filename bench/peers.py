@@ -162,6 +162,22 @@ class OursWithV2Clients(OursAllowingEio3):
     eio = 3
 
 
+class OursAllowingV09(Ours):
+    """Ours with ``--allow-v09``, current clients: what the option costs them."""
+
+    name = "ours --allow-v09"
+
+    def __init__(self, url: str, processes: int) -> None:
+        super().__init__(url, processes, ["--allow-v09"])
+
+
+class OursWithV09Clients(OursAllowingV09):
+    """Ours with ``--allow-v09`` and every client speaking socket.io 0.9's protocol 1."""
+
+    name = "ours, 0.9 clients"
+    eio = 1
+
+
 class PythonSocketIO(System):
     name = "python-socketio"
 
@@ -581,7 +597,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
     async with redis_server(client_name="bench") as (server, r):
         eio3: tuple[type[System], ...] = (OursAllowingEio3, OursWithV2Clients) if args.eio3 else ()
-        systems: tuple[type[System], ...] = (Ours, *eio3, PythonSocketIO, Node)
+        v09: tuple[type[System], ...] = (OursAllowingV09, OursWithV09Clients) if args.v09 else ()
+        systems: tuple[type[System], ...] = (Ours, *eio3, *v09, PythonSocketIO, Node)
         for cls in systems:
             if args.only and cls.name not in args.only:
                 continue
@@ -615,6 +632,11 @@ def main() -> None:
         "--eio3",
         action="store_true",
         help="also run ours with --allow-eio3: with current clients, and with v2 (EIO=3) ones",
+    )
+    options.add_argument(
+        "--v09",
+        action="store_true",
+        help="also run ours with --allow-v09: with current clients, and with 0.9 (protocol 1) ones",
     )
     args = options.parse()
     scale = 0.2 if args.quick else 1.0

@@ -2,7 +2,7 @@
 ``tests/eio3_app.py``, plus what shows a 0.9 client's handshake and messages arriving:
 
 - ``/``'s connect handler keeps the handshake's ``QUERY_STRING`` and auth in the session
-  (``handshake`` returns them) and refuses the token ``refuse``;
+  (``handshake`` returns them) and refuses the token ``nobody`` (``/chat`` refuses ``refuse``);
 - ``message`` (0.9's ``send`` and ``json.send``) is echoed back as the event ``echo``;
 - 0.9 heartbeats every second, a second to answer (engine.io's ping settings).
 """
@@ -23,7 +23,7 @@ def setup(sio: socketio.AsyncServer) -> None:
 
     @sio.on("connect")
     async def connect(sid: str, environ: dict[str, Any], auth: Any) -> bool:
-        if isinstance(auth, dict) and auth.get("token") == "refuse":
+        if isinstance(auth, dict) and auth.get("token") == "nobody":
             return False
         await sio.save_session(sid, {"query": environ.get("QUERY_STRING"), "auth": auth})
         return True

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from sio_cluster.master.embedded_redis import EmbeddedRedis
 from tests.cluster import MasterProcess, op, until, until_equal
-from tests.node_peer import V09Clients, ensure_node_modules, missing_tools
+from tests.node_peer import NodePeerError, V09Clients, ensure_node_modules, missing_tools
 
 pytestmark = pytest.mark.skipif(
     missing_tools() is not None, reason=f"the 0.9 clients are npm packages: {missing_tools()}"
@@ -200,6 +200,10 @@ async def test_namespaces_and_the_handshake_query(
     await old.cmd("close", client="main-chat")  # leaves /chat only
     assert await old.cmd("call", client="main", event="join", args=["still"]) == [["still"]]
     assert old.disconnects == [{"client": "main-chat", "reason": None}]
+    await old.cmd("connect", client="bad-token", url=url, query="token=refuse")
+    with pytest.raises(NodePeerError, match="connect_failed: unauthorized"):
+        await old.cmd("of", client="bad-token-chat", on="bad-token", namespace="/chat")
+    assert await old.cmd("call", client="bad-token", event="join", args=["r"]) == [["r"]]
 
 
 async def test_a_refused_handshake_and_the_transports_offered(
@@ -208,7 +212,7 @@ async def test_a_refused_handshake_and_the_transports_offered(
     """``/`` refusing answers the handshake 403, which a 0.9 client reports as its error;
     the handshake offers websocket and xhr-polling only; the rest is refused with 400."""
     url = v09_cluster.url(0)
-    told = await old.cmd("refused", url=url, query="token=refuse")
+    told = await old.cmd("refused", url=url, query="token=nobody")
     assert told == {"error": "handshake unauthorized"}
     status, body = await handshake(url)
     assert status == 200

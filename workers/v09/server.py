@@ -126,9 +126,12 @@ class V09Clients:
         eio_patches.register_socket(self.eio, session)
         self.sessions[sid] = session
         accepted = await self.eio.handlers["connect"](sid, environ)
-        if accepted is False or isinstance(accepted, str):
+        if isinstance(accepted, str):  # refused before python-socketio: the worker is full
             await self._drop(session)
-            return self._answer(request, accepted or "handshake unauthorized", 403)
+            return self._answer(request, accepted, 503)
+        if accepted is False:
+            await self._drop(session)
+            return self._answer(request, "handshake unauthorized", 403)
         await session.hand_over_now("0" + _json(auth))
         refusal = session.refusal()
         if refusal is not None:
