@@ -255,7 +255,7 @@ class Worker:
                 checks.check_v09(sio)
             except CompatError as exc:
                 self._cannot_start(str(exc))
-            self.v09 = V09Clients(sio, fast_ws.bad_client, _slow_v09_client)
+            self.v09 = V09Clients(sio, fast_ws.bad_client, _slow_v09_client, paths.coalesced_writes)
             eio_patches.observe_eio_event(sio.eio, "disconnect", self.v09.forget)
             self.manager.fixed_sid = _first_sid(self.v09.sid_for, self.manager.fixed_sid)
         deadline = HeaderDeadline(config.header_timeout, self._late_headers)

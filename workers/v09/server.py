@@ -63,8 +63,10 @@ class V09Clients:
         sio: Any,
         bad_client: Callable[[str], None],
         slow_client: Callable[[int], None],
+        direct_writes: bool,
     ) -> None:
         self.sio = sio
+        self.direct_writes = direct_writes  # the worker's coalesced writes (FastPaths)
         self.eio = sio.eio
         self.sessions: dict[str, V09Socket] = {}
         self.bad_frames = 0  # frames that could not be decoded: each closed its client
@@ -155,7 +157,7 @@ class V09Clients:
         await ws.prepare(request)
         session.transport = "websocket"
         session.upgraded = True
-        writer = request.app.loop.create_task(session.write_websocket(ws))
+        writer = request.app.loop.create_task(session.write_websocket(ws, self.direct_writes))
         try:
             async for message in ws:
                 if message.type == WSMsgType.TEXT:

@@ -11,6 +11,13 @@ the client sends is translated the other way and handed to engine.io's ``message
 (python-socketio's, behind the worker's guards), as engine.io would. So the socket is an
 ordinary socket for handlers, rooms, emits, the master's routing and cluster operations.
 
+Writes: with the worker's coalesced writes (``FastPaths.coalesced_writes``), the frames a
+websocket client is given during one loop tick are written at the next, in one
+``transport.write``, by one callback for every 0.9 websocket (as
+:mod:`workers.transport.fast_ws` does for current clients), and a client whose transport holds
+more than ``SLOW_CLIENT_BYTES`` unsent is dropped as slow. Otherwise, and for what is left when
+the session ends, the websocket's writer task sends them through aiohttp.
+
 Heartbeats are 0.9's: the server sends ``2::`` every ping interval and closes the session if
 the client has not echoed it within the ping timeout (the same engine.io settings that bound
 a current client's silence). Being told a packet it cannot read closes the session, counted
@@ -29,6 +36,8 @@ from engineio import packet as eio_packet
 
 from sio_cluster.wire.sio09 import packets as p09
 from sio_cluster.workers.patches import engineio as eio_patches
+from sio_cluster.workers.patches.aiohttp import ws_transport
+from sio_cluster.workers.transport import fast_ws
 from sio_cluster.workers.v09 import translate
 
 log = logging.getLogger(__name__)
@@ -52,6 +61,33 @@ class _Downgrades:
             cls.frame = translate.downgrade(text)
             cls.text = text
         return cls.frame
+
+
+class _TickWrites:
+    """The 0.9 websockets given frames during this loop tick, written at the start of the
+    next by ONE scheduled callback."""
+
+    def __init__(self) -> None:
+        self.pending: list[V09Socket] = []
+        self.scheduled = False
+
+    def add(self, socket: V09Socket) -> None:
+        self.pending.append(socket)
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.run)
+
+    def run(self) -> None:
+        self.scheduled = False
+        pending, self.pending = self.pending, []
+        for socket in pending:
+            try:
+                socket.write_pending()
+            except Exception:  # one connection's failure must not strand the others' frames
+                log.exception("writing to a 0.9 websocket failed")
+
+
+_tick_writes = _TickWrites()
 
 
 class _Queue:
@@ -105,6 +141,8 @@ class V09Socket:
         self._ending = False
         self._polls = 0  # the newest poll's number: an older pending one gives way
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._direct: asyncio.Transport | None = None  # its websocket's, for tick writes
+        self._queued = False  # in this tick's writes
         loop = asyncio.get_running_loop()
         self._heartbeat: asyncio.TimerHandle | None = loop.call_later(
             eio.ping_interval, self._send_heartbeat
@@ -164,7 +202,12 @@ class V09Socket:
             return
         self.outbox.append(frame)
         self._outbox_bytes += len(frame)
-        self._wake.set()
+        if self._direct is not None:
+            if not self._queued:
+                self._queued = True
+                _tick_writes.add(self)
+        else:
+            self._wake.set()
         if self._outbox_bytes > self._outbox_limit:
             self._overflowed(self._outbox_bytes)
             self.outbox.clear()
@@ -182,14 +225,47 @@ class V09Socket:
         self._ending = True
         self._wake.set()
 
-    async def write_websocket(self, ws: web.WebSocketResponse) -> None:
-        """The websocket's writer: each frame as one message, until the session ends."""
+    def write_pending(self) -> None:
+        """This tick's frames, in one write to the websocket's transport (see the module
+        docstring); a client that leaves too much unread is dropped as slow."""
+        self._queued = False
+        transport = self._direct
+        if transport is None or not self.outbox or self._ending:
+            return  # the writer task sends what is left
+        if transport.is_closing():
+            self._direct = None
+            return
+        frames = self._take()
+        transport.write(b"".join(fast_ws.frame(f.encode(), 0x1) for f in frames))
+        unsent = transport.get_write_buffer_size()
+        if unsent > fast_ws.SLOW_CLIENT_BYTES:
+            self._overflowed(unsent)
+            self._direct = None
+            transport.abort()
+            self._spawn(self.close(abort=True, reason=self.server.reason.TRANSPORT_ERROR))
+
+    async def write_websocket(self, ws: web.WebSocketResponse, direct: bool) -> None:
+        """The websocket's writer: each frame as one message, until the session ends (with
+        ``direct``, frames go in tick writes and this only sends what is left at the end)."""
+        if direct:
+            for frame in self._take():  # queued before it opened: 1:: and the connect's emits
+                await ws.send_str(frame)
+            # from here on tick writes, and nothing is left to this task until the end: no
+            # frame it sends can be overtaken by a tick's
+            self._direct = ws_transport(ws)
+            self._wake.clear()
+            if self._ending:
+                self._wake.set()
+            elif self.outbox:
+                self._queued = True
+                _tick_writes.add(self)
         while True:
             await self._wake.wait()
             frames = self._take()
             for frame in frames:
                 await ws.send_str(frame)
             if self._ending:
+                self._direct = None
                 self._wake.set()  # for whoever reads after us: nothing more comes
                 await ws.close()
                 return
