@@ -19,6 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from sio_cluster.master.embedded_redis import EmbeddedRedis
+from sio_cluster.wire.sio09.packets import Ack, decode_packet, decode_payload, encode_payload
 from tests.cluster import MasterProcess, op, until, until_equal
 from tests.node_peer import NodePeerError, V09Clients, ensure_node_modules, missing_tools
 
@@ -297,6 +298,34 @@ async def test_a_silent_session_is_closed_by_heartbeats(
     await until(lambda: loop.time() - started >= 5, 10, "five heartbeats")
     assert await old.cmd("call", client="alive", event="join", args=["alive"]) == [["alive"]]
     assert old.disconnects == []
+
+
+async def test_a_raw_polling_session_with_a_payload_of_packets(
+    v09_cluster: MasterProcess,
+) -> None:
+    """Protocol 1 by hand over one port, each request on a new connection (routed by the sid
+    in its path): a POST of two packets in one U+FFFD payload gets both acks."""
+    url = v09_cluster.url(0)
+    status, body = await handshake(url)
+    sid = body.split(":")[0]
+    endpoint = f"{url}/socket.io/1/xhr-polling/{sid}"
+    assert await asyncio.to_thread(http, endpoint) == (200, "1::")
+    posted = encode_payload(['5:1+::{"name":"join","args":["raw é"]}', '5:2+::{"name":"pid"}'])
+    assert await asyncio.to_thread(http, endpoint, posted.encode()) == (200, "1")
+    packets: list[str] = []
+    while len([p for p in packets if p.startswith("6:")]) < 2:
+        status, body = await asyncio.to_thread(http, endpoint)
+        assert status == 200
+        packets += decode_payload(body)
+    acks = {
+        a.ack_id: a.args
+        for a in (decode_packet(p) for p in packets if p.startswith("6:"))
+        if isinstance(a, Ack)
+    }
+    assert acks[1] == (["raw é"],)
+    assert isinstance(acks[2][0], int)  # a worker's pid (handlers run concurrently: any order)
+    await asyncio.to_thread(http, f"{url}/socket.io/1//{sid}/?disconnect=1")
+    assert await asyncio.to_thread(http, endpoint) == (400, "client not handshaken")
 
 
 async def test_gauges_count_v09_clients(v09_cluster: MasterProcess, old: V09Clients) -> None:
