@@ -181,10 +181,15 @@ class V09Clients:
         if (request.content_length or 0) > limit:
             await self._bad_frame(session, f"a POST over {limit} bytes")
             return self._answer(request, "payload too large", 413)
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
-            await self._bad_frame(session, f"a POST over {limit} bytes")
-            return self._answer(request, "payload too large", 413)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_any():  # the whole body, never over the limit
+            size += len(chunk)
+            if size > limit:
+                await self._bad_frame(session, f"a POST over {limit} bytes")
+                return self._answer(request, "payload too large", 413)
+            chunks.append(chunk)
+        body = b"".join(chunks)
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
