@@ -192,6 +192,22 @@ class OursInA09Fleet(Ours):
         super().__init__(url, processes, ["--redis-store-09"])
 
 
+class OursAllowingV09(Ours):
+    """Ours with ``--allow-v09``, current clients: what the option costs them."""
+
+    name = "ours --allow-v09"
+
+    def __init__(self, url: str, processes: int) -> None:
+        super().__init__(url, processes, ["--allow-v09"])
+
+
+class OursWithV09Clients(OursAllowingV09):
+    """Ours with ``--allow-v09`` and every client speaking socket.io 0.9's protocol 1."""
+
+    name = "ours, 0.9 clients"
+    eio = 1
+
+
 class PythonSocketIO(System):
     name = "python-socketio"
 
@@ -612,10 +628,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     async with redis_server(client_name="bench") as (server, r):
         eio3: tuple[type[System], ...] = (OursAllowingEio3, OursWithV2Clients) if args.eio3 else ()
         store09: tuple[type[System], ...] = (OursInA09Fleet,) if args.store_09 else ()
+        v09: tuple[type[System], ...] = (OursAllowingV09, OursWithV09Clients) if args.v09 else ()
         systems: tuple[type[System], ...] = (
             Ours,
             OursOnePort,
             *eio3,
+            *v09,
             *store09,
             PythonSocketIO,
             Node,
@@ -625,6 +643,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 *systems,
                 OursAllowingEio3,
                 OursWithV2Clients,
+                OursAllowingV09,
+                OursWithV09Clients,
                 OursInA09Fleet,
             )
             known = {c.name: c for c in every}
@@ -657,7 +677,15 @@ def main() -> None:
         choices=(
             *(
                 c.name
-                for c in (Ours, OursOnePort, OursAllowingEio3, OursWithV2Clients, OursInA09Fleet)
+                for c in (
+                    Ours,
+                    OursOnePort,
+                    OursAllowingEio3,
+                    OursWithV2Clients,
+                    OursAllowingV09,
+                    OursWithV09Clients,
+                    OursInA09Fleet,
+                )
             ),
             PythonSocketIO.name,
             Node.name,
@@ -677,6 +705,11 @@ def main() -> None:
         "--store-09",
         action="store_true",
         help="also run ours with --redis-store-09 (joining a socket.io 0.9 fleet)",
+    )
+    options.add_argument(
+        "--v09",
+        action="store_true",
+        help="also run ours with --allow-v09: with current clients, and with 0.9 (protocol 1) ones",
     )
     args = options.parse()
     scale = 0.2 if args.quick else 1.0

@@ -63,6 +63,7 @@ class Config:
     connection_state_recovery: float = 0.0  # the recovery window in seconds; 0: off
     recovery_buffer_bytes: int = 64 * 1024 * 1024  # the packet log's cap, per host
     allow_eio3: bool = False  # also serve Engine.IO 3 clients (socket.io-client 1.x/2.x)
+    allow_v09: bool = False  # also serve socket.io 0.9 clients (protocol 1)
     admin_ui: bool = False
     admin_auth: str = ""  # "user:password", or "none" to serve the Admin UI without a login
     redis_store_09: bool = False  # the master joins a socket.io 0.9 RedisStore fleet

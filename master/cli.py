@@ -351,6 +351,14 @@ def entry() -> None:
     "the same rooms and get the same messages as current clients.",
 )
 @click.option(
+    "--allow-v09/--no-allow-v09",
+    default=False,
+    envvar="SIO_ALLOW_V09",
+    show_envvar=True,
+    help="Also accept socket.io-client 0.9 (Socket.IO protocol 1: /socket.io/1/ over websocket "
+    "and xhr-polling); they join the same rooms and get the same messages as current clients.",
+)
+@click.option(
     "--admin-ui/--no-admin-ui",
     default=False,
     envvar="SIO_ADMIN_UI",

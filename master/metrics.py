@@ -29,6 +29,8 @@ from sio_cluster.wire.frames import (
     HEADER_TIMEOUTS,
     SLOW_CLIENT_BYTES_DROPPED,
     SLOW_CLIENTS_DROPPED,
+    V09_BAD_FRAMES,
+    V09_CLIENTS,
 )
 
 log = logging.getLogger(__name__)
@@ -160,7 +162,21 @@ class _StateCollector(Collector):
             "worker, as of its last health check",
             labels=["worker"],
         )
+        oldest = GaugeMetricFamily(
+            f"{PREFIX}_v09_clients",
+            "socket.io 0.9 clients (protocol 1, --allow-v09) connected to each worker, as of "
+            "its last health check",
+            labels=["worker"],
+        )
+        oldest_bad = GaugeMetricFamily(
+            f"{PREFIX}_v09_bad_frames",
+            "socket.io 0.9 frames a worker could not read, each closing its client (since "
+            "that worker started)",
+            labels=["worker"],
+        )
         for worker, stats in sorted(self._worker_stats().items()):
+            oldest.add_metric([str(worker)], stats.get(V09_CLIENTS, 0))
+            oldest_bad.add_metric([str(worker)], stats.get(V09_BAD_FRAMES, 0))
             old.add_metric([str(worker)], stats.get(EIO3_CLIENTS, 0))
             slow.add_metric([str(worker)], stats.get(SLOW_CLIENTS_DROPPED, 0))
             slow_bytes.add_metric([str(worker)], stats.get(SLOW_CLIENT_BYTES_DROPPED, 0))
@@ -175,6 +191,8 @@ class _StateCollector(Collector):
         yield late
         yield gone
         yield old
+        yield oldest
+        yield oldest_bad
 
 
 class _RecoveryCollector(Collector):

@@ -289,3 +289,16 @@ class LegacyClients(NodeScript):
     def on_message(self, message: dict[str, Any]) -> None:
         if "disconnect" in message:
             self.disconnects.append(message["disconnect"])
+
+
+class V09Clients(NodeScript):
+    """socket.io-client 0.9.16 clients (Socket.IO protocol 1, ``tests/node/v09_clients.js``),
+    recording the events each listens to and each disconnect."""
+
+    def __init__(self) -> None:
+        super().__init__("v09_clients.js")
+        self.disconnects: list[dict[str, Any]] = []  # {"client", "reason"}
+
+    def on_message(self, message: dict[str, Any]) -> None:
+        if "disconnect" in message:
+            self.disconnects.append(message["disconnect"])

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from typing import NoReturn
 
 import socketio
@@ -37,6 +38,8 @@ from sio_cluster.wire.frames import (
     HEADER_TIMEOUTS,
     SLOW_CLIENT_BYTES_DROPPED,
     SLOW_CLIENTS_DROPPED,
+    V09_BAD_FRAMES,
+    V09_CLIENTS,
     Broadcast,
     Failed,
     Frame,
@@ -70,6 +73,7 @@ from sio_cluster.workers.patches.versions import CompatError
 from sio_cluster.workers.recovery import WorkerRecovery
 from sio_cluster.workers.transport import fast_ws
 from sio_cluster.workers.transport.fast_ws import Counters
+from sio_cluster.workers.v09.server import V09Clients
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,7 @@ class Worker:
         self.manager = ClusterManager(self.link, sequenced=bool(config.connection_state_recovery))
         self.recovery: WorkerRecovery | None = None
         self.eio3: Eio3Clients | None = None
+        self.v09: V09Clients | None = None
         self._stop = asyncio.Event()
         self._orphaned = False
 
@@ -136,6 +141,8 @@ class Worker:
             HEADER_TIMEOUTS: Counters.header_timeouts,
             CLIENTS_GONE_MID_ANSWER: gone_clients.GoneClients.count,
             EIO3_CLIENTS: 0 if self.eio3 is None else len(self.eio3.sessions),
+            V09_CLIENTS: 0 if self.v09 is None else len(self.v09.sessions),
+            V09_BAD_FRAMES: 0 if self.v09 is None else self.v09.bad_frames,
             BROADCASTS_READ: self.broadcasts_read,
         }
         self.health.send(Pong(frame.token, stats).encode(), droppable=False)
@@ -246,6 +253,14 @@ class Worker:
         if self.eio3 is not None:
             self.eio3.install()
             self.manager.fixed_sid = self.eio3.sid_for
+        if config.allow_v09:
+            try:
+                checks.check_v09(sio)
+            except CompatError as exc:
+                self._cannot_start(str(exc))
+            self.v09 = V09Clients(sio, fast_ws.bad_client, _slow_v09_client, paths.coalesced_writes)
+            eio_patches.observe_eio_event(sio.eio, "disconnect", self.v09.forget)
+            self.manager.fixed_sid = _first_sid(self.v09.sid_for, self.manager.fixed_sid)
         deadline = HeaderDeadline(config.header_timeout, self._late_headers)
         if isinstance(user_app, AiohttpApp):
             app = user_app.web_app  # the user's, with the worker's deadline and /healthz
@@ -259,6 +274,8 @@ class Worker:
                 f"--app {config.app!r}: the application routes GET /healthz, the worker's"
                 " health endpoint; move that route"
             )
+        if self.v09 is not None:
+            self.v09.add_routes(app)  # before an ASGI app's catch-all route
         bridge = (
             AsgiBridge(user_app.asgi_app, user_app.path) if isinstance(user_app, AsgiApp) else None
         )
@@ -280,7 +297,9 @@ class Worker:
             AdminUI(sio, self.manager, config.admin_credentials()).install()
         try:
             # each patch above, seen taking hold
-            await checks.exercise(paths, bool(config.connection_state_recovery), config.allow_eio3)
+            await checks.exercise(
+                paths, bool(config.connection_state_recovery), config.allow_eio3, config.allow_v09
+            )
         except CompatError as exc:
             self._cannot_start(str(exc))
         if bridge is not None:
@@ -383,6 +402,28 @@ class Worker:
         if bridge is not None:
             await bridge.lifespan.stop()  # the ASGI app's, once its connections are closed
         log.info("stopped")
+
+
+def _slow_v09_client(unread: int) -> None:
+    """A socket.io 0.9 client left too much unread: counted as a slow client."""
+    Counters.dropped += 1
+    Counters.dropped_bytes += unread
+    fast_ws.client_refusals.log(
+        logging.WARNING, "slow", "dropped a socket.io 0.9 client with %d characters unread", unread
+    )
+
+
+FixedSid = Callable[[str, str], str | None]
+
+
+def _first_sid(first: FixedSid, then: FixedSid) -> FixedSid:
+    """The socket id ``first`` gives, else the one ``then`` gives (each knows its clients)."""
+
+    def fixed(eio_sid: str, namespace: str) -> str | None:
+        sid = first(eio_sid, namespace)
+        return sid if sid is not None else then(eio_sid, namespace)
+
+    return fixed
 
 
 def run(worker_id: int, fd: int, health_fd: int, config: Config, handoff_fd: int, key: int) -> None:

@@ -8,9 +8,13 @@
 // now - t to the latencies (the publisher and this process share the machine's clock).
 // With "eio": 3 the clients speak Engine.IO 3 as socket.io-client 2.x does (the server puts
 // them in "/" unasked; they ping every pingInterval), for a server run with --allow-eio3.
+// With "eio": 1 they speak socket.io 0.9's protocol 1 as socket.io-client 0.9 does over its
+// websocket (GET /socket.io/1/ handshake, then /socket.io/1/websocket/<sid>; heartbeats
+// echoed), for a server run with --allow-v09.
 // Usage: node loadgen.js '{"ports":[8000,8001],"clients":200,"rooms":20}'
 "use strict";
 const WebSocket = require("ws");
+const http = require("http");
 const readline = require("readline");
 const { performance } = require("perf_hooks");
 
@@ -21,7 +25,47 @@ let received = 0;
 let latencies = [];
 const sockets = [];
 
+function handshake(port) {
+  return new Promise((resolve, reject) => {
+    http
+      .get(`http://127.0.0.1:${port}/socket.io/1/?t=${Date.now()}`, (res) => {
+        let body = "";
+        res.on("data", (chunk) => (body += chunk));
+        res.on("end", () => (res.statusCode === 200 ? resolve(body.split(":")[0]) : reject(new Error(body))));
+      })
+      .on("error", reject);
+  });
+}
+
+// A protocol 1 (socket.io 0.9) client: the handshake, its websocket, the join with an ack.
+async function connectV09(i) {
+  const port = config.ports[i % config.ports.length];
+  const sid = await handshake(port);
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/socket.io/1/websocket/${sid}`, {
+      perMessageDeflate: false,
+    });
+    ws.on("error", reject);
+    ws.on("message", (buffer) => {
+      const text = buffer.toString();
+      if (text.startsWith("5:")) {
+        received++;
+        const at = text.indexOf('"t":');
+        if (at > 0) latencies.push(now() - parseFloat(text.slice(at + 4)));
+      } else if (text === "2::") {
+        ws.send("2::");
+      } else if (text === "1::") {
+        ws.send(`5:1+::{"name":"join","args":["r${i % config.rooms}"]}`);
+      } else if (text.startsWith("6:::1")) {
+        resolve(sid);
+      }
+    });
+    sockets.push(ws);
+  });
+}
+
 function connect(i) {
+  if (eio === 1) return connectV09(i);
   return new Promise((resolve, reject) => {
     const port = config.ports[i % config.ports.length];
     const ws = new WebSocket(`ws://127.0.0.1:${port}/socket.io/?EIO=${eio}&transport=websocket`, {

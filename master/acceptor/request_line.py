@@ -5,6 +5,10 @@ needed: engine.io carries its session id in the query string (``?EIO=4&transport
 sid=…``) of every request of a session, the websocket upgrade included. Anything else (a
 line that is not HTTP, a request without a sid, a line longer than the peek) is a new
 session as far as routing goes: the worker it reaches answers it as it would any request.
+
+socket.io 0.9 clients (protocol 1, ``--allow-v09``) carry their session id in the PATH
+instead: ``/socket.io/1/<transport>/<sid>[/]``, and ``/socket.io/1//<sid>/?disconnect=1`` for
+the synchronous disconnect of a page being unloaded. A query's ``sid`` comes first.
 """
 
 from __future__ import annotations
@@ -38,11 +42,26 @@ def first_request(peeked: bytes, limit: int) -> Incomplete | FirstRequest:
     parts = peeked[:end].rstrip(b"\r").split(b" ")
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
         return NEW_SESSION
-    _, question, query = parts[1].partition(b"?")
-    if not question:
+    path, question, query = parts[1].partition(b"?")
+    if question:
+        try:
+            values = parse_qs(query.decode("ascii"), max_num_fields=64).get("sid")
+        except (UnicodeDecodeError, ValueError):
+            return NEW_SESSION
+        if values:
+            return FirstRequest(values[0])
+    return _v09_session(path)
+
+
+V09_TRANSPORTS = (b"websocket", b"xhr-polling", b"jsonp-polling", b"flashsocket", b"htmlfile", b"")
+
+
+def _v09_session(path: bytes) -> FirstRequest:
+    """The sid in a protocol 1 path (``…/1/<transport>/<sid>``), if it is one."""
+    segments = path.rstrip(b"/").split(b"/")
+    if len(segments) < 4 or segments[-3] != b"1" or segments[-2] not in V09_TRANSPORTS:
         return NEW_SESSION
-    try:
-        values = parse_qs(query.decode("ascii"), max_num_fields=64).get("sid")
-    except (UnicodeDecodeError, ValueError):
+    sid = segments[-1]
+    if not sid or not sid.isascii():
         return NEW_SESSION
-    return FirstRequest(values[0]) if values else NEW_SESSION
+    return FirstRequest(sid.decode("ascii"))

@@ -24,6 +24,14 @@ LIMIT = 8192
         (b"GET /socket.io/?sid=12.Zz-_&EIO=4&transport=websocket HTTP/1.1\n", "12.Zz-_"),
         (b"GET /socket.io/?EIO=4&transport=polling&sid=7.a%2Bb HTTP/1.1\r\n", "7.a+b"),
         (b"GET /socket.io/?EIO=4&sid=1.a&sid=2.b HTTP/1.1\r\n", "1.a"),  # the first, as engine.io
+        # socket.io 0.9 (protocol 1): the sid is in the path
+        (b"GET /socket.io/1/websocket/3.abc HTTP/1.1\r\n", "3.abc"),
+        (b"GET /socket.io/1/xhr-polling/3.abc?t=1700000000000 HTTP/1.1\r\n", "3.abc"),
+        (b"POST /socket.io/1/xhr-polling/3.abc?t=17&token=x HTTP/1.1\r\n", "3.abc"),
+        (b"GET /socket.io/1//3.abc/?disconnect=1 HTTP/1.1\r\n", "3.abc"),
+        (b"GET /socket.io/1/jsonp-polling/3.abc?t=1&i=0 HTTP/1.1\r\n", "3.abc"),
+        (b"GET /app/socket.io/1/websocket/3.abc/ HTTP/1.1\r\n", "3.abc"),
+        (b"GET /socket.io/1/websocket/3.abc?sid=9.x HTTP/1.1\r\n", "9.x"),  # the query first
     ],
 )
 def test_a_request_of_a_session_names_its_sid(peeked: bytes, expected: str) -> None:
@@ -40,6 +48,11 @@ def test_a_request_of_a_session_names_its_sid(peeked: bytes, expected: str) -> N
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n",  # TLS, not HTTP
         b"GET /socket.io/?sid=1.a\r\n",  # no version: not an HTTP/1 request line
         b"GET /socket.io/?sid=\xff HTTP/1.1\r\n",  # not ASCII
+        b"GET /socket.io/1/?t=1700000000000 HTTP/1.1\r\n",  # a 0.9 handshake
+        b"GET /socket.io/1/ HTTP/1.1\r\n",
+        b"GET /socket.io/1/bogus/3.abc HTTP/1.1\r\n",  # no such transport
+        b"GET /socket.io/1/websocket/\xff HTTP/1.1\r\n",  # not ASCII
+        b"GET /socket.io/2/websocket/3.abc HTTP/1.1\r\n",  # not protocol 1
         b"\r\n",
         b"A" * LIMIT,  # a line longer than the peek: decided on what is there
     ],

@@ -339,7 +339,15 @@ async def test_the_installed_patches_take_hold_when_exercised() -> None:
     eio_patches.end_polling_sessions_on_client_close()
     eio_patches.timer_pings()
     # the installed versions do what the patches rely on, with every option's hooks too
-    await checks.exercise(paths, recovery=True, eio3=True)
+    await checks.exercise(paths, recovery=True, eio3=True, v09=True)
+
+
+def test_v09_checks_the_internals_it_relies_on() -> None:
+    sio = socketio.AsyncServer(async_mode="aiohttp")
+    checks.check_v09(sio)  # the installed versions have them
+    sio.eio._cors_headers = None  # a version without it
+    with pytest.raises(CompatError, match="--allow-v09 cannot work.*_cors_headers"):
+        checks.check_v09(sio)
 
 
 def test_the_patches_take_hold_on_uvloop_as_in_a_worker() -> None:

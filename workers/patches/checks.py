@@ -63,10 +63,12 @@ from sio_cluster.workers.patches.aiohttp import ws_transport
 from sio_cluster.workers.patches.engineio import (
     EngineIoWebSocket,
     aiohttp_response,
+    cors_headers,
     disconnect_without_waiting,
     encode_polls,
     ping_timer,
     refuse_connections_over,
+    register_socket,
     served_socket,
     take_posts,
     timer_pings_installed,
@@ -344,6 +346,53 @@ def check_eio3(sio: Any, paths: FastPaths) -> None:
         )
 
 
+def check_v09(sio: Any) -> None:
+    """Raise :class:`CompatError` unless what ``--allow-v09`` relies on is there (call at start
+    with the option on): engine.io's handlers, ping settings, reasons and CORS headers."""
+    eio = sio.eio
+    handlers = getattr(eio, "handlers", None)
+    missing = [
+        name
+        for name, present in (
+            (
+                "AsyncServer.handlers (connect, message, disconnect)",
+                isinstance(handlers, dict)
+                and all(callable(handlers.get(e)) for e in ("connect", "message", "disconnect")),
+            ),
+            ("AsyncServer._cors_headers", callable(getattr(eio, "_cors_headers", None))),
+            ("AsyncServer.generate_id", callable(getattr(eio, "generate_id", None))),
+            ("AsyncServer.async_handlers", isinstance(getattr(eio, "async_handlers", None), bool)),
+            (
+                "the ping settings",
+                all(
+                    isinstance(getattr(eio, name, None), int | float)
+                    for name in ("ping_interval", "ping_timeout", "max_http_buffer_size")
+                ),
+            ),
+            (
+                "the disconnect reasons",
+                all(
+                    hasattr(eio.reason, reason)
+                    for reason in (
+                        "SERVER_DISCONNECT",
+                        "CLIENT_DISCONNECT",
+                        "PING_TIMEOUT",
+                        "TRANSPORT_CLOSE",
+                        "TRANSPORT_ERROR",
+                    )
+                ),
+            ),
+        )
+        if not present
+    ]
+    if missing:
+        raise CompatError(
+            f"--allow-v09 cannot work on {version('python-socketio')} and "
+            f"{version('python-engineio')}: missing {', '.join(missing)}. Install the versions "
+            "in setup.cfg or update workers/patches/."
+        )
+
+
 def check_recovery(sio: Any) -> None:
     """Raise :class:`CompatError` unless the internals recovery hooks into are there (call at
     start with ``--connection-state-recovery``): without them it would silently not work."""
@@ -371,13 +420,16 @@ def check_recovery(sio: Any) -> None:
 # -- each installed patch, exercised once at start -------------------------------------------
 
 
-async def exercise(paths: FastPaths, recovery: bool = False, eio3: bool = False) -> None:
+async def exercise(
+    paths: FastPaths, recovery: bool = False, eio3: bool = False, v09: bool = False
+) -> None:
     """Run each patch :func:`workers.patches.install` installed on throwaway engine.io and
     python-socketio servers, and raise :class:`CompatError` naming every one whose patched
     path was not taken. Call once, after installing, before serving: these are the
     behaviours the worker relies on, which attributes alone do not show. ``recovery``,
     ``eio3``: the hooks connection state recovery and the Engine.IO 3 translation install
-    are exercised too (with those options on)."""
+    are exercised too (with those options on); ``v09``: a socket of the worker's own in
+    engine.io's table is reached by engine.io's ``send`` and ``disconnect``."""
     found = [
         await _close_on_poll_problem(),
         await _timer_ping_problem(),
@@ -387,6 +439,7 @@ async def exercise(paths: FastPaths, recovery: bool = False, eio3: bool = False)
         await _parked_problem() if paths.direct_writes else None,
         await _connect_hooks_problem() if recovery or eio3 else None,
         await _poll_hooks_problem() if eio3 else None,
+        await _own_socket_problem() if v09 else None,
     ]
     problems = [problem for problem in found if problem]
     if problems:
@@ -560,6 +613,44 @@ async def _poll_hooks_problem() -> str | None:
         return (
             f"{version('python-engineio')}: long-poll answers or POST bodies did not pass"
             " through AsyncServer._ok and AsyncSocket.handle_post_request as hooked"
+        )
+    return None
+
+
+class _OwnSocket:
+    """A socket of the worker's own, as :func:`register_socket` registers one."""
+
+    def __init__(self) -> None:
+        self.sid = "patch-probe"
+        self.closed = False
+        self.sent: list[Any] = []
+
+    async def send(self, pkt: Any) -> None:
+        self.sent.append(pkt.data)
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        self.closed = True
+
+
+async def _own_socket_problem() -> str | None:
+    """engine.io's ``send`` and (patched) ``disconnect`` reach a socket registered in its
+    table, and its CORS headers answer an allowed origin (0.9 clients)."""
+    eio = engineio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*")
+    disconnect_without_waiting(eio)
+    socket = _OwnSocket()
+    register_socket(eio, socket)
+    await eio.send(socket.sid, "probe")
+    await eio.disconnect(socket.sid)
+    cors = cors_headers(eio, {"REQUEST_METHOD": "GET", "HTTP_ORIGIN": "http://probe"})
+    if (
+        socket.sent != ["probe"]
+        or not socket.closed
+        or socket.sid in eio.sockets
+        or (("Access-Control-Allow-Origin", "http://probe") not in cors)
+    ):
+        return (
+            f"{version('python-engineio')}: a socket registered in AsyncServer.sockets was not"
+            " reached by send/disconnect, or _cors_headers did not answer as expected"
         )
     return None
 

@@ -9,7 +9,8 @@ Internals: ``AsyncServer._async`` (the driver table: websocket class, request tr
 ``AsyncServer._ok`` (a long-poll answer), the aiohttp ``WebSocket._sock`` wrapper slot,
 ``AsyncSocket._websocket_handler``, ``AsyncSocket._send_ping`` (replaced by a timer, kept in
 ``AsyncSocket._ping_timer``), ``AsyncSocket.receive``/``close``/``schedule_ping``/
-``handle_post_request`` (wrapped), asyncio ``Queue._getters`` of a socket's queue, and the
+``handle_post_request`` (wrapped), ``AsyncServer._cors_headers`` (0.9 clients' answers),
+asyncio ``Queue._getters`` of a socket's queue, and the
 server attribute ``_sio_cluster_posts`` this module sets itself.
 """
 
@@ -87,6 +88,27 @@ def enqueue(eio_socket: Any, packets: Sequence[Any]) -> None:
         put = eio_socket.queue.put_nowait
         for pkt in packets:
             put(pkt)
+
+
+def register_socket(eio: Any, socket: Any) -> None:
+    """Put a socket of the worker's own (a socket.io 0.9 client's, :mod:`workers.v09.session`)
+    in engine.io's table: engine.io's ``send``/``disconnect``, python-socketio and the
+    worker's deliveries then reach it by its ``sid`` as they reach engine.io's sockets."""
+    eio.sockets[socket.sid] = socket
+
+
+def unregister_socket(eio: Any, socket: Any) -> None:
+    """Take a socket :func:`register_socket` registered out of engine.io's table."""
+    if eio.sockets.get(socket.sid) is socket:
+        del eio.sockets[socket.sid]
+
+
+def cors_headers(eio: Any, environ: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The CORS headers engine.io would answer a request with this ``environ``
+    (``REQUEST_METHOD``, ``HTTP_ORIGIN``, ``HTTP_HOST``...), per its ``cors_allowed_origins``
+    (engine.io: ``AsyncServer._cors_headers``)."""
+    headers: list[tuple[str, str]] = eio._cors_headers(environ)
+    return headers
 
 
 def stop_writer(eio_socket: Any) -> None:
