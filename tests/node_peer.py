@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import json
 import shutil
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any, Self
 
 import socketio
 
-from sio_cluster.master.embedded_redis import free_port
+from sio_cluster.master.embedded_redis import EmbeddedRedis, free_port
 from tests import probe_app
 from tests.cluster import until
 
@@ -302,3 +303,17 @@ class V09Clients(NodeScript):
     def on_message(self, message: dict[str, Any]) -> None:
         if "disconnect" in message:
             self.disconnects.append(message["disconnect"])
+
+
+class V09Server(NodeScript):
+    """One ``node v09_server.js``: a socket.io 0.9.19 server on RedisStore (the Redis at
+    ``redis_server``) and its own socket.io-client 0.9.16 clients."""
+
+    def __init__(self, redis_server: EmbeddedRedis) -> None:
+        self.port = free_port()
+        super().__init__("v09_server.js", str(self.port), str(redis_server.port))
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()

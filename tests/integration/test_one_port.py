@@ -326,11 +326,10 @@ def haproxy(
         check=True,
     ).stdout
     (folder / "haproxy.cfg").write_text(config)
-    return subprocess.Popen(
-        ["haproxy", "-f", str(folder / "haproxy.cfg"), "-db"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(folder / "haproxy.log", "wb") as log:  # its servers' state changes, if a test fails
+        return subprocess.Popen(
+            ["haproxy", "-f", str(folder / "haproxy.cfg"), "-db"], stdout=log, stderr=log
+        )
 
 
 async def forwards(url: str) -> bool:
@@ -375,6 +374,7 @@ async def test_haproxy_in_front_of_two_one_port_hosts(
         await asyncio.gather(*(c.close() for c in everyone))
         front.terminate()
         front.wait(10)
+        print("haproxy said:", (tmp_path / "haproxy.log").read_text())  # shown if it failed
         for master in masters:
             master.cleanup()
 

@@ -18,28 +18,15 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from sio_cluster.master.embedded_redis import EmbeddedRedis, free_port
+from sio_cluster.master.embedded_redis import EmbeddedRedis
 from tests.cluster import MasterProcess, Recorder, op, until, until_equal
-from tests.node_peer import NodeScript, ensure_node_modules, missing_tools
+from tests.node_peer import V09Server, ensure_node_modules, missing_tools
 
 pytestmark = pytest.mark.skipif(
     missing_tools() is not None, reason=f"socket.io 0.9 tests: {missing_tools()}"
 )
 
 ROLL_CALL = 0.3  # seconds: a killed 0.9 server is lost after 0.75 s
-
-
-class V09Server(NodeScript):
-    """One ``node v09_server.js``: a socket.io 0.9.19 server and its 0.9.16 clients."""
-
-    def __init__(self, redis_server: EmbeddedRedis) -> None:
-        self.port = free_port()
-        super().__init__("v09_server.js", str(self.port), str(redis_server.port))
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
 
 
 @pytest.fixture(scope="module")
