@@ -173,7 +173,6 @@ class Master:
                 config.port,
                 config.header_timeout,
                 self.supervisor,
-                self.table.sockets_per_worker,
                 lambda outcome: metrics.connections.labels(outcome=outcome).inc(),
                 TrustedHosts(config.forwarded_allow_ips) if config.proxy_protocol else None,
             )

@@ -32,11 +32,14 @@ from typing import Any, Protocol
 
 from sio_cluster.common.config import Config
 from sio_cluster.common.memtrim import MemoryTrimmer
+from sio_cluster.master.acceptor.balance import Report
 from sio_cluster.master.metrics import Metrics
 from sio_cluster.master.routing.messages import ANY_NAMESPACE
 from sio_cluster.wire import WORKER_CONFIG_ENV
 from sio_cluster.wire.frames import (
     BROADCASTS_READ,
+    CLIENTS_SERVED,
+    HANDOFFS_TAKEN,
     Broadcast,
     Failed,
     Frame,
@@ -198,6 +201,14 @@ class Supervisor:
         """Where worker ``key`` receives its connections (one port per host), if it runs."""
         handle = self._handles.get(key)
         return None if handle is None or not handle.alive else handle.handoff
+
+    def reports(self) -> dict[int, Report]:
+        """What each serving worker (by key) last said of its load, for the one-port balancer."""
+        return {
+            key: Report(int(h.stats.get(CLIENTS_SERVED, 0)), int(h.stats.get(HANDOFFS_TAKEN, 0)))
+            for key, h in self._handles.items()
+            if h.alive
+        }
 
     def alive_count(self) -> int:
         """How many worker ports have a live process (two during a rolling restart count once)."""

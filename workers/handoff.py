@@ -80,6 +80,8 @@ class HandoffSite(web.BaseSite):
         self._addresses = addresses
         self._adopting: set[asyncio.Task[object]] = set()
         self._reading = False
+        self.taken = 0  # connections adopted (or dropped), ever: reported to the master,
+        # so it knows what still waits here (see master.acceptor.balance)
 
     @property
     def name(self) -> str:
@@ -157,6 +159,7 @@ class HandoffSite(web.BaseSite):
 
     def _adopted(self, conn: socket.socket, task: asyncio.Task[object]) -> None:
         self._adopting.discard(task)
+        self.taken += 1  # from now on it is among aiohttp's connections, or closed
         if task.cancelled() or task.exception() is not None:
             log.debug("a handed-over connection could not be adopted: %r", task)
             conn.close()

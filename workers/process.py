@@ -33,8 +33,10 @@ from sio_cluster.wire.frames import (
     BAD_CLIENTS_DROPPED,
     BROADCASTS_READ,
     CLIENTS_GONE_MID_ANSWER,
+    CLIENTS_SERVED,
     CONNECTIONS_REFUSED,
     EIO3_CLIENTS,
+    HANDOFFS_TAKEN,
     HEADER_TIMEOUTS,
     SLOW_CLIENT_BYTES_DROPPED,
     SLOW_CLIENTS_DROPPED,
@@ -101,6 +103,7 @@ class Worker:
         self.broadcasts_read = 0
         self._read_at_last_ping = 0
         self._trimmer = MemoryTrimmer()
+        self._load: Callable[[], dict[str, int]] = dict  # what it serves, once it serves
         self.manager = ClusterManager(self.link, sequenced=bool(config.connection_state_recovery))
         self.recovery: WorkerRecovery | None = None
         self.eio3: Eio3Clients | None = None
@@ -144,6 +147,7 @@ class Worker:
             V09_CLIENTS: 0 if self.v09 is None else len(self.v09.sessions),
             V09_BAD_FRAMES: 0 if self.v09 is None else self.v09.bad_frames,
             BROADCASTS_READ: self.broadcasts_read,
+            **self._load(),
         }
         self.health.send(Pong(frame.token, stats).encode(), droppable=False)
         if self.broadcasts_read - self._read_at_last_ping < QUIET_BROADCASTS:
@@ -345,6 +349,7 @@ class Worker:
             except OSError as exc:
                 self._cannot_start(f"cannot listen on {config.host}:{self.port}: {exc}")
             log.info("listening on %s:%d", config.host, self.port)
+        self._load = functools.partial(_load, sio, runner, site)
         self.link.send(Ready(self.port).encode(), droppable=False)
 
         await self._stop.wait()
@@ -435,3 +440,13 @@ def run(worker_id: int, fd: int, health_fd: int, config: Config, handoff_fd: int
         # Nobody supervises us any more: skip interpreter teardown so the exit is prompt.
         logging.shutdown()
         os._exit(0)
+
+
+def _load(sio: socketio.AsyncServer, runner: web.AppRunner, site: web.BaseSite) -> dict[str, int]:
+    """What the one-port balancer weighs this worker by (see master.acceptor.balance)."""
+    server = runner.server
+    connections = 0 if server is None else len(server.connections)
+    return {
+        CLIENTS_SERVED: max(connections, len(eio_patches.eio_sockets(sio))),
+        HANDOFFS_TAKEN: site.taken if isinstance(site, HandoffSite) else 0,
+    }

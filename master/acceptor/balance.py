@@ -1,63 +1,84 @@
 """Where a connection goes: its session's worker, or the least-loaded serving worker.
 
-Pure (the time is passed in), so every rule is tested on its own. A worker's load is the
-sockets the routing table holds for it plus the new sessions handed to it in the last
-:data:`RECENT_SECONDS`: a burst of new clients is spread at once, before their namespace
-connections reach the table. Ties go round-robin, so equal workers take turns.
+Pure, so every rule is tested on its own. A worker's load is what it said it serves in its
+last health report (at most a second old) plus what was handed to it since and not taken by
+then:
+
+- what it serves: its open connections or its engine.io sessions, whichever is more (a
+  long-polling session between two requests holds no connection);
+- what waits: every connection handed to it, counted here, minus the hand-offs it said it had
+  taken (adopted as aiohttp connections, or dropped). A burst of new clients is spread at
+  once, before any report, and what waits for a worker whose loop lags counts for as long as
+  it waits, however long.
+
+Why not the routing table's sockets: in a reconnect storm the table still lists thousands of
+dropped sockets while their leaves wait in the pipes, and registers the new ones late, so
+the worker whose leaves came last looked full and was starved: 367 clients against 3,300 on
+each of its siblings after a 10,000-client storm, when hand-offs also stopped counting after
+a fixed 5 s. A worker's own count of what it serves has neither lag.
+
+Ties go round-robin, so equal workers take turns.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from sio_cluster.wire.handoff import key_of_sid
 
-RECENT_SECONDS = 5.0
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What a worker said in its last health report: clients it serves, hand-offs taken."""
+
+    clients: int = 0
+    taken: int = 0
+
+
+NO_REPORT = Report()
 
 
 class Balancer:
     """Decides the worker (by process key) of each accepted connection."""
 
     def __init__(self) -> None:
-        self._recent: dict[int, deque[float]] = {}
+        self._handed: dict[int, int] = {}  # hand-offs decided here, per key, ever
         self._turn = 0
 
     def target(
         self,
         sid: str | None,
         serving: Sequence[int],
-        sockets: Mapping[int, int],
-        now: float,
+        reports: Mapping[int, Report],
     ) -> int | None:
         """The key to hand the connection to, or None while no worker serves.
 
         ``serving``: keys of the workers that take connections now (ready, not stopping);
-        ``sockets``: the routing table's sockets per key. A sid naming a serving worker goes
-        there; any other request opens, or tries, a session and goes to the least loaded.
+        ``reports``: each worker's last report (none yet: nothing served, nothing taken).
+        A sid naming a serving worker goes there; any other request opens, or tries, a
+        session and goes to the least loaded.
         """
         if sid is not None:
             key = key_of_sid(sid)
             if key is not None and key in serving:
-                return key
+                return self._hand(key)
         if not serving:
             return None
-        loads = {key: sockets.get(key, 0) + self._recent_count(key, now) for key in serving}
+        loads = {key: self._load(key, reports.get(key, NO_REPORT)) for key in serving}
         lightest = min(loads.values())
         candidates = [key for key in serving if loads[key] == lightest]
         chosen = candidates[self._turn % len(candidates)]
         self._turn += 1
-        self._recent.setdefault(chosen, deque()).append(now)
-        return chosen
+        return self._hand(chosen)
 
     def forget(self, key: int) -> None:
         """Worker ``key`` is gone: drop what was counted for it."""
-        self._recent.pop(key, None)
+        self._handed.pop(key, None)
 
-    def _recent_count(self, key: int, now: float) -> int:
-        times = self._recent.get(key)
-        if times is None:
-            return 0
-        while times and times[0] <= now - RECENT_SECONDS:
-            times.popleft()
-        return len(times)
+    def _hand(self, key: int) -> int:
+        self._handed[key] = self._handed.get(key, 0) + 1
+        return key
+
+    def _load(self, key: int, report: Report) -> int:
+        return report.clients + max(0, self._handed.get(key, 0) - report.taken)

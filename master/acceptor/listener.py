@@ -32,7 +32,7 @@ from typing import Protocol
 from sio_cluster.common.forwarded import TrustedHosts
 from sio_cluster.common.ratelimit import RateLimitedLogger
 from sio_cluster.master.acceptor import proxy_protocol
-from sio_cluster.master.acceptor.balance import Balancer
+from sio_cluster.master.acceptor.balance import Balancer, Report
 from sio_cluster.master.acceptor.request_line import Incomplete, first_request
 from sio_cluster.wire.handoff import connection_message, source_of
 
@@ -55,6 +55,10 @@ class Workers(Protocol):
         ...
 
     def handoff_socket(self, key: int) -> socket.socket | None: ...
+
+    def reports(self) -> Mapping[int, Report]:
+        """Each worker's last health report of its load, by key."""
+        ...
 
 
 @dataclass(eq=False)
@@ -89,7 +93,6 @@ class Acceptor:
         port: int,
         header_timeout: float,
         workers: Workers,
-        sockets: Callable[[], Mapping[int, int]],
         count: Callable[[str], None],
         proxies: TrustedHosts | None = None,
     ) -> None:
@@ -98,7 +101,6 @@ class Acceptor:
         self.address = (host, port)
         self.header_timeout = header_timeout
         self._workers = workers
-        self._sockets = sockets
         self._count = count
         self._balancer = Balancer()
         self._proxies = proxies
@@ -271,7 +273,7 @@ class Acceptor:
 
     def _route(self, pending: _Pending, sid: str | None) -> None:
         serving = [key for key in self._workers.serving() if key not in self._gone]
-        key = self._balancer.target(sid, serving, self._sockets(), self._loop.time())
+        key = self._balancer.target(sid, serving, self._workers.reports())
         handoff = None if key is None else self._workers.handoff_socket(key)
         if key is None or handoff is None:
             # every worker is (re)starting: wait, until the header timeout at most

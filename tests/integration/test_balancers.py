@@ -25,8 +25,8 @@ import pytest
 import redis.asyncio as aioredis
 import socketio
 
-from sio_cluster.master.embedded_redis import free_port
 from tests.cluster import REPO, MasterProcess, until
+from tests.fronts import start_front, stop_front
 
 TRANSPORTS = {"ws": ["websocket"], "upgrade": ["polling", "websocket"], "poll": ["polling"]}
 SOURCES = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
@@ -46,36 +46,33 @@ class Balancer:
 
     def __init__(self, kind: str, master: MasterProcess, folder: Path) -> None:
         self.kind = kind
-        self.port = free_port()
-        config = subprocess.run(
-            [sys.executable, "-m", "sio_cluster", "balancer-config", kind, "--workers", "2"]
-            + ["--port", str(master.port), "--listen", f"127.0.0.1:{self.port}"]
-            + ["--layout", "worker-ports"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        path = folder / f"{kind}.conf"
-        path.write_text(config)
-        if kind == "haproxy":
-            args = ["haproxy", "-f", str(path), "-db"]
-        else:
+
+        def command(listen: int) -> list[str]:
+            config = subprocess.run(
+                [sys.executable, "-m", "sio_cluster", "balancer-config", kind, "--workers", "2"]
+                + ["--port", str(master.port), "--listen", f"127.0.0.1:{listen}"]
+                + ["--layout", "worker-ports"],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            path = folder / f"{kind}.conf"
+            path.write_text(config)
+            if kind == "haproxy":
+                return ["haproxy", "-f", str(path), "-db"]
             runtime = f"daemon off; pid {folder}/nginx.pid; error_log stderr;"
-            args = ["nginx", "-c", str(path), "-p", str(folder), "-g", runtime]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            return ["nginx", "-c", str(path), "-p", str(folder), "-g", runtime]
+
+        self.log = folder / f"{kind}.log"
+        self.proc, self.port = start_front(command, self.log)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_front(self.proc)
 
 
 class Client:

@@ -28,8 +28,8 @@ import redis.asyncio as aioredis
 import socketio
 
 from bench.measure import free_port_block, is_running
-from sio_cluster.master.embedded_redis import free_port
 from tests.cluster import REPO, MasterProcess, until
+from tests.fronts import start_front, stop_front
 
 TRANSPORTS = {
     "websocket": ["websocket"],
@@ -311,25 +311,27 @@ async def test_connections_wait_for_a_respawning_worker(redis_server: Any) -> No
 
 
 def haproxy(
-    folder: Path, port: int, hosts: tuple[str, ...], listen: int, *extra: str
-) -> subprocess.Popen[bytes]:
-    """The real HAProxy on what ``balancer-config haproxy`` prints for one-port hosts."""
+    folder: Path, port: int, hosts: tuple[str, ...], *extra: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The real HAProxy on what ``balancer-config haproxy`` prints for one-port hosts; the
+    process and the port it listens on. What it logs is in ``folder``/haproxy.log."""
     if shutil.which("haproxy") is None:
         pytest.skip("haproxy is not installed (apt-get install haproxy; .ci/run does)")
-    config = subprocess.run(
-        [sys.executable, "-m", "sio_cluster", "balancer-config", "haproxy", "--workers", "2"]
-        + ["--port", str(port), "--hosts", ",".join(hosts), "--listen", f"127.0.0.1:{listen}"]
-        + list(extra),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    (folder / "haproxy.cfg").write_text(config)
-    with open(folder / "haproxy.log", "wb") as log:  # its servers' state changes, if a test fails
-        return subprocess.Popen(
-            ["haproxy", "-f", str(folder / "haproxy.cfg"), "-db"], stdout=log, stderr=log
-        )
+
+    def command(listen: int) -> list[str]:
+        config = subprocess.run(
+            [sys.executable, "-m", "sio_cluster", "balancer-config", "haproxy", "--workers", "2"]
+            + ["--port", str(port), "--hosts", ",".join(hosts), "--listen", f"127.0.0.1:{listen}"]
+            + list(extra),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        (folder / "haproxy.cfg").write_text(config)
+        return ["haproxy", "-f", str(folder / "haproxy.cfg"), "-db"]
+
+    return start_front(command, folder / "haproxy.log")
 
 
 async def forwards(url: str) -> bool:
@@ -346,12 +348,12 @@ async def test_haproxy_in_front_of_two_one_port_hosts(
     """``balancer-config haproxy --layout one-port``, run by the real HAProxy, in front of two
     hosts (two masters on 127.0.0.10 and 127.0.0.11, one port each): a source address sticks
     to one host, whose master hands each connection to the worker of its session."""
-    port, listen = free_port_block(1), free_port()
+    port = free_port_block(1)
     hosts = ("127.0.0.10", "127.0.0.11")
     masters = [
         one_port_master(redis_server.url, 2, "--host", host, "--port", str(port)) for host in hosts
     ]
-    front = haproxy(tmp_path, port, hosts, listen)
+    front, listen = haproxy(tmp_path, port, hosts)
     everyone: list[Client] = []
     try:
         for master in masters:
@@ -372,8 +374,7 @@ async def test_haproxy_in_front_of_two_one_port_hosts(
         assert not any(m.log_matches("Invalid session") for m in masters)
     finally:
         await asyncio.gather(*(c.close() for c in everyone))
-        front.terminate()
-        front.wait(10)
+        stop_front(front)
         print("haproxy said:", (tmp_path / "haproxy.log").read_text())  # shown if it failed
         for master in masters:
             master.cleanup()
@@ -462,8 +463,7 @@ async def test_haproxy_send_proxy_gives_the_app_the_client_address(
     app sees each client's own address, not HAProxy's, over polling and websocket."""
     extra = ("--proxy-protocol", "--app", "tests.address_app:setup")
     with one_port_master(redis_server.url, 2, *extra) as master:
-        listen = free_port()
-        front = haproxy(tmp_path, master.port, ("127.0.0.1",), listen, "--send-proxy")
+        front, listen = haproxy(tmp_path, master.port, ("127.0.0.1",), "--send-proxy")
         made: list[Client] = []
         try:
             await master.ready(WAIT)
@@ -475,8 +475,8 @@ async def test_haproxy_send_proxy_gives_the_app_the_client_address(
             assert master.metric('sio_master_connections_total{outcome="bad_proxy_header"}') == 0
         finally:
             await asyncio.gather(*(c.close() for c in made))
-            front.terminate()
-            front.wait(10)
+            stop_front(front)
+            print("haproxy said:", (tmp_path / "haproxy.log").read_text())  # shown if it failed
 
 
 def sigterm_pending(pid: int) -> bool:

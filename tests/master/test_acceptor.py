@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sio_cluster.master.acceptor.balance import RECENT_SECONDS, Balancer
+from sio_cluster.master.acceptor.balance import Balancer, Report
 from sio_cluster.master.acceptor.request_line import (
     INCOMPLETE,
     NEW_SESSION,
@@ -79,38 +79,64 @@ def test_a_sid_not_made_here_names_no_key(sid: str) -> None:
 
 
 def test_a_session_goes_to_its_worker_whatever_the_loads() -> None:
-    balancer = Balancer()
-    assert balancer.target("2.abc", [1, 2, 3], {1: 0, 2: 500, 3: 0}, 0.0) == 2
+    reports = {1: Report(), 2: Report(clients=500), 3: Report()}
+    assert Balancer().target("2.abc", [1, 2, 3], reports) == 2
 
 
 @pytest.mark.parametrize("sid", ["9.abc", "nonsense", None])
 def test_a_session_of_no_serving_worker_goes_to_the_least_loaded(sid: str | None) -> None:
-    balancer = Balancer()
-    assert balancer.target(sid, [1, 2, 3], {1: 5, 2: 3, 3: 4}, 0.0) == 2
+    reports = {1: Report(clients=5), 2: Report(clients=3), 3: Report(clients=4)}
+    assert Balancer().target(sid, [1, 2, 3], reports) == 2
 
 
 def test_no_serving_worker_means_wait() -> None:
-    assert Balancer().target(None, [], {}, 0.0) is None
-    assert Balancer().target("1.abc", [], {}, 0.0) is None
+    assert Balancer().target(None, [], {}) is None
+    assert Balancer().target("1.abc", [], {}) is None
 
 
-def test_a_burst_of_new_sessions_is_spread_before_the_table_knows() -> None:
+def test_a_burst_of_new_sessions_is_spread_before_anyone_reports() -> None:
     balancer = Balancer()
-    chosen = [balancer.target(None, [4, 5, 6], {}, 0.0) for _ in range(30)]
+    chosen = [balancer.target(None, [4, 5, 6], {}) for _ in range(30)]
     assert {key: chosen.count(key) for key in (4, 5, 6)} == {4: 10, 5: 10, 6: 10}
 
 
-def test_recent_hand_offs_stop_counting_after_a_while() -> None:
+def test_a_hand_off_counts_until_its_worker_reports_it_taken_however_long() -> None:
     balancer = Balancer()
-    assert balancer.target(None, [1, 2], {}, 0.0) == 1
-    assert balancer.target(None, [1, 2], {2: 2}, 0.1) == 1  # 1 recent (and now 2) vs 2
-    # later the table holds what was recent: only the table counts (2 vs 3, not 4 vs 3)
-    assert balancer.target(None, [1, 2], {1: 2, 2: 3}, RECENT_SECONDS + 1) == 1
+    assert [balancer.target(None, [1, 2], {}) for _ in range(4)] == [1, 2, 1, 2]
+    # worker 1 took its two and serves them; worker 2, lagging, has taken none of its two
+    reports = {1: Report(clients=2, taken=2), 2: Report(clients=0, taken=0)}
+    assert balancer.target(None, [1, 2], reports) == 1  # 2 + 0 against 0 + 2: a tie
+    assert balancer.target(None, [1, 2], reports) == 2  # 2 + 1 against 0 + 2
+    assert balancer.target(None, [1, 2], reports) == 1  # 2 + 1 against 0 + 3
+    # worker 2 took its three; one of them was a client that left at once
+    reports = {1: Report(clients=2, taken=2), 2: Report(clients=2, taken=3)}
+    assert balancer.target(None, [1, 2], reports) == 2  # 2 + 2 against 2 + 0
+
+
+def test_hand_offs_to_a_session_wait_until_taken_too() -> None:
+    balancer = Balancer()
+    for _ in range(5):
+        assert balancer.target("1.abc", [1, 2], {}) == 1  # five long-polls of one session
+    assert balancer.target(None, [1, 2], {1: Report(clients=1, taken=0)}) == 2
+    reports = {1: Report(clients=1, taken=5), 2: Report(clients=3, taken=1)}
+    assert balancer.target(None, [1, 2], reports) == 1  # 1 + 0 against 3 + 0
+
+
+def test_after_a_storm_only_what_each_worker_serves_counts() -> None:
+    """Every client dropped at once: 2,500 hand-offs taken by each worker, none served any
+    more; new sessions alternate, whatever any routing table still lists."""
+    balancer = Balancer()
+    for key in (1, 2):
+        for _ in range(2500):
+            balancer.target(f"{key}.abc", [1, 2], {})
+    reports = {1: Report(clients=0, taken=2500), 2: Report(clients=0, taken=2500)}
+    chosen = [balancer.target(None, [1, 2], reports) for _ in range(20)]
+    assert chosen.count(1) == 10 and chosen.count(2) == 10
 
 
 def test_a_forgotten_worker_leaves_no_count() -> None:
     balancer = Balancer()
     for _ in range(3):
-        balancer.target(None, [1], {}, 0.0)
+        balancer.target(None, [1], {})
     balancer.forget(1)
-    assert balancer.target(None, [1, 2], {2: 1}, 0.1) == 1
+    assert balancer.target(None, [1, 2], {2: Report(clients=1, taken=0)}) == 1
