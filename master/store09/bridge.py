@@ -22,6 +22,8 @@ is the one member of the fleet per host (workers have none). What it does:
   id (``message-remote``: that id leaves ``''``), which each live one answers with a ``leave``
   under its node id. A server silent for 2.5 intervals is lost: its clients are dropped here
   and a ``disconnect`` is published for each, so the surviving 0.9 servers drop them too.
+  Silence counts only while this master hears itself: a round whose own roll call did not
+  come back to it, or that ran late, proves nothing about the others (see :meth:`_judge`).
 
 Unreadable store messages are counted (``sio_master_store09_malformed``), logged at a limited
 rate and ignored.
@@ -76,6 +78,7 @@ from sio_cluster.wire.operations import FetchSockets, SocketInfo
 log = logging.getLogger(__name__)
 
 LOST_AFTER_ROLL_CALLS = 2.5  # a 0.9 server silent this many roll-call intervals is lost
+LATE_AFTER_ROLL_CALLS = 2.0  # a round this many intervals long: this master was paused
 RELAY_LEASE_KEY = "sio-cluster:store09:relay"
 CLOSE_SECONDS = 2.0  # the most a stopping master spends telling the 0.9 fleet
 
@@ -110,6 +113,7 @@ class LegacyFleet:
         self._limiter = RateLimitedLogger(log)
         self._published: dict[str, Counter] = {}  # per channel, looked up once
         self._received: dict[str, Counter] = {}
+        self._echoed = False  # this master's roll call came back to it in the current round
         metrics.watch_store09(lambda: len(self.view.clients), lambda: len(self.view.heard))
 
     # ---- 0.9 -> our sockets ---------------------------------------------------------
@@ -125,6 +129,8 @@ class LegacyFleet:
             if message.ours:  # our hosts reach each other through the adapter bus
                 if message.node_id != self.node_id:
                     self._note_ours(channel, message)
+                elif channel == LEAVE and read_membership(message)[0] == ROLL_CALL_ID:
+                    self._echoed = True  # this master hears the fleet's channels
                 return
             if channel == DISPATCH:
                 self._dispatch(message)
@@ -278,18 +284,34 @@ class LegacyFleet:
     async def run(self) -> None:
         """Every roll-call interval: renew the relay lease, call the roll (and answer it for
         our other masters, which hear this ``leave`` of nothing as 0.9 servers do), then
-        forget the servers, 0.9's and ours, that stayed silent."""
+        judge who stayed silent."""
         loop = asyncio.get_running_loop()
-        silence = self._roll_call * LOST_AFTER_ROLL_CALLS
+        started = loop.time()
         while True:
             await self._renew_lease()
+            self._echoed = False
             self.send(MESSAGE_REMOTE, ROLL_CALL_ID, ROLL_CALL_PACKET)
             self.send(LEAVE, ROLL_CALL_ID, "")
             await asyncio.sleep(self._roll_call)
             now = loop.time()
-            for view, what in ((self.view, "0.9 server"), (self.hosts, "master of ours")):
-                for node in view.silent(now, silence):
-                    self._lost(view, node, what, silence)
+            self._judge(now, now - started)
+            started = now
+
+    def _judge(self, now: float, round_time: float) -> None:
+        """Forget the servers, 0.9's and ours, silent for 2.5 intervals while this master
+        heard itself. A round whose roll call did not come back (Redis down or stalled, our
+        subscriber reconnecting) or that ran late (this master paused) could not hear the
+        others either: everyone's silence restarts from now. Without that, an outage longer
+        than 2.5 intervals made every live server look lost, and the ``disconnect`` published
+        for each of its clients would make the 0.9 servers drop their own live clients."""
+        if not self._echoed or round_time > self._roll_call * LATE_AFTER_ROLL_CALLS:
+            self.view.heard_all(now)
+            self.hosts.heard_all(now)
+            return
+        silence = self._roll_call * LOST_AFTER_ROLL_CALLS
+        for view, what in ((self.view, "0.9 server"), (self.hosts, "master of ours")):
+            for node in view.silent(now, silence):
+                self._lost(view, node, what, silence)
 
     def _lost(self, view: FleetView, node: Any, what: str, silence: float) -> None:
         """A server gone without a word: its sockets leave every 0.9 server's rooms."""

@@ -217,6 +217,22 @@ def test_our_memberships() -> None:
     ]
 
 
+def test_silence_is_judged_only_while_this_master_hears_itself() -> None:
+    """A round whose own roll call did not come back, or that ran late, loses nobody and
+    restarts everyone's silence; a server silent 2.5 rounds that this master heard is lost."""
+    bridge, published = fleet()  # roll call: 1 s; 0.9 server 9 holds v1 and v2
+    bridge.view.heard_from(9, 0.0)
+    bridge._judge(now=10.0, round_time=1.0)  # deaf: no echo this round
+    bridge._echoed = True
+    bridge._judge(now=20.0, round_time=10.0)  # late: this master was paused
+    assert published == [] and bridge.view.heard == {9: 20.0}
+    bridge._judge(now=22.0, round_time=1.0)
+    assert published == [] and "v1" in bridge.view.clients
+    bridge._judge(now=22.6, round_time=1.0)
+    assert published == [("disconnect", ["v1"]), ("disconnect", ["v2"])]
+    assert bridge.view.clients == {} and bridge.view.heard == {}
+
+
 def test_binary_is_not_sent() -> None:
     bridge, published = fleet()
     bridge.relay_broadcast(
