@@ -100,9 +100,10 @@ class LegacyFleet:
         self.node_id = OUR_NODE_PREFIX + uuid.uuid4().hex
         self.view = FleetView()
         self.relays_channel_messages = False  # holds the ch:* relay lease
-        # the sockets of this host, and of our other hosts (from their joins, by their node
-        # id): an emit to one of them is nothing for the 0.9 fleet
-        self._our_sids: set[str] = set()
+        # the sockets of this host with their namespaces (a 0.9 client of ours, --allow-v09,
+        # has one sid in all of them), and of our other hosts (from their joins, by their
+        # node id): an emit to one of them is nothing for the 0.9 fleet
+        self._our_sids: dict[str, set[str]] = {}
         self.hosts = FleetView()
         self._publish = publish
         self._transport = transport  # to publish at once, when the bus's publisher is gone
@@ -196,13 +197,21 @@ class LegacyFleet:
 
     def our_join(self, namespace: str, sid: str, room: Room | None) -> None:
         if room is None:
-            self._our_sids.add(sid)
+            self._our_sids.setdefault(sid, set()).add(namespace)
         if room != sid:  # a socket's own room is no 0.9 room
             self.send(JOIN, sid, endpoint_of(namespace, room))
 
     def our_leave(self, namespace: str, sid: str, room: Room | None) -> None:
+        """A room left, or a namespace: a socket still in another namespace (a 0.9 client of
+        ours keeps its sid in all) leaves that one, as 0.9 publishes it; ``disconnect``, which
+        takes a client out of every endpoint on every 0.9 server, is for its last one."""
         if room is None:
-            self._our_sids.discard(sid)
+            namespaces = self._our_sids.get(sid, set())
+            namespaces.discard(namespace)
+            if namespaces:
+                self.send(LEAVE, sid, endpoint_of(namespace))
+                return
+            self._our_sids.pop(sid, None)
             self.send(DISCONNECT, sid)
         elif room != sid:
             self.send(LEAVE, sid, endpoint_of(namespace, room))

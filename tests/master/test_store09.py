@@ -217,6 +217,26 @@ def test_our_memberships() -> None:
     ]
 
 
+def test_a_0_9_client_of_ours_leaving_one_of_its_namespaces() -> None:
+    """A 0.9 client on our workers (--allow-v09) has one sid in all its namespaces: leaving
+    ``/chat`` is a ``leave`` of ``/chat`` (as 0.9 publishes it), the last one a ``disconnect``;
+    until then an emit to its sid stays ours."""
+    bridge, published = fleet()
+    bridge.our_join("/", "s1", None)
+    bridge.our_join("/chat", "s1", None)
+    bridge.our_leave("/chat", "s1", None)
+    bridge.relay_broadcast(broadcast(["s1"]))
+    assert bridge.is_ours("s1")
+    bridge.our_leave("/", "s1", None)
+    assert not bridge.is_ours("s1")
+    assert published == [
+        ("join", ["s1", ""]),
+        ("join", ["s1", "/chat"]),
+        ("leave", ["s1", "/chat"]),
+        ("disconnect", ["s1"]),
+    ]
+
+
 def test_silence_is_judged_only_while_this_master_hears_itself() -> None:
     """A round whose own roll call did not come back, or that ran late, loses nobody and
     restarts everyone's silence; a server silent 2.5 rounds that this master heard is lost."""
