@@ -83,14 +83,12 @@ def test_room_names_of_a_namespace() -> None:
 
 def test_a_dispatch_to_a_room_and_to_a_namespace() -> None:
     to_room = read_dispatch(message("/r", '5:::{"name":"n","args":[1,{"k":"v"}]}', None, ["x"]))
-    assert to_room == Dispatch("/", "r", ["n", 1, {"k": "v"}], ("x",), False)
+    assert to_room == Dispatch("/", "r", ["n", 1, {"k": "v"}], ("x",))
     to_chat = read_dispatch(message("/chat", '5::/chat:{"name":"n"}', True, []))
-    assert to_chat == Dispatch("/chat", None, ["n"], (), True)
+    assert to_chat == Dispatch("/chat", None, ["n"], ())  # volatile: not kept
     sent = read_dispatch(message("/chat/r", "3::/chat:hello"))
-    assert sent == Dispatch("/chat", "r", ["message", "hello"], (), False)
-    assert read_dispatch(message("", "4:::[1,2]")) == Dispatch(
-        "/", None, ["message", [1, 2]], (), False
-    )
+    assert sent == Dispatch("/chat", "r", ["message", "hello"], ())
+    assert read_dispatch(message("", "4:::[1,2]")) == Dispatch("/", None, ["message", [1, 2]], ())
     assert read_dispatch(message("", "1::/chat")) is None  # no message: nothing to deliver
 
 
@@ -119,7 +117,7 @@ def test_memberships_and_direct_emits() -> None:
     )
     assert read_client(message("id1", "booted")) == "id1"
     direct = read_direct(message("id1", '5::/chat:{"name":"d","args":[2]}', None))
-    assert direct == DirectDispatch("id1", "/chat", ["d", 2], False)
+    assert direct == DirectDispatch("id1", "/chat", ["d", 2])
     for bad in (["id1"], ["", "/r"], [["id"], "/r"], ["id", 3]):
         with pytest.raises(StoreFormatError):
             read_membership(message(*bad))
