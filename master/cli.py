@@ -395,7 +395,8 @@ def entry() -> None:
     envvar="SIO_REDIS_STORE_09_ROLL_CALL",
     show_envvar=True,
     help="With --redis-store-09: seconds between roll calls of the 0.9 servers; one silent "
-    "for 2.5 of them is lost, and its clients forgotten.",
+    "for 2.5 of them, while this master hears its own roll call, is lost, and its clients "
+    "forgotten.",
 )
 def main(**options: Any) -> None:
     """Run one master and its Socket.IO workers on this host."""

@@ -83,10 +83,10 @@ class ClusterOperations:
         self,
         host: HostOperations,
         remote: RemoteHosts,
-        legacy_sockets: Callable[[FetchSockets], list[Any]] = lambda operation: [],
+        legacy_sockets: Callable[[FetchSockets], list[Any]] | None = None,
     ) -> None:
-        """``legacy_sockets``: the sockets of a 0.9 fleet a fetch also lists (--redis-store-09),
-        which no 0.9 server can be asked for."""
+        """``legacy_sockets``: the sockets of a 0.9 fleet a fetch also lists (--redis-store-09,
+        None without), which no 0.9 server can be asked for."""
         self.host = host
         self.remote = remote
         self.legacy_sockets = legacy_sockets
@@ -108,8 +108,10 @@ class ClusterOperations:
                 return await self.remote.request(operation)
             case FetchSockets():
                 local = await self.host.on_host(operation)
-                remote = await self.remote.request(operation)
-                return operation.combine([local, remote, self.legacy_sockets(operation)])
+                answers = [local, await self.remote.request(operation)]
+                if self.legacy_sockets is not None:
+                    answers.append(self.legacy_sockets(operation))
+                return operation.combine(answers)
             case _:  # this host, then the others, combined
                 local = await self.host.on_host(operation)
                 return operation.combine([local, await self.remote.request(operation)])

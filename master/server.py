@@ -124,9 +124,8 @@ class Master:
             )
         self.recovery.hand_over_through(self.bus)
         # None unless --redis-store-09: the hot path pays one test for it
-        self.legacy_fleet: LegacyFleet | None = None
-        if config.redis_store_09:
-            self.legacy_fleet = LegacyFleet(
+        self.legacy_fleet = (
+            LegacyFleet(
                 self.bus.publish,
                 transport,
                 commands,
@@ -134,9 +133,12 @@ class Master:
                 metrics,
                 config.redis_store_09_roll_call,
             )
-            self.operations = ClusterOperations(self.host, self.bus, self.legacy_fleet.fetch)
-        else:
-            self.operations = ClusterOperations(self.host, self.bus)
+            if config.redis_store_09
+            else None
+        )
+        self.operations = ClusterOperations(
+            self.host, self.bus, self.legacy_fleet.fetch if self.legacy_fleet else None
+        )
         self.rejects = RejectSink(commands, config.rejected_key, metrics)
         self.store: MembershipStore = NoStore()
         if config.store:

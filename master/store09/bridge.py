@@ -22,6 +22,8 @@ is the one member of the fleet per host (workers have none). What it does:
   id (``message-remote``: that id leaves ``''``), which each live one answers with a ``leave``
   under its node id. A server silent for 2.5 intervals is lost: its clients are dropped here
   and a ``disconnect`` is published for each, so the surviving 0.9 servers drop them too.
+  Silence counts only while this master hears itself: a round whose own roll call did not
+  come back to it, or that ran late, proves nothing about the others (see :meth:`_judge`).
 
 Unreadable store messages are counted (``sio_master_store09_malformed``), logged at a limited
 rate and ignored.
@@ -76,6 +78,7 @@ from sio_cluster.wire.operations import FetchSockets, SocketInfo
 log = logging.getLogger(__name__)
 
 LOST_AFTER_ROLL_CALLS = 2.5  # a 0.9 server silent this many roll-call intervals is lost
+LATE_AFTER_ROLL_CALLS = 2.0  # a round this many intervals long: this master was paused
 RELAY_LEASE_KEY = "sio-cluster:store09:relay"
 CLOSE_SECONDS = 2.0  # the most a stopping master spends telling the 0.9 fleet
 
@@ -97,9 +100,10 @@ class LegacyFleet:
         self.node_id = OUR_NODE_PREFIX + uuid.uuid4().hex
         self.view = FleetView()
         self.relays_channel_messages = False  # holds the ch:* relay lease
-        # the sockets of this host, and of our other hosts (from their joins, by their node
-        # id): an emit to one of them is nothing for the 0.9 fleet
-        self._our_sids: set[str] = set()
+        # the sockets of this host with their namespaces (a 0.9 client of ours, --allow-v09,
+        # has one sid in all of them), and of our other hosts (from their joins, by their
+        # node id): an emit to one of them is nothing for the 0.9 fleet
+        self._our_sids: dict[str, set[str]] = {}
         self.hosts = FleetView()
         self._publish = publish
         self._transport = transport  # to publish at once, when the bus's publisher is gone
@@ -110,6 +114,7 @@ class LegacyFleet:
         self._limiter = RateLimitedLogger(log)
         self._published: dict[str, Counter] = {}  # per channel, looked up once
         self._received: dict[str, Counter] = {}
+        self._echoed = False  # this master's roll call came back to it in the current round
         metrics.watch_store09(lambda: len(self.view.clients), lambda: len(self.view.heard))
 
     # ---- 0.9 -> our sockets ---------------------------------------------------------
@@ -125,6 +130,8 @@ class LegacyFleet:
             if message.ours:  # our hosts reach each other through the adapter bus
                 if message.node_id != self.node_id:
                     self._note_ours(channel, message)
+                elif channel == LEAVE and read_membership(message)[0] == ROLL_CALL_ID:
+                    self._echoed = True  # this master hears the fleet's channels
                 return
             if channel == DISPATCH:
                 self._dispatch(message)
@@ -190,13 +197,21 @@ class LegacyFleet:
 
     def our_join(self, namespace: str, sid: str, room: Room | None) -> None:
         if room is None:
-            self._our_sids.add(sid)
+            self._our_sids.setdefault(sid, set()).add(namespace)
         if room != sid:  # a socket's own room is no 0.9 room
             self.send(JOIN, sid, endpoint_of(namespace, room))
 
     def our_leave(self, namespace: str, sid: str, room: Room | None) -> None:
+        """A room left, or a namespace: a socket still in another namespace (a 0.9 client of
+        ours keeps its sid in all) leaves that one, as 0.9 publishes it; ``disconnect``, which
+        takes a client out of every endpoint on every 0.9 server, is for its last one."""
         if room is None:
-            self._our_sids.discard(sid)
+            namespaces = self._our_sids.get(sid, set())
+            namespaces.discard(namespace)
+            if namespaces:
+                self.send(LEAVE, sid, endpoint_of(namespace))
+                return
+            self._our_sids.pop(sid, None)
             self.send(DISCONNECT, sid)
         elif room != sid:
             self.send(LEAVE, sid, endpoint_of(namespace, room))
@@ -278,18 +293,34 @@ class LegacyFleet:
     async def run(self) -> None:
         """Every roll-call interval: renew the relay lease, call the roll (and answer it for
         our other masters, which hear this ``leave`` of nothing as 0.9 servers do), then
-        forget the servers, 0.9's and ours, that stayed silent."""
+        judge who stayed silent."""
         loop = asyncio.get_running_loop()
-        silence = self._roll_call * LOST_AFTER_ROLL_CALLS
+        started = loop.time()
         while True:
             await self._renew_lease()
+            self._echoed = False
             self.send(MESSAGE_REMOTE, ROLL_CALL_ID, ROLL_CALL_PACKET)
             self.send(LEAVE, ROLL_CALL_ID, "")
             await asyncio.sleep(self._roll_call)
             now = loop.time()
-            for view, what in ((self.view, "0.9 server"), (self.hosts, "master of ours")):
-                for node in view.silent(now, silence):
-                    self._lost(view, node, what, silence)
+            self._judge(now, now - started)
+            started = now
+
+    def _judge(self, now: float, round_time: float) -> None:
+        """Forget the servers, 0.9's and ours, silent for 2.5 intervals while this master
+        heard itself. A round whose roll call did not come back (Redis down or stalled, our
+        subscriber reconnecting) or that ran late (this master paused) could not hear the
+        others either: everyone's silence restarts from now. Without that, an outage longer
+        than 2.5 intervals made every live server look lost, and the ``disconnect`` published
+        for each of its clients would make the 0.9 servers drop their own live clients."""
+        if not self._echoed or round_time > self._roll_call * LATE_AFTER_ROLL_CALLS:
+            self.view.heard_all(now)
+            self.hosts.heard_all(now)
+            return
+        silence = self._roll_call * LOST_AFTER_ROLL_CALLS
+        for view, what in ((self.view, "0.9 server"), (self.hosts, "master of ours")):
+            for node in view.silent(now, silence):
+                self._lost(view, node, what, silence)
 
     def _lost(self, view: FleetView, node: Any, what: str, silence: float) -> None:
         """A server gone without a word: its sockets leave every 0.9 server's rooms."""

@@ -38,6 +38,11 @@ class FleetView:
         """A message from ``node``: it is alive."""
         self.heard[node] = now
 
+    def heard_all(self, now: float) -> None:
+        """Every server's silence restarts from ``now`` (a time nobody could be heard in)."""
+        for node in self.heard:
+            self.heard[node] = now
+
     def join(self, node: NodeId, client_id: str, endpoint: str) -> None:
         client = self.clients.get(client_id)
         if client is None:

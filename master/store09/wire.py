@@ -81,23 +81,26 @@ class StoreMessage:
 @dataclass(frozen=True, slots=True)
 class Dispatch:
     """A 0.9 broadcast: to the sockets of ``namespace`` (in ``room``, None: all), minus
-    ``exceptions`` (client ids), as the v4 event ``data`` (``[event, *args]``)."""
+    ``exceptions`` (client ids), as the v4 event ``data`` (``[event, *args]``).
+
+    0.9's ``volatile`` flag is not kept: it lets a 0.9 server drop the packet for a client
+    whose transport is busy, and python-socketio has no such emit, so our sockets get a
+    volatile dispatch like any other (docs/migrating-0.9.md)."""
 
     namespace: str
     room: str | None
     data: list[Any]
     exceptions: tuple[str, ...]
-    volatile: bool
 
 
 @dataclass(frozen=True, slots=True)
 class DirectDispatch:
-    """A 0.9 ``socket.emit`` for a client another server holds."""
+    """A 0.9 ``socket.emit`` for a client another server holds (``volatile``: as for
+    :class:`Dispatch`)."""
 
     client_id: str
     namespace: str
     data: list[Any]
-    volatile: bool
 
 
 def decode_message(body: bytes) -> StoreMessage:
@@ -186,7 +189,6 @@ def read_dispatch(message: StoreMessage) -> Dispatch | None:
     """``dispatch``: what to deliver, to whom; None for a packet that is no message."""
     args = _args(message, 2)
     endpoint, packet = args[0], args[1]
-    volatile = args[2] if len(args) > 2 else None
     exceptions = args[3] if len(args) > 3 else None
     if not isinstance(endpoint, str):
         raise StoreFormatError(f"an endpoint must be a string, got {endpoint!r}")
@@ -206,17 +208,16 @@ def read_dispatch(message: StoreMessage) -> Dispatch | None:
     else:
         raise StoreFormatError(f"endpoint {endpoint!r} is not in the packet's namespace {nsp!r}")
     ids = tuple(_client_id(e) for e in exceptions)
-    return Dispatch(namespace, room, data, ids, bool(volatile))
+    return Dispatch(namespace, room, data, ids)
 
 
 def read_direct(message: StoreMessage) -> DirectDispatch | None:
     """``dispatch-remote``: the one client and what it gets; None for no message."""
     client, packet = _args(message, 2)[:2]
-    volatile = message.args[2] if len(message.args) > 2 else None
     read = v4_data(packet)
     if read is None:
         return None
-    return DirectDispatch(_client_id(client), read[0], read[1], bool(volatile))
+    return DirectDispatch(_client_id(client), read[0], read[1])
 
 
 def event_packet(namespace: str, data: list[Any]) -> str:

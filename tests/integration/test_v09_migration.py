@@ -17,13 +17,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from sio_cluster.master.embedded_redis import EmbeddedRedis
-from tests.cluster import MasterProcess, until
+from tests.cluster import MasterProcess, until, until_equal
 from tests.node_peer import V09Clients, V09Server, ensure_node_modules, missing_tools
 
 pytestmark = pytest.mark.skipif(
     missing_tools() is not None, reason=f"socket.io 0.9 tests: {missing_tools()}"
 )
-OPTIONS = ["--redis-store-09", "--redis-store-09-roll-call", "0.3", "--allow-v09"]
+# a roll call of 1 s: nothing here waits for a lost server, and a shorter one would count a
+# 0.9 server paused that long on a loaded machine as lost
+OPTIONS = ["--redis-store-09", "--redis-store-09-roll-call", "1", "--allow-v09"]
 
 
 @pytest.fixture(scope="module")
@@ -109,4 +111,50 @@ async def test_a_room_spanning_both_fleets_gets_every_message_once(
     assert ticks() == {who: sorted([*expected, "fence", "fence"]) for who in ticks()}
     await moved.cmd("close", client=mover)
     await fleet.cmd("close", client=stayed)
+    await current.close()
+
+
+async def test_a_moved_0_9_client_leaving_one_namespace_stays_in_the_others(
+    master: MasterProcess,
+    fleet: V09Server,
+    moved: V09Clients,
+    clients: Callable[..., Any],
+) -> None:
+    """A 0.9 client has one id in all its namespaces: leaving ``/chat`` on our worker takes it
+    out of the 0.9 server's ``/chat`` only (a ``leave``, as 0.9 publishes it, not a
+    ``disconnect``), and an emit of ours to that id stays ours."""
+    found = await moved.cmd("connect", client="m", url=master.url(0), events=["tick", "fence"])
+    await moved.cmd("of", client="m-chat", on="m", namespace="/chat")
+    cid = found["id"]
+    assert await moved.cmd("call", client="m", event="join", args=["both"]) == [["both"]]
+
+    async def listed() -> dict[str, bool]:
+        return {
+            where: cid in await fleet.cmd("clients", nsp=nsp, room=room)
+            for where, nsp, room in (
+                ("/", "/", None),
+                ("both", "/", "both"),
+                ("/chat", "/chat", None),
+            )
+        }
+
+    await until_equal(listed, {"/": True, "both": True, "/chat": True}, "listed by 0.9", 10)
+    await moved.cmd("close", client="m-chat")
+    await until_equal(listed, {"/": True, "both": True, "/chat": False}, "left /chat only", 10)
+
+    await fleet.cmd("emit", room="both", event="tick", args=["from the 0.9 server"])
+    published = 'sio_master_store09_published_total{channel="%s"}'
+    before = {c: master.metric(published % c) for c in ("dispatch", "dispatch-remote")}
+    current = await clients(master.url(1), "current-ns")
+    await current.call("emit", {"event": "tick", "args": ["to its id"], "to": cid})
+    await fleet.cmd("emit", room="both", event="fence")
+    await current.call("emit", {"event": "fence", "args": [], "to": cid})
+    await until(lambda: len(moved.got("m", "fence")) == 2, 10, "both fences")
+    assert sorted(args[0] for args in moved.got("m", "tick")) == [
+        "from the 0.9 server",
+        "to its id",
+    ]
+    after = {c: master.metric(published % c) for c in ("dispatch", "dispatch-remote")}
+    assert after == before  # nothing of it for the 0.9 fleet
+    await moved.cmd("close", client="m")
     await current.close()

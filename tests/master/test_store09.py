@@ -83,14 +83,12 @@ def test_room_names_of_a_namespace() -> None:
 
 def test_a_dispatch_to_a_room_and_to_a_namespace() -> None:
     to_room = read_dispatch(message("/r", '5:::{"name":"n","args":[1,{"k":"v"}]}', None, ["x"]))
-    assert to_room == Dispatch("/", "r", ["n", 1, {"k": "v"}], ("x",), False)
+    assert to_room == Dispatch("/", "r", ["n", 1, {"k": "v"}], ("x",))
     to_chat = read_dispatch(message("/chat", '5::/chat:{"name":"n"}', True, []))
-    assert to_chat == Dispatch("/chat", None, ["n"], (), True)
+    assert to_chat == Dispatch("/chat", None, ["n"], ())  # volatile: not kept
     sent = read_dispatch(message("/chat/r", "3::/chat:hello"))
-    assert sent == Dispatch("/chat", "r", ["message", "hello"], (), False)
-    assert read_dispatch(message("", "4:::[1,2]")) == Dispatch(
-        "/", None, ["message", [1, 2]], (), False
-    )
+    assert sent == Dispatch("/chat", "r", ["message", "hello"], ())
+    assert read_dispatch(message("", "4:::[1,2]")) == Dispatch("/", None, ["message", [1, 2]], ())
     assert read_dispatch(message("", "1::/chat")) is None  # no message: nothing to deliver
 
 
@@ -119,7 +117,7 @@ def test_memberships_and_direct_emits() -> None:
     )
     assert read_client(message("id1", "booted")) == "id1"
     direct = read_direct(message("id1", '5::/chat:{"name":"d","args":[2]}', None))
-    assert direct == DirectDispatch("id1", "/chat", ["d", 2], False)
+    assert direct == DirectDispatch("id1", "/chat", ["d", 2])
     for bad in (["id1"], ["", "/r"], [["id"], "/r"], ["id", 3]):
         with pytest.raises(StoreFormatError):
             read_membership(message(*bad))
@@ -215,6 +213,42 @@ def test_our_memberships() -> None:
         ("leave", ["s1", "/room"]),
         ("disconnect", ["s1"]),
     ]
+
+
+def test_a_0_9_client_of_ours_leaving_one_of_its_namespaces() -> None:
+    """A 0.9 client on our workers (--allow-v09) has one sid in all its namespaces: leaving
+    ``/chat`` is a ``leave`` of ``/chat`` (as 0.9 publishes it), the last one a ``disconnect``;
+    until then an emit to its sid stays ours."""
+    bridge, published = fleet()
+    bridge.our_join("/", "s1", None)
+    bridge.our_join("/chat", "s1", None)
+    bridge.our_leave("/chat", "s1", None)
+    bridge.relay_broadcast(broadcast(["s1"]))
+    assert bridge.is_ours("s1")
+    bridge.our_leave("/", "s1", None)
+    assert not bridge.is_ours("s1")
+    assert published == [
+        ("join", ["s1", ""]),
+        ("join", ["s1", "/chat"]),
+        ("leave", ["s1", "/chat"]),
+        ("disconnect", ["s1"]),
+    ]
+
+
+def test_silence_is_judged_only_while_this_master_hears_itself() -> None:
+    """A round whose own roll call did not come back, or that ran late, loses nobody and
+    restarts everyone's silence; a server silent 2.5 rounds that this master heard is lost."""
+    bridge, published = fleet()  # roll call: 1 s; 0.9 server 9 holds v1 and v2
+    bridge.view.heard_from(9, 0.0)
+    bridge._judge(now=10.0, round_time=1.0)  # deaf: no echo this round
+    bridge._echoed = True
+    bridge._judge(now=20.0, round_time=10.0)  # late: this master was paused
+    assert published == [] and bridge.view.heard == {9: 20.0}
+    bridge._judge(now=22.0, round_time=1.0)
+    assert published == [] and "v1" in bridge.view.clients
+    bridge._judge(now=22.6, round_time=1.0)
+    assert published == [("disconnect", ["v1"]), ("disconnect", ["v2"])]
+    assert bridge.view.clients == {} and bridge.view.heard == {}
 
 
 def test_binary_is_not_sent() -> None:
