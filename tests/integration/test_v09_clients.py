@@ -230,8 +230,10 @@ async def test_a_refused_handshake_and_the_transports_offered(
 async def test_disconnects_both_ways(
     v09_cluster: MasterProcess, old: V09Clients, clients: Callable[..., Any], transport: str
 ) -> None:
-    """The server's ``disconnect`` reaches the 0.9 client (0.9's ``booted``) and empties its
-    rooms; a 0.9 client's own disconnect leaves its rooms at once."""
+    """The server's ``disconnect`` reaches the 0.9 client (0.9's ``booted``, not a lost
+    connection it would reconnect after) and empties its rooms; a 0.9 client's own
+    disconnect leaves its rooms at once. Over xhr-polling the client is kicked while no GET
+    of it is pending: the next one gets its ``0::``."""
     url = v09_cluster.url(0)
     room = f"leaving-{transport}"
     kicked = await old.cmd("connect", client="kicked", url=url, transports=[transport])
@@ -241,7 +243,16 @@ async def test_disconnects_both_ways(
     admin = await clients(url, "admin")
     members = await op(admin, "fetch_sockets", to=room)
     assert sorted(m["id"] for m in members) == sorted([kicked["id"], left["id"]])
+    if transport == "xhr-polling":
+        await old.cmd("hold", client="kicked")
     await op(admin, "disconnect", sid=kicked["id"])
+    if transport == "xhr-polling":
+
+        async def members_left() -> list[str]:
+            return [m["id"] for m in await op(admin, "fetch_sockets", to=room)]
+
+        await until_equal(members_left, [left["id"]], "the kicked one closed")
+        await old.cmd("release", client="kicked")
     await until(lambda: old.disconnects != [], 10, "the 0.9 client told")
     assert old.disconnects == [{"client": "kicked", "reason": "booted"}]
     await old.cmd("close", client="left")
