@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sio_cluster.wire.sio09 import packets as p09
+from sio_cluster.wire.sio09.packets import endpoint_of
 
 IGNORED_EVENTS = frozenset(("connect", "disconnect"))
 """Event names a 0.9 client's emit is dropped for: python-socketio would run the namespace's
@@ -51,16 +52,6 @@ class Upgraded:
 
 
 NOTHING = Upgraded(None)
-
-
-def namespace_of(endpoint: str) -> str:
-    """The python-socketio namespace of a 0.9 endpoint."""
-    return endpoint or "/"
-
-
-def endpoint_of(namespace: str) -> str:
-    """The 0.9 endpoint of a python-socketio namespace."""
-    return "" if namespace == "/" else namespace
 
 
 def _prefix(kind: str, endpoint: str) -> str:
