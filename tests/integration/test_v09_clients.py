@@ -376,3 +376,38 @@ async def test_without_the_option_protocol_1_is_not_served(redis_server: Embedde
     with MasterProcess(redis_server.url, workers=1, app=APP).start() as master:
         await master.ready()
         assert (await handshake(master.url(0)))[0] == 404
+
+
+async def test_a_query_with_a_sid_of_its_own_still_reaches_the_session(
+    v09_cluster: MasterProcess, old: V09Clients
+) -> None:
+    """socket.io-client 0.9 appends the application's ``query`` to every transport URL: a
+    ``sid=`` there is the application's, and every request of the session still reaches the
+    session's worker (routed by the sid in its path) over xhr-polling on one port."""
+    url = v09_cluster.url(0)
+    await old.cmd(
+        "connect", client="cookie", url=url, transports=["xhr-polling"], query="sid=usercookie"
+    )
+    pids = {(await old.cmd("call", client="cookie", event="pid"))[0] for _ in range(8)}
+    assert len(pids) == 1
+    (seen,) = await old.cmd("call", client="cookie", event="handshake")
+    assert seen["auth"]["sid"] == "usercookie"
+    assert old.disconnects == []
+
+
+async def test_bare_handshakes_count_against_max_connections(redis_server: EmbeddedRedis) -> None:
+    """python-socketio's connect runs at the 0.9 handshake itself, so a handshake whose client
+    never opens a transport holds a socket until its heartbeats time out: a flood of them is
+    refused at ``--max-connections`` (503), and counted."""
+    extra = ["--allow-v09", "--max-connections", "2"]
+    app = "tests.eio3_app:setup"  # 25 s heartbeats: the bare handshakes stay for the test
+    with MasterProcess(redis_server.url, workers=1, extra=extra, app=app).start() as master:
+        await master.ready()
+        answers = [await handshake(master.url(0)) for _ in range(4)]
+        assert [status for status, _ in answers] == [200, 200, 503, 503]
+        assert answers[2][1] == "this worker is full"
+        await until(
+            lambda: master.metric('sio_master_connections_refused{worker="0"}') == 2.0,
+            20,
+            "both refusals counted",
+        )
