@@ -16,7 +16,9 @@ def test_a_session_gets_what_was_kept_for_it_once() -> None:
     words = kept()
     words.keep("a", "5:::x" + BYE, BYE, now=0.0, keep_for=2.0)
     assert words.take("b", now=1.0) is None
+    assert words.waiting("a", now=1.0)
     assert words.take("a", now=1.0) == "5:::x" + BYE
+    assert not words.waiting("a", now=1.0)
     assert words.take("a", now=1.0) is None
     assert len(words) == 0
 
@@ -25,6 +27,7 @@ def test_nothing_is_kept_past_its_time() -> None:
     words = kept()
     words.keep("a", BYE, BYE, now=0.0, keep_for=2.0)
     words.keep("b", BYE, BYE, now=1.0, keep_for=2.0)
+    assert not words.waiting("a", now=2.0)
     assert words.take("a", now=2.0) is None
     assert len(words) == 1  # b's time is not up
     words.keep("c", BYE, BYE, now=3.5, keep_for=2.0)

@@ -50,6 +50,11 @@ class LastWords:
         while len(self._kept) > self.count or self._size > self.budget:
             self._drop(next(iter(self._kept)))
 
+    def waiting(self, sid: str, now: float) -> bool:
+        """Whether a body is kept for ``sid``, not yet taken."""
+        kept = self._kept.get(sid)
+        return kept is not None and kept.deadline > now
+
     def take(self, sid: str, now: float) -> str | None:
         """The body kept for ``sid`` (once), or None if there is none, or no longer."""
         self._expire(now)

@@ -21,8 +21,8 @@ request                                   answer
 ========================================  =================================================
 
 A polling session the server closes while no GET of its client is pending owes that client
-its ``0::``: the next GET gets it (:mod:`workers.v09.last_words`), not a 400 the client
-would answer by reconnecting.
+its ``0::``: the next GET gets it (:mod:`workers.v09.last_words`), and a POST until then is
+answered ``1`` and dropped, not a 400 the client would answer by reconnecting.
 
 Refused, with 400 and a line in the log the first time: ``flashsocket`` (Flash is gone from
 every browser), ``htmlfile`` (an ActiveX streaming hack for Internet Explorer 6-9) and
@@ -112,12 +112,7 @@ class V09Clients:
             self._refuse_transport(transport)
             return self._answer(request, f"transport {transport[:20]!r} not supported", 400)
         if session is None or session.closing:
-            last_words = None
-            if transport == "xhr-polling" and request.method == "GET":
-                last_words = self._last_words.take(sid, request.app.loop.time())
-            if last_words is None:
-                return self._answer(request, "client not handshaken", 400)
-            return self._answer(request, last_words)
+            return self._after_close(request, transport, sid)
         if transport == "websocket":
             return await self._websocket(request, session)
         if request.method == "POST":
@@ -127,6 +122,20 @@ class V09Clients:
         session.transport = transport
         body = await session.poll(min(POLLING_DURATION, float(self.eio.ping_interval)))
         return self._answer(request, body)
+
+    def _after_close(self, request: web.Request, transport: str, sid: str) -> web.Response:
+        """A request of a session that is over: an xhr-polling GET gets what the close owed
+        it (its ``0::``), and a POST while that waits is taken and dropped (answered 400, the
+        client would take it for a lost connection before it reads its ``0::``)."""
+        if transport == "xhr-polling":
+            now = request.app.loop.time()
+            if request.method == "GET":
+                last_words = self._last_words.take(sid, now)
+                if last_words is not None:
+                    return self._answer(request, last_words)
+            elif request.method == "POST" and self._last_words.waiting(sid, now):
+                return self._answer(request, "1")
+        return self._answer(request, "client not handshaken", 400)
 
     async def _handshake(self, request: web.Request) -> web.StreamResponse:
         if "jsonp" in request.query:
