@@ -3,7 +3,8 @@
 
 - ``/``'s connect handler keeps the handshake's ``QUERY_STRING`` and auth in the session
   (``handshake`` returns them) and refuses the token ``nobody`` (``/chat`` refuses ``refuse``);
-- ``message`` (0.9's ``send`` and ``json.send``) is echoed back as the event ``echo``;
+- ``message`` (0.9's ``send`` and ``json.send``) is echoed back as the event ``echo``, and so
+  is ``error`` (a name python-socketio does not reserve: an ordinary event from a 0.9 client);
 - 0.9 heartbeats every second, a second to answer (engine.io's ping settings).
 """
 
@@ -34,5 +35,6 @@ def setup(sio: socketio.AsyncServer) -> None:
         return session
 
     @sio.on("message")
+    @sio.on("error")
     async def message(sid: str, data: Any) -> None:
         await sio.emit("echo", data, to=sid)

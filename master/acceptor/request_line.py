@@ -8,7 +8,9 @@ session as far as routing goes: the worker it reaches answers it as it would any
 
 socket.io 0.9 clients (protocol 1, ``--allow-v09``) carry their session id in the PATH
 instead: ``/socket.io/1/<transport>/<sid>[/]``, and ``/socket.io/1//<sid>/?disconnect=1`` for
-the synchronous disconnect of a page being unloaded. A query's ``sid`` comes first.
+the synchronous disconnect of a page being unloaded. That path shape is read first: an
+engine.io request never has it, while a 0.9 client appends the application's own ``query``
+(which may well hold a ``sid=`` of its own) to every transport URL.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def first_request(peeked: bytes, limit: int) -> Incomplete | FirstRequest:
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
         return NEW_SESSION
     path, question, query = parts[1].partition(b"?")
+    v09 = _v09_session(path)
+    if v09 is not NEW_SESSION:
+        return v09
     if question:
         try:
             values = parse_qs(query.decode("ascii"), max_num_fields=64).get("sid")
@@ -50,7 +55,7 @@ def first_request(peeked: bytes, limit: int) -> Incomplete | FirstRequest:
             return NEW_SESSION
         if values:
             return FirstRequest(values[0])
-    return _v09_session(path)
+    return NEW_SESSION
 
 
 V09_TRANSPORTS = (b"websocket", b"xhr-polling", b"jsonp-polling", b"flashsocket", b"htmlfile", b"")

@@ -39,7 +39,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sio_cluster.wire.sio09.packets import Event, Json, Message, PacketError, decode_packet
+from sio_cluster.wire.sio09.packets import (
+    Event,
+    Json,
+    Message,
+    PacketError,
+    decode_packet,
+    endpoint_of,
+    namespace_of,
+)
 from sio_cluster.wire.sio09.packets import encode_packet as encode_09_packet
 
 JOIN: Final = "join"
@@ -122,17 +130,6 @@ def encode_message(node_id: str, *args: Any) -> bytes:
     ``None`` stands for JavaScript's ``undefined`` (``null`` in an array, as Node writes it)."""
     body = json.dumps({"nodeId": node_id, "args": list(args)}, separators=(",", ":"))
     return body.encode()
-
-
-def namespace_of(endpoint: str) -> str:
-    """0.9's namespace name -> ours (``''`` is ``/``)."""
-    return endpoint or "/"
-
-
-def endpoint_of(namespace: str, room: str | int | None = None) -> str:
-    """Our namespace and room -> 0.9's endpoint (``/`` is ``''``; a room is ``<nsp>/<room>``)."""
-    nsp = "" if namespace == "/" else namespace
-    return nsp if room is None else f"{nsp}/{room}"
 
 
 def room_names(namespace: str, endpoints: Sequence[str]) -> list[str]:

@@ -31,7 +31,10 @@ LIMIT = 8192
         (b"GET /socket.io/1//3.abc/?disconnect=1 HTTP/1.1\r\n", "3.abc"),
         (b"GET /socket.io/1/jsonp-polling/3.abc?t=1&i=0 HTTP/1.1\r\n", "3.abc"),
         (b"GET /app/socket.io/1/websocket/3.abc/ HTTP/1.1\r\n", "3.abc"),
-        (b"GET /socket.io/1/websocket/3.abc?sid=9.x HTTP/1.1\r\n", "9.x"),  # the query first
+        # the application's own query rides along on every 0.9 transport URL: the path decides
+        (b"GET /socket.io/1/websocket/3.abc?sid=9.x HTTP/1.1\r\n", "3.abc"),
+        (b"GET /socket.io/1/xhr-polling/AbC123?sid=usercookie&t=17 HTTP/1.1\r\n", "AbC123"),
+        (b"POST /socket.io/1/xhr-polling/3.abc?t=17&sid=x HTTP/1.1\r\n", "3.abc"),
     ],
 )
 def test_a_request_of_a_session_names_its_sid(peeked: bytes, expected: str) -> None:

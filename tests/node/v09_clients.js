@@ -13,6 +13,7 @@ const { serveCommands } = require("./commands");
 const sio09 = require("socket.io-client-v09");
 
 const clients = new Map(); // name -> a socket.io-client 0.9 SocketNamespace
+const held = new Map(); // name -> the xhr-polling GET "hold" kept from being sent
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + "\n");
@@ -131,6 +132,28 @@ const commands = {
       out({ recv: { client, event, args } });
       ack(reply);
     });
+    return null;
+  },
+  // Keep the client's next xhr-polling GET from being sent: resolves once its transport wants
+  // to poll again, so that no GET of it is pending until "release".
+  async hold({ client }) {
+    const transport = clientOf(client).socket.transport;
+    return withTimeout(
+      new Promise((resolve) => {
+        transport.get = function () {
+          delete transport.get; // the prototype's again
+          held.set(client, () => transport.get());
+          resolve(null);
+        };
+      }),
+      10000,
+      `hold ${client}`,
+    );
+  },
+  async release({ client }) {
+    const poll = held.get(client);
+    held.delete(client);
+    poll();
     return null;
   },
   async close({ client }) {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from socketio.base_server import BaseServer
 
 from sio_cluster.wire.sio09.packets import (
     Ack,
@@ -18,8 +19,8 @@ from sio_cluster.wire.sio09.packets import (
     decode_packet,
 )
 from sio_cluster.workers.v09.translate import (
+    IGNORED_EVENTS,
     NOTHING,
-    TranslationError,
     Upgraded,
     downgrade,
     upgrade,
@@ -57,10 +58,22 @@ def test_upgrade(packet: Packet, expected: Upgraded) -> None:
     assert upgrade(packet, AUTH) == expected
 
 
-@pytest.mark.parametrize("name", ["connect", "disconnect", "error", "newListener", "connect_error"])
-def test_reserved_event_names_are_refused(name: str) -> None:
-    with pytest.raises(TranslationError):
-        upgrade(Event(name), AUTH)
+@pytest.mark.parametrize("name", ["connect", "disconnect"])
+def test_an_event_named_as_a_connect_or_disconnect_is_dropped_as_0_9_drops_it(name: str) -> None:
+    assert upgrade(Event(name, ({},)), AUTH) == NOTHING
+    assert upgrade(Event(name, (), "/chat", 4, True), AUTH) == NOTHING  # never answered
+    assert upgrade(Event(name, (), "/chat", 4, False), AUTH) == Upgraded(None, "6::/chat:4")
+
+
+@pytest.mark.parametrize(
+    "name", ["error", "open", "close", "retry", "reconnect", "newListener", "connect_error"]
+)
+def test_names_0_9_does_not_blacklist_are_ordinary_events(name: str) -> None:
+    assert upgrade(Event(name, (1,)), AUTH) == Upgraded(f'2["{name}",1]')
+
+
+def test_the_dropped_names_are_those_python_socketio_handles_itself() -> None:
+    assert frozenset(BaseServer.reserved_events) == IGNORED_EVENTS
 
 
 @pytest.mark.parametrize(

@@ -163,6 +163,18 @@ _CLASSES: tuple[type[Packet], ...] = (
 )
 
 
+def namespace_of(endpoint: str) -> str:
+    """A 0.9 endpoint -> its python-socketio namespace (``''`` is ``/``)."""
+    return endpoint or "/"
+
+
+def endpoint_of(namespace: str, room: str | int | None = None) -> str:
+    """A python-socketio namespace, and a room of it -> its 0.9 endpoint (``/`` is ``''``; a
+    room is ``<endpoint>/<room>``, as 0.9's stores name it)."""
+    endpoint = "" if namespace == "/" else namespace
+    return endpoint if room is None else f"{endpoint}/{room}"
+
+
 def _dumps(value: Any) -> str:
     """JSON as ``JSON.stringify`` writes it: compact, non-ASCII kept as is."""
     try:

@@ -20,6 +20,10 @@ request                                   answer
                                           disconnect on page unload)
 ========================================  =================================================
 
+A polling session the server closes while no GET of its client is pending owes that client
+its ``0::``: the next GET gets it (:mod:`workers.v09.last_words`), and a POST until then is
+answered ``1`` and dropped, not a 400 the client would answer by reconnecting.
+
 Refused, with 400 and a line in the log the first time: ``flashsocket`` (Flash is gone from
 every browser), ``htmlfile`` (an ActiveX streaming hack for Internet Explorer 6-9) and
 ``jsonp-polling`` (only for pages without CORS, and it runs the server's answer as script);
@@ -33,6 +37,7 @@ namespace, as 0.9's ``socket.id`` is.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -43,7 +48,8 @@ from aiohttp import WSMsgType, web
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from sio_cluster.workers.patches import engineio as eio_patches
-from sio_cluster.workers.v09.session import V09Socket
+from sio_cluster.workers.v09.last_words import LastWords
+from sio_cluster.workers.v09.session import GOODBYE, V09Socket
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +58,9 @@ TRANSPORTS = ("websocket", "xhr-polling")
 REFUSED_TRANSPORTS = ("flashsocket", "htmlfile", "jsonp-polling")
 POLLING_DURATION = 20.0  # seconds a GET waits for packets at most (0.9's default)
 OUTBOX_LIMIT = 4 * 1024 * 1024  # characters a client may leave unread before it is dropped
-TEXT = "text/plain; charset=UTF-8"
+LAST_WORDS_SESSIONS = 1024  # closed polling sessions whose last frames wait for a GET, at most
+LAST_WORDS_BUDGET = 1024 * 1024  # characters those frames take in all, at most
+LAST_WORDS_PER_SESSION = 16 * 1024  # characters one session keeps; over it, only its 0::
 
 
 class V09Clients:
@@ -73,6 +81,7 @@ class V09Clients:
         self._bad_client = bad_client  # counts and logs a client closed for garbage
         self._slow_client = slow_client
         self._refused_transports: set[str] = set()
+        self._last_words = LastWords(LAST_WORDS_SESSIONS, LAST_WORDS_BUDGET, LAST_WORDS_PER_SESSION)
 
     def add_routes(self, app: web.Application) -> None:
         """Serve ``/socket.io/1/`` on ``app`` (before any catch-all route)."""
@@ -103,7 +112,7 @@ class V09Clients:
             self._refuse_transport(transport)
             return self._answer(request, f"transport {transport[:20]!r} not supported", 400)
         if session is None or session.closing:
-            return self._answer(request, "client not handshaken", 400)
+            return self._after_close(request, transport, sid)
         if transport == "websocket":
             return await self._websocket(request, session)
         if request.method == "POST":
@@ -113,6 +122,20 @@ class V09Clients:
         session.transport = transport
         body = await session.poll(min(POLLING_DURATION, float(self.eio.ping_interval)))
         return self._answer(request, body)
+
+    def _after_close(self, request: web.Request, transport: str, sid: str) -> web.Response:
+        """A request of a session that is over: an xhr-polling GET gets what the close owed
+        it (its ``0::``), and a POST while that waits is taken and dropped (answered 400, the
+        client would take it for a lost connection before it reads its ``0::``)."""
+        if transport == "xhr-polling":
+            now = request.app.loop.time()
+            if request.method == "GET":
+                last_words = self._last_words.take(sid, now)
+                if last_words is not None:
+                    return self._answer(request, last_words)
+            elif request.method == "POST" and self._last_words.waiting(sid, now):
+                return self._answer(request, "1")
+        return self._answer(request, "client not handshaken", 400)
 
     async def _handshake(self, request: web.Request) -> web.StreamResponse:
         if "jsonp" in request.query:
@@ -124,7 +147,9 @@ class V09Clients:
         query = parse_qs(raw_query, keep_blank_values=True)
         auth = {key: values[0] if len(values) == 1 else values for key, values in query.items()}
         sid = self.eio.generate_id()
-        session = V09Socket(self.eio, sid, auth, self._bad_frame, OUTBOX_LIMIT, self._slow_client)
+        session = V09Socket(
+            self.eio, sid, auth, self._bad_frame, OUTBOX_LIMIT, self._slow_client, self._closed
+        )
         eio_patches.register_socket(self.eio, session)
         self.sessions[sid] = session
         accepted = await self.eio.handlers["connect"](sid, environ)
@@ -204,6 +229,15 @@ class V09Clients:
         self.bad_frames += 1
         self._bad_client(f"a bad socket.io 0.9 frame ({why})")
         await session.close(reason=self.eio.reason.TRANSPORT_ERROR)
+
+    def _closed(self, session: V09Socket) -> None:
+        """A session is over: what its next GET is owed, kept for it (see
+        :mod:`workers.v09.last_words`)."""
+        last_words = session.last_words()
+        if last_words is not None:
+            now = asyncio.get_running_loop().time()
+            close_timeout = float(self.eio.ping_interval + self.eio.ping_timeout)
+            self._last_words.keep(session.sid, last_words, GOODBYE, now, close_timeout)
 
     def forget(self, sid: str, *_: Any) -> None:
         """engine.io's ``disconnect`` event: the session is over."""

@@ -27,6 +27,7 @@ by the caller.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -48,19 +49,9 @@ GOODBYE = p09.encode_packet(p09.Disconnect())
 CONNECTED = p09.encode_packet(p09.Connect())
 
 
-class _Downgrades:
-    """The 0.9 form of the last Socket.IO packet translated: a broadcast reaches every 0.9
-    recipient with the same text, translated once."""
-
-    text: str | None = None
-    frame: str | None = None
-
-    @classmethod
-    def of(cls, text: str) -> str | None:
-        if text is not cls.text and text != cls.text:
-            cls.frame = translate.downgrade(text)
-            cls.text = text
-        return cls.frame
+downgraded = functools.lru_cache(maxsize=1)(translate.downgrade)
+""":func:`translate.downgrade`, remembering the last packet: a broadcast hands every 0.9
+recipient the same text, translated once."""
 
 
 class _TickWrites:
@@ -121,6 +112,7 @@ class V09Socket:
         bad_frame: Callable[[V09Socket, str], Awaitable[None]],
         outbox_limit: int,
         overflowed: Callable[[int], None],
+        closed: Callable[[V09Socket], None],
     ) -> None:
         self.server = eio
         self.sid = sid
@@ -137,9 +129,11 @@ class V09Socket:
         self._outbox_limit = outbox_limit
         self._overflowed = overflowed
         self._bad_frame = bad_frame
+        self._closed = closed  # told once the session is over and its last frames queued
         self._wake = asyncio.Event()
         self._ending = False
         self._polls = 0  # the newest poll's number: an older pending one gives way
+        self._waiting_polls = 0  # GETs being answered: one will carry what is queued
         self._tasks: set[asyncio.Task[Any]] = set()
         self._direct: asyncio.Transport | None = None  # its websocket's, for tick writes
         self._queued = False  # in this tick's writes
@@ -179,6 +173,7 @@ class V09Socket:
         if not abort:
             self._push(GOODBYE)
         self.end_transport()
+        self._closed(self)
 
     # -- outgoing --------------------------------------------------------------------------
 
@@ -187,7 +182,7 @@ class V09Socket:
         if self.closed or pkt.packet_type != eio_packet.MESSAGE or not isinstance(pkt.data, str):
             return  # a binary attachment: its header was not translated either
         try:
-            frame = _Downgrades.of(pkt.data)
+            frame = downgraded(pkt.data)
         except ValueError:
             log.warning("a packet for a 0.9 client could not be translated: %.80r", pkt.data)
             return
@@ -275,13 +270,25 @@ class V09Socket:
         seconds, else a noop (0.9's ``polling duration``); superseded by a newer GET."""
         self._polls += 1
         mine = self._polls
-        if not self.outbox and not self._ending:
-            try:
-                await asyncio.wait_for(self._wake.wait(), duration)
-            except TimeoutError:
-                pass
+        self._waiting_polls += 1
+        try:
+            if not self.outbox and not self._ending:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), duration)
+                except TimeoutError:
+                    pass
+        finally:
+            self._waiting_polls -= 1
         if mine != self._polls or not self.outbox:
             return NOOP
+        return p09.encode_payload(self._take())
+
+    def last_words(self) -> str | None:
+        """Once closed: the polling answer its next GET is owed (the frames queued, ``0::``
+        last), or None if it is owed nothing: a websocket client was written to, a pending
+        GET takes them, or it was not told ``0::`` (it went away, or stopped answering)."""
+        if self.transport == "websocket" or self._waiting_polls or self.outbox[-1:] != [GOODBYE]:
+            return None
         return p09.encode_payload(self._take())
 
     # -- incoming --------------------------------------------------------------------------
@@ -293,7 +300,7 @@ class V09Socket:
             for text in p09.decode_payload(body):
                 if not await self._receive_packet(p09.decode_packet(text)):
                     return True
-        except ValueError as exc:  # PacketError, TranslationError, bad JSON in a downgrade
+        except ValueError as exc:  # PacketError, bad JSON in a downgrade
             await self._bad_frame(self, str(exc))
             return False
         return True

@@ -13,8 +13,9 @@ From a 0.9 client (:func:`upgrade`):
   argument (0.9 servers emit ``message`` for both);
 - an ACK is an ACK; ``1::/chat`` is a CONNECT with the handshake query as its auth; ``0::/chat``
   a DISCONNECT of that namespace (``0::`` closes the whole connection: the caller's job);
-- an event named as one of the reserved events (``connect``, ``disconnect``, …) is refused:
-  python-socketio would run the connect or disconnect handler for it.
+- an event named ``connect`` or ``disconnect`` is dropped, as 0.9 drops a blacklisted one
+  (python-socketio would run the connect or disconnect handler for it); its acknowledgement on
+  receipt, if it asked for one, is still sent, as 0.9 sends it before looking at the name.
 
 To a 0.9 client (:func:`downgrade`): CONNECT is ``1::<endpoint>``, DISCONNECT ``0::<endpoint>``,
 EVENT ``5:<id>+:<endpoint>:{"name":…,"args":[…]}`` (an id asks for the callback's data),
@@ -29,32 +30,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from sio_cluster.wire.sio09 import packets as p09
+from sio_cluster.wire.sio09.packets import endpoint_of
 
-RESERVED_EVENTS = frozenset(
-    (
-        "connect",
-        "connect_error",
-        "connecting",
-        "disconnect",
-        "disconnecting",
-        "error",
-        "reconnect",
-        "reconnect_failed",
-        "reconnecting",
-        "newListener",
-        "removeListener",
-        "open",
-        "close",
-        "retry",
-    )
-)
-"""Names a 0.9 client may not emit (0.9's reserved list, and python-socketio's own events)."""
+IGNORED_EVENTS = frozenset(("connect", "disconnect"))
+"""Event names a 0.9 client's emit is dropped for: python-socketio would run the namespace's
+connect or disconnect handler for them (its ``BaseServer.reserved_events``). 0.9 ignores an
+event on its blacklist the same way (``['disconnect']`` by default) rather than closing the
+client; every other name, ``error`` or ``newListener`` included, is an ordinary event there
+and here."""
 
 _CONNECT, _DISCONNECT, _EVENT, _ACK, _CONNECT_ERROR = "0", "1", "2", "3", "4"
-
-
-class TranslationError(ValueError):
-    """A packet that decodes but cannot be handed to python-socketio."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,16 +54,6 @@ class Upgraded:
 NOTHING = Upgraded(None)
 
 
-def namespace_of(endpoint: str) -> str:
-    """The python-socketio namespace of a 0.9 endpoint."""
-    return endpoint or "/"
-
-
-def endpoint_of(namespace: str) -> str:
-    """The 0.9 endpoint of a python-socketio namespace."""
-    return "" if namespace == "/" else namespace
-
-
 def _prefix(kind: str, endpoint: str) -> str:
     return kind + (f"{endpoint}," if endpoint else "")
 
@@ -90,9 +65,11 @@ def _dumps(value: Any) -> str:
 def _event(
     name: str, args: tuple[Any, ...], packet: p09.Message | p09.Json | p09.Event
 ) -> Upgraded:
-    if name in RESERVED_EVENTS:
-        raise TranslationError(f"the reserved event name {name!r}")
     endpoint = packet.endpoint
+    if name in IGNORED_EVENTS:
+        if packet.id is None or packet.data_ack:
+            return NOTHING
+        return Upgraded(None, p09.encode_packet(p09.Ack(packet.id, (), endpoint)))
     if packet.id is not None and packet.data_ack:
         text = f"{_prefix(_EVENT, endpoint)}{packet.id}{_dumps([name, *args])}"
         return Upgraded(text)
