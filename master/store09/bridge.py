@@ -64,7 +64,6 @@ from sio_cluster.master.store09.wire import (
     StoreMessage,
     decode_message,
     encode_message,
-    endpoint_of,
     event_packet,
     read_client,
     read_direct,
@@ -74,6 +73,7 @@ from sio_cluster.master.store09.wire import (
 )
 from sio_cluster.wire.frames import Broadcast, Room
 from sio_cluster.wire.operations import FetchSockets, SocketInfo
+from sio_cluster.wire.sio09.packets import endpoint_of
 
 log = logging.getLogger(__name__)
 

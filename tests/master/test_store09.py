@@ -22,9 +22,7 @@ from sio_cluster.master.store09.wire import (
     StoreMessage,
     decode_message,
     encode_message,
-    endpoint_of,
     event_packet,
-    namespace_of,
     read_client,
     read_direct,
     read_dispatch,
@@ -32,6 +30,7 @@ from sio_cluster.master.store09.wire import (
     room_names,
 )
 from sio_cluster.wire.frames import Broadcast
+from sio_cluster.wire.sio09.packets import endpoint_of, namespace_of
 
 
 def message(*args: Any, node: str | int = 1309040544) -> StoreMessage:
