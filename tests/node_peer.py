@@ -14,12 +14,14 @@ masters of the interop tests run (a Node ``fetchSockets()`` reports ``socket.dat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -108,6 +110,12 @@ class NodeScript:
             self.close()
             raise RuntimeError(f"{self.args[1]} not ready:\n" + "\n".join(self.stderr[-30:]))
         return self
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def on_message(self, message: dict[str, Any]) -> None:
         """What the script pushed (not an answer nor an event): ``{"ready": ...}`` included."""
@@ -279,30 +287,56 @@ def _register_session(sio: socketio.AsyncServer, namespace: str) -> None:
         return True
 
 
-class LegacyClients(NodeScript):
-    """socket.io-client 2.5.0 and 1.7.4 clients (Engine.IO 3, ``tests/node/legacy.js``),
-    recording the events each listens to; also engine.io 6's own v3 payload codec."""
+class NodeClients(NodeScript):
+    """A script of old clients (each named by the test), recording the events each listens
+    to and each disconnect; shared by a module's tests, one test at a time."""
+
+    def __init__(self, script: str) -> None:
+        super().__init__(script)
+        self.disconnects: list[dict[str, Any]] = []  # {"client", "reason"}
+
+    def on_message(self, message: dict[str, Any]) -> None:
+        if "disconnect" in message:
+            self.disconnects.append(message["disconnect"])
+
+    @contextlib.asynccontextmanager
+    async def for_one_test(self) -> AsyncIterator[Self]:
+        """This process for one test: the clients it connects are closed after it, and what
+        they received is forgotten, so the next test starts with none."""
+        opened: list[str] = []
+        original = self.cmd
+
+        async def cmd(name: str, timeout: float = 10.0, **args: Any) -> Any:
+            result = await original(name, timeout, **args)
+            if name == "connect":
+                opened.append(args["client"])
+            return result
+
+        self.cmd = cmd  # type: ignore[method-assign]
+        try:
+            yield self
+        finally:
+            self.cmd = original  # type: ignore[method-assign]
+            for client in opened:
+                with contextlib.suppress(NodePeerError):  # the test closed it already
+                    await original("close", client=client)
+            self.received.clear()
+            self.disconnects.clear()
+
+
+class LegacyClients(NodeClients):
+    """socket.io-client 2.5.0 and 1.7.4 clients (Engine.IO 3, ``tests/node/legacy.js``); also
+    engine.io 6's own v3 payload codec."""
 
     def __init__(self) -> None:
         super().__init__("legacy.js")
-        self.disconnects: list[dict[str, Any]] = []  # {"client", "reason"}
-
-    def on_message(self, message: dict[str, Any]) -> None:
-        if "disconnect" in message:
-            self.disconnects.append(message["disconnect"])
 
 
-class V09Clients(NodeScript):
-    """socket.io-client 0.9.16 clients (Socket.IO protocol 1, ``tests/node/v09_clients.js``),
-    recording the events each listens to and each disconnect."""
+class V09Clients(NodeClients):
+    """socket.io-client 0.9.16 clients (Socket.IO protocol 1, ``tests/node/v09_clients.js``)."""
 
     def __init__(self) -> None:
         super().__init__("v09_clients.js")
-        self.disconnects: list[dict[str, Any]] = []  # {"client", "reason"}
-
-    def on_message(self, message: dict[str, Any]) -> None:
-        if "disconnect" in message:
-            self.disconnects.append(message["disconnect"])
 
 
 class V09Server(NodeScript):

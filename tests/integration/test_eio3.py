@@ -36,34 +36,15 @@ REFUSAL = "The client is using an unsupported version of the Socket.IO or Engine
 @pytest.fixture(scope="module")
 def node_clients() -> Iterator[LegacyClients]:
     ensure_node_modules()
-    clients = LegacyClients().start()
-    try:
+    with LegacyClients().start() as clients:
         yield clients
-    finally:
-        clients.close()
 
 
 @pytest.fixture
 async def old(node_clients: LegacyClients) -> AsyncIterator[LegacyClients]:
     """The module's old-client process, with no client left from another test."""
-    opened: list[str] = []
-    original = node_clients.cmd
-
-    async def cmd(name: str, timeout: float = 10.0, **args: Any) -> Any:
-        result = await original(name, timeout, **args)
-        if name == "connect":
-            opened.append(args["client"])
-        return result
-
-    node_clients.cmd = cmd  # type: ignore[method-assign]
-    try:
-        yield node_clients
-    finally:
-        node_clients.cmd = original  # type: ignore[method-assign]
-        for client in opened:
-            await original("close", client=client)
-        node_clients.received.clear()
-        node_clients.disconnects.clear()
+    async with node_clients.for_one_test() as clients:
+        yield clients
 
 
 @pytest.fixture(scope="module")

@@ -45,11 +45,8 @@ def master(redis_server: EmbeddedRedis) -> Iterator[MasterProcess]:
 @pytest.fixture(scope="module")
 def v09(redis_server: EmbeddedRedis, master: MasterProcess) -> Iterator[V09Server]:
     ensure_node_modules()
-    server = V09Server(redis_server).start()
-    try:
+    with V09Server(redis_server).start() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -34,37 +34,15 @@ EVENTS = ["tick", "shout", "echo"]
 @pytest.fixture(scope="module")
 def node_clients() -> Iterator[V09Clients]:
     ensure_node_modules()
-    clients = V09Clients().start()
-    try:
+    with V09Clients().start() as clients:
         yield clients
-    finally:
-        clients.close()
 
 
 @pytest.fixture
 async def old(node_clients: V09Clients) -> AsyncIterator[V09Clients]:
-    """The module's 0.9 client process, with no client left from another test."""
-    opened: list[str] = []
-    original = node_clients.cmd
-
-    async def cmd(name: str, timeout: float = 10.0, **args: Any) -> Any:
-        result = await original(name, timeout, **args)
-        if name == "connect":
-            opened.append(args["client"])
-        return result
-
-    node_clients.cmd = cmd  # type: ignore[method-assign]
-    try:
-        yield node_clients
-    finally:
-        node_clients.cmd = original  # type: ignore[method-assign]
-        for client in opened:
-            try:
-                await original("close", client=client)
-            except Exception:  # closed by the test already
-                pass
-        node_clients.received.clear()
-        node_clients.disconnects.clear()
+    """The module's old-client process, with no client left from another test."""
+    async with node_clients.for_one_test() as clients:
+        yield clients
 
 
 @pytest.fixture(scope="module")

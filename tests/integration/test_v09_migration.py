@@ -42,21 +42,15 @@ def master(redis_server: EmbeddedRedis) -> Iterator[MasterProcess]:
 @pytest.fixture(scope="module")
 def fleet(redis_server: EmbeddedRedis, master: MasterProcess) -> Iterator[V09Server]:
     ensure_node_modules()
-    server = V09Server(redis_server).start()
-    try:
+    with V09Server(redis_server).start() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")
 def moved() -> Iterator[V09Clients]:
     ensure_node_modules()
-    clients = V09Clients().start()
-    try:
+    with V09Clients().start() as clients:
         yield clients
-    finally:
-        clients.close()
 
 
 @pytest.mark.parametrize("transport", ["websocket", "xhr-polling"])
