@@ -458,26 +458,28 @@ async def test_upgrades_abandoned_by_their_clients_are_counted_without_a_traceba
     start_master: Any, clients: Any, redis_client: aioredis.Redis
 ) -> None:
     """Each used to write aiohttp's 30-line traceback at ERROR ("Cannot write to closing
-    transport"): 300 of them wrote about 900 lines. Which of them the worker was still
-    answering when the reset came is a race, so resets go on until some were counted."""
+    transport", or aiohttp 3.11's failed assertion): 300 of them wrote about 900 lines. Which
+    of them the worker was still answering when the reset came is a race: resets go on until
+    some were counted (200 of 300 here on Python 3.11), or 1,000 were sent (on Python 3.13
+    asyncio sees the reset first, so none is answered and nothing is logged at all)."""
     cluster: MasterProcess = await start_master(workers=1).ready()
     good = await clients(cluster.url(0), "good")
     before = len(cluster.lines)
     metric = 'sio_master_clients_gone_mid_answer{worker="0"}'
     sent = 0
 
-    async def counted() -> bool:
+    async def counted_or_done() -> bool:
         nonlocal sent
         await asyncio.to_thread(reset_upgrades, cluster.port_of(0), 100)
         sent += 100
-        return cluster.metric(metric) > 0
+        return cluster.metric(metric) > 0 or sent >= 1000
 
-    await until(counted, 30, "an abandoned upgrade counted", interval=0.5)
+    await until(counted_or_done, 60, "resets counted, or 1,000 sent", interval=0.5)
     await redis_client.publish("ch:news", json.dumps({"data": "still here"}))
     await good.wait_count("news", 1)
     assert good.got("news") == [("still here",)]
     new = cluster.lines[before:]
     assert not [line for line in new if "Traceback" in line or "ERROR" in line], new[:5]
     gone = [line for line in new if "closed its connection before its answer" in line]
-    assert len(gone) == 1, new  # at most one line per 10 s
+    assert len(gone) <= 1, new  # at most one line per 10 s
     print(f"\n{sent} upgrades reset, {cluster.metric(metric):.0f} counted mid-answer")
