@@ -26,7 +26,6 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
 
 from sio_cluster.common.config import Config
 from sio_cluster.common.forwarded import TrustedHosts
@@ -500,23 +499,8 @@ async def serve(config: Config) -> int:
         except RedisRefused as exc:
             log.error("cannot start: %s", exc)
             return 1
-        if config.adapter == "sharded" and not await _serves_sharded_pubsub(commands):
-            return 1
         return await master.run(stop)
     return 1  # unreachable: the exit stack does not swallow exceptions
-
-
-async def _serves_sharded_pubsub(commands: aioredis.Redis) -> bool:
-    """False (logged) when Redis refuses sharded pub/sub: it is older than 7."""
-    try:
-        # one word: see docs/upstream/redis-py-cluster-numsub.md
-        await commands.execute_command("PUBSUB SHARDNUMSUB", "sio-master-probe")
-    except ResponseError as exc:
-        log.error("--adapter sharded needs Redis >= 7 (SPUBLISH, SSUBSCRIBE): %s", exc)
-        return False
-    except (RedisError, OSError):
-        pass  # not reachable now: the subscriber retries, and fails then if it must
-    return True
 
 
 async def _close_quietly(client: aioredis.Redis) -> None:
