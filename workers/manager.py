@@ -331,6 +331,26 @@ class ClusterManager(socketio.AsyncManager):
         python-socketio's scans every room of the namespace, making a join's ack quadratic."""
         return list(self._rooms_of.get((namespace, sid), ()))
 
+    def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
+        """``sid`` leaves ``namespace``: its rooms from this manager's index, then what
+        python-socketio's own ``basic_disconnect`` clears (acks, pending lists).
+
+        python-socketio's copies and scans every room of the namespace for each disconnect,
+        every socket's own room included: 10,000 clients dropping at once cost one worker
+        11.5 s of CPU, quadratic in the clients it holds."""
+        if namespace not in self.rooms:
+            return
+        self.basic_leave_room(sid, namespace, None)
+        for room in list(self._rooms_of.get((namespace, sid), ())):
+            self.basic_leave_room(sid, namespace, room)
+        self.callbacks.pop(sid, None)
+        for pending in (self.pending_connect, self.pending_disconnect):
+            waiting = pending.get(namespace)
+            if waiting is not None and sid in waiting:
+                waiting.remove(sid)
+                if not waiting:
+                    del pending[namespace]
+
     def _report(self, report: Join | Leave) -> None:
         if self._reporting:
             self.link.send(report.encode(), droppable=False)
