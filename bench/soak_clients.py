@@ -90,7 +90,9 @@ class Connection:
                 CONNECT_TIMEOUT + 5,
             )
         except (socketio.exceptions.ConnectionError, TimeoutError, OSError, ValueError) as exc:
-            self.ledger.event("connect failed", tried, self.session.actor, repr(exc))
+            self.ledger.event(
+                "connect failed", tried, self.session.actor, repr(exc), until=self.clock()
+            )
         if self.session.connected is None or self.dropped.is_set():
             await self.close()
             return False
@@ -262,7 +264,7 @@ class Actor(Client):
             rooms = await connection.call("join" if join else "leave", self.plan.rooms[room], acked)
         except CallFailed as exc:
             if not connection.dropped.is_set():
-                self.ledger.event("call failed", asked, self.name, str(exc))
+                self.ledger.event("call failed", asked, self.name, str(exc), until=self.clock())
             return False
         if join:
             self.wanted.add(room)
@@ -326,6 +328,6 @@ class Emitter(Client):
         except CallFailed as exc:
             stream.settle(n, False)
             if not connection.dropped.is_set():
-                self.ledger.event("call failed", asked, self.name, str(exc))
+                self.ledger.event("call failed", asked, self.name, str(exc), until=self.clock())
             return False
         return True

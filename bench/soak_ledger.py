@@ -198,13 +198,16 @@ class Gap:
 class Event:
     """Something that should only happen in a fault window (a failed connect or call,
     a disconnect, a socket whose rooms differ from what its client knows); ``cause``
-    is the window covering ``at``, or ``outside``."""
+    is a window overlapping ``at``..``until`` (an attempt lasts from when it was tried to
+    when it failed: a connect tried just before a worker is killed fails because of it),
+    or ``outside``."""
 
     what: str
     at: float
     actor: str
     cause: str = OUTSIDE
     detail: str = ""
+    until: float | None = None
 
 
 @dataclass
@@ -320,9 +323,12 @@ class Ledger:
         self.windows.append(window)
         return window
 
-    def event(self, what: str, at: float, actor: str, detail: str = "") -> None:
-        """Record an anomaly; :meth:`verdict` decides whether a fault explains it."""
-        self.events.append(Event(what, at, actor, detail=detail))
+    def event(
+        self, what: str, at: float, actor: str, detail: str = "", until: float | None = None
+    ) -> None:
+        """Record an anomaly (an attempt from ``at`` to ``until``); :meth:`verdict` decides
+        whether a fault explains it."""
+        self.events.append(Event(what, at, actor, detail=detail, until=until))
 
     def end_session(self, session: Session, now: float, dropped: bool) -> list[Gap]:
         """``session`` is over; when dropped, open the gaps its actor will miss until back."""
@@ -395,6 +401,15 @@ class Ledger:
                 return window.kind
         return OUTSIDE
 
+    def cause_over(self, start: float, end: float | None) -> str:
+        """The window overlapping ``start``..``end`` (just ``start`` when ``end`` is None)."""
+        for window in self.windows:
+            if window.covers(start) or (
+                end is not None and window.start <= end and start <= (window.end or end)
+            ):
+                return window.kind
+        return OUTSIDE
+
     def cause_at(self, t: float) -> str:
         for window in self.windows:
             if window.covers(t):
@@ -420,7 +435,7 @@ class Ledger:
                 bucket = tallies[stream.kind].missed_disconnected
                 bucket[cause] = bucket.get(cause, 0) + missed
         for event in self.events:
-            event.cause = self.cause_at(event.at)
+            event.cause = self.cause_over(event.at, event.until)
         for stall in self.stalls:
             stall.cause = self.cause_of_loss(stall.session, self.streams[stall.stream], stall.n)
         for kind, count in self.reordered.items():

@@ -125,6 +125,23 @@ def test_a_socket_missing_beacons_is_a_stall() -> None:
     assert [(x.n, x.cause) for x in ledger.stalls] == [(2, OUTSIDE)]
 
 
+def test_an_attempt_is_the_faults_if_a_window_opened_before_it_failed() -> None:
+    ledger = Ledger(["r0"])
+    window = ledger.open_window("worker_kill", 10.0)
+    window.end = 13.0
+    ledger.event("connect failed", 9.998, "a", until=10.2)  # tried just before the kill
+    ledger.event("connect failed", 9.0, "b", until=9.5)  # over before it
+    ledger.event("disconnected", 9.999, "c")  # a moment, not an attempt
+    ledger.event("call failed", 12.0, "d", until=14.0)
+    ledger.verdict()
+    assert [(e.actor, e.cause) for e in ledger.events] == [
+        ("a", "worker_kill"),
+        ("b", OUTSIDE),
+        ("c", OUTSIDE),
+        ("d", "worker_kill"),
+    ]
+
+
 @pytest.mark.timeout(240)
 def test_a_one_minute_soak_with_every_fault_passes(tmp_path: Any) -> None:
     command = [
