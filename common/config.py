@@ -7,7 +7,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from sio_cluster.common.choices import AdapterForm, LogFormat, LogLevel, SubscriptionMode
+from sio_cluster.common.choices import AdapterForm, LogFormat, LogLevel, SubscriptionMode, WsLayer
 from sio_cluster.common.forwarded import TrustedHosts
 from sio_cluster.common.redis.url import RedisUrlError, check_redis_url
 
@@ -62,6 +62,7 @@ class Config:
     partial_worker_bytes: int = 128 * 1024 * 1024  # unfinished binary packets, per worker
     connection_state_recovery: float = 0.0  # the recovery window in seconds; 0: off
     recovery_buffer_bytes: int = 64 * 1024 * 1024  # the packet log's cap, per host
+    ws: WsLayer = "own"  # who serves new websocket sessions: the workers' layer, or aiohttp
     allow_eio3: bool = False  # also serve Engine.IO 3 clients (socket.io-client 1.x/2.x)
     allow_v09: bool = False  # also serve socket.io 0.9 clients (protocol 1)
     admin_ui: bool = False
@@ -146,6 +147,8 @@ class Config:
                 "--admin-ui needs --admin-auth USER:PASSWORD (or --admin-auth none to serve "
                 "it without a login)"
             )
+        if self.ws not in ("own", "aiohttp"):
+            raise ConfigError(f"--ws must be own or aiohttp, got {self.ws!r}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"--log-format must be text or json, got {self.log_format!r}")
         if self.adapter not in ("classic", "sharded"):

@@ -343,6 +343,16 @@ def entry() -> None:
     "binary packets; the connection that passes it is closed.",
 )
 @click.option(
+    "--ws",
+    type=click.Choice(["own", "aiohttp"]),
+    default="own",
+    envvar="SIO_WS",
+    show_envvar=True,
+    help="Who serves Engine.IO 4 clients that open straight on a websocket: the workers' own "
+    "connection layer (about 2 KiB per idle connection), or aiohttp and python-engineio "
+    "(long-polling, upgrades and older clients are always theirs).",
+)
+@click.option(
     "--allow-eio3/--no-allow-eio3",
     default=False,
     envvar="SIO_ALLOW_EIO3",

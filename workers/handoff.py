@@ -34,7 +34,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from sio_cluster.wire.handoff import sid_prefix, source_of
 from sio_cluster.workers.client_address import ClientAddress
-from sio_cluster.workers.header_deadline import HeaderDeadline
+from sio_cluster.workers.header_deadline import Fronting, HeaderDeadline, aiohttp_only
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,10 @@ class HandoffSite(web.BaseSite):
         handoff: socket.socket,
         deadline: HeaderDeadline,
         addresses: ClientAddress,
+        fronting: Fronting = aiohttp_only,
     ) -> None:
         super().__init__(runner)
+        self._fronting = fronting
         self._app_runner = runner
         self._handoff = handoff
         self._deadline = deadline
@@ -153,7 +155,9 @@ class HandoffSite(web.BaseSite):
                 return handler
 
         loop = asyncio.get_running_loop()
-        task: asyncio.Task[object] = loop.create_task(loop.connect_accepted_socket(factory, conn))
+        task: asyncio.Task[object] = loop.create_task(
+            loop.connect_accepted_socket(self._fronting(factory, client), conn)
+        )
         self._adopting.add(task)
         task.add_done_callback(functools.partial(self._adopted, conn))
 

@@ -22,6 +22,19 @@ from aiohttp.web_protocol import RequestHandler
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+Fronting = Callable[
+    [Callable[[], asyncio.BaseProtocol], str | None], Callable[[], asyncio.BaseProtocol]
+]
+"""Given aiohttp's protocol factory and the client a hand-off names, the factory to serve
+with: the worker's own connection layer goes in front (:mod:`workers.conn.front`)."""
+
+
+def aiohttp_only(
+    factory: Callable[[], asyncio.BaseProtocol], _: str | None
+) -> Callable[[], asyncio.BaseProtocol]:
+    """No layer in front: aiohttp serves every connection."""
+    return factory
+
 
 class HeaderDeadline:
     """The per-connection timers, and the middleware that disarms them."""
@@ -74,12 +87,18 @@ class DeadlineSite(web.BaseSite):
     """
 
     def __init__(
-        self, runner: web.AppRunner, host: str, port: int, deadline: HeaderDeadline
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        deadline: HeaderDeadline,
+        fronting: Fronting = aiohttp_only,
     ) -> None:
         super().__init__(runner)
         self._app_runner = runner
         self._address = (host, port)
         self._deadline = deadline
+        self._fronting = fronting
         self._listener: asyncio.Server | None = None
 
     @property
@@ -94,7 +113,11 @@ class DeadlineSite(web.BaseSite):
         host, port = self._address
         # reuse_port: during a rolling restart the new process listens beside the old one
         self._listener = await asyncio.get_running_loop().create_server(
-            self._deadline.watched(server), host, port, reuse_address=True, reuse_port=True
+            self._fronting(self._deadline.watched(server), None),
+            host,
+            port,
+            reuse_address=True,
+            reuse_port=True,
         )
 
     async def stop(self) -> None:

@@ -64,9 +64,10 @@ from sio_cluster.workers.apps.adopt import Origins, adopt
 from sio_cluster.workers.apps.asgi_bridge import AsgiBridge
 from sio_cluster.workers.apps.forms import AiohttpApp, AsgiApp, SetupApp, UserApp, identify
 from sio_cluster.workers.client_address import ClientAddress
+from sio_cluster.workers.conn.layer import Layer, engineio_path
 from sio_cluster.workers.eio3.translate import Eio3Clients
 from sio_cluster.workers.handoff import HandoffSite, close_after_response, prefix_sids
-from sio_cluster.workers.header_deadline import DeadlineSite, HeaderDeadline
+from sio_cluster.workers.header_deadline import DeadlineSite, Fronting, HeaderDeadline, aiohttp_only
 from sio_cluster.workers.manager import ClusterManager
 from sio_cluster.workers.partial_packets import PartialPackets
 from sio_cluster.workers.patches import checks
@@ -108,6 +109,7 @@ class Worker:
         self.recovery: WorkerRecovery | None = None
         self.eio3: Eio3Clients | None = None
         self.v09: V09Clients | None = None
+        self.layer: Layer | None = None
         self._stop = asyncio.Event()
         self._orphaned = False
 
@@ -336,14 +338,16 @@ class Worker:
             keepalive_timeout=KEEPALIVE_SECONDS,
         )
         await runner.setup()
+        self.layer = self._layer(sio, app, bridge)
+        fronting: Fronting = aiohttp_only if self.layer is None else self.layer.fronting
         site: web.BaseSite
         if self.handoff_fd != NO_HANDOFF:
             handoff = socket.socket(fileno=self.handoff_fd)
-            site = HandoffSite(runner, handoff, deadline, addresses)
+            site = HandoffSite(runner, handoff, deadline, addresses, fronting)
             await site.start()
             log.info("serving %s:%d through the master", config.host, self.port)
         else:
-            site = DeadlineSite(runner, config.host, self.port, deadline)
+            site = DeadlineSite(runner, config.host, self.port, deadline, fronting)
             try:
                 await site.start()
             except OSError as exc:
@@ -361,6 +365,27 @@ class Worker:
         self.link.close()
         self.health.close()
         return self._orphaned
+
+    def _layer(
+        self, sio: socketio.AsyncServer, app: web.Application, bridge: AsgiBridge | None
+    ) -> Layer | None:
+        """The workers' own connection layer (``--ws own``) in front of aiohttp, for the path
+        engine.io is routed on; None with ``--ws aiohttp``."""
+        if self.config.ws != "own":
+            return None
+        path = engineio_path(app, sio.eio)
+        if path is None:
+            log.warning("engine.io is not routed in the app; aiohttp serves every connection")
+            return None
+        config = self.config
+        return Layer(
+            sio.eio,
+            path,
+            config.header_timeout,
+            self._late_headers,
+            TrustedHosts(config.forwarded_allow_ips) if config.proxy_headers else None,
+            None if bridge is None else bridge.state,
+        )
 
     def _server(self, user_app: UserApp, origins: Origins) -> socketio.AsyncServer:
         """The server that serves: the user's own, adopted (:mod:`workers.apps.adopt`), or for
@@ -402,6 +427,8 @@ class Worker:
             await eio_socket.close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
             eio_patches.stop_writer(eio_socket)
         eio_patches.forget_eio_sockets(sio)
+        if self.layer is not None:
+            await self.layer.drain()
         await sio.shutdown()
         await runner.cleanup()
         if bridge is not None:

@@ -17,6 +17,7 @@ import socketio
 from aiohttp import web
 
 from sio_cluster.workers.apps.asgi_bridge import address, scope_of
+from sio_cluster.workers.conn.environ import HandshakeEnviron
 from sio_cluster.workers.patches import engineio as eio_patches
 
 
@@ -48,6 +49,8 @@ class LazyScope(Mapping[str, Any]):
 def complete(environ: MutableMapping[str, Any], state: dict[str, Any] | None) -> None:
     """Put the peer's address in ``environ`` and, with ``state`` (an ASGI app's lifespan
     state), the ASGI scope."""
+    if isinstance(environ, HandshakeEnviron):
+        return  # the workers' own layer built it complete (workers.conn.environ)
     request = environ.get("aiohttp.request")
     if request is None:
         return

@@ -26,7 +26,7 @@ import functools
 import logging
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import WSCloseCode
 
@@ -92,7 +92,17 @@ def bad_client(why: str) -> None:
     client_refusals.log(logging.WARNING, "refused", "closed a client that sent %s", why)
 
 
-direct_writers: dict[str, CoalescingWebSocket] = {}
+class DirectWriter(Protocol):
+    """A connection a delivery may write its frames to straight away."""
+
+    eio3: bool
+
+    def idle(self) -> bool: ...
+
+    def write(self, data: bytes) -> None: ...
+
+
+direct_writers: dict[str, DirectWriter] = {}
 """This process's websockets that accept direct writes, by engine.io sid."""
 
 

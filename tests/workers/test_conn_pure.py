@@ -1,0 +1,187 @@
+"""The connection layer's pure parts: websocket frames, permessage-deflate, request heads.
+
+Frames are checked against frames built by hand from RFC 6455 and its rules for what a server
+must refuse (real clients read and write them in tests/integration/test_own_layer.py).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sio_cluster.workers.conn import deflate, http_head, ws_frames
+from sio_cluster.workers.conn.ws_frames import FrameError
+
+
+def client_frame(
+    payload: bytes, opcode: int, fin: bool = True, rsv: int = 0, masked: bool = True
+) -> bytes:
+    """A frame as a client sends it (masked), built by hand from RFC 6455 section 5.2."""
+    first = (0x80 if fin else 0) | rsv | opcode
+    size = len(payload)
+    mask_bit = 0x80 if masked else 0
+    if size < 126:
+        head = struct.pack("!BB", first, mask_bit | size)
+    elif size < 65536:
+        head = struct.pack("!BBH", first, mask_bit | 126, size)
+    else:
+        head = struct.pack("!BBQ", first, mask_bit | 127, size)
+    if not masked:
+        return head + payload
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+@given(st.binary(max_size=70_000), st.sampled_from([ws_frames.TEXT, ws_frames.BINARY]))
+def test_a_client_frame_of_any_size_reads_back_whole(payload: bytes, opcode: int) -> None:
+    data = client_frame(payload, opcode)
+    parsed = ws_frames.parse(data, 1 << 20)
+    assert parsed is not None
+    frame, used = parsed
+    assert (frame.fin, frame.rsv1, frame.opcode, frame.payload, used) == (
+        True,
+        False,
+        opcode,
+        payload,
+        len(data),
+    )
+
+
+@given(st.binary(min_size=1, max_size=300), st.integers(min_value=1))
+def test_an_incomplete_frame_is_waited_for(payload: bytes, cut: int) -> None:
+    data = client_frame(payload, ws_frames.BINARY)
+    assert ws_frames.parse(data[: cut % len(data)], 1 << 20) is None
+
+
+def test_what_a_server_must_refuse() -> None:
+    limit = 1000
+    cases = {
+        "unmasked": (client_frame(b"x", ws_frames.TEXT, masked=False), 1002),
+        "rsv2": (client_frame(b"x", ws_frames.TEXT, rsv=0x20), 1002),
+        "opcode 3": (client_frame(b"x", 0x3), 1002),
+        "long ping": (client_frame(b"p" * 126, ws_frames.PING), 1002),
+        "fragmented close": (client_frame(b"", ws_frames.CLOSE, fin=False), 1002),
+        "over the limit": (client_frame(b"x" * 1001, ws_frames.BINARY), 1009),
+    }
+    for name, (data, code) in cases.items():
+        with pytest.raises(FrameError) as caught:
+            ws_frames.parse(data, limit)
+        assert caught.value.code == code, name
+
+
+def test_an_oversized_frame_is_refused_from_its_header_alone() -> None:
+    header = struct.pack("!BBQ", 0x82, 0x80 | 127, 1 << 40)
+    with pytest.raises(FrameError) as caught:
+        ws_frames.parse(header, 1_000_000)
+    assert caught.value.code == ws_frames.TOO_BIG
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b"", None),
+        (struct.pack("!H", 1000), 1000),
+        (struct.pack("!H", 4000) + b"bye", 4000),
+    ],
+)
+def test_close_codes_a_client_may_send(payload: bytes, expected: int | None) -> None:
+    assert ws_frames.close_code(payload) == expected
+
+
+@pytest.mark.parametrize(
+    "payload", [b"\x03", struct.pack("!H", 1005), struct.pack("!H", 999), b"\x03\xe8\xff\xfe"]
+)
+def test_close_frames_a_client_may_not_send(payload: bytes) -> None:
+    with pytest.raises(FrameError):
+        ws_frames.close_code(payload)
+
+
+def test_deflate_offers() -> None:
+    agreed = deflate.negotiate("permessage-deflate; client_max_window_bits")
+    assert agreed == deflate.Agreement("permessage-deflate; server_no_context_takeover", 15, True)
+    agreed = deflate.negotiate(
+        "x-webkit-deflate-frame, permessage-deflate; client_no_context_takeover;"
+        " server_max_window_bits=10"
+    )
+    assert agreed is not None
+    assert agreed.header == (
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover;"
+        " server_max_window_bits=10"
+    )
+    assert (agreed.window_bits, agreed.client_keeps_context) == (10, False)
+    # declined: a window zlib cannot use, an unknown parameter, a repeated one, nothing offered
+    for offer in (
+        "permessage-deflate; server_max_window_bits=8",
+        "permessage-deflate; mystery",
+        "permessage-deflate; client_no_context_takeover; client_no_context_takeover",
+        "",
+        None,
+    ):
+        assert deflate.negotiate(offer) is None, offer
+    # the second offer is taken when the first cannot be
+    agreed = deflate.negotiate(
+        "permessage-deflate; server_max_window_bits=8, permessage-deflate; client_max_window_bits"
+    )
+    assert agreed is not None and agreed.window_bits == 15
+
+
+@given(st.binary(max_size=20_000))
+def test_deflated_messages_inflate_back(payload: bytes) -> None:
+    compressed = deflate.compress(payload, 15)
+    assert deflate.inflate(deflate.new_inflater(), compressed, len(payload) + 1) == payload
+    # what a client with context takeover sends: one inflater across messages
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    inflater = deflate.new_inflater()
+    for _ in range(3):
+        data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        assert deflate.inflate(inflater, data[:-4], 1 << 20) == payload
+
+
+def test_a_zip_bomb_stops_at_the_limit() -> None:
+    bomb = deflate.compress(b"\0" * 10_000_000, 15)
+    assert len(bomb) < 20_000
+    with pytest.raises(deflate.TooBig):
+        deflate.inflate(deflate.new_inflater(), bomb, 1_000_000)
+
+
+HANDSHAKE = (
+    b"GET /socket.io/?EIO=4&transport=websocket&t=x HTTP/1.1\r\n"
+    b"Host: 127.0.0.1:8000\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Cookie: a=1\r\nCookie: b=2\r\n\r\n"
+)
+
+
+def test_a_handshake_head() -> None:
+    assert http_head.head_end(HANDSHAKE) == len(HANDSHAKE)
+    assert http_head.head_end(HANDSHAKE[:-1]) == -1
+    head = http_head.parse(HANDSHAKE)
+    assert head is not None
+    assert (head.method, head.path, head.query) == (
+        "GET",
+        "/socket.io/",
+        "EIO=4&transport=websocket&t=x",
+    )
+    assert head.headers["cookie"] == "a=1,b=2"
+    assert http_head.header_tokens(head, "connection") == {"keep-alive", "upgrade"}
+    # RFC 6455 section 1.3's example
+    assert http_head.accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert http_head.valid_key("dGhlIHNhbXBsZSBub25jZQ==")
+    assert not http_head.valid_key("short")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /socket.io/ HTTP/1.1\r\nHost: a\rb\r\n\r\n",  # a bare CR
+        b"GET /socket.io/ HTTP/1.1\r\nBad Header: x\r\n\r\n",  # a space in a name
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ],
+)
+def test_heads_httptools_refuses_are_not_ours(raw: bytes) -> None:
+    assert http_head.parse(raw) is None

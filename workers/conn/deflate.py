@@ -1,0 +1,100 @@
+"""permessage-deflate (RFC 7692), accepted when a client offers it, at no idle cost.
+
+Why each message alone: the server answers every offer with ``server_no_context_takeover``
+(RFC 7692 allows that even when the client did not ask), so no compressor is kept per
+connection (zlib's is about 256 KiB): a message is compressed by a compressor made for it, and
+the same compressed frame serves every recipient of a broadcast. Messages under
+:data:`THRESHOLD` bytes go uncompressed, as Node's ``ws`` does (RFC 7692 lets each message
+choose). What a client sends compressed is inflated by a decompressor made on its first such
+message and kept (the client keeps its context unless it offered
+``client_no_context_takeover``); a client that never compresses never gets one.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+THRESHOLD = 1024  # bytes: smaller messages are sent uncompressed
+_TAIL = b"\x00\x00\xff\xff"
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """What the server answered a client's permessage-deflate offer with."""
+
+    header: str  # the Sec-WebSocket-Extensions answer
+    window_bits: int  # the server's compression window (server_max_window_bits, or 15)
+    client_keeps_context: bool  # False if the client offered client_no_context_takeover
+
+
+def negotiate(offers: str | None) -> Agreement | None:
+    """The first permessage-deflate offer in ``offers`` that the server can take, answered;
+    None to decline (then the connection is uncompressed)."""
+    if not offers:
+        return None
+    for offer in offers.split(","):
+        name, *params = (part.strip() for part in offer.split(";"))
+        if name.lower() != "permessage-deflate":
+            continue
+        agreement = _accept(params)
+        if agreement is not None:
+            return agreement
+    return None
+
+
+def _accept(params: list[str]) -> Agreement | None:
+    seen: set[str] = set()
+    window_bits = 15
+    client_no_takeover = False
+    for param in params:
+        key, _, value = param.partition("=")
+        key, value = key.strip().lower(), value.strip().strip('"')
+        if key in seen:
+            return None  # RFC 7692 section 7: a repeated parameter declines the offer
+        seen.add(key)
+        if key == "server_no_context_takeover" and not value:
+            continue
+        if key == "client_no_context_takeover" and not value:
+            client_no_takeover = True
+        elif key == "server_max_window_bits":
+            if not value.isdigit() or not 9 <= int(value) <= 15:
+                return None  # zlib's raw deflate cannot use a window of 8 bits
+            window_bits = int(value)
+        elif key == "client_max_window_bits":
+            if value and (not value.isdigit() or not 8 <= int(value) <= 15):
+                return None
+        else:
+            return None
+    header = "permessage-deflate; server_no_context_takeover"
+    if client_no_takeover:
+        header += "; client_no_context_takeover"
+    if "server_max_window_bits" in seen:
+        header += f"; server_max_window_bits={window_bits}"
+    return Agreement(header, window_bits, not client_no_takeover)
+
+
+def compress(payload: bytes, window_bits: int) -> bytes:
+    """``payload`` as one compressed message, with no context kept (RFC 7692 section 7.2.1)."""
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -window_bits)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return data[:-4] if data.endswith(_TAIL) else data
+
+
+def new_inflater() -> zlib._Decompress:
+    """A decompressor for one client's messages (any window up to 15 bits)."""
+    return zlib.decompressobj(-15)
+
+
+class TooBig(Exception):
+    """A compressed message inflates past the limit."""
+
+
+def inflate(inflater: zlib._Decompress, payload: bytes, limit: int) -> bytes:
+    """A compressed message's bytes; :class:`TooBig` past ``limit`` (a zip bomb stops there)."""
+    data = inflater.decompress(payload + _TAIL, limit + 1)
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise TooBig(f"a compressed message over {limit} bytes")
+    return data

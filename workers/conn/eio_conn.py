@@ -1,0 +1,538 @@
+"""One Engine.IO 4 websocket connection: the asyncio protocol, and the engine.io socket
+python-socketio sees, in one slotted object.
+
+Why one object, and no task: an idle connection is this object, its transport, its lazy
+environ (kept by python-socketio) and a place in the heartbeat wheel; nothing else. Frames
+are read in ``data_received`` as they come; what the client sends is handed to engine.io's
+``message`` handler (python-socketio's, behind the worker's guards) as engine.io does, a task
+per message when ``async_handlers`` (engine.io's default); frames to write are joined per loop
+tick and written in one ``transport.write`` (one scheduled callback for every connection
+written in that tick).
+
+The engine.io socket interface (``sid``, ``server``, ``session``, ``send``, ``close``,
+``queue``, ``closed``, ``closing``, ``connected``, ``upgraded``, ``check_ping_timeout``) is
+what python-engineio's server, python-socketio and the worker (delivery, shutdown, cluster
+operations) call on a socket in ``eio.sockets``. Heartbeats are engine.io's: the server sends
+PING every ping interval, and a client that has not answered within the ping timeout is
+closed (``ping timeout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from engineio import packet as eio_packet
+
+from sio_cluster.workers.conn import deflate, ws_frames
+from sio_cluster.workers.conn.ws_frames import FrameError
+from sio_cluster.workers.transport import fast_ws
+from sio_cluster.workers.transport.fast_ws import Counters
+
+if TYPE_CHECKING:
+    import zlib
+
+    from sio_cluster.workers.conn.layer import Layer
+
+log = logging.getLogger(__name__)
+
+PING_FRAME = ws_frames.frame(b"2", ws_frames.TEXT)
+CLOSE_PACKET_FRAME = ws_frames.frame(b"1", ws_frames.TEXT)
+PROBE_ANSWER_FRAME = ws_frames.frame(b"3probe", ws_frames.TEXT)
+
+# the heartbeat's states
+WAIT_PING, WAIT_PONG, PONGED = 0, 1, 2
+PAUSE_AT = 64  # messages waiting for the handler: the connection stops being read
+CLOSE_WAIT = 2.0  # seconds a closed connection waits for the client to close its side
+
+
+class _Close:
+    """In a connection's sequence of messages: the session ends here, for ``reason``."""
+
+    __slots__ = ("reason", "abort")
+
+    def __init__(self, reason: str, abort: bool) -> None:
+        self.reason = reason
+        self.abort = abort  # False: the client is sent a CLOSE packet
+
+
+class _Ticks:
+    """The connections given frames during this loop tick, written at the start of the next
+    by one scheduled callback."""
+
+    def __init__(self) -> None:
+        self.pending: list[EioConnection] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, conn: EioConnection, loop: asyncio.AbstractEventLoop) -> None:
+        self.pending.append(conn)
+        if self.loop is not loop:
+            self.loop = loop
+            loop.call_soon(self.run)
+
+    def run(self) -> None:
+        self.loop = None
+        pending, self.pending = self.pending, []
+        for conn in pending:
+            try:
+                conn.flush()
+            except Exception:  # one connection's failure must not strand the others' frames
+                log.exception("writing to a websocket failed")
+
+
+_ticks = _Ticks()
+
+
+class EioConnection(asyncio.Protocol):
+    """A websocket client of Engine.IO 4 (see the module docstring)."""
+
+    __slots__ = (
+        "sid",
+        "layer",
+        "transport",
+        "closing",
+        "closed",
+        "opened",
+        "_session",
+        "_out",
+        "_inbox",
+        "_parts",
+        "_parts_size",
+        "_parts_text",
+        "_parts_compressed",
+        "_deflate",
+        "_inflater",
+        "_beat",
+        "_pong_at",
+        "_ending",
+        "_pending",
+        "_probing",
+    )
+
+    # engine.io's socket flags: a websocket session is connected and on its final transport
+    connected = True
+    upgraded = True
+    upgrading = False
+    eio3 = False  # for the delivery path: frames of Engine.IO 4
+
+    def __init__(
+        self,
+        layer: Layer,
+        sid: str,
+        transport: asyncio.Transport,
+        agreement: deflate.Agreement | None,
+    ) -> None:
+        self.sid = sid
+        self.layer = layer
+        self.transport = transport
+        self.closing = False
+        self.closed = False
+        self.opened = False  # the 101 answer is written: frames may go
+        self._session: dict[str, Any] | None = None
+        self._out: list[bytes] | None = None
+        self._inbox: bytes = b""
+        self._parts: list[bytes] | None = None
+        self._parts_size = 0
+        self._parts_text = False
+        self._parts_compressed = False
+        self._deflate = agreement
+        self._inflater: zlib._Decompress | None = None
+        self._beat = WAIT_PING
+        self._pong_at = 0.0
+        self._ending = False
+        self._pending: list[str | bytes | _Close] | None = None  # None: no handler running
+        # while upgrading a long-polling session: engine.io's socket, and the probe deadline
+        self._probing: tuple[Any, asyncio.TimerHandle] | None = None
+
+    # ---- engine.io's socket interface ------------------------------------------------
+
+    @property
+    def server(self) -> Any:
+        return self.layer.eio
+
+    @property
+    def session(self) -> dict[str, Any]:
+        """engine.io's per-socket session dict (python-socketio keeps its sessions in it),
+        made on first use: most connections never have one."""
+        if self._session is None:
+            self._session = {}
+        return self._session
+
+    @session.setter
+    def session(self, value: dict[str, Any]) -> None:  # engine.io's save_session
+        self._session = value
+
+    @property
+    def queue(self) -> EioConnection:
+        """What the worker puts packets on (``put_nowait``, ``qsize``): this connection."""
+        return self
+
+    def put_nowait(self, pkt: Any) -> None:
+        """An engine.io packet to send now; None ends the connection (shutdown)."""
+        if pkt is None:
+            self.end(ws_frames.GOING_AWAY)
+        else:
+            self.send_packet(pkt)
+
+    def qsize(self) -> int:
+        return 0  # nothing waits: packets are framed when given
+
+    async def send(self, pkt: Any) -> None:
+        self.send_packet(pkt)
+
+    async def check_ping_timeout(self) -> bool:
+        """engine.io's service task asks; the wheel enforces the timeout here."""
+        return not self.closed
+
+    async def handle_get_request(self, environ: Any) -> list[Any]:
+        """A long-poll GET for this websocket session (engine.io refuses those before this)."""
+        return []
+
+    async def handle_post_request(self, environ: Any) -> None:
+        from engineio import exceptions
+
+        raise exceptions.EngineIOError("a websocket session takes no POST")
+
+    async def close(
+        self, wait: bool = True, abort: bool = False, reason: str | None = None
+    ) -> None:
+        """End the session as engine.io does: the ``disconnect`` handler runs, then (unless
+        ``abort``) the client gets a CLOSE packet; the websocket is then closed."""
+        if self.closed or self.closing:
+            return
+        self.closing = True
+        eio = self.layer.eio
+        await self.layer.trigger_disconnect(self.sid, reason or eio.reason.SERVER_DISCONNECT)
+        if not abort and self.opened:
+            self.write(CLOSE_PACKET_FRAME)
+        self.closed = True
+        self.end(ws_frames.NORMAL)
+
+    @property
+    def compressed(self) -> bool:
+        """True if the client agreed to permessage-deflate."""
+        return self._deflate is not None
+
+    # ---- writing ---------------------------------------------------------------------
+
+    def idle(self) -> bool:
+        """True if a delivery's frames may be written to this connection now."""
+        return not self.closed and not self.transport.is_closing()
+
+    def write(self, frames: bytes) -> None:
+        """Frames for this tick's write."""
+        out = self._out
+        if out is None:
+            self._out = [frames]
+            if self.opened:
+                _ticks.add(self, self.layer.loop)
+        else:
+            out.append(frames)
+
+    def send_packet(self, pkt: Any) -> None:
+        """An engine.io packet, framed (compressed if large and the client agreed)."""
+        if self.closed or self._ending:
+            return
+        encoded = pkt.encode()
+        if isinstance(encoded, str):
+            payload, opcode = encoded.encode(), ws_frames.TEXT
+        else:
+            payload, opcode = encoded, ws_frames.BINARY
+        agreement = self._deflate
+        if agreement is not None and len(payload) >= deflate.THRESHOLD:
+            compressed = deflate.compress(payload, agreement.window_bits)
+            self.write(ws_frames.frame(compressed, opcode, compressed=True))
+        else:
+            self.write(ws_frames.frame(payload, opcode))
+
+    def flush(self) -> None:
+        """Write what this tick gave, in one write; abort a client that does not read."""
+        out, self._out = self._out, None
+        transport = self.transport
+        if not out or transport.is_closing():
+            return
+        if len(out) == 1:
+            transport.write(out[0])
+        else:
+            transport.write(b"".join(out))
+            Counters.coalesced_flushes += 1
+        Counters.flushes += 1
+        unsent = transport.get_write_buffer_size()
+        if unsent > fast_ws.SLOW_CLIENT_BYTES:
+            Counters.dropped += 1
+            Counters.dropped_bytes += unsent
+            log.warning(
+                "a client is not reading (over %d bytes unsent): closing it",
+                fast_ws.SLOW_CLIENT_BYTES,
+            )
+            transport.abort()
+
+    def open(self, answer: bytes, open_frame: bytes) -> None:
+        """Write the 101 answer and the OPEN packet, then what was sent meanwhile."""
+        self.opened = True
+        queued, self._out = self._out, None
+        self.transport.write(answer + open_frame + b"".join(queued or ()))
+        self._beat = WAIT_PING
+        self.layer.wheel.add(self, self.layer.ping_interval)
+        if self._inbox:
+            inbox, self._inbox = self._inbox, b""
+            self.data_received(inbox)
+
+    # ---- the upgrade of a long-polling session ---------------------------------------
+
+    def probe(self, old: Any, answer: bytes) -> None:
+        """Write the 101 answer and wait for the client's probe of this websocket, at most a
+        ping interval plus timeout, as engine.io waits."""
+        self.opened = True
+        self.transport.write(answer)
+        layer = self.layer
+        deadline = layer.loop.call_later(layer.ping_interval + layer.ping_timeout, self._no_probe)
+        self._probing = (old, deadline)
+
+    def _on_probe(self, message: str) -> None:
+        assert self._probing is not None
+        old, deadline = self._probing
+        if message == "2probe":
+            self.write(PROBE_ANSWER_FRAME)
+            old.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))  # ends the pending poll
+        elif message == "5":
+            deadline.cancel()
+            self._probing = None
+            self.layer.upgraded(self, old)
+            self._beat = WAIT_PING
+            self.layer.wheel.add(self, self.layer.ping_interval)
+        else:  # engine.io gives up the upgrade too; the session goes on polling
+            self._give_up_upgrade()
+
+    def _no_probe(self) -> None:
+        if self._probing is not None:
+            self._give_up_upgrade()
+
+    def _give_up_upgrade(self) -> None:
+        """The upgrade failed: engine.io's socket keeps the session; this websocket ends."""
+        if self._probing is None:
+            return
+        old, deadline = self._probing
+        deadline.cancel()
+        self._probing = None
+        old.upgrading = False
+        self.closed = True  # no session of its own to close
+        self.end(ws_frames.NORMAL)
+
+    def end(self, code: int, answering: bool = False) -> None:
+        """Flush, write a close frame with ``code``, and end the connection.
+
+        ``answering`` a client's close frame, the server closes the TCP connection at once
+        (RFC 6455 section 7.1.1). Otherwise the server sends its end of stream and reads on,
+        discarding, until the client closes (at most :data:`CLOSE_WAIT` seconds): closing a
+        socket with unread bytes in it makes the kernel reset the connection, and the
+        client would lose the close frame (and the reason in its code)."""
+        if self._ending:
+            return
+        self._ending = True
+        transport = self.transport
+        if self.opened:
+            self.flush()
+            if not transport.is_closing():
+                transport.write(ws_frames.close_frame(code))
+        if answering or not self.opened or not transport.can_write_eof():
+            transport.close()
+            return
+        self._inbox = b""
+        self._parts = None
+        if self._pending is not None and len(self._pending) >= PAUSE_AT:
+            transport.resume_reading()
+        transport.write_eof()
+        self.layer.loop.call_later(CLOSE_WAIT, transport.abort)
+
+    # ---- the heartbeat -----------------------------------------------------------------
+
+    def due(self, now: float) -> bool:
+        """The wheel's call: a PING due, or a PONG overdue."""
+        if self.closed or self._ending:
+            return False
+        layer = self.layer
+        if self._beat == WAIT_PING:
+            self.write(PING_FRAME)
+            self._beat = WAIT_PONG
+            layer.wheel.add(self, layer.ping_timeout)
+        elif self._beat == PONGED:
+            self._beat = WAIT_PING
+            layer.wheel.add(self, max(0.0, self._pong_at + layer.ping_interval - now))
+        else:
+            self.end_session(layer.eio.reason.PING_TIMEOUT, abort=False)
+            return False
+        return True
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._ending:
+            return  # a closing connection reads only to let the client finish
+        if not self.opened:
+            self._inbox += data  # the handshake is being answered: read once it is
+            return
+        buffer = self._inbox + data if self._inbox else data
+        view = memoryview(buffer)
+        limit = self.layer.max_payload
+        pos = 0
+        try:
+            while not self._ending:
+                parsed = ws_frames.parse(view[pos:], limit)
+                if parsed is None:
+                    break
+                frame, used = parsed
+                pos += used
+                self._on_frame(frame, limit)
+        except FrameError as exc:
+            self._refuse(exc)
+            return
+        self._inbox = bytes(view[pos:]) if pos < len(buffer) else b""
+
+    def _on_frame(self, frame: ws_frames.Frame, limit: int) -> None:
+        opcode = frame.opcode
+        if opcode >= ws_frames.CONTROL:
+            if frame.rsv1:
+                raise FrameError(ws_frames.PROTOCOL_ERROR, "a compressed control frame")
+            if opcode == ws_frames.PING:
+                self.write(ws_frames.frame(frame.payload, ws_frames.PONG))
+            elif opcode == ws_frames.CLOSE:
+                code = ws_frames.close_code(frame.payload)
+                self.end(ws_frames.NORMAL if code is None else code, answering=True)
+            return
+        if opcode == ws_frames.CONTINUATION:
+            if self._parts is None:
+                raise FrameError(ws_frames.PROTOCOL_ERROR, "a continuation of nothing")
+            if frame.rsv1:
+                raise FrameError(ws_frames.PROTOCOL_ERROR, "RSV1 on a continuation")
+        else:
+            if self._parts is not None:
+                raise FrameError(ws_frames.PROTOCOL_ERROR, "a new message inside another")
+            if frame.rsv1 and self._deflate is None:
+                raise FrameError(ws_frames.PROTOCOL_ERROR, "RSV1 without permessage-deflate")
+            if frame.fin:
+                self._on_message(frame.payload, opcode == ws_frames.TEXT, frame.rsv1, limit)
+                return
+            self._parts = []
+            self._parts_size = 0
+            self._parts_text = opcode == ws_frames.TEXT
+            self._parts_compressed = frame.rsv1
+        self._parts_size += len(frame.payload)
+        if self._parts_size > limit:
+            raise FrameError(ws_frames.TOO_BIG, f"a message over {limit} bytes")
+        self._parts.append(frame.payload)
+        if frame.fin:
+            parts, self._parts = self._parts, None
+            self._on_message(b"".join(parts), self._parts_text, self._parts_compressed, limit)
+
+    def _on_message(self, payload: bytes, text: bool, compressed: bool, limit: int) -> None:
+        if compressed:
+            agreement = self._deflate
+            assert agreement is not None  # checked on its first frame
+            inflater = self._inflater or deflate.new_inflater()
+            if agreement.client_keeps_context:
+                self._inflater = inflater
+            try:
+                payload = deflate.inflate(inflater, payload, limit)
+            except deflate.TooBig as exc:
+                raise FrameError(ws_frames.TOO_BIG, str(exc)) from None
+            except Exception as exc:  # zlib.error: not deflate data
+                raise FrameError(ws_frames.INVALID_DATA, f"undecodable deflate: {exc}") from None
+        if not text:
+            if self._probing is not None:
+                self._give_up_upgrade()  # nothing but the probe comes before the upgrade
+            else:
+                self.layer.on_message(self, payload)
+            return
+        try:
+            message = payload.decode()
+        except UnicodeDecodeError:
+            raise FrameError(ws_frames.INVALID_DATA, "a text frame that is not UTF-8") from None
+        if not message:
+            raise FrameError(ws_frames.PROTOCOL_ERROR, "Invalid empty packet received")
+        if self._probing is not None:
+            self._on_probe(message)
+            return
+        kind = message[0]
+        if kind == "4":
+            self.layer.on_message(self, message[1:])
+        elif kind == "3":
+            if self._beat == WAIT_PONG:
+                self._beat = PONGED
+                self._pong_at = self.layer.loop.time()
+        elif kind == "1":
+            self.end_session(self.layer.eio.reason.CLIENT_DISCONNECT)
+        elif kind not in "256":  # PING, UPGRADE and NOOP from a client are ignored
+            raise FrameError(ws_frames.PROTOCOL_ERROR, f"an unknown Engine.IO packet type {kind}")
+
+    # ---- the handlers, in order ---------------------------------------------------------
+
+    def in_order(self, item: str | bytes | _Close) -> None:
+        """Hand ``item`` (a message, or the session's end) to the handlers after everything
+        before it: one task drains what arrives while a handler runs; past
+        :data:`PAUSE_AT` waiting, the connection is not read until they are handled."""
+        pending = self._pending
+        if pending is None:
+            self._pending = []
+            self.layer.spawn(self._drain(item))
+            return
+        pending.append(item)
+        if len(pending) == PAUSE_AT and not self._ending:
+            self.transport.pause_reading()  # resumed when drained, or when ending
+
+    async def _drain(self, item: str | bytes | _Close) -> None:
+        layer = self.layer
+        try:
+            while True:
+                if isinstance(item, _Close):
+                    await self.close(wait=False, abort=item.abort, reason=item.reason)
+                else:
+                    await layer.trigger("message", self.sid, item)
+                pending = self._pending
+                if not pending:
+                    break
+                if len(pending) == PAUSE_AT and not self._ending:
+                    self.transport.resume_reading()
+                item = pending.pop(0)
+        finally:
+            self._pending = None
+
+    def end_session(self, reason: str, abort: bool = True) -> None:
+        """End the session for ``reason`` once what came before is handled (engine.io's
+        ``close``: the ``disconnect`` handler, then, unless ``abort``, a CLOSE packet)."""
+        if self.layer.eio.async_handlers:
+            self.layer.spawn(self.close(wait=False, abort=abort, reason=reason))
+        else:
+            self.in_order(_Close(reason, abort))
+
+    def _refuse(self, exc: FrameError) -> None:
+        """What the client sent breaks the protocol: counted, closed with the error's code."""
+        if exc.code == ws_frames.TOO_BIG:
+            Counters.bad_clients += 1
+            fast_ws.client_refusals.log(
+                logging.WARNING,
+                "too big",
+                "closed a websocket that sent a message over %d bytes",
+                self.layer.max_payload,
+            )
+        else:  # the line engine.io's websocket path logged for a bad packet
+            Counters.bad_clients += 1
+            fast_ws.client_refusals.log(
+                logging.WARNING, "bad packet", "closed a websocket: %s", exc
+            )
+        self._inbox = b""
+        self._parts = None
+        self.end(exc.code)
+        self.end_session(self.layer.eio.reason.TRANSPORT_ERROR)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._give_up_upgrade()
+        self._ending = True
+        self._out = None
+        self.layer.lost(self)
+        if not self.closed and not self.closing:
+            self.end_session(self.layer.eio.reason.TRANSPORT_CLOSE)
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes; connection_lost follows

@@ -1,0 +1,179 @@
+"""The environ python-socketio keeps for each connection, built from the head when read.
+
+Why lazy: python-socketio keeps every connection's environ for the connection's life, and a
+full WSGI-style dict of a browser's handshake is 1.4-2.8 KiB. Here it is the raw head (a few
+hundred bytes) and the peer; each read parses it again (a few microseconds: handlers read it
+at connect, rarely after). What it holds is what engine.io's aiohttp driver gives, keys and
+values alike, with the real client address, plus:
+
+- ``aiohttp.request``: a :class:`HandshakeRequest`, which answers what handlers read of
+  aiohttp's request (``remote``, ``headers``, ``query``, ``path``, ``cookies``...): the
+  connection is not aiohttp's, so there is no aiohttp request to give;
+- ``asgi.scope`` for an ASGI app: the scope uvicorn would have given the websocket.
+
+Writes (a handler may set keys) go to a small dict of their own.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, MutableMapping
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import parse_qsl
+
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+
+from sio_cluster.workers.conn import http_head
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
+
+
+class HandshakeRequest:
+    """What a handler reads of the handshake request (aiohttp's ``Request`` names)."""
+
+    def __init__(self, head: http_head.Head, remote: str, sockname: tuple[str, int] | None):
+        self.method = head.method
+        self.path = head.path
+        self.query_string = head.query
+        self.path_qs = f"{head.path}?{head.query}" if head.query else head.path
+        self.remote = remote
+        self.scheme = head.headers.get("x-forwarded-proto", "http").split(",")[0].strip()
+        self.secure = self.scheme == "https"
+        self.host = head.headers.get("host", "")
+        self.version = (1, 1)
+        self.transport = None  # the connection is the worker's own, not aiohttp's
+        self._sockname = sockname
+        raw = CIMultiDict[str]()
+        for name, value in _header_pairs(head.raw):
+            raw.add(name, value)
+        self.headers = CIMultiDictProxy(raw)
+        self.query = MultiDictProxy(MultiDict(parse_qsl(head.query, keep_blank_values=True)))
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        cookie = SimpleCookie(self.headers.get("Cookie", ""))
+        return {name: morsel.value for name, morsel in cookie.items()}
+
+
+def _header_pairs(raw: bytes) -> Iterator[tuple[str, str]]:
+    """Each header of a head parsed already (so well formed), in order, names as sent."""
+    for line in raw.split(b"\r\n")[1:]:
+        if line:
+            name, _, value = line.partition(b":")
+            yield name.decode("latin-1"), value.strip().decode("latin-1")
+
+
+class HandshakeEnviron(MutableMapping[str, Any]):
+    """A connection's environ (see the module docstring)."""
+
+    __slots__ = ("_raw", "_remote", "_peer_port", "_sockname", "_asgi_state", "_written")
+
+    def __init__(
+        self,
+        raw: bytes,
+        remote: str,
+        peer_port: int,
+        sockname: tuple[str, int] | None,
+        asgi_state: dict[str, Any] | None,
+    ) -> None:
+        self._raw = raw
+        self._remote = remote
+        self._peer_port = peer_port
+        self._sockname = sockname
+        self._asgi_state = asgi_state
+        self._written: dict[str, Any] | None = None
+
+    def head(self) -> http_head.Head:
+        head = http_head.parse(self._raw)
+        assert head is not None  # parsed once already, when it arrived
+        return head
+
+    def build(self) -> dict[str, Any]:
+        """The whole environ, as a dict (what each read is answered from)."""
+        head = self.head()
+        environ: dict[str, Any] = {
+            "wsgi.errors": sys.stderr,
+            "wsgi.version": (1, 0),
+            "wsgi.async": True,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "SERVER_SOFTWARE": "sio-cluster",
+            "REQUEST_METHOD": head.method,
+            "QUERY_STRING": head.query,
+            "RAW_URI": f"{head.path}?{head.query}" if head.query else head.path,
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": self._remote,
+            "REMOTE_PORT": str(self._peer_port),
+            "SERVER_NAME": self._sockname[0] if self._sockname else "",
+            "SERVER_PORT": str(self._sockname[1]) if self._sockname else "0",
+            "PATH_INFO": head.path,
+            "SCRIPT_NAME": "",
+        }
+        for name, value in _header_pairs(self._raw):
+            upper = name.upper()
+            if upper == "CONTENT-TYPE":
+                environ["CONTENT_TYPE"] = value
+                continue
+            if upper == "CONTENT-LENGTH":
+                environ["CONTENT_LENGTH"] = value
+                continue
+            key = "HTTP_" + upper.replace("-", "_")
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
+        environ["wsgi.url_scheme"] = environ.get("HTTP_X_FORWARDED_PROTO", "http")
+        environ["aiohttp.request"] = HandshakeRequest(head, self._remote, self._sockname)
+        if self._asgi_state is not None:
+            environ["asgi.scope"] = self._scope(head)
+        if self._written:
+            environ.update(self._written)
+        return environ
+
+    def _scope(self, head: http_head.Head) -> dict[str, Any]:
+        offered = head.headers.get("sec-websocket-protocol", "")
+        return {
+            "type": "websocket",
+            "asgi": dict(ASGI_VERSION),
+            "http_version": "1.1",
+            "scheme": "ws",
+            "path": head.path,
+            "raw_path": head.path.encode("latin-1"),
+            "query_string": head.query.encode("latin-1"),
+            "root_path": "",
+            "headers": [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in _header_pairs(self._raw)
+            ],
+            "client": (self._remote, self._peer_port),
+            "server": self._sockname,
+            "state": dict(self._asgi_state or {}),
+            "subprotocols": [p.strip() for p in offered.split(",") if p.strip()],
+        }
+
+    def __getitem__(self, key: str) -> Any:
+        if self._written is not None and key in self._written:
+            return self._written[key]
+        return self.build()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if self._written is None:
+            self._written = {}
+        self._written[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        raise TypeError("a connection's environ keeps its request's keys")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.build())
+
+    def __len__(self) -> int:
+        return len(self.build())
+
+    def __repr__(self) -> str:
+        return f"HandshakeEnviron({self.build()!r})"

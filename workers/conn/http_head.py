@@ -1,0 +1,125 @@
+"""A request's head, parsed by httptools (llhttp, as Node's own HTTP server), and what a
+websocket handshake answer is.
+
+Why httptools: it refuses what RFC 9112 refuses (bad characters, bare CRs, an oversized or
+malformed line) at C speed; a head it refuses is not ours and goes to aiohttp, which answers
+it as it always did. Measured on a 600-byte websocket handshake: 6.8 us with httptools, 3.5 us
+with a hand split in Python, which validates nothing. The parser lives only while the head is
+read; an idle connection keeps none of it.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+import httptools
+
+MAX_HEAD = 16 * 1024  # bytes: a longer head is not ours (aiohttp answers it)
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class _Collect:
+    """httptools' callbacks, collecting the URL and the headers."""
+
+    __slots__ = ("url", "headers")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+
+@dataclass(slots=True)
+class Head:
+    """A request head: its method, path, query and headers (names lower-case; a repeated
+    header's values joined by ``,``), and its raw bytes."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    raw: bytes
+
+    def query_fields(self) -> dict[str, list[str]]:
+        return parse_qs(self.query)
+
+
+def head_end(buffer: bytes | bytearray) -> int:
+    """Where the head ends in ``buffer`` (after its blank line), or -1 while incomplete."""
+    end = buffer.find(b"\r\n\r\n")
+    return -1 if end < 0 else end + 4
+
+
+def parse(raw: bytes) -> Head | None:
+    """``raw`` (a whole head, blank line included) parsed; None if httptools refuses it."""
+    collect = _Collect()
+    parser = httptools.HttpRequestParser(collect)
+    try:
+        parser.feed_data(raw)
+    except httptools.HttpParserUpgrade:
+        pass  # the head is complete and asks for an upgrade: what a websocket does
+    except httptools.HttpParserError:
+        return None
+    try:
+        url = httptools.parse_url(collect.url)
+        method = parser.get_method().decode("ascii")
+        path = url.path.decode("latin-1")
+        query = (url.query or b"").decode("latin-1")
+    except (httptools.HttpParserInvalidURLError, UnicodeDecodeError, AttributeError):
+        return None
+    headers: dict[str, str] = {}
+    for name, value in collect.headers:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]},{text}" if key in headers else text
+    return Head(method, path, query, headers, raw)
+
+
+def header_tokens(head: Head, name: str) -> set[str]:
+    """The comma-separated tokens of header ``name``, lower-case."""
+    return {token.strip().lower() for token in head.headers.get(name, "").split(",")}
+
+
+def accept_key(key: str) -> str:
+    """``Sec-WebSocket-Accept`` for a client's ``Sec-WebSocket-Key`` (RFC 6455 section 4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key.encode("latin-1") + WS_GUID).digest()).decode()
+
+
+def valid_key(key: str) -> bool:
+    """A ``Sec-WebSocket-Key`` is 16 random bytes in base64."""
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:
+        return False
+
+
+def switching(key: str, extensions: str | None) -> bytes:
+    """The ``101 Switching Protocols`` answer to a websocket handshake."""
+    lines = [
+        "HTTP/1.1 101 Switching Protocols",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Accept: {accept_key(key)}",
+    ]
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def refusal(status: str, body: bytes, content_type: str = "application/json") -> bytes:
+    """An HTTP answer that ends the connection (an engine.io refusal: 400, 401, 503)."""
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body

@@ -1,0 +1,342 @@
+"""The worker's own connection layer for Engine.IO 4 websockets under python-socketio.
+
+What it takes (:meth:`Layer.takes`): a ``GET`` of engine.io's path asking for a new session
+straight on the websocket transport (``EIO=4&transport=websocket``, no ``sid``), with a valid
+RFC 6455 handshake, from an origin engine.io would accept. Everything else goes to aiohttp
+and engine.io as before (:mod:`workers.conn.front`).
+
+What it does with one: what python-engineio's ``AsyncServer`` does for that request (a
+session id from ``eio.generate_id``, the socket in ``eio.sockets``, the ``connect`` handler
+with the environ, a refusal answered ``401`` with the handler's reason, the OPEN packet with
+engine.io's own settings), with the connection served by
+:class:`~workers.conn.eio_conn.EioConnection` instead of engine.io's socket, websocket
+wrapper, queue, writer task and ping task. python-socketio's ``AsyncServer`` stays the
+application API: its handlers are engine.io's ``connect``/``message``/``disconnect``
+handlers, called as engine.io calls them (through every guard the worker installed on them).
+
+Reads of engine.io: ``eio.sockets``, ``eio.handlers``, ``eio.generate_id``, and its public
+settings (``ping_interval``, ``ping_timeout``, ``ping_interval_grace_period``,
+``max_http_buffer_size``, ``transports``, ``cors_allowed_origins``, ``async_handlers``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
+
+from sio_cluster.common.forwarded import TrustedHosts, forwarded_client
+from sio_cluster.workers.conn import deflate, http_head
+from sio_cluster.workers.conn.eio_conn import EioConnection
+from sio_cluster.workers.conn.environ import HandshakeEnviron
+from sio_cluster.workers.conn.front import Front, ProtocolFactory
+from sio_cluster.workers.conn.wheel import Wheel
+from sio_cluster.workers.conn.ws_frames import TEXT, frame
+from sio_cluster.workers.patches import engineio as eio_patches
+from sio_cluster.workers.transport import fast_ws
+
+log = logging.getLogger(__name__)
+
+
+def _eager_task(
+    coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop
+) -> asyncio.Task[Any]:
+    if sys.version_info >= (3, 12):
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+    return loop.create_task(coro)
+
+
+class Layer:
+    """The layer of one worker (see the module docstring)."""
+
+    def __init__(
+        self,
+        eio: Any,
+        path: str,
+        header_timeout: float,
+        late_headers: Callable[[], None],
+        header_proxies: TrustedHosts | None = None,
+        asgi_state: dict[str, Any] | None = None,
+        foreign: Callable[[str], bool] = lambda sid: False,
+    ) -> None:
+        self.eio = eio
+        self.path = path if path.endswith("/") else path + "/"
+        self.loop = asyncio.get_running_loop()
+        self.wheel = Wheel(self.loop)
+        self.header_timeout = header_timeout
+        self.late_headers = late_headers
+        self.ping_interval = float(eio.ping_interval)
+        self.ping_timeout = float(eio.ping_timeout)
+        self.max_payload = int(eio.max_http_buffer_size)
+        self._header_proxies = header_proxies
+        self._asgi_state = asgi_state
+        self._foreign = foreign  # sessions another part of the worker serves (Engine.IO 3)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.connections = 0  # open connections the layer serves
+        self._drained: asyncio.Event | None = None  # set when the last one ends (stopping)
+
+    # ---- which connections ---------------------------------------------------------
+
+    def fronting(self, fallback: ProtocolFactory, client: str | None) -> ProtocolFactory:
+        """A protocol factory putting :class:`Front` before ``fallback`` (aiohttp's)."""
+        return lambda: Front(self, fallback, client)
+
+    def takes(self, head: http_head.Head) -> bool:
+        """True if this layer serves the request ``head`` (see the module docstring)."""
+        if head.method != "GET" or head.path != self.path:
+            return False
+        fields = head.query_fields()
+        if (
+            fields.get("EIO") != ["4"]
+            or fields.get("transport") != ["websocket"]
+            or "j" in fields
+            or "websocket" not in self.eio.transports
+        ):
+            return False
+        sid = fields.get("sid")
+        if sid is not None and (len(sid) != 1 or self.upgradable(sid[0]) is None):
+            return False
+        headers = head.headers
+        if (
+            "websocket" not in http_head.header_tokens(head, "upgrade")
+            or "upgrade" not in http_head.header_tokens(head, "connection")
+            or headers.get("sec-websocket-version") != "13"
+            or not http_head.valid_key(headers.get("sec-websocket-key", ""))
+        ):
+            return False
+        return self._origin_allowed(head)
+
+    def _origin_allowed(self, head: http_head.Head) -> bool:
+        """engine.io's origin check (``cors_allowed_origins``), for the cases it can be judged
+        without engine.io; a callable, or a refusal, is left to engine.io (False)."""
+        origin = head.headers.get("origin")
+        if not origin:
+            return True
+        allowed = self.eio.cors_allowed_origins
+        if allowed is None:
+            headers = head.headers
+            host = headers.get("host", "")
+            scheme = headers.get("x-forwarded-proto", "http")
+            same = {f"{scheme}://{host}"}
+            if "x-forwarded-proto" in headers or "x-forwarded-host" in headers:
+                forwarded_host = headers.get("x-forwarded-host", host).split(",")[0].strip()
+                same.add(f"{scheme.split(',')[0].strip()}://{forwarded_host}")
+            return origin in same
+        if allowed == "*":
+            return True
+        if isinstance(allowed, str):
+            return origin == allowed
+        if callable(allowed):
+            return False
+        return "*" in allowed or origin in allowed
+
+    def upgradable(self, sid: str) -> Any | None:
+        """The engine.io socket of long-polling session ``sid`` if this layer may take its
+        upgrade (a session of engine.io's own, connected, not upgrading nor closing)."""
+        sock = self.eio.sockets.get(sid)
+        if (
+            type(sock) is not AsyncSocket
+            or not self.eio.allow_upgrades
+            or not sock.connected
+            or sock.upgraded
+            or sock.upgrading
+            or sock.closing
+            or sock.closed
+            or self._foreign(sid)
+        ):
+            return None
+        return sock
+
+    # ---- a new session -----------------------------------------------------------------
+
+    def accept(
+        self, transport: asyncio.Transport, head: http_head.Head, rest: bytes, client: str | None
+    ) -> None:
+        """Serve the connection of handshake ``head`` (``rest``: bytes read after it)."""
+        agreement = deflate.negotiate(head.headers.get("sec-websocket-extensions"))
+        sid = head.query_fields().get("sid")
+        answer = http_head.switching(
+            head.headers["sec-websocket-key"], None if agreement is None else agreement.header
+        )
+        if sid is not None:
+            self._upgrade(transport, sid[0], agreement, answer, rest)
+            return
+        conn = EioConnection(self, self.eio.generate_id(), transport, agreement)
+        transport.set_protocol(conn)
+        self.connections += 1
+        if rest:
+            conn.data_received(rest)
+        peer = transport.get_extra_info("peername")
+        sockname = transport.get_extra_info("sockname")
+        remote = client or (str(peer[0]) if isinstance(peer, tuple) else "")
+        forwarded = head.headers.get("x-forwarded-for")
+        if forwarded and self._header_proxies is not None and remote in self._header_proxies:
+            remote = forwarded_client(forwarded, self._header_proxies) or remote
+        environ = HandshakeEnviron(
+            head.raw,
+            remote,
+            int(peer[1]) if isinstance(peer, tuple) else 0,
+            (str(sockname[0]), int(sockname[1])) if isinstance(sockname, tuple) else None,
+            self._asgi_state,
+        )
+        self.spawn(self._open(conn, environ, answer))
+
+    async def _open(self, conn: EioConnection, environ: HandshakeEnviron, answer: bytes) -> None:
+        eio = self.eio
+        sid = conn.sid
+        eio.sockets[sid] = conn
+        refused = await self.trigger("connect", sid, environ)
+        if refused is not None and refused is not True:
+            self._forget(conn)
+            conn.closed = True
+            eio.logger.warning("Application rejected connection")
+            body = json.dumps(refused or "Unauthorized").encode()
+            conn.transport.write(http_head.refusal("401 UNAUTHORIZED", body))
+            conn.transport.close()
+            return
+        if conn.transport.is_closing():  # the client left during the connect handler
+            return
+        if not conn.compressed:
+            fast_ws.direct_writers[sid] = conn  # deliveries write their frames straight here
+        conn.open(answer, self._open_frame(sid))
+
+    def _upgrade(
+        self,
+        transport: asyncio.Transport,
+        sid: str,
+        agreement: deflate.Agreement | None,
+        answer: bytes,
+        rest: bytes,
+    ) -> None:
+        """The upgrade of long-polling session ``sid`` to this websocket: engine.io's socket
+        serves the session until the client has probed the websocket and confirmed
+        (``2probe``, ``3probe``, the NOOP that ends the pending poll, ``5``); then this
+        connection takes its place (:meth:`upgraded`)."""
+        old = self.upgradable(sid)
+        if old is None:  # it went, or began another upgrade, since the head was judged
+            transport.write(http_head.refusal("400 BAD REQUEST", b'"Invalid session"'))
+            transport.close()
+            return
+        conn = EioConnection(self, sid, transport, agreement)
+        transport.set_protocol(conn)
+        self.connections += 1
+        old.upgrading = True  # engine.io answers a poll meanwhile with a NOOP
+        conn.probe(old, answer)
+        if rest:
+            conn.data_received(rest)
+
+    def upgraded(self, conn: EioConnection, old: Any) -> None:
+        """The client confirmed the upgrade: ``conn`` is the session's socket from now on,
+        with its session dict and whatever engine.io had queued and not yet sent."""
+        old.upgrading = False
+        old.closed = True  # engine.io's socket is done: nothing may send through it again
+        timer = eio_patches.ping_timer(old)
+        if timer is not None:
+            timer.cancel()
+        conn.session = old.session
+        self.eio.sockets[conn.sid] = conn
+        if not conn.compressed:
+            fast_ws.direct_writers[conn.sid] = conn
+        queue = old.queue
+        while not queue.empty():
+            pkt = queue.get_nowait()
+            queue.task_done()
+            # a NOOP there was for a poll (the probe's, when no poll was waiting)
+            if pkt is not None and pkt.packet_type != eio_packet.NOOP:
+                conn.send_packet(pkt)
+
+    def _open_frame(self, sid: str) -> bytes:
+        eio = self.eio
+        fields = {
+            "sid": sid,
+            "upgrades": [],
+            "pingTimeout": int(eio.ping_timeout * 1000),
+            "pingInterval": int(eio.ping_interval + eio.ping_interval_grace_period) * 1000,
+            "maxPayload": eio.max_http_buffer_size,
+        }
+        return frame(b"0" + json.dumps(fields, separators=(",", ":")).encode(), TEXT)
+
+    def lost(self, conn: EioConnection) -> None:
+        """``conn``'s transport is gone (called once per connection)."""
+        self._forget(conn)
+        self.connections -= 1
+        if self.connections == 0 and self._drained is not None:
+            self._drained.set()
+
+    def _forget(self, conn: EioConnection) -> None:
+        sockets = self.eio.sockets
+        if sockets.get(conn.sid) is conn:
+            del sockets[conn.sid]
+        if fast_ws.direct_writers.get(conn.sid) is conn:
+            del fast_ws.direct_writers[conn.sid]
+
+    # ---- engine.io's handlers --------------------------------------------------------
+
+    def on_message(self, conn: EioConnection, data: str | bytes) -> None:
+        """A MESSAGE from ``conn``, for engine.io's ``message`` handler: in a task of its own
+        with engine.io's ``async_handlers``; otherwise (python-socketio's setting: it makes
+        its own task per event) one after the other, as engine.io's reader awaits each, so
+        an event never overtakes the CONNECT before it (:meth:`EioConnection.in_order`)."""
+        if self.eio.async_handlers:
+            self.spawn(self.trigger("message", conn.sid, data))
+        else:
+            conn.in_order(data)
+
+    async def trigger_disconnect(self, sid: str, reason: str) -> None:
+        await self.trigger("disconnect", sid, reason)
+
+    async def trigger(self, event: str, *args: Any) -> Any:
+        """Call engine.io's handler of ``event`` as engine.io does: a handler error is logged
+        (and refuses a ``connect``); a ``disconnect`` handler without a reason parameter is
+        called without one."""
+        handler = self.eio.handlers.get(event)
+        if handler is None:
+            return None
+        try:
+            try:
+                result = handler(*args)
+            except TypeError:
+                if event != "disconnect" or len(args) != 2:
+                    raise
+                result = handler(args[0])
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        except Exception:
+            self.eio.logger.exception("%s handler error", event)
+            return False if event == "connect" else None
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in a task held until it ends; on Python 3.12 and later the task runs
+        at once, up to its first wait, and one that never waits is never scheduled."""
+        task = _eager_task(coro, self.loop)
+        if not task.done():
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """The worker is stopping and has closed every session: wait until their connections
+        have written what they hold and ended. Heartbeats end."""
+        self.wheel.close()
+        if self.connections > 0:
+            self._drained = asyncio.Event()
+            await self._drained.wait()
+
+
+def engineio_path(app: web.Application, eio: Any) -> str | None:
+    """The path ``app`` routes to ``eio`` (python-socketio's ``attach``), from the router's
+    public route list; None if it routes none."""
+    for route in app.router.routes():
+        if route.method == "GET" and route.handler == eio.handle_request:
+            path = route.resource.canonical if route.resource is not None else None
+            if path:
+                return path
+    return None
