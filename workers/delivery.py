@@ -12,6 +12,7 @@ from typing import Any
 
 from engineio import packet as eio_packet
 
+from sio_cluster.workers.conn import deflate
 from sio_cluster.workers.patches import engineio as eio_patches
 from sio_cluster.workers.patches import socketio as sio_patches
 from sio_cluster.workers.transport import fast_ws
@@ -52,15 +53,25 @@ def deliver(
     minus the sockets in any room of ``exclude``. A recipient whose websocket writer
     is idle gets the frames straight away (built once for all of them, and once more
     for Engine.IO 3 clients, whose binary frames differ); the others
-    get the packets on their engine.io queue. Neither path creates a task or awaits.
+    get the packets on their engine.io queue. Neither path creates a task or awaits. A
+    connection that agreed to permessage-deflate gets frames compressed once for all such
+    recipients (:func:`workers.conn.deflate.message_frames`).
     """
     recipients = select(manager, namespace, rooms, exclude)
     writers = fast_ws.direct_writers
     frames = eio3_frames = b""
+    deflated: dict[int, bytes] = {}  # by compression window: the frames compressed once
     packets: list[Any] = []
     for _, eio_sid in recipients:
         ws = writers.get(eio_sid)
         if ws is not None and ws.idle():
+            window = ws.deflate_window
+            if window:
+                compressed = deflated.get(window)
+                if compressed is None:
+                    compressed = deflated[window] = deflate.message_frames(parts, window)
+                ws.write(compressed)
+                continue
             if ws.eio3:
                 if not eio3_frames:
                     eio3_frames = fast_ws.message_frames(parts, eio3=True)

@@ -221,9 +221,14 @@ async def test_permessage_deflate_both_ways(
             assert (flags, opcode) == (0xC0, 0x1)
             inflated = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
             assert inflated.decode() == f'43{i}[["{room}"]]'
-        # a small message goes uncompressed
+        # a small message goes uncompressed; a large broadcast compressed
         await redis_client.publish("ch:small", json.dumps({"data": "tiny"}))
         assert await ws.packet() == '42["small","tiny"]'
+        await redis_client.publish("ch:large", json.dumps({"data": "z" * 5000}))
+        flags, opcode, payload = await ws.frame()
+        assert (flags, opcode) == (0xC0, 0x1)
+        inflated = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
+        assert inflated.decode() == '42["large","' + "z" * 5000 + '"]'
     finally:
         ws.close()
 

@@ -15,7 +15,10 @@ Pure: no I/O.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from sio_cluster.workers.conn import ws_frames
 
 THRESHOLD = 1024  # bytes: smaller messages are sent uncompressed
 _TAIL = b"\x00\x00\xff\xff"
@@ -98,3 +101,20 @@ def inflate(inflater: zlib._Decompress, payload: bytes, limit: int) -> bytes:
     if len(data) > limit or inflater.unconsumed_tail:
         raise TooBig(f"a compressed message over {limit} bytes")
     return data
+
+
+def message_frames(parts: Sequence[str | bytes], window_bits: int) -> bytes:
+    """A Socket.IO packet's ``parts`` as the websocket frames of engine.io MESSAGE packets, for
+    a connection that agreed to permessage-deflate: each compressed on its own when over
+    :data:`THRESHOLD`, so the same bytes serve every such recipient."""
+    out = []
+    for part in parts:
+        if isinstance(part, str):
+            payload, opcode = b"4" + part.encode(), ws_frames.TEXT
+        else:
+            payload, opcode = part, ws_frames.BINARY
+        if len(payload) >= THRESHOLD:
+            out.append(ws_frames.frame(compress(payload, window_bits), opcode, compressed=True))
+        else:
+            out.append(ws_frames.frame(payload, opcode))
+    return out[0] if len(out) == 1 else b"".join(out)

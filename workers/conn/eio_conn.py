@@ -210,9 +210,10 @@ class EioConnection(asyncio.Protocol):
         self.end(ws_frames.NORMAL)
 
     @property
-    def compressed(self) -> bool:
-        """True if the client agreed to permessage-deflate."""
-        return self._deflate is not None
+    def deflate_window(self) -> int:
+        """The compression window agreed with the client (permessage-deflate); 0: none."""
+        agreement = self._deflate
+        return 0 if agreement is None else agreement.window_bits
 
     # ---- writing ---------------------------------------------------------------------
 

@@ -204,8 +204,7 @@ class Layer:
             return
         if conn.transport.is_closing():  # the client left during the connect handler
             return
-        if not conn.compressed:
-            fast_ws.direct_writers[sid] = conn  # deliveries write their frames straight here
+        fast_ws.direct_writers[sid] = conn  # deliveries write their frames straight here
         conn.open(answer, self._open_frame(sid))
 
     def _upgrade(
@@ -243,8 +242,7 @@ class Layer:
             timer.cancel()
         conn.session = old.session
         self.eio.sockets[conn.sid] = conn
-        if not conn.compressed:
-            fast_ws.direct_writers[conn.sid] = conn
+        fast_ws.direct_writers[conn.sid] = conn
         queue = old.queue
         while not queue.empty():
             pkt = queue.get_nowait()

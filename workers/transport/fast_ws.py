@@ -95,7 +95,13 @@ def bad_client(why: str) -> None:
 class DirectWriter(Protocol):
     """A connection a delivery may write its frames to straight away."""
 
-    eio3: bool
+    @property
+    def eio3(self) -> bool: ...
+
+    @property
+    def deflate_window(self) -> int:
+        """permessage-deflate's window when agreed (frames must be compressed); 0: none."""
+        ...
 
     def idle(self) -> bool: ...
 
@@ -210,6 +216,8 @@ class CoalescingWebSocket(eio_patches.EngineIoWebSocket):  # type: ignore[misc]
         eio_socket = self._served[1]
         await eio_socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
         eio_patches.stop_writer(eio_socket)  # its writer ends and closes the websocket
+
+    deflate_window = 0  # aiohttp compresses what it sends itself; direct writes are plain
 
     @property
     def eio3(self) -> bool:
