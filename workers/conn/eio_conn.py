@@ -482,6 +482,18 @@ class EioConnection(asyncio.Protocol):
         if len(pending) == PAUSE_AT and not self._ending:
             self.transport.pause_reading()  # resumed when drained, or when ending
 
+    def hold(self) -> None:
+        """What arrives waits until :meth:`release` (the ``connect`` handler is running)."""
+        self._pending = []
+
+    def release(self) -> None:
+        """Hand what waited to the handlers, in order."""
+        pending = self._pending
+        if pending:
+            self.layer.spawn(self._drain(pending.pop(0)))
+        else:
+            self._pending = None
+
     async def _drain(self, item: str | bytes | _Close) -> None:
         layer = self.layer
         try:

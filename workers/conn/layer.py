@@ -172,6 +172,7 @@ class Layer:
         conn = EioConnection(self, self.eio.generate_id(), transport, agreement)
         transport.set_protocol(conn)
         self.connections += 1
+        conn.hold()
         if rest:
             conn.data_received(rest)
         peer = transport.get_extra_info("peername")
@@ -190,6 +191,17 @@ class Layer:
         self.spawn(self._open(conn, environ, answer))
 
     async def _open(self, conn: EioConnection, environ: HandshakeEnviron, answer: bytes) -> None:
+        """The handshake: engine.io's ``connect`` handler, then the 101 and the OPEN packet,
+        or the 401 of a refusal. What the client sends meanwhile, its leaving included, waits
+        for it (``conn.hold()``, at ``accept``)."""
+        try:
+            await self._handshake(conn, environ, answer)
+        finally:
+            conn.release()
+
+    async def _handshake(
+        self, conn: EioConnection, environ: HandshakeEnviron, answer: bytes
+    ) -> None:
         eio = self.eio
         sid = conn.sid
         eio.sockets[sid] = conn
