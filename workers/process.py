@@ -20,7 +20,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import socketio
 from aiohttp import web
@@ -338,7 +338,7 @@ class Worker:
             keepalive_timeout=KEEPALIVE_SECONDS,
         )
         await runner.setup()
-        self.layer = self._layer(sio, app, bridge)
+        self.layer = self._layer(sio, app, bridge, [deadline.middleware, addresses.middleware])
         fronting: Fronting = aiohttp_only if self.layer is None else self.layer.fronting
         site: web.BaseSite
         if self.handoff_fd != NO_HANDOFF:
@@ -367,17 +367,33 @@ class Worker:
         return self._orphaned
 
     def _layer(
-        self, sio: socketio.AsyncServer, app: web.Application, bridge: AsgiBridge | None
+        self,
+        sio: socketio.AsyncServer,
+        app: web.Application,
+        bridge: AsgiBridge | None,
+        own: list[Any],
     ) -> Layer | None:
         """The workers' own connection layer (``--ws own``) in front of aiohttp, for the path
-        engine.io is routed on; None with ``--ws aiohttp``."""
+        engine.io is routed on; None with ``--ws aiohttp``, or when the user's aiohttp app
+        has middlewares of its own (``own``: the worker's): they guard its requests, the
+        websocket handshakes included, and only aiohttp runs them."""
         if self.config.ws != "own":
             return None
         path = engineio_path(app, sio.eio)
         if path is None:
             log.warning("engine.io is not routed in the app; aiohttp serves every connection")
             return None
+        theirs = [m for m in app.middlewares if m not in own]
+        if theirs:
+            if self.worker_id == 0:
+                log.info(
+                    "the app's aiohttp middlewares (%s) guard its requests: aiohttp serves every"
+                    " connection, as with --ws aiohttp",
+                    ", ".join(getattr(m, "__name__", repr(m)) for m in theirs),
+                )
+            return None
         config = self.config
+        eio3 = self.eio3
         return Layer(
             sio.eio,
             path,
@@ -385,6 +401,8 @@ class Worker:
             self._late_headers,
             TrustedHosts(config.forwarded_allow_ips) if config.proxy_headers else None,
             None if bridge is None else bridge.state,
+            foreign=lambda sid: eio3 is not None and sid in eio3.sessions,
+            app=app,
         )
 
     def _server(self, user_app: UserApp, origins: Origins) -> socketio.AsyncServer:
@@ -421,6 +439,8 @@ class Worker:
         and fetch its CLOSE (python-socketio's ``disconnect()`` would, until the graceful
         timeout): its session is simply dropped, and its next request finds it gone.
         """
+        if self.layer is not None:
+            self.layer.stop()
         await site.stop()
         sockets = eio_patches.eio_sockets(sio)
         for eio_socket in list(sockets.values()):

@@ -27,7 +27,15 @@ from tests.docs.examples import all_blocks, shell_publishes, write_examples
 
 DEMO = "sio_cluster.workers.demo:setup"
 # every titled Python example, and the test below that runs it
-RUN_HERE = {"main.py", "app.py", "ops_app.py", "client.py", "publish.py", "store_example.py"}
+RUN_HERE = {
+    "main.py",
+    "app.py",
+    "ops_app.py",
+    "client.py",
+    "publish.py",
+    "store_example.py",
+    "handshake_app.py",
+}
 
 
 @pytest.fixture
@@ -142,6 +150,33 @@ async def run_example(path: Path, *args: str, env: dict[str, str] | None = None)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
     return out.decode()
+
+
+async def test_the_handshake_app(
+    start_master: Callable[..., MasterProcess], examples: dict[str, Path]
+) -> None:
+    """docs/connection-layer.md's app: a handler reads the same handshake whether the worker's
+    own layer (a websocket) or aiohttp (long-polling) served the client."""
+    where = examples["handshake_app.py"].parent
+    cluster = await app_cluster(start_master, "handshake_app:setup", where).ready()
+    answers = {}
+    for transport in ("websocket", "polling"):
+        client = socketio.AsyncClient(reconnection=False)
+        await client.connect(
+            cluster.url(0) + "?team=blue",
+            headers={"X-Room": "lobby", "User-Agent": "docs-test"},
+            transports=[transport],
+            wait_timeout=10,
+        )
+        try:
+            answers[transport] = await client.call("whoami", timeout=10)
+        finally:
+            await client.disconnect()
+    common = {"address": "127.0.0.1", "team": "blue", "agent": "docs-test", "room": "lobby"}
+    assert answers == {
+        "websocket": {"transport": "websocket", **common},
+        "polling": {"transport": "polling", **common},
+    }
 
 
 async def test_the_getting_started_client(

@@ -350,12 +350,15 @@ async def test_haproxy_in_front_of_two_one_port_hosts(
     to one host, whose master hands each connection to the worker of its session."""
     port = free_port_block(1)
     hosts = ("127.0.0.10", "127.0.0.11")
-    masters = [
-        one_port_master(redis_server.url, 2, "--host", host, "--port", str(port)) for host in hosts
-    ]
-    front, listen = haproxy(tmp_path, port, hosts)
+    masters: list[MasterProcess] = []
+    front = None
     everyone: list[Client] = []
     try:
+        for host in hosts:
+            masters.append(
+                one_port_master(redis_server.url, 2, "--host", host, "--port", str(port))
+            )
+        front, listen = haproxy(tmp_path, port, hosts)
         for master in masters:
             await master.ready(WAIT)
         url = f"http://127.0.0.1:{listen}"
@@ -374,8 +377,9 @@ async def test_haproxy_in_front_of_two_one_port_hosts(
         assert not any(m.log_matches("Invalid session") for m in masters)
     finally:
         await asyncio.gather(*(c.close() for c in everyone))
-        stop_front(front)
-        print("haproxy said:", (tmp_path / "haproxy.log").read_text())  # shown if it failed
+        if front is not None:
+            stop_front(front)
+            print("haproxy said:", (tmp_path / "haproxy.log").read_text())  # shown if it failed
         for master in masters:
             master.cleanup()
 

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import os
+import socket
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+import socketio
 
 from sio_cluster.workers.conn.http_head import accept_key
 from tests.cluster import MasterProcess, until
@@ -61,9 +63,14 @@ class RawWebsocket:
 
     @classmethod
     async def open(
-        cls, port: int, extra: str = "", then: bytes = b"", sid: str = ""
+        cls, port: int, extra: str = "", then: bytes = b"", sid: str = "", rcvbuf: int = 0
     ) -> RawWebsocket:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        sock = socket.socket()
+        if rcvbuf:  # before connecting: the window the kernel offers follows it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.connect(("127.0.0.1", port))
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=sock)
         key = base64.b64encode(os.urandom(16)).decode()
         query = "EIO=4&transport=websocket" + (f"&sid={sid}" if sid else "")
         head = HANDSHAKE.format(query=query, port=port, key=key, extra=extra)
@@ -174,7 +181,7 @@ VIOLATIONS = {
 
 
 async def test_what_the_rfc_refuses_closes_with_its_code_and_is_counted(
-    cluster: MasterProcess, clients: Any
+    cluster: MasterProcess, clients: Any, redis_client: aioredis.Redis
 ) -> None:
     bystander = await clients(cluster.url(0), "bystander")
     for n, (name, (data, code)) in enumerate(VIOLATIONS.items(), start=1):
@@ -184,12 +191,16 @@ async def test_what_the_rfc_refuses_closes_with_its_code_and_is_counted(
             assert (await ws.packet()).startswith("40")
             ws.writer.write(data)
             assert await ws.closed_with() == code, name
+            # broadcasts while it ends write nothing more to it (and log nothing)
+            await redis_client.publish("ch:meanwhile", json.dumps({"data": n}))
         await until(
             lambda: cluster.metric('sio_master_bad_clients_dropped{worker="0"}') == n,  # noqa: B023
             what=f"{name} counted",
         )
     await until(lambda: cluster.metric('sio_master_connected_sockets{worker="0"}') == 1)
     assert await bystander.client.call("join", "still-here", timeout=10) == ["still-here"]
+    assert bystander.got("meanwhile") == [(n,) for n in range(1, len(VIOLATIONS) + 1)]
+    assert not cluster.log_matches("Traceback|Cannot call write"), cluster.lines[-20:]
 
 
 async def test_permessage_deflate_both_ways(
@@ -203,18 +214,24 @@ async def test_permessage_deflate_both_ways(
     )
     try:
         assert (
-            b"Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n"
-            in ws.response_head
+            b"Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover;"
+            b" client_no_context_takeover\r\n" in ws.response_head
         )
         assert (await ws.packet())[0] == "0"
         ws.text("40")
         assert (await ws.packet()).startswith("40")
-        # the client compresses with context takeover: two messages, one compressor
-        compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+        # the client compresses each message alone (told client_no_context_takeover), one of
+        # them in two fragments
         room = "r" * 3000
         for i in range(2):
+            compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
             data = compressor.compress(f'42{i}["join","{room}"]'.encode())
-            ws.send(data + compressor.flush(zlib.Z_SYNC_FLUSH)[:-4], 0x1, rsv=0x40)
+            data += compressor.flush(zlib.Z_SYNC_FLUSH)[:-4]
+            if i == 0:
+                ws.send(data, 0x1, rsv=0x40)
+            else:
+                ws.send(data[:10], 0x1, rsv=0x40, fin=False)
+                ws.send(data[10:], 0x0)
         # the answers are over 1,024 bytes: compressed, each on its own (no context kept)
         for i in range(2):
             flags, opcode, payload = await ws.frame()
@@ -336,3 +353,89 @@ async def test_the_layer_behind_the_one_port(start_master: Any, clients: Any) ->
                         '"Unexpected HTTP request"',
                     )
     assert len({sid[:2] for sid in sids}) == 2, sids
+
+
+async def test_an_upgrade_of_a_session_closed_meanwhile_is_refused(
+    cluster: MasterProcess, redis_client: aioredis.Redis
+) -> None:
+    port = cluster.port_of(0)
+    base = f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(base) as response:
+            sid = json.loads((await response.text())[1:])["sid"]
+        polling = f"{base}&sid={sid}"
+        async with session.post(polling, data="40") as response:
+            assert response.status == 200
+        async with session.get(polling) as response:
+            assert (await response.text()).startswith("40")
+        ws = await RawWebsocket.open(port, sid=sid)
+        try:
+            ws.text("2probe")
+            assert await ws.packet() == "3probe"
+            async with session.post(polling, data="1") as response:  # the client leaves
+                assert response.status == 200
+            await until(lambda: cluster.metric('sio_master_connected_sockets{worker="0"}') == 0)
+            ws.text("5")  # too late: the session is gone, the websocket must not revive it
+            assert await ws.closed_with() == 1000
+            await redis_client.publish("ch:after", json.dumps({"data": "x"}))
+            await redis_client.publish("ch:after", json.dumps({"data": "y"}))
+            assert cluster.metric('sio_master_connected_sockets{worker="0"}') == 0
+        finally:
+            ws.close()
+
+
+async def test_a_client_that_closes_without_reading_is_let_go(
+    cluster: MasterProcess, clients: Any, redis_client: aioredis.Redis
+) -> None:
+    """Its close frame is answered, its session ends at once, and the connection, whose
+    unread frames the server cannot write, is aborted shortly after."""
+    fence = await clients(cluster.url(0), "fence")
+    ws = await RawWebsocket.open(cluster.port_of(0), rcvbuf=4096)
+    try:
+        assert (await ws.packet())[0] == "0"
+        ws.text("40")
+        assert (await ws.packet()).startswith("40")
+        ws.writer.transport.pause_reading()  # it reads no more
+        for _ in range(50):  # 3.3 MB it never reads (under the 4 MiB slow-client limit)
+            await redis_client.publish("ch:bulk", json.dumps({"data": "b" * 65536}))
+        await fence.wait_count("bulk", 50, timeout=20)  # so the worker has written them too
+        ws.send(struct.pack("!H", 1000), 0x8)
+        await until(
+            lambda: cluster.metric('sio_master_connected_sockets{worker="0"}') == 1,
+            timeout=10,
+            what="its session ended (the fence's stays)",
+        )
+    finally:
+        ws.close()
+
+
+async def test_a_head_over_16_kib_is_aiohttp_s_to_refuse(cluster: MasterProcess) -> None:
+    ws = await RawWebsocket.open(cluster.port_of(0), extra=f"X-Big: {'a' * 60_000}\r\n")
+    try:
+        assert ws.response_head.startswith(b"HTTP/1.0 400") or ws.response_head.startswith(
+            b"HTTP/1.1 400"
+        ), ws.response_head[:100]
+    finally:
+        ws.close()
+
+
+async def test_an_app_s_aiohttp_middlewares_guard_the_handshakes_too(start_master: Any) -> None:
+    """The layer steps aside for an aiohttp app with middlewares of its own: they run for
+    every request, the websocket handshakes included, as before the layer."""
+    cluster: MasterProcess = await start_master(
+        workers=1, app="tests.apps.guarded_aiohttp_app:app"
+    ).ready()
+    await cluster.wait_log(r"aiohttp middlewares \(guard\) guard its requests")
+    ws = await RawWebsocket.open(cluster.port_of(0))
+    try:
+        assert ws.response_head.startswith(b"HTTP/1.1 403")
+    finally:
+        ws.close()
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(
+        cluster.url(0) + "?key=open-sesame", transports=["websocket"], wait_timeout=10
+    )
+    try:
+        assert await client.call("whoami", timeout=10) == "alice"
+    finally:
+        await client.disconnect()

@@ -102,18 +102,17 @@ def test_close_frames_a_client_may_not_send(payload: bytes) -> None:
 
 
 def test_deflate_offers() -> None:
+    # neither side keeps a context, whatever the client offered (RFC 7692 allows the server
+    # to say so): no compressor nor decompressor is kept per connection
+    both = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
     agreed = deflate.negotiate("permessage-deflate; client_max_window_bits")
-    assert agreed == deflate.Agreement("permessage-deflate; server_no_context_takeover", 15, True)
+    assert agreed == deflate.Agreement(both, 15)
     agreed = deflate.negotiate(
         "x-webkit-deflate-frame, permessage-deflate; client_no_context_takeover;"
         " server_max_window_bits=10"
     )
     assert agreed is not None
-    assert agreed.header == (
-        "permessage-deflate; server_no_context_takeover; client_no_context_takeover;"
-        " server_max_window_bits=10"
-    )
-    assert (agreed.window_bits, agreed.client_keeps_context) == (10, False)
+    assert agreed == deflate.Agreement(both + "; server_max_window_bits=10", 10)
     # declined: a window zlib cannot use, an unknown parameter, a repeated one, nothing offered
     for offer in (
         "permessage-deflate; server_max_window_bits=8",
@@ -134,12 +133,19 @@ def test_deflate_offers() -> None:
 def test_deflated_messages_inflate_back(payload: bytes) -> None:
     compressed = deflate.compress(payload, 15)
     assert deflate.inflate(deflate.new_inflater(), compressed, len(payload) + 1) == payload
-    # what a client with context takeover sends: one inflater across messages
+    # what a client sends: its own compressor, each message alone
     compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
-    inflater = deflate.new_inflater()
-    for _ in range(3):
-        data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
-        assert deflate.inflate(inflater, data[:-4], 1 << 20) == payload
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert deflate.inflate(deflate.new_inflater(), data[:-4], 1 << 20) == payload
+
+
+@given(st.binary(min_size=2, max_size=70_000))
+def test_a_frame_s_size_is_known_from_its_header(payload: bytes) -> None:
+    data = client_frame(payload, ws_frames.BINARY)
+    assert ws_frames.needed(data) == len(data)
+    for cut in (1, 3, 9):
+        if cut < len(data):
+            assert ws_frames.needed(data[:cut]) > cut
 
 
 def test_a_zip_bomb_stops_at_the_limit() -> None:

@@ -1,13 +1,14 @@
 """permessage-deflate (RFC 7692), accepted when a client offers it, at no idle cost.
 
 Why each message alone: the server answers every offer with ``server_no_context_takeover``
-(RFC 7692 allows that even when the client did not ask), so no compressor is kept per
-connection (zlib's is about 256 KiB): a message is compressed by a compressor made for it, and
-the same compressed frame serves every recipient of a broadcast. Messages under
+and ``client_no_context_takeover`` (RFC 7692 sections 7.1.1.1 and 7.1.1.2 allow both even when
+the client did not ask; Node's ``ws`` does the same when told to), so no compressor nor
+decompressor is kept per connection (zlib's are about 256 KiB and 40 KiB, and a browser
+compresses every message it sends): a message is compressed by a compressor made for it, the
+same compressed frame serves every recipient of a broadcast, and what a client sends
+compressed is inflated by a decompressor made for that message. Messages under
 :data:`THRESHOLD` bytes go uncompressed, as Node's ``ws`` does (RFC 7692 lets each message
-choose). What a client sends compressed is inflated by a decompressor made on its first such
-message and kept (the client keeps its context unless it offered
-``client_no_context_takeover``); a client that never compresses never gets one.
+choose).
 
 Pure: no I/O.
 """
@@ -30,7 +31,6 @@ class Agreement:
 
     header: str  # the Sec-WebSocket-Extensions answer
     window_bits: int  # the server's compression window (server_max_window_bits, or 15)
-    client_keeps_context: bool  # False if the client offered client_no_context_takeover
 
 
 def negotiate(offers: str | None) -> Agreement | None:
@@ -51,18 +51,15 @@ def negotiate(offers: str | None) -> Agreement | None:
 def _accept(params: list[str]) -> Agreement | None:
     seen: set[str] = set()
     window_bits = 15
-    client_no_takeover = False
     for param in params:
         key, _, value = param.partition("=")
         key, value = key.strip().lower(), value.strip().strip('"')
         if key in seen:
             return None  # RFC 7692 section 7: a repeated parameter declines the offer
         seen.add(key)
-        if key == "server_no_context_takeover" and not value:
+        if key in ("server_no_context_takeover", "client_no_context_takeover") and not value:
             continue
-        if key == "client_no_context_takeover" and not value:
-            client_no_takeover = True
-        elif key == "server_max_window_bits":
+        if key == "server_max_window_bits":
             if not value.isdigit() or not 9 <= int(value) <= 15:
                 return None  # zlib's raw deflate cannot use a window of 8 bits
             window_bits = int(value)
@@ -71,12 +68,10 @@ def _accept(params: list[str]) -> Agreement | None:
                 return None
         else:
             return None
-    header = "permessage-deflate; server_no_context_takeover"
-    if client_no_takeover:
-        header += "; client_no_context_takeover"
+    header = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
     if "server_max_window_bits" in seen:
         header += f"; server_max_window_bits={window_bits}"
-    return Agreement(header, window_bits, not client_no_takeover)
+    return Agreement(header, window_bits)
 
 
 def compress(payload: bytes, window_bits: int) -> bytes:
@@ -87,7 +82,7 @@ def compress(payload: bytes, window_bits: int) -> bytes:
 
 
 def new_inflater() -> zlib._Decompress:
-    """A decompressor for one client's messages (any window up to 15 bits)."""
+    """A decompressor for one message of a client (any window up to 15 bits)."""
     return zlib.decompressobj(-15)
 
 

@@ -31,8 +31,6 @@ from sio_cluster.workers.transport import fast_ws
 from sio_cluster.workers.transport.fast_ws import Counters
 
 if TYPE_CHECKING:
-    import zlib
-
     from sio_cluster.workers.conn.layer import Layer
 
 log = logging.getLogger(__name__)
@@ -97,12 +95,12 @@ class EioConnection(asyncio.Protocol):
         "_session",
         "_out",
         "_inbox",
+        "_need",
         "_parts",
         "_parts_size",
         "_parts_text",
         "_parts_compressed",
         "_deflate",
-        "_inflater",
         "_beat",
         "_pong_at",
         "_ending",
@@ -131,19 +129,20 @@ class EioConnection(asyncio.Protocol):
         self.opened = False  # the 101 answer is written: frames may go
         self._session: dict[str, Any] | None = None
         self._out: list[bytes] | None = None
-        self._inbox: bytes = b""
+        self._inbox: bytes | bytearray = b""  # the start of a frame still arriving
+        self._need = 0  # the bytes that frame needs in all (a parse waits until they came)
         self._parts: list[bytes] | None = None
         self._parts_size = 0
         self._parts_text = False
         self._parts_compressed = False
         self._deflate = agreement
-        self._inflater: zlib._Decompress | None = None
         self._beat = WAIT_PING
         self._pong_at = 0.0
         self._ending = False
         self._pending: list[str | bytes | _Close] | None = None  # None: no handler running
-        # while upgrading a long-polling session: engine.io's socket, and the probe deadline
-        self._probing: tuple[Any, asyncio.TimerHandle] | None = None
+        # while upgrading a long-polling session: engine.io's socket, the probe deadline, and
+        # whether the client has probed
+        self._probing: list[Any] | None = None
 
     # ---- engine.io's socket interface ------------------------------------------------
 
@@ -202,11 +201,15 @@ class EioConnection(asyncio.Protocol):
         if self.closed or self.closing:
             return
         self.closing = True
-        eio = self.layer.eio
-        await self.layer.trigger_disconnect(self.sid, reason or eio.reason.SERVER_DISCONNECT)
+        layer = self.layer
+        # the socket stays in engine.io's table meanwhile: a disconnect handler may read
+        # its session, as under engine.io
+        await layer.trigger_disconnect(self.sid, reason or layer.eio.reason.SERVER_DISCONNECT)
         if not abort and self.opened:
             self.write(CLOSE_PACKET_FRAME)
         self.closed = True
+        layer.forget(self)
+        self._session = None
         self.end(ws_frames.NORMAL)
 
     @property
@@ -219,10 +222,12 @@ class EioConnection(asyncio.Protocol):
 
     def idle(self) -> bool:
         """True if a delivery's frames may be written to this connection now."""
-        return not self.closed and not self.transport.is_closing()
+        return not self._ending and not self.closed and not self.transport.is_closing()
 
     def write(self, frames: bytes) -> None:
-        """Frames for this tick's write."""
+        """Frames for this tick's write (none once the connection is ending)."""
+        if self._ending:
+            return
         out = self._out
         if out is None:
             self._out = [frames]
@@ -278,7 +283,7 @@ class EioConnection(asyncio.Protocol):
         self.layer.wheel.add(self, self.layer.ping_interval)
         if self._inbox:
             inbox, self._inbox = self._inbox, b""
-            self.data_received(inbox)
+            self.data_received(bytes(inbox))
 
     # ---- the upgrade of a long-polling session ---------------------------------------
 
@@ -289,62 +294,71 @@ class EioConnection(asyncio.Protocol):
         self.transport.write(answer)
         layer = self.layer
         deadline = layer.loop.call_later(layer.ping_interval + layer.ping_timeout, self._no_probe)
-        self._probing = (old, deadline)
+        self._probing = [old, deadline, False]
 
     def _on_probe(self, message: str) -> None:
+        """engine.io's upgrade: ``2probe`` answered ``3probe`` (and a NOOP ends the pending
+        poll), then ``5`` completes it; anything else, or a session that ended meanwhile,
+        gives it up, as engine.io does."""
         assert self._probing is not None
-        old, deadline = self._probing
-        if message == "2probe":
+        old, deadline, probed = self._probing
+        if not self.layer.still_upgradable(self.sid, old):
+            self.give_up_upgrade()
+        elif message == "2probe" and not probed:
+            self._probing[2] = True
             self.write(PROBE_ANSWER_FRAME)
             old.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))  # ends the pending poll
-        elif message == "5":
+        elif message == "5" and probed:
             deadline.cancel()
             self._probing = None
             self.layer.upgraded(self, old)
             self._beat = WAIT_PING
             self.layer.wheel.add(self, self.layer.ping_interval)
-        else:  # engine.io gives up the upgrade too; the session goes on polling
-            self._give_up_upgrade()
+        else:
+            self.give_up_upgrade()
 
     def _no_probe(self) -> None:
         if self._probing is not None:
-            self._give_up_upgrade()
+            self.give_up_upgrade()
 
-    def _give_up_upgrade(self) -> None:
+    def give_up_upgrade(self) -> None:
         """The upgrade failed: engine.io's socket keeps the session; this websocket ends."""
         if self._probing is None:
             return
-        old, deadline = self._probing
+        old, deadline, _ = self._probing
         deadline.cancel()
         self._probing = None
+        self.layer.not_probing(self)
         old.upgrading = False
         self.closed = True  # no session of its own to close
         self.end(ws_frames.NORMAL)
 
     def end(self, code: int, answering: bool = False) -> None:
-        """Flush, write a close frame with ``code``, and end the connection.
+        """Flush, write a close frame with ``code``, and end the connection; nothing is
+        written after.
 
         ``answering`` a client's close frame, the server closes the TCP connection at once
         (RFC 6455 section 7.1.1). Otherwise the server sends its end of stream and reads on,
-        discarding, until the client closes (at most :data:`CLOSE_WAIT` seconds): closing a
-        socket with unread bytes in it makes the kernel reset the connection, and the
-        client would lose the close frame (and the reason in its code)."""
+        discarding, until the client closes: closing a socket with unread bytes in it makes
+        the kernel reset the connection, and the client would lose the close frame (and the
+        reason in its code). Either way the connection is aborted :data:`CLOSE_WAIT` seconds
+        later if it is still there (a client that reads nothing would hold it forever)."""
         if self._ending:
             return
-        self._ending = True
         transport = self.transport
         if self.opened:
             self.flush()
-            if not transport.is_closing():
-                transport.write(ws_frames.close_frame(code))
-        if answering or not self.opened or not transport.can_write_eof():
-            transport.close()
-            return
+        self._ending = True
+        if self.opened and not transport.is_closing():
+            transport.write(ws_frames.close_frame(code))
         self._inbox = b""
         self._parts = None
         if self._pending is not None and len(self._pending) >= PAUSE_AT:
             transport.resume_reading()
-        transport.write_eof()
+        if answering or not self.opened or not transport.can_write_eof():
+            transport.close()
+        else:
+            transport.write_eof()
         self.layer.loop.call_later(CLOSE_WAIT, transport.abort)
 
     # ---- the heartbeat -----------------------------------------------------------------
@@ -361,8 +375,8 @@ class EioConnection(asyncio.Protocol):
         elif self._beat == PONGED:
             self._beat = WAIT_PING
             layer.wheel.add(self, max(0.0, self._pong_at + layer.ping_interval - now))
-        else:
-            self.end_session(layer.eio.reason.PING_TIMEOUT, abort=False)
+        else:  # closed beside any handler still running, as engine.io's service task does
+            layer.spawn(self.close(wait=False, abort=False, reason=layer.eio.reason.PING_TIMEOUT))
             return False
         return True
 
@@ -374,7 +388,16 @@ class EioConnection(asyncio.Protocol):
         if not self.opened:
             self._inbox += data  # the handshake is being answered: read once it is
             return
-        buffer = self._inbox + data if self._inbox else data
+        inbox = self._inbox
+        if inbox:
+            if isinstance(inbox, bytes):
+                inbox = self._inbox = bytearray(inbox)
+            inbox += data  # a large frame arriving in many reads is joined once
+            if len(inbox) < self._need:
+                return
+            buffer = bytes(inbox)
+        else:
+            buffer = data
         view = memoryview(buffer)
         limit = self.layer.max_payload
         pos = 0
@@ -389,7 +412,11 @@ class EioConnection(asyncio.Protocol):
         except FrameError as exc:
             self._refuse(exc)
             return
-        self._inbox = bytes(view[pos:]) if pos < len(buffer) else b""
+        if self._ending or pos == len(buffer):
+            self._inbox = b""
+        else:
+            self._inbox = buffer[pos:]
+            self._need = ws_frames.needed(view[pos:])
 
     def _on_frame(self, frame: ws_frames.Frame, limit: int) -> None:
         opcode = frame.opcode
@@ -401,6 +428,8 @@ class EioConnection(asyncio.Protocol):
             elif opcode == ws_frames.CLOSE:
                 code = ws_frames.close_code(frame.payload)
                 self.end(ws_frames.NORMAL if code is None else code, answering=True)
+                if not self.closed and not self.closing:
+                    self.end_session(self.layer.eio.reason.TRANSPORT_CLOSE)
             return
         if opcode == ws_frames.CONTINUATION:
             if self._parts is None:
@@ -429,20 +458,15 @@ class EioConnection(asyncio.Protocol):
 
     def _on_message(self, payload: bytes, text: bool, compressed: bool, limit: int) -> None:
         if compressed:
-            agreement = self._deflate
-            assert agreement is not None  # checked on its first frame
-            inflater = self._inflater or deflate.new_inflater()
-            if agreement.client_keeps_context:
-                self._inflater = inflater
-            try:
-                payload = deflate.inflate(inflater, payload, limit)
+            try:  # the client keeps no context (client_no_context_takeover): nor do we
+                payload = deflate.inflate(deflate.new_inflater(), payload, limit)
             except deflate.TooBig as exc:
                 raise FrameError(ws_frames.TOO_BIG, str(exc)) from None
             except Exception as exc:  # zlib.error: not deflate data
                 raise FrameError(ws_frames.INVALID_DATA, f"undecodable deflate: {exc}") from None
         if not text:
             if self._probing is not None:
-                self._give_up_upgrade()  # nothing but the probe comes before the upgrade
+                self.give_up_upgrade()  # nothing but the probe comes before the upgrade
             else:
                 self.layer.on_message(self, payload)
             return
@@ -464,7 +488,7 @@ class EioConnection(asyncio.Protocol):
                 self._pong_at = self.layer.loop.time()
         elif kind == "1":
             self.end_session(self.layer.eio.reason.CLIENT_DISCONNECT)
-        elif kind not in "256":  # PING, UPGRADE and NOOP from a client are ignored
+        elif kind not in "0256":  # OPEN, PING, UPGRADE and NOOP from a client are ignored
             raise FrameError(ws_frames.PROTOCOL_ERROR, f"an unknown Engine.IO packet type {kind}")
 
     # ---- the handlers, in order ---------------------------------------------------------
@@ -500,7 +524,7 @@ class EioConnection(asyncio.Protocol):
             while True:
                 if isinstance(item, _Close):
                     await self.close(wait=False, abort=item.abort, reason=item.reason)
-                else:
+                elif not self.closed:  # a closed session's last messages are dropped
                     await layer.trigger("message", self.sid, item)
                 pending = self._pending
                 if not pending:
@@ -509,7 +533,11 @@ class EioConnection(asyncio.Protocol):
                     self.transport.resume_reading()
                 item = pending.pop(0)
         finally:
-            self._pending = None
+            pending, self._pending = self._pending, None
+            # cancelled (a handler raised CancelledError): the session's end is not lost
+            ends = [i for i in pending or () if isinstance(i, _Close)]
+            if ends and not self.closed:
+                self.layer.spawn(self.close(wait=False, abort=ends[0].abort, reason=ends[0].reason))
 
     def end_session(self, reason: str, abort: bool = True) -> None:
         """End the session for ``reason`` once what came before is handled (engine.io's
@@ -534,15 +562,15 @@ class EioConnection(asyncio.Protocol):
             fast_ws.client_refusals.log(
                 logging.WARNING, "bad packet", "closed a websocket: %s", exc
             )
-        self._inbox = b""
-        self._parts = None
         self.end(exc.code)
         self.end_session(self.layer.eio.reason.TRANSPORT_ERROR)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._give_up_upgrade()
+        self.give_up_upgrade()
         self._ending = True
         self._out = None
+        self._inbox = b""
+        self._parts = None
         self.layer.lost(self)
         if not self.closed and not self.closing:
             self.end_session(self.layer.eio.reason.TRANSPORT_CLOSE)

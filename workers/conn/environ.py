@@ -7,8 +7,8 @@ at connect, rarely after). What it holds is what engine.io's aiohttp driver give
 values alike, with the real client address, plus:
 
 - ``aiohttp.request``: a :class:`HandshakeRequest`, which answers what handlers read of
-  aiohttp's request (``remote``, ``headers``, ``query``, ``path``, ``cookies``...): the
-  connection is not aiohttp's, so there is no aiohttp request to give;
+  aiohttp's request (``remote``, ``headers``, ``query``, ``path``, ``cookies``, ``app``,
+  ``url``...): the connection is not aiohttp's, so there is no aiohttp request to give;
 - ``asgi.scope`` for an ASGI app: the scope uvicorn would have given the websocket.
 
 Writes (a handler may set keys) go to a small dict of their own.
@@ -17,38 +17,63 @@ Writes (a handler may set keys) go to a small dict of their own.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from yarl import URL
 
 from sio_cluster.workers.conn import http_head
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
 
 
-class HandshakeRequest:
-    """What a handler reads of the handshake request (aiohttp's ``Request`` names)."""
+class Shared:
+    """What every connection's environ of one worker refers to: the aiohttp application (a
+    request's ``app``) and an ASGI app's lifespan state (its scope's ``state``)."""
 
-    def __init__(self, head: http_head.Head, remote: str, sockname: tuple[str, int] | None):
+    __slots__ = ("app", "asgi_state")
+
+    def __init__(self, app: Any, asgi_state: dict[str, Any] | None) -> None:
+        self.app = app
+        self.asgi_state = asgi_state
+
+
+class HandshakeRequest(Mapping[str, Any]):
+    """What a handler reads of the handshake request, by aiohttp's ``Request`` names; as a
+    mapping, the request's own storage (empty: no middleware ran for it)."""
+
+    def __init__(self, head: http_head.Head, remote: str, app: Any) -> None:
         self.method = head.method
         self.path = head.path
         self.query_string = head.query
         self.path_qs = f"{head.path}?{head.query}" if head.query else head.path
         self.remote = remote
-        self.scheme = head.headers.get("x-forwarded-proto", "http").split(",")[0].strip()
-        self.secure = self.scheme == "https"
+        self.scheme = "http"  # as aiohttp's, which believes no X-Forwarded-Proto by itself
+        self.secure = False
         self.host = head.headers.get("host", "")
         self.version = (1, 1)
         self.transport = None  # the connection is the worker's own, not aiohttp's
-        self._sockname = sockname
+        self.app = app
+        self.match_info: dict[str, str] = {}
+        self.rel_url = URL(self.path_qs)
+        self.url = URL.build(scheme="http", authority=self.host or "localhost").join(self.rel_url)
         raw = CIMultiDict[str]()
         for name, value in _header_pairs(head.raw):
             raw.add(name, value)
         self.headers = CIMultiDictProxy(raw)
         self.query = MultiDictProxy(MultiDict(parse_qsl(head.query, keep_blank_values=True)))
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
     @property
     def cookies(self) -> dict[str, str]:
@@ -67,7 +92,7 @@ def _header_pairs(raw: bytes) -> Iterator[tuple[str, str]]:
 class HandshakeEnviron(MutableMapping[str, Any]):
     """A connection's environ (see the module docstring)."""
 
-    __slots__ = ("_raw", "_remote", "_peer_port", "_sockname", "_asgi_state", "_written")
+    __slots__ = ("_raw", "_remote", "_peer_port", "_sockname", "_shared", "_written")
 
     def __init__(
         self,
@@ -75,13 +100,13 @@ class HandshakeEnviron(MutableMapping[str, Any]):
         remote: str,
         peer_port: int,
         sockname: tuple[str, int] | None,
-        asgi_state: dict[str, Any] | None,
+        shared: Shared,
     ) -> None:
         self._raw = raw
         self._remote = remote
         self._peer_port = peer_port
         self._sockname = sockname
-        self._asgi_state = asgi_state
+        self._shared = shared
         self._written: dict[str, Any] | None = None
 
     def head(self) -> http_head.Head:
@@ -122,14 +147,14 @@ class HandshakeEnviron(MutableMapping[str, Any]):
             key = "HTTP_" + upper.replace("-", "_")
             environ[key] = f"{environ[key]},{value}" if key in environ else value
         environ["wsgi.url_scheme"] = environ.get("HTTP_X_FORWARDED_PROTO", "http")
-        environ["aiohttp.request"] = HandshakeRequest(head, self._remote, self._sockname)
-        if self._asgi_state is not None:
-            environ["asgi.scope"] = self._scope(head)
+        environ["aiohttp.request"] = HandshakeRequest(head, self._remote, self._shared.app)
+        if self._shared.asgi_state is not None:
+            environ["asgi.scope"] = self._scope(head, self._shared.asgi_state)
         if self._written:
             environ.update(self._written)
         return environ
 
-    def _scope(self, head: http_head.Head) -> dict[str, Any]:
+    def _scope(self, head: http_head.Head, state: dict[str, Any]) -> dict[str, Any]:
         offered = head.headers.get("sec-websocket-protocol", "")
         return {
             "type": "websocket",
@@ -146,7 +171,7 @@ class HandshakeEnviron(MutableMapping[str, Any]):
             ],
             "client": (self._remote, self._peer_port),
             "server": self._sockname,
-            "state": dict(self._asgi_state or {}),
+            "state": dict(state),
             "subprotocols": [p.strip() for p in offered.split(",") if p.strip()],
         }
 
@@ -167,7 +192,13 @@ class HandshakeEnviron(MutableMapping[str, Any]):
         self._written[key] = value
 
     def __delitem__(self, key: str) -> None:
-        raise TypeError("a connection's environ keeps its request's keys")
+        """Only what was written can be deleted: the request's own keys stay."""
+        if self._written is None or key not in self._written:
+            raise KeyError(key)
+        del self._written[key]
+
+    def copy(self) -> dict[str, Any]:
+        return self.build()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.build())

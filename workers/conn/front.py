@@ -45,11 +45,16 @@ class Front(asyncio.Protocol):
         self._timer = self._layer.loop.call_later(self._layer.header_timeout, self._late)
 
     def data_received(self, data: bytes) -> None:
+        if self._layer.stopping:  # the worker is stopping: nothing new starts
+            self._disarm()
+            if self._transport is not None:
+                self._transport.close()
+            return
         buffer = self._buffer + data if self._buffer else data
         end = http_head.head_end(buffer)
-        if end < 0:
+        if end < 0 or end > http_head.MAX_HEAD:
             if len(buffer) > http_head.MAX_HEAD:
-                self._hand_over(buffer)
+                self._hand_over(buffer)  # aiohttp refuses what is too long, as before
             else:
                 self._buffer = buffer
             return

@@ -36,7 +36,7 @@ from engineio.async_socket import AsyncSocket
 from sio_cluster.common.forwarded import TrustedHosts, forwarded_client
 from sio_cluster.workers.conn import deflate, http_head
 from sio_cluster.workers.conn.eio_conn import EioConnection
-from sio_cluster.workers.conn.environ import HandshakeEnviron
+from sio_cluster.workers.conn.environ import HandshakeEnviron, Shared
 from sio_cluster.workers.conn.front import Front, ProtocolFactory
 from sio_cluster.workers.conn.wheel import Wheel
 from sio_cluster.workers.conn.ws_frames import TEXT, frame
@@ -66,6 +66,7 @@ class Layer:
         header_proxies: TrustedHosts | None = None,
         asgi_state: dict[str, Any] | None = None,
         foreign: Callable[[str], bool] = lambda sid: False,
+        app: web.Application | None = None,
     ) -> None:
         self.eio = eio
         self.path = path if path.endswith("/") else path + "/"
@@ -77,10 +78,12 @@ class Layer:
         self.ping_timeout = float(eio.ping_timeout)
         self.max_payload = int(eio.max_http_buffer_size)
         self._header_proxies = header_proxies
-        self._asgi_state = asgi_state
+        self._shared = Shared(app, asgi_state)  # what every connection's environ refers to
         self._foreign = foreign  # sessions another part of the worker serves (Engine.IO 3)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.connections = 0  # open connections the layer serves
+        self.probing: set[EioConnection] = set()  # upgrades waiting for the client's probe
+        self.stopping = False  # the worker is stopping: no new session
         self._drained: asyncio.Event | None = None  # set when the last one ends (stopping)
 
     # ---- which connections ---------------------------------------------------------
@@ -138,6 +141,19 @@ class Layer:
             return False
         return "*" in allowed or origin in allowed
 
+    def still_upgradable(self, sid: str, old: Any) -> bool:
+        """True if the session being upgraded is still engine.io's, open (it may have been
+        closed by the server, a ping timeout or the client's CLOSE over long-polling)."""
+        return (
+            not self.stopping
+            and not old.closed
+            and not old.closing
+            and self.eio.sockets.get(sid) is old
+        )
+
+    def not_probing(self, conn: EioConnection) -> None:
+        self.probing.discard(conn)
+
     def upgradable(self, sid: str) -> Any | None:
         """The engine.io socket of long-polling session ``sid`` if this layer may take its
         upgrade (a session of engine.io's own, connected, not upgrading nor closing)."""
@@ -184,9 +200,10 @@ class Layer:
         environ = HandshakeEnviron(
             head.raw,
             remote,
-            int(peer[1]) if isinstance(peer, tuple) else 0,
+            # the peer's port, when the address is the peer's (not a balancer's word for it)
+            int(peer[1]) if isinstance(peer, tuple) and str(peer[0]) == remote else 0,
             (str(sockname[0]), int(sockname[1])) if isinstance(sockname, tuple) else None,
-            self._asgi_state,
+            self._shared,
         )
         self.spawn(self._open(conn, environ, answer))
 
@@ -207,7 +224,7 @@ class Layer:
         eio.sockets[sid] = conn
         refused = await self.trigger("connect", sid, environ)
         if refused is not None and refused is not True:
-            self._forget(conn)
+            self.forget(conn)
             conn.closed = True
             eio.logger.warning("Application rejected connection")
             body = json.dumps(refused or "Unauthorized").encode()
@@ -215,6 +232,9 @@ class Layer:
             conn.transport.close()
             return
         if conn.transport.is_closing():  # the client left during the connect handler
+            return
+        if self.stopping:  # the worker began stopping meanwhile: the session ends at once
+            await conn.close(wait=False, abort=True, reason=eio.reason.SERVER_DISCONNECT)
             return
         fast_ws.direct_writers[sid] = conn  # deliveries write their frames straight here
         conn.open(answer, self._open_frame(sid))
@@ -232,7 +252,7 @@ class Layer:
         (``2probe``, ``3probe``, the NOOP that ends the pending poll, ``5``); then this
         connection takes its place (:meth:`upgraded`)."""
         old = self.upgradable(sid)
-        if old is None:  # it went, or began another upgrade, since the head was judged
+        if old is None or self.stopping:  # it went, or began another upgrade, meanwhile
             transport.write(http_head.refusal("400 BAD REQUEST", b'"Invalid session"'))
             transport.close()
             return
@@ -240,6 +260,7 @@ class Layer:
         transport.set_protocol(conn)
         self.connections += 1
         old.upgrading = True  # engine.io answers a poll meanwhile with a NOOP
+        self.probing.add(conn)
         conn.probe(old, answer)
         if rest:
             conn.data_received(rest)
@@ -247,6 +268,7 @@ class Layer:
     def upgraded(self, conn: EioConnection, old: Any) -> None:
         """The client confirmed the upgrade: ``conn`` is the session's socket from now on,
         with its session dict and whatever engine.io had queued and not yet sent."""
+        self.probing.discard(conn)
         old.upgrading = False
         old.closed = True  # engine.io's socket is done: nothing may send through it again
         timer = eio_patches.ping_timer(old)
@@ -275,13 +297,14 @@ class Layer:
         return frame(b"0" + json.dumps(fields, separators=(",", ":")).encode(), TEXT)
 
     def lost(self, conn: EioConnection) -> None:
-        """``conn``'s transport is gone (called once per connection)."""
-        self._forget(conn)
+        """``conn``'s transport is gone (called once per connection; its session, if still
+        open, is closed after what the client sent before is handled)."""
         self.connections -= 1
         if self.connections == 0 and self._drained is not None:
             self._drained.set()
 
-    def _forget(self, conn: EioConnection) -> None:
+    def forget(self, conn: EioConnection) -> None:
+        """``conn``'s session is over: out of engine.io's table and the delivery path."""
         sockets = self.eio.sockets
         if sockets.get(conn.sid) is conn:
             del sockets[conn.sid]
@@ -332,10 +355,19 @@ class Layer:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def stop(self) -> None:
+        """The worker is stopping: connections whose head is still coming are closed when it
+        comes, a handshake under way ends with its connect handler, no upgrade completes."""
+        self.stopping = True
+
     async def drain(self) -> None:
         """The worker is stopping and has closed every session: wait until their connections
-        have written what they hold and ended. Heartbeats end."""
+        have written what they hold and ended (upgrades still waiting for their probe are
+        given up). Heartbeats end."""
+        self.stopping = True
         self.wheel.close()
+        for conn in list(self.probing):
+            conn.give_up_upgrade()
         if self.connections > 0:
             self._drained = asyncio.Event()
             await self._drained.wait()

@@ -115,6 +115,20 @@ def parse(buffer: bytes | memoryview, limit: int) -> tuple[Frame, int] | None:
     return Frame(fin, bool(first & RSV1), opcode, payload), end
 
 
+def needed(buffer: bytes | memoryview) -> int:
+    """How many bytes the first frame of ``buffer`` takes in all, as far as its header tells
+    (at least one byte more than ``buffer`` while even the header is incomplete)."""
+    have = len(buffer)
+    if have < 2:
+        return have + 1
+    size = buffer[1] & 0x7F
+    if size == 126:
+        return have + 1 if have < 4 else 8 + int.from_bytes(buffer[2:4], "big")
+    if size == 127:
+        return have + 1 if have < 10 else 14 + int.from_bytes(buffer[2:10], "big")
+    return 6 + size
+
+
 def close_code(payload: bytes) -> int | None:
     """The code of a client's close frame; None if it carries none.
 
