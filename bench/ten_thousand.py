@@ -63,7 +63,10 @@ Node's; every broadcast reaching every client exactly once; at 100,000 clients, 
 within 60 s; issue 11: broadcast p99 under 50 ms, every client back and routed within 5 s)
 are reported beside the figures. A phase
 that does not finish within its time limit ends that system's run with the reason in the
-table and the JSON, and the bench exits 1.
+table and the JSON (with the clients joined every 10 s and, for the connect phase, the CPU
+each group spent), and the bench exits 1. The next system starts once every process of the
+last one has exited (SIGKILL after 30 s): a worker closing its connections after its master
+has gone would take the next run's cores.
 
 The soft RLIMIT_NOFILE of this process is raised to what the largest process needs (a crowd
 process or a server holding its share of the clients, plus a margin), within the hard limit;
@@ -84,7 +87,7 @@ port). The bench refuses a run with more clients per source address than the ran
     python bench/ten_thousand.py --only ours node --storm kill   # ours against Node
     python bench/ten_thousand.py --only ours --clients 5000 --out /tmp/bench-out
     python bench/ten_thousand.py --only ours node pysio --storm none --sources 16
-    python bench/ten_thousand.py --only ours node --clients 100000 --processes 8 --crowds 8 \
+    python bench/ten_thousand.py --only ours node --clients 100000 --processes 8 --crowds 8 \\
         --sources 16 --rate 1 --seconds 30 --storm none
 """
 
@@ -92,9 +95,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import resource
+import signal
 import statistics
 import sys
 import time
@@ -106,7 +111,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/
 
 from bench.crowd import Crowd, PhaseFailed, epoch_ms, failed_attempts  # noqa: E402
 from bench.harness import Options, redis_server, write_json  # noqa: E402
-from bench.measure import cpu_times, pss_bytes, rss_bytes  # noqa: E402
+from bench.measure import cpu_times, exited, pss_bytes, rss_bytes  # noqa: E402
 from bench.peers import (  # noqa: E402
     ROOMS,
     Node,
@@ -124,6 +129,8 @@ from bench.ten_thousand_report import tables  # noqa: E402
 from bench.ten_thousand_storm import storm  # noqa: E402
 
 POLL = 0.05  # seconds between looks at the crowd while waiting on it
+PROGRESS = 10.0  # seconds between the connect phase's counts of clients joined
+STOP_WAIT = 30.0  # seconds for a stopped system's processes to exit before SIGKILL
 SETTLE = 2.0  # seconds of quiet before memory is read
 MIB = 1 << 20
 SYSTEMS: dict[str, type[System]] = {
@@ -186,11 +193,18 @@ class CpuWatch:
         }
 
 
-async def connect(crowd: Crowd, system: System, args: argparse.Namespace) -> dict[str, Any]:
-    """Phase 1: every client connected and joined, within ``--connect-timeout``."""
+async def connect(
+    crowd: Crowd, system: System, args: argparse.Namespace, progress: dict[str, Any]
+) -> dict[str, Any]:
+    """Phase 1: every client connected and joined, within ``--connect-timeout``.
+
+    ``progress`` gets the clients joined every :data:`PROGRESS` s and, if the phase fails,
+    the CPU each group spent on it, so a failed run still says how far it got and what
+    took the cores."""
     cpu = CpuWatch(system, crowd)
     started = time.monotonic()
     await crowd.ask("CONNECT")
+    joined_by_time: list[int] = progress.setdefault(f"joined_every_{PROGRESS:g}s", [])
     while True:
         await asyncio.sleep(POLL * 4)
         status = await crowd.ask("STATUS")
@@ -198,11 +212,17 @@ async def connect(crowd: Crowd, system: System, args: argparse.Namespace) -> dic
         first = sum(s["first_pending"] for s in status)
         if joined == args.clients and first == 0:
             break
-        if time.monotonic() - started > args.connect_timeout:
+        elapsed = time.monotonic() - started
+        if elapsed >= PROGRESS * (len(joined_by_time) + 1):
+            joined_by_time.append(joined)
+        if elapsed > args.connect_timeout:
+            progress["cpu"] = spent = cpu.seconds()
             raise PhaseFailed(
                 "connect",
                 f"{joined:,} of {args.clients:,} clients joined after {args.connect_timeout:g} s"
-                f" (failed attempts: {failed_attempts(status)})",
+                f" (failed attempts: {failed_attempts(status)}; CPU s: "
+                + ", ".join(f"{k[:-2]} {v:g}" for k, v in spent.items() if k.endswith("_s"))
+                + ")",
             )
     seconds = max(s["last_first_join_at"] for s in status) - min(s["started_at"] for s in status)
     seconds /= 1000
@@ -216,6 +236,7 @@ async def connect(crowd: Crowd, system: System, args: argparse.Namespace) -> dic
         "failed_attempts": failed_attempts(status),
         "drops": sum(s["drops"] for s in status),
         "cpu": cpu.seconds(),
+        f"joined_every_{PROGRESS:g}s": joined_by_time,
     }
 
 
@@ -328,7 +349,8 @@ async def run_system(cls: type[System], args: argparse.Namespace) -> dict[str, A
                 system.ports, args.clients, ROOMS, args.crowds, sources, args.window
             )
             try:
-                result["connect"] = await connect(crowd, system, args)
+                progress = result.setdefault("connect_progress", {})
+                result["connect"] = await connect(crowd, system, args, progress)
                 if isinstance(system, Layout):
                     result["sockets_by_worker"] = system.sockets_by_worker()
                 await asyncio.sleep(SETTLE)
@@ -355,8 +377,24 @@ async def run_system(cls: type[System], args: argparse.Namespace) -> dict[str, A
                 await crowd.close()
             if publisher is not None:
                 await publisher.close()
-            await asyncio.to_thread(system.stop)
+            result["stop"] = await asyncio.to_thread(stop, system)
     return result
+
+
+def stop(system: System) -> dict[str, Any]:
+    """Stop ``system`` and wait until every process of it has exited, SIGKILLing what is left
+    after :data:`STOP_WAIT` s: a worker that outlives its master (closing thousands of
+    connections on its own) would take the cores of the next system's run."""
+    pids = system.pids()
+    started = time.monotonic()
+    system.stop()
+    while not all(exited(pid) for pid in pids) and time.monotonic() - started < STOP_WAIT:
+        time.sleep(POLL)
+    left = [pid for pid in pids if not exited(pid)]
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return {"seconds": round(time.monotonic() - started, 1), "killed": len(left)}
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
