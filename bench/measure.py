@@ -1,7 +1,7 @@
 """Process and port helpers of the tests and the benchmarks, in one place.
 
-/proc readings (CPU time, resident memory, descendants, liveness) and loopback ports
-(a free block, readiness). No third-party imports, so the test harness
+/proc readings (CPU time, resident and proportional memory, descendants, liveness) and
+loopback ports (a free block, readiness). No third-party imports, so the test harness
 (``tests/cluster.py``) and every benchmark import it without pulling in each other's
 machinery. A single free port comes from the runtime's own picker,
 :func:`master.embedded_redis.free_port`.
@@ -51,6 +51,26 @@ def rss_bytes(pids: Iterable[int]) -> int:
         try:
             with open(f"/proc/{pid}/statm") as f:
                 total += int(f.read().split()[1]) * PAGE
+        except OSError:
+            pass
+    return total
+
+
+def pss_bytes(pids: Iterable[int]) -> int:
+    """Proportional set size of ``pids`` now: each page shared by k processes counts 1/k.
+
+    Why beside :func:`rss_bytes`: forked or spawned server processes share the interpreter's
+    and the libraries' pages, which RSS counts once per process; the sum of PSS over every
+    process of a system is what the system takes from the host.
+    """
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
         except OSError:
             pass
     return total

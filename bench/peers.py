@@ -210,11 +210,13 @@ class OursWithV09Clients(OursAllowingV09):
 
 class PythonSocketIO(System):
     name = "python-socketio"
+    stack = "aiohttp"  # bench/pysio_server.py's server stack
 
     def spawn(self) -> None:
+        server = str(REPO / "bench" / "pysio_server.py")
         for port in self.ports:
             self.servers.start(
-                [sys.executable, str(REPO / "bench" / "pysio_server.py"), str(port), self.url],
+                [sys.executable, server, str(port), self.url, self.stack],
                 cwd=REPO,
                 stdout=subprocess.DEVNULL,
             )
@@ -233,6 +235,14 @@ class PythonSocketIO(System):
                 "host_id": "bench-publisher",
             }
         )
+
+
+class PythonSocketIOOnUvicorn(PythonSocketIO):
+    """python-socketio on uvicorn + websockets (``bench/pysio_server.py``): as it is most
+    often deployed, the peer of issue 26's memory figures (``bench/ten_thousand.py``)."""
+
+    name = "python-socketio (uvicorn)"
+    stack = "uvicorn"
 
 
 class Node(System):
@@ -376,7 +386,7 @@ async def subscribed(nodes: list[aioredis.Redis], system: System) -> None:
             patterns = [await node.pubsub_numpat() for node in nodes]
             ready = sum(patterns) >= 2  # unique patterns: ch:* and socket.io#*
         else:
-            channel = "socketio" if system.name == "python-socketio" else "socket.io-request#/#"
+            channel = "socketio" if isinstance(system, PythonSocketIO) else "socket.io-request#/#"
             counts = await nodes[0].pubsub_numsub(channel)
             ready = bool(counts) and counts[0][1] >= system.processes
         if ready:
