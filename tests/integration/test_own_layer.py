@@ -18,7 +18,7 @@ import struct
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -395,7 +395,7 @@ async def test_a_client_that_closes_without_reading_is_let_go(
         assert (await ws.packet())[0] == "0"
         ws.text("40")
         assert (await ws.packet()).startswith("40")
-        ws.writer.transport.pause_reading()  # it reads no more
+        cast(asyncio.Transport, ws.writer.transport).pause_reading()  # it reads no more
         for _ in range(50):  # 3.3 MB it never reads (under the 4 MiB slow-client limit)
             await redis_client.publish("ch:bulk", json.dumps({"data": "b" * 65536}))
         await fence.wait_count("bulk", 50, timeout=20)  # so the worker has written them too
