@@ -1,18 +1,21 @@
 """What one idle websocket connection costs a host, with each connection layer: memory, and
 the CPU to connect and to drop them.
 
-For each ``--ws`` layer (``own``: the workers' own, ``aiohttp``: aiohttp and python-engineio),
-one ``python -m sio_cluster --workers 1 --worker-ports`` with the test suite's probe app and
-its own redis-server, then ``--clients`` idle Engine.IO 4 websocket clients
-(``bench/raw_ws_clients.py``, bare protocols in ``--crowds`` processes, from 8 loopback source
-addresses) connect to its worker; measured:
+For each ``--ws`` layer (``own``: the workers' own, ``aiohttp``: aiohttp and python-engineio;
+``default``: no ``--ws`` option, for a checkout older than it), one ``python -m sio_cluster
+--workers 1 --worker-ports`` with the test suite's probe app and its own redis-server (the
+server of another checkout with ``--repo``, for before/after figures), then ``--clients``
+idle Engine.IO 4 websocket clients (``bench/raw_ws_clients.py``, bare protocols in
+``--crowds`` processes, from 8 loopback source addresses) connect to its worker; measured:
 
 - memory: PSS (``/proc/<pid>/smaps_rollup``) of the master and the worker, before the clients
   and once all are connected, per connection in KiB (the worker's apart);
 - connect: wall seconds until every client has its Socket.IO CONNECT answer, and the worker's
   CPU seconds for it;
 - drop: the worker's CPU seconds from the moment every client hangs up at once (its crowd
-  processes are killed) until the worker has been idle for 2 s (its disconnects done).
+  processes are killed) until the worker has been idle for 2 s (its disconnects done), or
+  until it died (its master kills a worker that does not answer its health checks for 30 s:
+  the table says so).
 
 Nothing is asserted. On 2 cores the crowd shares the CPU with the server: wall times are
 indicative, CPU seconds are the server's own.
@@ -20,6 +23,7 @@ indicative, CPU seconds are the server's own.
     python bench/connection_cost.py                      # 10,000 clients, both layers
     python bench/connection_cost.py --quick              # 2,000 clients
     python bench/connection_cost.py --clients 20000 --crowds 2 --only own
+    python bench/connection_cost.py --repo /path/to/older/checkout --only default
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from bench.harness import REPO, Options, Processes, markdown_table, write_json  
 from bench.measure import cpu_seconds, descendants, free_port_block, wait_port  # noqa: E402
 from sio_cluster.master.embedded_redis import EmbeddedRedis  # noqa: E402
 
-LAYERS = ("own", "aiohttp")
+LAYERS = ("own", "aiohttp", "default")
 SETTLE = 2.0  # seconds of no CPU growth: the worker is done
 
 
@@ -53,21 +57,25 @@ def pss_kib(pids: set[int]) -> int:
     return total
 
 
-def settled_cpu(pids: set[int], limit: float) -> float:
-    """The CPU seconds of ``pids`` once they have used none for :data:`SETTLE` s."""
+def settled_cpu(pids: set[int], limit: float) -> tuple[float, bool]:
+    """The CPU seconds of ``pids`` once they have used none for :data:`SETTLE` s, and whether
+    they are all still alive (a worker killed meanwhile is counted up to its last reading)."""
     last, since, deadline = cpu_seconds(pids), time.monotonic(), time.monotonic() + limit
     while time.monotonic() < deadline:
         time.sleep(0.25)
+        if not all(os.path.exists(f"/proc/{pid}") for pid in pids):
+            return last, False
         now = cpu_seconds(pids)
         if now - last > 0.01:
             last, since = now, time.monotonic()
         elif time.monotonic() - since >= SETTLE:
             break
-    return last
+    return last, True
 
 
-def run_layer(layer: str, clients: int, crowds: int, redis_url: str) -> dict[str, Any]:
+def run_layer(layer: str, clients: int, crowds: int, redis_url: str, repo: Path) -> dict[str, Any]:
     port = free_port_block(2)
+    env = {**os.environ, "PYTHONPATH": str(repo)}  # that checkout's sio_cluster, its probe app
     with Processes() as servers, Processes() as crowd:
         master = servers.start(
             [
@@ -87,10 +95,10 @@ def run_layer(layer: str, clients: int, crowds: int, redis_url: str) -> dict[str
                 "tests.probe_app:setup",
                 "--max-connections",
                 str(clients + 100),
-                "--ws",
-                layer,
+                *([] if layer == "default" else ["--ws", layer]),
             ],
-            cwd=REPO,
+            cwd=repo,
+            env=env,
             stderr=subprocess.DEVNULL,
         )
         wait_port(port, 60)
@@ -115,9 +123,9 @@ def run_layer(layer: str, clients: int, crowds: int, redis_url: str) -> dict[str
         connect_wall = max(float(line[2]) for line in lines)
         time.sleep(SETTLE)
         connected = {"all": pss_kib(everyone), "worker": pss_kib(worker)}
-        cpu_connected = settled_cpu(worker, 30)
+        cpu_connected, _ = settled_cpu(worker, 30)
         crowd.stop()
-        cpu_dropped = settled_cpu(worker, 120)
+        cpu_dropped, alive = settled_cpu(worker, 120)
         return {
             "pss_kib_per_connection": round((connected["all"] - idle["all"]) / clients, 2),
             "worker_pss_kib_per_connection": round(
@@ -126,6 +134,7 @@ def run_layer(layer: str, clients: int, crowds: int, redis_url: str) -> dict[str
             "connect_seconds": round(connect_wall, 2),
             "worker_cpu_connect_s": round(cpu_connected - cpu_before, 2),
             "worker_cpu_drop_s": round(cpu_dropped - cpu_connected, 2),
+            "worker_survived_drop": alive,
         }
 
 
@@ -141,7 +150,8 @@ def main() -> None:
     options = Options(__doc__, quick={"clients": 2000})
     options.add_argument("--clients", type=int, default=10_000)
     options.add_argument("--crowds", type=int, default=1, help="client processes")
-    options.add_argument("--only", nargs="*", choices=LAYERS, default=list(LAYERS))
+    options.add_argument("--only", nargs="*", choices=LAYERS, default=["own", "aiohttp"])
+    options.add_argument("--repo", default=str(REPO), help="the checkout whose server runs")
     args = options.parse()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = args.clients + 1024
@@ -149,11 +159,15 @@ def main() -> None:
         options.error(f"{needed} open files needed, the hard limit is {hard}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, needed), hard))
     redis = EmbeddedRedis().start()
-    results: dict[str, Any] = {"clients": args.clients, "load_average": os.getloadavg()}
+    results: dict[str, Any] = {
+        "clients": args.clients,
+        "repo": args.repo,
+        "load_average": os.getloadavg(),
+    }
     try:
         for layer in args.only:
             print(f"--ws {layer} ...", file=sys.stderr)
-            results[layer] = run_layer(layer, args.clients, args.crowds, redis.url)
+            results[layer] = run_layer(layer, args.clients, args.crowds, redis.url, Path(args.repo))
     finally:
         redis.close()
     path = write_json(args.out, "connection_cost", results)
@@ -170,7 +184,9 @@ def main() -> None:
                 r["worker_pss_kib_per_connection"],
                 r["connect_seconds"],
                 r["worker_cpu_connect_s"],
-                r["worker_cpu_drop_s"],
+                r["worker_cpu_drop_s"]
+                if r["worker_survived_drop"]
+                else f"over {r['worker_cpu_drop_s']}, then its master killed it",
             ]
         )
     header = [
