@@ -29,6 +29,7 @@ from sio_cluster.workers.conn import deflate, ws_frames
 from sio_cluster.workers.conn.ws_frames import FrameError
 from sio_cluster.workers.transport import fast_ws
 from sio_cluster.workers.transport.fast_ws import Counters
+from sio_cluster.workers.transport.ticks import TickWrites
 
 if TYPE_CHECKING:
     from sio_cluster.workers.conn.layer import Layer
@@ -55,31 +56,7 @@ class _Close:
         self.abort = abort  # False: the client is sent a CLOSE packet
 
 
-class _Ticks:
-    """The connections given frames during this loop tick, written at the start of the next
-    by one scheduled callback."""
-
-    def __init__(self) -> None:
-        self.pending: list[EioConnection] = []
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    def add(self, conn: EioConnection, loop: asyncio.AbstractEventLoop) -> None:
-        self.pending.append(conn)
-        if self.loop is not loop:
-            self.loop = loop
-            loop.call_soon(self.run)
-
-    def run(self) -> None:
-        self.loop = None
-        pending, self.pending = self.pending, []
-        for conn in pending:
-            try:
-                conn.flush()
-            except Exception:  # one connection's failure must not strand the others' frames
-                log.exception("writing to a websocket failed")
-
-
-_ticks = _Ticks()
+_ticks: TickWrites[EioConnection] = TickWrites(lambda conn: conn.flush(), "a websocket")
 
 
 class EioConnection(asyncio.Protocol):

@@ -24,38 +24,25 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import struct
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from aiohttp import WSCloseCode
 
 from sio_cluster.common.ratelimit import RateLimitedLogger
+from sio_cluster.workers.conn.ws_frames import frame
 from sio_cluster.workers.eio3 import codec as eio3_codec
 from sio_cluster.workers.eio3.translate import Eio3Clients, Eio3Session
 from sio_cluster.workers.patches import aiohttp as aiohttp_patches
 from sio_cluster.workers.patches import checks
 from sio_cluster.workers.patches import engineio as eio_patches
 from sio_cluster.workers.transport import ws_session
+from sio_cluster.workers.transport.ticks import TickWrites
 
 log = logging.getLogger(__name__)
 client_refusals = RateLimitedLogger(log)  # a line per 10 s per kind, however many clients
 
 SLOW_CLIENT_BYTES = 4 * 1024 * 1024
-_LEN1 = struct.Struct("!BB")
-_LEN2 = struct.Struct("!BBH")
-_LEN3 = struct.Struct("!BBQ")
-
-
-def frame(payload: bytes, opcode: int) -> bytes:
-    """One unmasked, final websocket frame (RFC 6455 section 5.2)."""
-    first = 0x80 | opcode
-    size = len(payload)
-    if size < 126:
-        return _LEN1.pack(first, size) + payload
-    if size < 65536:
-        return _LEN2.pack(first, 126, size) + payload
-    return _LEN3.pack(first, 127, size) + payload
 
 
 def message_frames(parts: Sequence[str | bytes], eio3: bool = False) -> bytes:
@@ -112,33 +99,7 @@ direct_writers: dict[str, DirectWriter] = {}
 """This process's websockets that accept direct writes, by engine.io sid."""
 
 
-class _TickFlush:
-    """The websockets given frames during this loop tick, written at the start of the next
-    by ONE scheduled callback: a broadcast to 10,000 connections schedules one callback,
-    not 10,000."""
-
-    def __init__(self) -> None:
-        self.pending: list[CoalescingWebSocket] = []
-        self.loop: asyncio.AbstractEventLoop | None = None  # where the flush is scheduled
-
-    def add(self, ws: CoalescingWebSocket) -> None:
-        self.pending.append(ws)
-        loop = ws.loop
-        if self.loop is not loop:  # none scheduled on this loop yet (or it was another's)
-            self.loop = loop
-            loop.call_soon(self.run)
-
-    def run(self) -> None:
-        self.loop = None
-        pending, self.pending = self.pending, []
-        for ws in pending:
-            try:
-                ws._flush()
-            except Exception:  # one connection's failure must not strand the others' frames
-                log.exception("writing to a websocket failed")
-
-
-_tick_flush = _TickFlush()
+_tick_flush: TickWrites[CoalescingWebSocket] = TickWrites(lambda ws: ws._flush(), "a websocket")
 
 
 def install(eio: Any, paths: checks.FastPaths, eio3: Eio3Clients | None = None) -> None:
@@ -277,7 +238,7 @@ class CoalescingWebSocket(eio_patches.EngineIoWebSocket):  # type: ignore[misc]
         self._frames.append(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            _tick_flush.add(self)
+            _tick_flush.add(self, self.loop)
 
     async def send(self, message: str | bytes) -> None:
         """engine.io's writer task sending one packet: joins this tick's write.

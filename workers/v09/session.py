@@ -39,6 +39,7 @@ from sio_cluster.wire.sio09 import packets as p09
 from sio_cluster.workers.patches import engineio as eio_patches
 from sio_cluster.workers.patches.aiohttp import ws_transport
 from sio_cluster.workers.transport import fast_ws
+from sio_cluster.workers.transport.ticks import TickWrites
 from sio_cluster.workers.v09 import translate
 
 log = logging.getLogger(__name__)
@@ -54,31 +55,9 @@ downgraded = functools.lru_cache(maxsize=1)(translate.downgrade)
 recipient the same text, translated once."""
 
 
-class _TickWrites:
-    """The 0.9 websockets given frames during this loop tick, written at the start of the
-    next by ONE scheduled callback."""
-
-    def __init__(self) -> None:
-        self.pending: list[V09Socket] = []
-        self.scheduled = False
-
-    def add(self, socket: V09Socket) -> None:
-        self.pending.append(socket)
-        if not self.scheduled:
-            self.scheduled = True
-            asyncio.get_running_loop().call_soon(self.run)
-
-    def run(self) -> None:
-        self.scheduled = False
-        pending, self.pending = self.pending, []
-        for socket in pending:
-            try:
-                socket.write_pending()
-            except Exception:  # one connection's failure must not strand the others' frames
-                log.exception("writing to a 0.9 websocket failed")
-
-
-_tick_writes = _TickWrites()
+_tick_writes: TickWrites[V09Socket] = TickWrites(
+    lambda socket: socket.write_pending(), "a 0.9 websocket"
+)
 
 
 class _Queue:
@@ -200,7 +179,7 @@ class V09Socket:
         if self._direct is not None:
             if not self._queued:
                 self._queued = True
-                _tick_writes.add(self)
+                _tick_writes.add(self, asyncio.get_running_loop())
         else:
             self._wake.set()
         if self._outbox_bytes > self._outbox_limit:
@@ -253,7 +232,7 @@ class V09Socket:
                 self._wake.set()
             elif self.outbox:
                 self._queued = True
-                _tick_writes.add(self)
+                _tick_writes.add(self, asyncio.get_running_loop())
         while True:
             await self._wake.wait()
             frames = self._take()
