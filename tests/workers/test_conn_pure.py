@@ -6,7 +6,6 @@ must refuse (real clients read and write them in tests/integration/test_own_laye
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 
@@ -16,25 +15,7 @@ from hypothesis import strategies as st
 
 from sio_cluster.workers.conn import deflate, http_head, ws_frames
 from sio_cluster.workers.conn.ws_frames import FrameError
-
-
-def client_frame(
-    payload: bytes, opcode: int, fin: bool = True, rsv: int = 0, masked: bool = True
-) -> bytes:
-    """A frame as a client sends it (masked), built by hand from RFC 6455 section 5.2."""
-    first = (0x80 if fin else 0) | rsv | opcode
-    size = len(payload)
-    mask_bit = 0x80 if masked else 0
-    if size < 126:
-        head = struct.pack("!BB", first, mask_bit | size)
-    elif size < 65536:
-        head = struct.pack("!BBH", first, mask_bit | 126, size)
-    else:
-        head = struct.pack("!BBQ", first, mask_bit | 127, size)
-    if not masked:
-        return head + payload
-    mask = os.urandom(4)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+from tests.raw_ws import client_frame
 
 
 @given(st.binary(max_size=70_000), st.sampled_from([ws_frames.TEXT, ws_frames.BINARY]))
