@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 import httptools
 
 MAX_HEAD = 16 * 1024  # bytes: a longer head is not ours (aiohttp answers it)
+TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110 section 5.1)
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -79,6 +81,8 @@ def parse(raw: bytes) -> Head | None:
         return None
     headers: dict[str, str] = {}
     for name, value in collect.headers:
+        if not TOKEN.fullmatch(name):  # older llhttp lets a space or a colon through
+            return None
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         headers[key] = f"{headers[key]},{text}" if key in headers else text
