@@ -235,21 +235,7 @@ class EioConnection(asyncio.Protocol):
         transport = self.transport
         if not out or transport.is_closing():
             return
-        if len(out) == 1:
-            transport.write(out[0])
-        else:
-            transport.write(b"".join(out))
-            Counters.coalesced_flushes += 1
-        Counters.flushes += 1
-        unsent = transport.get_write_buffer_size()
-        if unsent > fast_ws.SLOW_CLIENT_BYTES:
-            Counters.dropped += 1
-            Counters.dropped_bytes += unsent
-            log.warning(
-                "a client is not reading (over %d bytes unsent): closing it",
-                fast_ws.SLOW_CLIENT_BYTES,
-            )
-            transport.abort()
+        fast_ws.write_tick(transport, out)
 
     def open(self, answer: bytes, open_frame: bytes) -> None:
         """Write the 101 answer and the OPEN packet, then what was sent meanwhile."""

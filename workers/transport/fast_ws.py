@@ -95,6 +95,22 @@ class DirectWriter(Protocol):
     def write(self, data: bytes) -> None: ...
 
 
+def write_tick(transport: asyncio.Transport, frames: list[bytes]) -> None:
+    """Write a connection's frames of one tick in one ``transport.write``; abort a client
+    that leaves more than :data:`SLOW_CLIENT_BYTES` unsent, counted."""
+    if len(frames) == 1:
+        transport.write(frames[0])
+    else:
+        transport.write(b"".join(frames))
+        Counters.coalesced_flushes += 1
+    Counters.flushes += 1
+    if (unsent := transport.get_write_buffer_size()) > SLOW_CLIENT_BYTES:
+        Counters.dropped += 1
+        Counters.dropped_bytes += unsent
+        log.warning("a client is not reading (over %d bytes unsent): closing it", SLOW_CLIENT_BYTES)
+        transport.abort()
+
+
 direct_writers: dict[str, DirectWriter] = {}
 """This process's websockets that accept direct writes, by engine.io sid."""
 
@@ -271,19 +287,7 @@ class CoalescingWebSocket(eio_patches.EngineIoWebSocket):  # type: ignore[misc]
         transport = self._transport
         if not pending or transport is None or transport.is_closing():
             return
-        if len(pending) == 1:
-            transport.write(pending[0])
-        else:
-            transport.write(b"".join(pending))
-            Counters.coalesced_flushes += 1
-        Counters.flushes += 1
-        if (unsent := transport.get_write_buffer_size()) > SLOW_CLIENT_BYTES:
-            Counters.dropped += 1
-            Counters.dropped_bytes += unsent
-            log.warning(
-                "a client is not reading (over %d bytes unsent): closing it", SLOW_CLIENT_BYTES
-            )
-            transport.abort()
+        write_tick(transport, pending)
 
     async def close(self) -> None:
         self._flush()  # frames of this tick first, then the close frame
