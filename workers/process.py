@@ -403,6 +403,9 @@ class Worker:
             None if bridge is None else bridge.state,
             foreign=lambda sid: eio3 is not None and sid in eio3.sessions,
             app=app,
+            keep_alive=KEEPALIVE_SECONDS,
+            # handed-off connections carry one request each: the master routes by request
+            close_after_answer=self.handoff_fd != NO_HANDOFF,
         )
 
     def _server(self, user_app: UserApp, origins: Origins) -> socketio.AsyncServer:

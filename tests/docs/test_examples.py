@@ -152,13 +152,16 @@ async def run_example(path: Path, *args: str, env: dict[str, str] | None = None)
     return out.decode()
 
 
+@pytest.mark.parametrize("layer", ["own", "aiohttp"])
 async def test_the_handshake_app(
-    start_master: Callable[..., MasterProcess], examples: dict[str, Path]
+    start_master: Callable[..., MasterProcess], examples: dict[str, Path], layer: str
 ) -> None:
     """docs/connection-layer.md's app: a handler reads the same handshake whether the worker's
-    own layer (a websocket) or aiohttp (long-polling) served the client."""
+    own layer or aiohttp served the client, on either transport."""
     where = examples["handshake_app.py"].parent
-    cluster = await app_cluster(start_master, "handshake_app:setup", where).ready()
+    cluster = await start_master(
+        workers=2, app="handshake_app:setup", extra=["--app-dir", str(where), "--ws", layer]
+    ).ready()
     answers = {}
     for transport in ("websocket", "polling"):
         client = socketio.AsyncClient(reconnection=False)

@@ -10,10 +10,11 @@ import struct
 import zlib
 
 import pytest
+from engineio import packet as eio_packet
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sio_cluster.workers.conn import deflate, http_head, ws_frames
+from sio_cluster.workers.conn import deflate, http_head, payload, ws_frames
 from sio_cluster.workers.conn.ws_frames import FrameError
 from tests.raw_ws import client_frame
 
@@ -172,3 +173,37 @@ def test_a_handshake_head() -> None:
 )
 def test_heads_httptools_refuses_are_not_ours(raw: bytes) -> None:
     assert http_head.parse(raw) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "keep_alive", "length"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", True, 0),
+        (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", False, 0),
+        (b"GET / HTTP/1.0\r\nHost: a\r\n\r\n", False, 0),
+        (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", True, 0),
+        (b"POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n", True, 12),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", True, None),
+    ],
+)
+def test_keep_alive_and_body_length(raw: bytes, keep_alive: bool, length: int | None) -> None:
+    head = http_head.parse(raw)
+    assert head is not None
+    assert (head.keep_alive, http_head.body_length(head)) == (keep_alive, length)
+
+
+def test_a_payload_reads_back() -> None:
+    packets = [
+        eio_packet.Packet(eio_packet.MESSAGE, "hé"),
+        eio_packet.Packet(eio_packet.MESSAGE, b"\x00\xff"),
+        eio_packet.Packet(eio_packet.PING),
+    ]
+    body = payload.encode(packets)
+    assert body == "4hé\x1ebAP8=\x1e2".encode()
+    assert payload.decode(body) == ["4hé", b"\x00\xff", "2"]
+
+
+@pytest.mark.parametrize("body", [b"", b"4a\x1e", b"\xff", b"b!!", b"4a\x1e\x1e4b"])
+def test_payloads_engine_io_4_refuses(body: bytes) -> None:
+    with pytest.raises(payload.PayloadError):
+        payload.decode(body)

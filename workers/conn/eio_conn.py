@@ -9,12 +9,8 @@ per message when ``async_handlers`` (engine.io's default); frames to write are j
 tick and written in one ``transport.write`` (one scheduled callback for every connection
 written in that tick).
 
-The engine.io socket interface (``sid``, ``server``, ``session``, ``send``, ``close``,
-``queue``, ``closed``, ``closing``, ``connected``, ``upgraded``, ``check_ping_timeout``) is
-what python-engineio's server, python-socketio and the worker (delivery, shutdown, cluster
-operations) call on a socket in ``eio.sockets``. Heartbeats are engine.io's: the server sends
-PING every ping interval, and a client that has not answered within the ping timeout is
-closed (``ping timeout``).
+The engine.io socket interface, the heartbeat and the order of the handlers are every
+session's (:class:`~workers.conn.session.EioSession`); this module is the websocket transport.
 """
 
 from __future__ import annotations
@@ -26,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from engineio import packet as eio_packet
 
 from sio_cluster.workers.conn import deflate, ws_frames
+from sio_cluster.workers.conn.session import EioSession, UnknownPacket
 from sio_cluster.workers.conn.ws_frames import FrameError
 from sio_cluster.workers.transport import fast_ws
 from sio_cluster.workers.transport.fast_ws import Counters
@@ -40,36 +37,18 @@ PING_FRAME = ws_frames.frame(b"2", ws_frames.TEXT)
 CLOSE_PACKET_FRAME = ws_frames.frame(b"1", ws_frames.TEXT)
 PROBE_ANSWER_FRAME = ws_frames.frame(b"3probe", ws_frames.TEXT)
 
-# the heartbeat's states
-WAIT_PING, WAIT_PONG, PONGED = 0, 1, 2
-PAUSE_AT = 64  # messages waiting for the handler: the connection stops being read
 CLOSE_WAIT = 2.0  # seconds a closed connection waits for the client to close its side
-
-
-class _Close:
-    """In a connection's sequence of messages: the session ends here, for ``reason``."""
-
-    __slots__ = ("reason", "abort")
-
-    def __init__(self, reason: str, abort: bool) -> None:
-        self.reason = reason
-        self.abort = abort  # False: the client is sent a CLOSE packet
 
 
 _ticks: TickWrites[EioConnection] = TickWrites(lambda conn: conn.flush(), "a websocket")
 
 
-class EioConnection(asyncio.Protocol):
+class EioConnection(EioSession, asyncio.Protocol):
     """A websocket client of Engine.IO 4 (see the module docstring)."""
 
     __slots__ = (
-        "sid",
-        "layer",
         "transport",
-        "closing",
-        "closed",
         "opened",
-        "_session",
         "_out",
         "_inbox",
         "_need",
@@ -78,18 +57,8 @@ class EioConnection(asyncio.Protocol):
         "_parts_text",
         "_parts_compressed",
         "_deflate",
-        "_beat",
-        "_pong_at",
-        "_ending",
-        "_pending",
         "_probing",
     )
-
-    # engine.io's socket flags: a websocket session is connected and on its final transport
-    connected = True
-    upgraded = True
-    upgrading = False
-    eio3 = False  # for the delivery path: frames of Engine.IO 4
 
     def __init__(
         self,
@@ -98,13 +67,9 @@ class EioConnection(asyncio.Protocol):
         transport: asyncio.Transport,
         agreement: deflate.Agreement | None,
     ) -> None:
-        self.sid = sid
-        self.layer = layer
+        super().__init__(layer, sid)
         self.transport = transport
-        self.closing = False
-        self.closed = False
         self.opened = False  # the 101 answer is written: frames may go
-        self._session: dict[str, Any] | None = None
         self._out: list[bytes] | None = None
         self._inbox: bytes | bytearray = b""  # the start of a frame still arriving
         self._need = 0  # the bytes that frame needs in all (a parse waits until they came)
@@ -113,53 +78,11 @@ class EioConnection(asyncio.Protocol):
         self._parts_text = False
         self._parts_compressed = False
         self._deflate = agreement
-        self._beat = WAIT_PING
-        self._pong_at = 0.0
-        self._ending = False
-        self._pending: list[str | bytes | _Close] | None = None  # None: no handler running
         # while upgrading a long-polling session: engine.io's socket, the probe deadline, and
         # whether the client has probed
         self._probing: list[Any] | None = None
 
     # ---- engine.io's socket interface ------------------------------------------------
-
-    @property
-    def server(self) -> Any:
-        return self.layer.eio
-
-    @property
-    def session(self) -> dict[str, Any]:
-        """engine.io's per-socket session dict (python-socketio keeps its sessions in it),
-        made on first use: most connections never have one."""
-        if self._session is None:
-            self._session = {}
-        return self._session
-
-    @session.setter
-    def session(self, value: dict[str, Any]) -> None:  # engine.io's save_session
-        self._session = value
-
-    @property
-    def queue(self) -> EioConnection:
-        """What the worker puts packets on (``put_nowait``, ``qsize``): this connection."""
-        return self
-
-    def put_nowait(self, pkt: Any) -> None:
-        """An engine.io packet to send now; None ends the connection (shutdown)."""
-        if pkt is None:
-            self.end(ws_frames.GOING_AWAY)
-        else:
-            self.send_packet(pkt)
-
-    def qsize(self) -> int:
-        return 0  # nothing waits: packets are framed when given
-
-    async def send(self, pkt: Any) -> None:
-        self.send_packet(pkt)
-
-    async def check_ping_timeout(self) -> bool:
-        """engine.io's service task asks; the wheel enforces the timeout here."""
-        return not self.closed
 
     async def handle_get_request(self, environ: Any) -> list[Any]:
         """A long-poll GET for this websocket session (engine.io refuses those before this)."""
@@ -170,24 +93,23 @@ class EioConnection(asyncio.Protocol):
 
         raise exceptions.EngineIOError("a websocket session takes no POST")
 
-    async def close(
-        self, wait: bool = True, abort: bool = False, reason: str | None = None
-    ) -> None:
-        """End the session as engine.io does: the ``disconnect`` handler runs, then (unless
-        ``abort``) the client gets a CLOSE packet; the websocket is then closed."""
-        if self.closed or self.closing:
-            return
-        self.closing = True
-        layer = self.layer
-        # the socket stays in engine.io's table meanwhile: a disconnect handler may read
-        # its session, as under engine.io
-        await layer.trigger_disconnect(self.sid, reason or layer.eio.reason.SERVER_DISCONNECT)
-        if not abort and self.opened:
+    # ---- the transport -----------------------------------------------------------------
+
+    def ping(self) -> None:
+        self.write(PING_FRAME)
+
+    def say_close(self) -> None:
+        if self.opened:
             self.write(CLOSE_PACKET_FRAME)
-        self.closed = True
-        layer.forget(self)
-        self._session = None
+
+    def finish(self) -> None:
         self.end(ws_frames.NORMAL)
+
+    def pause(self) -> None:
+        self.transport.pause_reading()  # resumed when drained, or when ending
+
+    def resume(self) -> None:
+        self.transport.resume_reading()
 
     @property
     def deflate_window(self) -> int:
@@ -242,8 +164,7 @@ class EioConnection(asyncio.Protocol):
         self.opened = True
         queued, self._out = self._out, None
         self.transport.write(answer + open_frame + b"".join(queued or ()))
-        self._beat = WAIT_PING
-        self.layer.wheel.add(self, self.layer.ping_interval)
+        self.start_heartbeat()
         if self._inbox:
             inbox, self._inbox = self._inbox, b""
             self.data_received(bytes(inbox))
@@ -275,8 +196,7 @@ class EioConnection(asyncio.Protocol):
             deadline.cancel()
             self._probing = None
             self.layer.upgraded(self, old)
-            self._beat = WAIT_PING
-            self.layer.wheel.add(self, self.layer.ping_interval)
+            self.start_heartbeat()
         else:
             self.give_up_upgrade()
 
@@ -316,32 +236,13 @@ class EioConnection(asyncio.Protocol):
             transport.write(ws_frames.close_frame(code))
         self._inbox = b""
         self._parts = None
-        if self._pending is not None and len(self._pending) >= PAUSE_AT:
+        if self.paused():
             transport.resume_reading()
         if answering or not self.opened or not transport.can_write_eof():
             transport.close()
         else:
             transport.write_eof()
         self.layer.loop.call_later(CLOSE_WAIT, transport.abort)
-
-    # ---- the heartbeat -----------------------------------------------------------------
-
-    def due(self, now: float) -> bool:
-        """The wheel's call: a PING due, or a PONG overdue."""
-        if self.closed or self._ending:
-            return False
-        layer = self.layer
-        if self._beat == WAIT_PING:
-            self.write(PING_FRAME)
-            self._beat = WAIT_PONG
-            layer.wheel.add(self, layer.ping_timeout)
-        elif self._beat == PONGED:
-            self._beat = WAIT_PING
-            layer.wheel.add(self, max(0.0, self._pong_at + layer.ping_interval - now))
-        else:  # closed beside any handler still running, as engine.io's service task does
-            layer.spawn(self.close(wait=False, abort=False, reason=layer.eio.reason.PING_TIMEOUT))
-            return False
-        return True
 
     # ---- reading -----------------------------------------------------------------------
 
@@ -442,73 +343,12 @@ class EioConnection(asyncio.Protocol):
         if self._probing is not None:
             self._on_probe(message)
             return
-        kind = message[0]
-        if kind == "4":
-            self.layer.on_message(self, message[1:])
-        elif kind == "3":
-            if self._beat == WAIT_PONG:
-                self._beat = PONGED
-                self._pong_at = self.layer.loop.time()
-        elif kind == "1":
-            self.end_session(self.layer.eio.reason.CLIENT_DISCONNECT)
-        elif kind not in "0256":  # OPEN, PING, UPGRADE and NOOP from a client are ignored
-            raise FrameError(ws_frames.PROTOCOL_ERROR, f"an unknown Engine.IO packet type {kind}")
-
-    # ---- the handlers, in order ---------------------------------------------------------
-
-    def in_order(self, item: str | bytes | _Close) -> None:
-        """Hand ``item`` (a message, or the session's end) to the handlers after everything
-        before it: one task drains what arrives while a handler runs; past
-        :data:`PAUSE_AT` waiting, the connection is not read until they are handled."""
-        pending = self._pending
-        if pending is None:
-            self._pending = []
-            self.layer.spawn(self._drain(item))
-            return
-        pending.append(item)
-        if len(pending) == PAUSE_AT and not self._ending:
-            self.transport.pause_reading()  # resumed when drained, or when ending
-
-    def hold(self) -> None:
-        """What arrives waits until :meth:`release` (the ``connect`` handler is running)."""
-        self._pending = []
-
-    def release(self) -> None:
-        """Hand what waited to the handlers, in order."""
-        pending = self._pending
-        if pending:
-            self.layer.spawn(self._drain(pending.pop(0)))
-        else:
-            self._pending = None
-
-    async def _drain(self, item: str | bytes | _Close) -> None:
-        layer = self.layer
         try:
-            while True:
-                if isinstance(item, _Close):
-                    await self.close(wait=False, abort=item.abort, reason=item.reason)
-                elif not self.closed:  # a closed session's last messages are dropped
-                    await layer.trigger("message", self.sid, item)
-                pending = self._pending
-                if not pending:
-                    break
-                if len(pending) == PAUSE_AT and not self._ending:
-                    self.transport.resume_reading()
-                item = pending.pop(0)
-        finally:
-            pending, self._pending = self._pending, None
-            # cancelled (a handler raised CancelledError): the session's end is not lost
-            ends = [i for i in pending or () if isinstance(i, _Close)]
-            if ends and not self.closed:
-                self.layer.spawn(self.close(wait=False, abort=ends[0].abort, reason=ends[0].reason))
+            self.on_packet(message)
+        except UnknownPacket as exc:
+            raise FrameError(ws_frames.PROTOCOL_ERROR, str(exc)) from None
 
-    def end_session(self, reason: str, abort: bool = True) -> None:
-        """End the session for ``reason`` once what came before is handled (engine.io's
-        ``close``: the ``disconnect`` handler, then, unless ``abort``, a CLOSE packet)."""
-        if self.layer.eio.async_handlers:
-            self.layer.spawn(self.close(wait=False, abort=abort, reason=reason))
-        else:
-            self.in_order(_Close(reason, abort))
+    # ---- a client that breaks the protocol, and its end ----------------------------------
 
     def _refuse(self, exc: FrameError) -> None:
         """What the client sent breaks the protocol: counted, closed with the error's code."""

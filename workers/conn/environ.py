@@ -9,7 +9,7 @@ values alike, with the real client address, plus:
 - ``aiohttp.request``: a :class:`HandshakeRequest`, which answers what handlers read of
   aiohttp's request (``remote``, ``headers``, ``query``, ``path``, ``cookies``, ``app``,
   ``url``...): the connection is not aiohttp's, so there is no aiohttp request to give;
-- ``asgi.scope`` for an ASGI app: the scope uvicorn would have given the websocket.
+- ``asgi.scope`` for an ASGI app: the scope uvicorn would have given the request.
 
 Writes (a handler may set keys) go to a small dict of their own.
 """
@@ -155,12 +155,14 @@ class HandshakeEnviron(MutableMapping[str, Any]):
         return environ
 
     def _scope(self, head: http_head.Head, state: dict[str, Any]) -> dict[str, Any]:
-        offered = head.headers.get("sec-websocket-protocol", "")
-        return {
-            "type": "websocket",
+        """The scope uvicorn would give the request: a websocket's, or (a long-polling
+        handshake) an HTTP request's."""
+        websocket = "websocket" in http_head.header_tokens(head, "upgrade")
+        scope: dict[str, Any] = {
+            "type": "websocket" if websocket else "http",
             "asgi": dict(ASGI_VERSION),
             "http_version": "1.1",
-            "scheme": "ws",
+            "scheme": "ws" if websocket else "http",
             "path": head.path,
             "raw_path": head.path.encode("latin-1"),
             "query_string": head.query.encode("latin-1"),
@@ -172,8 +174,13 @@ class HandshakeEnviron(MutableMapping[str, Any]):
             "client": (self._remote, self._peer_port),
             "server": self._sockname,
             "state": dict(state),
-            "subprotocols": [p.strip() for p in offered.split(",") if p.strip()],
         }
+        if websocket:
+            offered = head.headers.get("sec-websocket-protocol", "")
+            scope["subprotocols"] = [p.strip() for p in offered.split(",") if p.strip()]
+        else:
+            scope["method"] = head.method
+        return scope
 
     def __getitem__(self, key: str) -> Any:
         if self._written is not None and key in self._written:

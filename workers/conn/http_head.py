@@ -51,6 +51,7 @@ class Head:
     query: str
     headers: dict[str, str]
     raw: bytes
+    keep_alive: bool = True  # HTTP/1.1 without ``Connection: close``
 
     def query_fields(self) -> dict[str, list[str]]:
         return parse_qs(self.query)
@@ -74,6 +75,7 @@ def parse(raw: bytes) -> Head | None:
         return None
     try:
         url = httptools.parse_url(collect.url)
+        version = parser.get_http_version()
         method = parser.get_method().decode("ascii")
         path = url.path.decode("latin-1")
         query = (url.query or b"").decode("latin-1")
@@ -86,7 +88,20 @@ def parse(raw: bytes) -> Head | None:
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         headers[key] = f"{headers[key]},{text}" if key in headers else text
-    return Head(method, path, query, headers, raw)
+    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+    keep_alive = "keep-alive" in tokens if version == "1.0" else "close" not in tokens
+    return Head(method, path, query, headers, raw, keep_alive)
+
+
+def body_length(head: Head) -> int | None:
+    """The length of the body that follows ``head``: its ``Content-Length`` (0 if none);
+    None if it is chunked or the length is not a plain number."""
+    if "transfer-encoding" in head.headers:
+        return None
+    value = head.headers.get("content-length")
+    if value is None:
+        return 0
+    return int(value) if value.isdigit() and len(value) < 16 else None
 
 
 def header_tokens(head: Head, name: str) -> set[str]:
@@ -118,6 +133,15 @@ def switching(key: str, extensions: str | None) -> bytes:
     if extensions:
         lines.append(f"Sec-WebSocket-Extensions: {extensions}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def answer(status: str, headers: list[tuple[str, str]], body: bytes, close: bool) -> bytes:
+    """An HTTP/1.1 answer with ``body``; ``close``: the connection ends after it."""
+    lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}"]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 def refusal(status: str, body: bytes, content_type: str = "application/json") -> bytes:

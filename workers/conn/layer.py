@@ -1,22 +1,31 @@
-"""The worker's own connection layer for Engine.IO 4 websockets under python-socketio.
+"""The worker's own connection layer for Engine.IO 4 sessions under python-socketio.
 
-What it takes (:meth:`Layer.takes`): a ``GET`` of engine.io's path asking for a new session
-straight on the websocket transport (``EIO=4&transport=websocket``, no ``sid``), with a valid
-RFC 6455 handshake, from an origin engine.io would accept. Everything else goes to aiohttp
-and engine.io as before (:mod:`workers.conn.front`).
+What it takes (:meth:`Layer.takes`), on engine.io's path, with ``EIO=4``, from an origin
+engine.io would accept:
 
-What it does with one: what python-engineio's ``AsyncServer`` does for that request (a
-session id from ``eio.generate_id``, the socket in ``eio.sockets``, the ``connect`` handler
+- a new session straight on the websocket transport, with a valid RFC 6455 handshake;
+- a new long-polling session (``transport=polling``, a ``GET`` without ``sid``), and the
+  ``GET`` and ``POST`` requests of the long-polling sessions it serves;
+- the upgrade of a long-polling session to a websocket (the layer's sessions, and engine.io's).
+
+Everything else goes to aiohttp and engine.io as before (:mod:`workers.conn.front`): JSONP,
+a chunked POST, engine.io's ``cookie`` option, a callable ``cors_allowed_origins``.
+
+What it does with a new session: what python-engineio's ``AsyncServer`` does for that request
+(a session id from ``eio.generate_id``, the socket in ``eio.sockets``, the ``connect`` handler
 with the environ, a refusal answered ``401`` with the handler's reason, the OPEN packet with
-engine.io's own settings), with the connection served by
-:class:`~workers.conn.eio_conn.EioConnection` instead of engine.io's socket, websocket
+engine.io's own settings), with the session served by
+:class:`~workers.conn.eio_conn.EioConnection` (a websocket) or
+:class:`~workers.conn.polling.PollingSession` instead of engine.io's socket, websocket
 wrapper, queue, writer task and ping task. python-socketio's ``AsyncServer`` stays the
 application API: its handlers are engine.io's ``connect``/``message``/``disconnect``
 handlers, called as engine.io calls them (through every guard the worker installed on them).
 
 Reads of engine.io: ``eio.sockets``, ``eio.handlers``, ``eio.generate_id``, and its public
 settings (``ping_interval``, ``ping_timeout``, ``ping_interval_grace_period``,
-``max_http_buffer_size``, ``transports``, ``cors_allowed_origins``, ``async_handlers``).
+``max_http_buffer_size``, ``transports``, ``allow_upgrades``, ``cors_allowed_origins``,
+``cors_credentials``, ``cookie``, ``http_compression``, ``compression_threshold``,
+``compression_methods``, ``async_handlers``).
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 from engineio import packet as eio_packet
@@ -38,10 +47,13 @@ from sio_cluster.workers.conn import deflate, http_head
 from sio_cluster.workers.conn.eio_conn import EioConnection
 from sio_cluster.workers.conn.environ import HandshakeEnviron, Shared
 from sio_cluster.workers.conn.front import Front, ProtocolFactory
+from sio_cluster.workers.conn.polling import PollingSession, PollRequest
+from sio_cluster.workers.conn.session import EioSession
 from sio_cluster.workers.conn.wheel import Wheel
 from sio_cluster.workers.conn.ws_frames import TEXT, frame
 from sio_cluster.workers.patches import engineio as eio_patches
 from sio_cluster.workers.transport import fast_ws
+from sio_cluster.workers.transport.fast_ws import Counters
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +64,13 @@ def _eager_task(
     if sys.version_info >= (3, 12):
         return asyncio.Task(coro, loop=loop, eager_start=True)
     return loop.create_task(coro)
+
+
+class Route(NamedTuple):
+    """What a request the layer takes is: its transport, and its session (None: a new one)."""
+
+    transport: str  # "websocket" or "polling"
+    sid: str | None
 
 
 class Layer:
@@ -67,6 +86,8 @@ class Layer:
         asgi_state: dict[str, Any] | None = None,
         foreign: Callable[[str], bool] = lambda sid: False,
         app: web.Application | None = None,
+        keep_alive: float = 75.0,
+        close_after_answer: bool = False,
     ) -> None:
         self.eio = eio
         self.path = path if path.endswith("/") else path + "/"
@@ -74,6 +95,8 @@ class Layer:
         self.wheel = Wheel(self.loop)
         self.header_timeout = header_timeout
         self.late_headers = late_headers
+        self.keep_alive = keep_alive  # seconds a kept-alive connection may idle
+        self.close_after_answer = close_after_answer  # one request per connection (hand-off)
         self.ping_interval = float(eio.ping_interval)
         self.ping_timeout = float(eio.ping_timeout)
         self.max_payload = int(eio.max_http_buffer_size)
@@ -81,49 +104,73 @@ class Layer:
         self._shared = Shared(app, asgi_state)  # what every connection's environ refers to
         self._foreign = foreign  # sessions another part of the worker serves (Engine.IO 3)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.connections = 0  # open connections the layer serves
+        self.connections = 0  # open connections the layer serves (websockets, requests)
         self.probing: set[EioConnection] = set()  # upgrades waiting for the client's probe
         self.stopping = False  # the worker is stopping: no new session
         self._drained: asyncio.Event | None = None  # set when the last one ends (stopping)
 
     # ---- which connections ---------------------------------------------------------
 
-    def fronting(self, fallback: ProtocolFactory, client: str | None) -> ProtocolFactory:
-        """A protocol factory putting :class:`Front` before ``fallback`` (aiohttp's)."""
-        return lambda: Front(self, fallback, client)
+    def fronting(
+        self, fallback: ProtocolFactory, client: str | None, reused: bool = False
+    ) -> ProtocolFactory:
+        """A protocol factory putting :class:`Front` before ``fallback`` (aiohttp's);
+        ``reused``: for a kept-alive connection's next request."""
+        return lambda: Front(self, fallback, client, reused)
 
-    def takes(self, head: http_head.Head) -> bool:
-        """True if this layer serves the request ``head`` (see the module docstring)."""
-        if head.method != "GET" or head.path != self.path:
-            return False
+    def takes(self, head: http_head.Head) -> Route | None:
+        """What the request ``head`` is, if this layer serves it (see the module docstring)."""
+        if head.path != self.path:
+            return None
         fields = head.query_fields()
-        if (
-            fields.get("EIO") != ["4"]
-            or fields.get("transport") != ["websocket"]
-            or "j" in fields
-            or "websocket" not in self.eio.transports
-        ):
-            return False
-        sid = fields.get("sid")
-        if sid is not None and (len(sid) != 1 or self.upgradable(sid[0]) is None):
+        transport = fields.get("transport")
+        if fields.get("EIO") != ["4"] or transport is None or len(transport) != 1 or "j" in fields:
+            return None
+        sids = fields.get("sid")
+        if sids is not None and len(sids) != 1:
+            return None
+        sid = None if sids is None else sids[0]
+        kind = transport[0]
+        if kind not in self.eio.transports:
+            return None
+        if kind == "websocket":
+            if not self._websocket(head, sid):
+                return None
+        elif kind != "polling" or not self._polling(head, sid):
+            return None
+        return Route(kind, sid) if self._origin_allowed(head) else None
+
+    def _websocket(self, head: http_head.Head, sid: str | None) -> bool:
+        if head.method != "GET" or (sid is not None and self.upgradable(sid) is None):
             return False
         headers = head.headers
-        if (
-            "websocket" not in http_head.header_tokens(head, "upgrade")
-            or "upgrade" not in http_head.header_tokens(head, "connection")
-            or headers.get("sec-websocket-version") != "13"
-            or not http_head.valid_key(headers.get("sec-websocket-key", ""))
-        ):
+        return (
+            "websocket" in http_head.header_tokens(head, "upgrade")
+            and "upgrade" in http_head.header_tokens(head, "connection")
+            and headers.get("sec-websocket-version") == "13"
+            and http_head.valid_key(headers.get("sec-websocket-key", ""))
+        )
+
+    def _polling(self, head: http_head.Head, sid: str | None) -> bool:
+        length = http_head.body_length(head)
+        if length is None:  # chunked: engine.io reads it
             return False
-        return self._origin_allowed(head)
+        if head.method == "GET" and (length or "upgrade" in head.headers):
+            return False
+        if sid is None:  # a new session (engine.io's cookie option is engine.io's to answer)
+            return head.method == "GET" and not self.eio.cookie
+        session = self.eio.sockets.get(sid)
+        if type(session) is not PollingSession or session.closed or session.closing:
+            return False
+        return head.method in ("GET", "POST")
 
     def _origin_allowed(self, head: http_head.Head) -> bool:
         """engine.io's origin check (``cors_allowed_origins``), for the cases it can be judged
         without engine.io; a callable, or a refusal, is left to engine.io (False)."""
         origin = head.headers.get("origin")
-        if not origin:
-            return True
         allowed = self.eio.cors_allowed_origins
+        if not origin or allowed == []:  # no origin, or engine.io's CORS handling is off
+            return True
         if allowed is None:
             headers = head.headers
             host = headers.get("host", "")
@@ -159,7 +206,7 @@ class Layer:
         upgrade (a session of engine.io's own, connected, not upgrading nor closing)."""
         sock = self.eio.sockets.get(sid)
         if (
-            type(sock) is not AsyncSocket
+            type(sock) not in (AsyncSocket, PollingSession)
             or not self.eio.allow_upgrades
             or not sock.connected
             or sock.upgraded
@@ -174,16 +221,24 @@ class Layer:
     # ---- a new session -----------------------------------------------------------------
 
     def accept(
-        self, transport: asyncio.Transport, head: http_head.Head, rest: bytes, client: str | None
+        self,
+        transport: asyncio.Transport,
+        head: http_head.Head,
+        route: Route,
+        rest: bytes,
+        client: str | None,
+        fallback: ProtocolFactory,
     ) -> None:
-        """Serve the connection of handshake ``head`` (``rest``: bytes read after it)."""
+        """Serve the request ``head`` (``rest``: bytes read after it) of ``route``."""
+        if route.transport == "polling":
+            self._poll_request(transport, head, route.sid, rest, client, fallback)
+            return
         agreement = deflate.negotiate(head.headers.get("sec-websocket-extensions"))
-        sid = head.query_fields().get("sid")
         answer = http_head.switching(
             head.headers["sec-websocket-key"], None if agreement is None else agreement.header
         )
-        if sid is not None:
-            self._upgrade(transport, sid[0], agreement, answer, rest)
+        if route.sid is not None:
+            self._upgrade(transport, route.sid, agreement, answer, rest)
             return
         conn = EioConnection(self, self.eio.generate_id(), transport, agreement)
         transport.set_protocol(conn)
@@ -191,13 +246,21 @@ class Layer:
         conn.hold()
         if rest:
             conn.data_received(rest)
+        environ = self._environ(transport, head, client)
+        self.spawn(self._open(conn, environ, answer))
+
+    def _environ(
+        self, transport: asyncio.Transport, head: http_head.Head, client: str | None
+    ) -> HandshakeEnviron:
+        """The environ of a new session's request (``client``: what the master's PROXY
+        header named; a trusted balancer's ``X-Forwarded-For`` is believed)."""
         peer = transport.get_extra_info("peername")
         sockname = transport.get_extra_info("sockname")
         remote = client or (str(peer[0]) if isinstance(peer, tuple) else "")
         forwarded = head.headers.get("x-forwarded-for")
         if forwarded and self._header_proxies is not None and remote in self._header_proxies:
             remote = forwarded_client(forwarded, self._header_proxies) or remote
-        environ = HandshakeEnviron(
+        return HandshakeEnviron(
             head.raw,
             remote,
             # the peer's port, when the address is the peer's (not a balancer's word for it)
@@ -205,7 +268,6 @@ class Layer:
             (str(sockname[0]), int(sockname[1])) if isinstance(sockname, tuple) else None,
             self._shared,
         )
-        self.spawn(self._open(conn, environ, answer))
 
     async def _open(self, conn: EioConnection, environ: HandshakeEnviron, answer: bytes) -> None:
         """The handshake: engine.io's ``connect`` handler, then the 101 and the OPEN packet,
@@ -239,6 +301,101 @@ class Layer:
         fast_ws.direct_writers[sid] = conn  # deliveries write their frames straight here
         conn.open(answer, self._open_frame(sid))
 
+    # ---- long-polling ------------------------------------------------------------------
+
+    def _poll_request(
+        self,
+        transport: asyncio.Transport,
+        head: http_head.Head,
+        sid: str | None,
+        rest: bytes,
+        client: str | None,
+        fallback: ProtocolFactory,
+    ) -> None:
+        request = PollRequest(self, transport, head, fallback, client)
+        transport.set_protocol(request)
+        self.connections += 1
+        if sid is None:
+            request.read_body(0, rest, lambda _: self._poll_open(request, head, client))
+            return
+        session = self.eio.sockets[sid]
+        assert isinstance(session, PollingSession)
+        request.session = session
+        if head.method == "GET":
+            request.read_body(0, rest, lambda _: session.poll(request))
+            return
+        length = http_head.body_length(head) or 0
+        if length > self.max_payload:  # engine.io's answer: the session ends
+            Counters.bad_clients += 1
+            fast_ws.client_refusals.log(
+                logging.WARNING,
+                "too big",
+                "closed a long-poll that posted %d bytes (over %d)",
+                length,
+                self.max_payload,
+            )
+            request.refuse_unread()
+            session.end_session(self.eio.reason.TRANSPORT_ERROR)
+            return
+        request.read_body(length, rest, lambda body: session.posted(request, body))
+
+    def _poll_open(self, request: PollRequest, head: http_head.Head, client: str | None) -> None:
+        if self.stopping:
+            request.answer("503 SERVICE UNAVAILABLE", b'"The server is stopping"')
+            return
+        session = PollingSession(self, self.eio.generate_id())
+        session.hold()
+        environ = self._environ(request.transport, head, client)
+        self.spawn(self._open_polling(session, request, environ))
+
+    async def _open_polling(
+        self, session: PollingSession, request: PollRequest, environ: HandshakeEnviron
+    ) -> None:
+        """engine.io's long-polling handshake: the ``connect`` handler, then the OPEN packet
+        (and what the handler sent) as the GET's answer, or the 401 of a refusal."""
+        eio = self.eio
+        sid = session.sid
+        eio.sockets[sid] = session
+        try:
+            refused = await self.trigger("connect", sid, environ)
+            if refused is not None and refused is not True:
+                self.forget(session)
+                session.closed = True
+                eio.logger.warning("Application rejected connection")
+                body = json.dumps(refused or "Unauthorized").encode()
+                request.answer("401 UNAUTHORIZED", body, [("Content-Type", "application/json")])
+                return
+            upgrades = ["websocket"] if eio.allow_upgrades and "websocket" in eio.transports else []
+            opening = eio_packet.Packet(eio_packet.OPEN, self._open_fields(sid, upgrades))
+            if self.stopping:  # the worker began stopping meanwhile: the session ends at once
+                await session.close(wait=False, abort=True, reason=eio.reason.SERVER_DISCONNECT)
+                request.answer_packets([opening, eio_packet.Packet(eio_packet.CLOSE)])
+                return
+            session.start_heartbeat()
+            session.put_first(opening)  # before what the handler sent
+            session.poll(request)
+        finally:
+            session.release()
+
+    def cors_headers(self, head: http_head.Head) -> list[tuple[str, str]]:
+        """The CORS headers engine.io answers a request with (its ``cors_allowed_origins``,
+        ``cors_credentials``); the layer takes no request from an origin it refuses."""
+        eio = self.eio
+        if eio.cors_allowed_origins == []:
+            return []
+        headers = []
+        origin = head.headers.get("origin")
+        if origin:
+            headers.append(("Access-Control-Allow-Origin", origin))
+        asked = head.headers.get("access-control-request-headers")
+        if asked:
+            headers.append(("Access-Control-Allow-Headers", asked))
+        if eio.cors_credentials:
+            headers.append(("Access-Control-Allow-Credentials", "true"))
+        return headers
+
+    # ---- upgrades ------------------------------------------------------------------------
+
     def _upgrade(
         self,
         transport: asyncio.Transport,
@@ -267,8 +424,16 @@ class Layer:
 
     def upgraded(self, conn: EioConnection, old: Any) -> None:
         """The client confirmed the upgrade: ``conn`` is the session's socket from now on,
-        with its session dict and whatever engine.io had queued and not yet sent."""
+        with its session dict and whatever had been queued and not yet sent."""
         self.probing.discard(conn)
+        if isinstance(old, PollingSession):
+            conn.session = old.session
+            self.eio.sockets[conn.sid] = conn
+            fast_ws.direct_writers[conn.sid] = conn
+            for pkt in old.hand_over():
+                if pkt.packet_type != eio_packet.NOOP:
+                    conn.send_packet(pkt)
+            return
         old.upgrading = False
         old.closed = True  # engine.io's socket is done: nothing may send through it again
         timer = eio_patches.ping_timer(old)
@@ -285,25 +450,29 @@ class Layer:
             if pkt is not None and pkt.packet_type != eio_packet.NOOP:
                 conn.send_packet(pkt)
 
-    def _open_frame(self, sid: str) -> bytes:
+    def _open_fields(self, sid: str, upgrades: list[str]) -> dict[str, Any]:
+        """The OPEN packet's data, engine.io's."""
         eio = self.eio
-        fields = {
+        return {
             "sid": sid,
-            "upgrades": [],
+            "upgrades": upgrades,
             "pingTimeout": int(eio.ping_timeout * 1000),
             "pingInterval": int(eio.ping_interval + eio.ping_interval_grace_period) * 1000,
             "maxPayload": eio.max_http_buffer_size,
         }
-        return frame(b"0" + json.dumps(fields, separators=(",", ":")).encode(), TEXT)
 
-    def lost(self, conn: EioConnection) -> None:
-        """``conn``'s transport is gone (called once per connection; its session, if still
-        open, is closed after what the client sent before is handled)."""
+    def _open_frame(self, sid: str) -> bytes:
+        fields = json.dumps(self._open_fields(sid, []), separators=(",", ":"))
+        return frame(b"0" + fields.encode(), TEXT)
+
+    def lost(self, conn: object) -> None:
+        """``conn`` (a websocket, or a long-poll request) is done with its transport (called
+        once per connection or request)."""
         self.connections -= 1
         if self.connections == 0 and self._drained is not None:
             self._drained.set()
 
-    def forget(self, conn: EioConnection) -> None:
+    def forget(self, conn: EioSession) -> None:
         """``conn``'s session is over: out of engine.io's table and the delivery path."""
         sockets = self.eio.sockets
         if sockets.get(conn.sid) is conn:
@@ -313,7 +482,7 @@ class Layer:
 
     # ---- engine.io's handlers --------------------------------------------------------
 
-    def on_message(self, conn: EioConnection, data: str | bytes) -> None:
+    def on_message(self, conn: EioSession, data: str | bytes) -> None:
         """A MESSAGE from ``conn``, for engine.io's ``message`` handler: in a task of its own
         with engine.io's ``async_handlers``; otherwise (python-socketio's setting: it makes
         its own task per event) one after the other, as engine.io's reader awaits each, so

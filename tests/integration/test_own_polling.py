@@ -1,0 +1,163 @@
+"""Long-polling on the workers' own connection layer (``workers/conn/polling.py``), request by
+request on real connections: what engine.io's own long-polling answered, the layer answers,
+on kept-alive connections; what the layer leaves to engine.io (a chunked POST) still reaches
+the layer's session."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import AsyncIterator
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from tests.cluster import MasterProcess, until
+from tests.raw_http import RawHttp
+
+PATH = "/socket.io/?EIO=4&transport=polling"
+
+
+async def opened(http: RawHttp, headers: str = "") -> str:
+    """A new session on ``http`` and its socket.io CONNECT; its engine.io sid."""
+    answer = await http.request("GET", PATH, headers=headers)
+    assert answer.status == 200 and answer.body[:1] == b"0", answer
+    sid: str = json.loads(answer.body[1:])["sid"]
+    assert (await http.request("POST", f"{PATH}&sid={sid}", b"40")).text == "OK"
+    connect = await http.request("GET", f"{PATH}&sid={sid}")
+    assert connect.text.startswith('40{"sid":'), connect
+    return sid
+
+
+async def test_a_session_on_one_kept_alive_connection(
+    cluster: MasterProcess, redis_client: aioredis.Redis
+) -> None:
+    http = await RawHttp.open(cluster.port_of(0))
+    try:
+        handshake = await http.request("GET", PATH)
+        assert "server" not in handshake.headers  # the layer answered, not aiohttp
+        assert handshake.headers["content-type"] == "text/plain; charset=UTF-8"
+        fields = json.loads(handshake.body[1:])
+        assert fields["upgrades"] == ["websocket"]
+        assert (fields["pingInterval"], fields["pingTimeout"]) == (25000, 20000)
+        sid = fields["sid"]
+        session = f"{PATH}&sid={sid}"
+        assert (await http.request("POST", session, b"40")).text == "OK"
+        assert (await http.request("GET", session)).text.startswith('40{"sid":')
+        # two packets in one POST: two events, two acks (the order of python-socketio's tasks)
+        both = b'421["join","a"]\x1e422["join","b"]'
+        assert (await http.request("POST", session, both)).text == "OK"
+        acks: list[str] = []
+        while len(acks) < 2:  # each ack is sent when its task ends: one or two answers
+            acks += (await http.request("GET", session)).text.split("\x1e")
+        assert sorted(ack[:3] for ack in acks) == ["431", "432"]
+        # a poll waits for what the cluster routes to the session
+        http.send("GET", session)
+        await redis_client.publish("ch:news", json.dumps({"to": "a", "data": "hi"}))
+        assert (await http.answer()).text == '42["news","hi"]'
+        # the client leaves: its session ends
+        assert (await http.request("POST", session, b"1")).text == "OK"
+        assert (await http.request("GET", session)).status == 400
+    finally:
+        http.close()
+
+
+async def test_a_second_poll_takes_over_from_the_first(
+    cluster: MasterProcess, redis_client: aioredis.Redis
+) -> None:
+    first, second = await RawHttp.open(cluster.port_of(1)), await RawHttp.open(cluster.port_of(1))
+    try:
+        sid = await opened(first)
+        session = f"{PATH}&sid={sid}"
+        assert (await first.request("POST", session, b'420["join","over"]')).text == "OK"
+        assert (await first.request("GET", session)).text == '430[["over"]]'
+        first.send("GET", session)
+        # a request after it, answered: the first GET was read before (it came first)
+        assert (await second.request("POST", session, b"6")).text == "OK"
+        second.send("GET", session)
+        assert (await first.answer()).text == "6"  # a NOOP ends the first
+        await redis_client.publish("ch:news", json.dumps({"to": "over", "data": 1}))
+        assert (await second.answer()).text == '42["news",1]'
+        assert (await first.request("POST", session, b"1")).text == "OK"
+    finally:
+        first.close()
+        second.close()
+
+
+async def test_cors_headers_and_a_compressed_answer(
+    cluster: MasterProcess, redis_client: aioredis.Redis
+) -> None:
+    port = cluster.port_of(0)
+    origin = "Origin: http://127.0.0.1\r\n"  # the Host RawHttp sends: the same origin
+    http = await RawHttp.open(port)
+    try:
+        handshake = await http.request("GET", PATH, headers=origin)
+        assert handshake.status == 200
+        sid = json.loads(handshake.body[1:])["sid"]
+        session = f"{PATH}&sid={sid}"
+        asked = origin + "Accept-Encoding: gzip, deflate\r\n"
+        assert (await http.request("POST", session, b"40", asked)).text == "OK"
+        connect = await http.request("GET", session, headers=asked)
+        assert connect.headers["access-control-allow-origin"] == "http://127.0.0.1"
+        assert "content-encoding" not in connect.headers  # under engine.io's 1,024 bytes
+        assert (await http.request("POST", session, b'420["join","big"]', asked)).status == 200
+        assert (await http.request("GET", session, headers=asked)).text == '430[["big"]]'
+        http.send("GET", session, headers=asked)
+        await redis_client.publish("ch:large", json.dumps({"to": "big", "data": "z" * 5000}))
+        large = await http.answer()
+        assert large.headers["content-encoding"] == "gzip"
+        assert gzip.decompress(large.body).decode() == '42["large","' + "z" * 5000 + '"]'
+    finally:
+        http.close()
+    # an origin engine.io refuses is engine.io's to answer, as before the layer
+    async with aiohttp.ClientSession() as client:
+        url = f"http://127.0.0.1:{port}{PATH}"
+        async with client.get(url, headers={"Origin": "http://elsewhere.invalid"}) as response:
+            assert response.status == 400
+            assert "aiohttp" in response.headers["Server"]
+
+
+async def test_an_oversized_post_ends_its_session_and_is_counted(cluster: MasterProcess) -> None:
+    dropped = 'sio_master_bad_clients_dropped{worker="0"}'
+    before = cluster.metric(dropped)
+    http = await RawHttp.open(cluster.port_of(0))
+    try:
+        sid = await opened(http)
+        # the head alone: the body is never read, the connection ends after the answer
+        http.writer.write(
+            f"POST {PATH}&sid={sid} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n".encode()
+        )
+        refused = await http.answer()
+        assert (refused.status, refused.headers["connection"]) == (400, "close")
+        assert await http.reader.read() == b""
+    finally:
+        http.close()
+    await until(lambda: cluster.metric(dropped) == before + 1, what="counted")
+    again = await RawHttp.open(cluster.port_of(0))
+    try:
+        assert (await again.request("GET", f"{PATH}&sid={sid}")).status == 400  # gone
+    finally:
+        again.close()
+
+
+async def test_a_chunked_post_reaches_the_layer_s_session_through_engine_io(
+    cluster: MasterProcess,
+) -> None:
+    http = await RawHttp.open(cluster.port_of(0))
+    try:
+        sid = await opened(http)
+        session = f"{PATH}&sid={sid}"
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b'420["join",'
+            yield b'"chunked"]'
+
+        async with aiohttp.ClientSession() as client:
+            url = f"http://127.0.0.1:{cluster.port_of(0)}{session}"
+            async with client.post(url, data=chunks()) as response:
+                assert (response.status, await response.text()) == (200, "OK")
+                assert "aiohttp" in response.headers["Server"]  # engine.io answered it
+        assert (await http.request("GET", session)).text == '430[["chunked"]]'
+        assert (await http.request("POST", session, b"1")).text == "OK"
+    finally:
+        http.close()

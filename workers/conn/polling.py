@@ -1,0 +1,373 @@
+"""Engine.IO 4 long-polling on the layer: the session, and the HTTP requests that carry it.
+
+Why the layer serves it: most browsers start on long-polling (socket.io-client's default
+transports) and upgrade; with engine.io serving that start, every such session was engine.io's
+socket with its queue, its tasks and the worker's patches of both until the upgrade, and the
+upgrade swapped one kind of socket for another. Here a long-polling session is an
+:class:`~workers.conn.session.EioSession` like a websocket one, and the upgrade hands the same
+kind of state to the websocket.
+
+- :class:`PollingSession` keeps the packets not yet fetched and the GET waiting for them
+  (at most one: a second GET takes over, the first is answered with a NOOP). Packets given
+  during one loop tick go in one answer.
+- :class:`PollRequest` is one request of a keep-alive connection: a POST's body is read
+  (at most engine.io's ``max_http_buffer_size``), a GET is held until there is something to
+  answer; after the answer the connection reads its next request (a new
+  :class:`~workers.conn.front.Front`).
+- A request for a session of the layer's that the layer does not read itself (a chunked POST,
+  a JSONP poll) reaches engine.io, which calls the session's ``handle_get_request`` /
+  ``handle_post_request``, as it calls its own sockets'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import zlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
+
+from sio_cluster.workers.conn import http_head, payload
+from sio_cluster.workers.conn.front import Front
+from sio_cluster.workers.conn.session import EioSession, UnknownPacket
+from sio_cluster.workers.transport import fast_ws
+from sio_cluster.workers.transport.ticks import TickWrites
+
+if TYPE_CHECKING:
+    from sio_cluster.workers.conn.front import ProtocolFactory
+    from sio_cluster.workers.conn.layer import Layer
+
+log = logging.getLogger(__name__)
+
+TEXT_PLAIN = ("Content-Type", "text/plain; charset=UTF-8")
+NOOP = eio_packet.Packet(eio_packet.NOOP)
+MAX_EARLY = 64 * 1024  # bytes a client may send ahead of an answer (a pipelined request)
+
+
+class Waiter(Protocol):
+    """A GET waiting for packets."""
+
+    def answer_packets(self, packets: list[Any]) -> None: ...
+
+
+_ticks: TickWrites[PollingSession] = TickWrites(lambda s: s.flush(), "a long-poll")
+
+
+class PollingSession(EioSession):
+    """An Engine.IO 4 session on long-polling (see the module docstring)."""
+
+    __slots__ = ("upgrading", "_out", "_waiter", "_flushing", "_held_post")
+
+    upgraded = False  # engine.io's flag: not (yet) on a websocket
+
+    def __init__(self, layer: Layer, sid: str) -> None:
+        super().__init__(layer, sid)
+        self.upgrading = False  # a websocket is probing: polls are answered with a NOOP
+        self._out: list[Any] = []  # engine.io packets the client has not fetched
+        self._waiter: Waiter | None = None
+        self._flushing = False  # an answer to the waiter is scheduled for the next tick
+        self._held_post: PollRequest | None = None  # answered when the handlers catch up
+
+    # ---- the transport -----------------------------------------------------------------
+
+    def send_packet(self, pkt: Any) -> None:
+        if self.closed or self._ending:
+            return
+        self._out.append(pkt)
+        if self._waiter is not None and not self._flushing:
+            self._flushing = True
+            _ticks.add(self, self.layer.loop)
+
+    def put_first(self, pkt: Any) -> None:
+        """``pkt`` before everything queued (the OPEN packet, after the connect handler)."""
+        self._out.insert(0, pkt)
+
+    def ping(self) -> None:
+        self.send_packet(eio_packet.Packet(eio_packet.PING))
+
+    def say_close(self) -> None:
+        self.send_packet(eio_packet.Packet(eio_packet.CLOSE))
+
+    def finish(self) -> None:
+        """What is queued goes to a waiting GET; a later GET finds no session (engine.io
+        answers it 400, as it does a session it has dropped)."""
+        if self._ending:
+            return
+        self._ending = True
+        out, self._out = self._out, []
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.answer_packets(out)
+        self.resume()
+
+    def resume(self) -> None:
+        held, self._held_post = self._held_post, None
+        if held is not None:
+            held.answer_ok()
+
+    def flush(self) -> None:
+        """The tick's packets, to the waiting GET."""
+        self._flushing = False
+        waiter = self._waiter
+        if waiter is None or not self._out:
+            return
+        self._waiter = None
+        out, self._out = self._out, []
+        waiter.answer_packets(out)
+
+    def idle(self) -> bool:
+        return False  # deliveries queue their packets here (not written straight)
+
+    # ---- the client's requests -----------------------------------------------------------
+
+    def poll(self, waiter: Waiter) -> None:
+        """A GET: answered at once with what is queued, else when something is."""
+        if self.upgrading:  # engine.io's answer while a websocket probes
+            waiter.answer_packets([NOOP])
+            return
+        previous, self._waiter = self._waiter, None
+        if previous is not None:
+            previous.answer_packets([NOOP])
+        if self._out:
+            out, self._out = self._out, []
+            waiter.answer_packets(out)
+        else:
+            self._waiter = waiter
+
+    def unpoll(self, waiter: Waiter) -> None:
+        """``waiter``'s client went: what would have gone to it waits for the next GET."""
+        if self._waiter is waiter:
+            self._waiter = None
+
+    def receive(self, body: bytes) -> None:
+        """A POST's packets. Raises :class:`~workers.conn.payload.PayloadError` or
+        :class:`~workers.conn.session.UnknownPacket`; the packets before the bad one are
+        handled."""
+        for item in payload.decode(body):
+            if isinstance(item, bytes):
+                self.layer.on_message(self, item)
+            else:
+                self.on_packet(item)
+
+    def posted(self, request: PollRequest, body: bytes) -> None:
+        """A POST ``request`` with ``body``: handled, then answered ``OK`` (once the handlers
+        have caught up, if :data:`~workers.conn.session.PAUSE_AT` messages wait)."""
+        try:
+            self.receive(body)
+        except (payload.PayloadError, UnknownPacket) as exc:
+            fast_ws.bad_client(str(exc))
+            request.answer("400 BAD REQUEST", b'"Bad Request"')
+            self.end_session(self.layer.eio.reason.TRANSPORT_ERROR)
+            return
+        if self.paused() and not self._ending:
+            self._held_post = request
+        else:
+            request.answer_ok()
+
+    def hand_over(self) -> list[Any]:
+        """A websocket takes this session (the upgrade is complete): this object is done, and
+        what the client had not fetched is returned, for the websocket to send."""
+        self.closed = True  # no disconnect: the session goes on, on the websocket
+        self.upgrading = False
+        out, self._out = self._out, []
+        self.finish()
+        return out
+
+    # ---- requests engine.io hands over (:mod:`workers.conn.polling`) ---------------------
+
+    async def handle_get_request(self, environ: Any) -> list[Any]:
+        future: asyncio.Future[list[Any]] = self.layer.loop.create_future()
+        waiter = _FutureWaiter(future)
+        self.poll(waiter)
+        try:
+            return await future
+        finally:
+            self.unpoll(waiter)
+
+    async def handle_post_request(self, environ: Any) -> None:
+        """A POST engine.io read: a chunked one (which engine.io's own sockets read as
+        empty) is read to its end, at most ``maxPayload`` bytes."""
+        limit = self.layer.max_payload
+        stream = environ["wsgi.input"]
+        length = environ.get("CONTENT_LENGTH")
+        if length:
+            if int(length) > limit:
+                raise eio_exceptions.ContentTooLongError()
+            body = await stream.read(int(length))
+        else:
+            body = b""
+            while chunk := await stream.read(limit + 1 - len(body)):
+                body += chunk
+                if len(body) > limit:
+                    raise eio_exceptions.ContentTooLongError()
+        try:
+            self.receive(body)
+        except (payload.PayloadError, UnknownPacket) as exc:
+            fast_ws.bad_client(str(exc))
+            raise eio_exceptions.UnknownPacketError() from None
+
+
+class _FutureWaiter:
+    """A GET engine.io serves: its packets go to a future it awaits."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[list[Any]]) -> None:
+        self.future = future
+
+    def answer_packets(self, packets: list[Any]) -> None:
+        if not self.future.done():
+            self.future.set_result(packets)
+
+
+class PollRequest(asyncio.Protocol):
+    """One long-polling request on a connection (see the module docstring)."""
+
+    __slots__ = (
+        "layer",
+        "transport",
+        "head",
+        "fallback",
+        "client",
+        "session",
+        "_body",
+        "_need",
+        "_on_body",
+        "_timer",
+        "_done",
+        "_counted",
+        "_early",
+    )
+
+    def __init__(
+        self,
+        layer: Layer,
+        transport: asyncio.Transport,
+        head: http_head.Head,
+        fallback: ProtocolFactory,
+        client: str | None,
+    ) -> None:
+        self.layer = layer
+        self.transport = transport
+        self.head = head
+        self.fallback = fallback
+        self.client = client
+        self.session: PollingSession | None = None
+        self._body = bytearray()
+        self._need = 0
+        self._on_body: Callable[[bytes], None] = lambda body: None
+        self._timer: asyncio.TimerHandle | None = None
+        self._done = False  # answered (or the connection went)
+        self._counted = True  # in the layer's connections (until re-fronted or closed)
+        self._early = b""  # what the client sent after this request, before its answer
+
+    def read_body(self, length: int, rest: bytes, then: Callable[[bytes], None]) -> None:
+        """Read a ``length``-byte body (``rest`` came with the head), then ``then(body)``;
+        a body slower than the header timeout closes the connection (counted)."""
+        self._need = length
+        self._on_body = then
+        self._timer = self.layer.loop.call_later(self.layer.header_timeout, self._late)
+        if rest:
+            self.data_received(rest)
+        elif length == 0:
+            self._body_done()
+
+    def data_received(self, data: bytes) -> None:
+        if self._done:
+            return
+        missing = self._need - len(self._body)
+        if missing > 0:
+            self._body += data[:missing]
+            data = data[missing:]
+            if len(self._body) == self._need:
+                self._early += data
+                self._body_done()
+            return
+        self._early += data
+        if len(self._early) > MAX_EARLY:  # a client that does not wait for answers
+            self.transport.close()
+
+    def _body_done(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        body, self._body = bytes(self._body), bytearray()
+        self._on_body(body)
+
+    def _late(self) -> None:
+        self._timer = None
+        self.layer.late_headers()
+        self.transport.close()
+
+    # ---- answers -----------------------------------------------------------------------
+
+    def answer_packets(self, packets: list[Any]) -> None:
+        """Answer a GET with engine.io ``packets`` (compressed as engine.io compresses)."""
+        body = payload.encode(packets)
+        headers = [TEXT_PLAIN]
+        eio = self.layer.eio
+        if eio.http_compression and len(body) >= eio.compression_threshold:
+            accepted = self.head.headers.get("accept-encoding", "")
+            for encoding in (e.split(";")[0].strip() for e in accepted.split(",")):
+                if encoding in eio.compression_methods and encoding in ("gzip", "deflate"):
+                    body = gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
+                    headers.append(("Content-Encoding", encoding))
+                    break
+        self.answer("200 OK", body, headers)
+
+    def refuse_unread(self) -> None:
+        """Answer 400 and end the connection, the request's body unread."""
+        self.head.keep_alive = False
+        self.answer("400 BAD REQUEST", b'"Bad Request"')
+
+    def answer_ok(self) -> None:
+        """Answer a POST (engine.io's ``OK``)."""
+        self.answer("200 OK", b"OK", [("Content-Type", "text/plain")])
+
+    def answer(
+        self, status: str, body: bytes, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        """Write the answer; then the connection reads its next request, or ends."""
+        if self._done:
+            return
+        self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        layer = self.layer
+        transport = self.transport
+        close = not self.head.keep_alive or layer.close_after_answer or layer.stopping
+        every = list(headers or [("Content-Type", "text/plain")])
+        every.extend(layer.cors_headers(self.head))
+        transport.write(http_head.answer(status, every, body, close))
+        if close or transport.is_closing():
+            transport.close()  # counted out when it is closed (after the answer is written)
+            return
+        self._release()
+        front = Front(layer, self.fallback, self.client, reused=True)
+        transport.set_protocol(front)
+        front.connection_made(transport)
+        if self._early:
+            early, self._early = self._early, b""
+            front.data_received(early)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.session is not None:
+            self.session.unpoll(self)
+        self._done = True
+        self._release()
+
+    def _release(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.layer.lost(self)

@@ -1,0 +1,257 @@
+"""What every Engine.IO session of the layer is to engine.io, python-socketio and the worker,
+whatever its transport: the socket interface, the heartbeat, and the handlers run in order.
+
+Why a base: a websocket (:class:`~workers.conn.eio_conn.EioConnection`) and a long-polling
+session (:class:`~workers.conn.polling.PollingSession`) differ only in how packets reach the
+client and come from it. What python-engineio's server, python-socketio and the worker
+(delivery, shutdown, cluster operations) call on a socket in ``eio.sockets`` (``sid``,
+``server``, ``session``, ``send``, ``close``, ``queue``, ``closed``, ``closing``,
+``connected``, ``upgraded``, ``check_ping_timeout``), the PING every ping interval with a ping
+timeout for the PONG, and the order in which the client's messages and its leaving reach the
+handlers are the same for both, and written once here.
+
+A transport says how to send a packet (:meth:`EioSession.send_packet`), how to ping
+(:meth:`EioSession.ping`), how to say the session is closed (:meth:`EioSession.say_close`),
+how its connection ends (:meth:`EioSession.finish`), and how to hold the client back while its
+messages wait (:meth:`EioSession.pause`, :meth:`EioSession.resume`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sio_cluster.workers.conn.layer import Layer
+
+# the heartbeat's states
+WAIT_PING, WAIT_PONG, PONGED = 0, 1, 2
+PAUSE_AT = 64  # messages waiting for the handler: the client is held back
+
+
+class UnknownPacket(ValueError):
+    """The client sent a packet type Engine.IO 4 does not have."""
+
+
+class _Close:
+    """In a session's sequence of messages: the session ends here, for ``reason``."""
+
+    __slots__ = ("reason", "abort")
+
+    def __init__(self, reason: str, abort: bool) -> None:
+        self.reason = reason
+        self.abort = abort  # False: the client is sent a CLOSE packet
+
+
+class EioSession:
+    """An Engine.IO session of the layer (see the module docstring)."""
+
+    __slots__ = (
+        "sid",
+        "layer",
+        "closing",
+        "closed",
+        "_session",
+        "_beat",
+        "_pong_at",
+        "_ending",
+        "_pending",
+    )
+
+    connected = True  # engine.io's flag: the session's handshake is done
+    upgraded = True  # engine.io's flag: on its final transport (a websocket)
+    upgrading = False
+    eio3 = False  # for the delivery path: frames of Engine.IO 4
+
+    def __init__(self, layer: Layer, sid: str) -> None:
+        self.sid = sid
+        self.layer = layer
+        self.closing = False
+        self.closed = False
+        self._session: dict[str, Any] | None = None
+        self._beat = WAIT_PING
+        self._pong_at = 0.0
+        self._ending = False  # the transport is ending: nothing more is sent
+        self._pending: list[str | bytes | _Close] | None = None  # None: no handler running
+
+    # ---- what a transport provides ---------------------------------------------------
+
+    def send_packet(self, pkt: Any) -> None:
+        """Send engine.io packet ``pkt`` to the client."""
+        raise NotImplementedError
+
+    def ping(self) -> None:
+        """Send the client a PING."""
+        raise NotImplementedError
+
+    def say_close(self) -> None:
+        """Send the client a CLOSE packet (the server ends the session)."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """The session is over: end what carries it, after what is queued for the client."""
+        raise NotImplementedError
+
+    def pause(self) -> None:
+        """:data:`PAUSE_AT` messages wait for the handlers: read no more from the client."""
+
+    def resume(self) -> None:
+        """The handlers caught up: read the client again."""
+
+    # ---- engine.io's socket interface ------------------------------------------------
+
+    @property
+    def server(self) -> Any:
+        return self.layer.eio
+
+    @property
+    def session(self) -> dict[str, Any]:
+        """engine.io's per-socket session dict (python-socketio keeps its sessions in it),
+        made on first use: most connections never have one."""
+        if self._session is None:
+            self._session = {}
+        return self._session
+
+    @session.setter
+    def session(self, value: dict[str, Any]) -> None:  # engine.io's save_session
+        self._session = value
+
+    @property
+    def queue(self) -> EioSession:
+        """What the worker puts packets on (``put_nowait``, ``qsize``): this session."""
+        return self
+
+    def put_nowait(self, pkt: Any) -> None:
+        """An engine.io packet to send now; None ends the transport (shutdown)."""
+        if pkt is None:
+            self.finish()
+        else:
+            self.send_packet(pkt)
+
+    def qsize(self) -> int:
+        return 0  # nothing waits for a writer task: packets are encoded when given
+
+    async def send(self, pkt: Any) -> None:
+        self.send_packet(pkt)
+
+    async def check_ping_timeout(self) -> bool:
+        """engine.io's service task asks; the layer's wheel enforces the timeout."""
+        return not self.closed
+
+    async def close(
+        self, wait: bool = True, abort: bool = False, reason: str | None = None
+    ) -> None:
+        """End the session as engine.io does: the ``disconnect`` handler runs, then (unless
+        ``abort``) the client gets a CLOSE packet; the transport then ends."""
+        if self.closed or self.closing:
+            return
+        self.closing = True
+        layer = self.layer
+        # the socket stays in engine.io's table meanwhile: a disconnect handler may read
+        # its session, as under engine.io
+        await layer.trigger_disconnect(self.sid, reason or layer.eio.reason.SERVER_DISCONNECT)
+        if not abort:
+            self.say_close()
+        self.closed = True
+        layer.forget(self)
+        self._session = None
+        self.finish()
+
+    # ---- the heartbeat -----------------------------------------------------------------
+
+    def start_heartbeat(self) -> None:
+        """The first PING goes a ping interval from now."""
+        self._beat = WAIT_PING
+        self.layer.wheel.add(self, self.layer.ping_interval)
+
+    def due(self, now: float) -> bool:
+        """The wheel's call: a PING due, or a PONG overdue."""
+        if self.closed or self._ending:
+            return False
+        layer = self.layer
+        if self._beat == WAIT_PING:
+            self.ping()
+            self._beat = WAIT_PONG
+            layer.wheel.add(self, layer.ping_timeout)
+        elif self._beat == PONGED:
+            self._beat = WAIT_PING
+            layer.wheel.add(self, max(0.0, self._pong_at + layer.ping_interval - now))
+        else:  # closed beside any handler still running, as engine.io's service task does
+            layer.spawn(self.close(wait=False, abort=False, reason=layer.eio.reason.PING_TIMEOUT))
+            return False
+        return True
+
+    # ---- what the client sends ---------------------------------------------------------
+
+    def on_packet(self, message: str) -> None:
+        """A text packet from the client (not empty). Raises :class:`UnknownPacket`."""
+        kind = message[0]
+        if kind == "4":
+            self.layer.on_message(self, message[1:])
+        elif kind == "3":
+            if self._beat == WAIT_PONG:
+                self._beat = PONGED
+                self._pong_at = self.layer.loop.time()
+        elif kind == "1":
+            self.end_session(self.layer.eio.reason.CLIENT_DISCONNECT)
+        elif kind not in "0256":  # OPEN, PING, UPGRADE and NOOP from a client are ignored
+            raise UnknownPacket(f"an unknown Engine.IO packet type {kind}")
+
+    # ---- the handlers, in order ---------------------------------------------------------
+
+    def in_order(self, item: str | bytes | _Close) -> None:
+        """Hand ``item`` (a message, or the session's end) to the handlers after everything
+        before it: one task drains what arrives while a handler runs; past
+        :data:`PAUSE_AT` waiting, the client is held back until they are handled."""
+        pending = self._pending
+        if pending is None:
+            self._pending = []
+            self.layer.spawn(self._drain(item))
+            return
+        pending.append(item)
+        if len(pending) == PAUSE_AT and not self._ending:
+            self.pause()
+
+    def hold(self) -> None:
+        """What arrives waits until :meth:`release` (the ``connect`` handler is running)."""
+        self._pending = []
+
+    def release(self) -> None:
+        """Hand what waited to the handlers, in order."""
+        pending = self._pending
+        if pending:
+            self.layer.spawn(self._drain(pending.pop(0)))
+        else:
+            self._pending = None
+
+    def paused(self) -> bool:
+        """True while the client is held back (see :meth:`in_order`)."""
+        return self._pending is not None and len(self._pending) >= PAUSE_AT
+
+    async def _drain(self, item: str | bytes | _Close) -> None:
+        layer = self.layer
+        try:
+            while True:
+                if isinstance(item, _Close):
+                    await self.close(wait=False, abort=item.abort, reason=item.reason)
+                elif not self.closed:  # a closed session's last messages are dropped
+                    await layer.trigger("message", self.sid, item)
+                pending = self._pending
+                if not pending:
+                    break
+                if len(pending) == PAUSE_AT and not self._ending:
+                    self.resume()
+                item = pending.pop(0)
+        finally:
+            pending, self._pending = self._pending, None
+            # cancelled (a handler raised CancelledError): the session's end is not lost
+            ends = [i for i in pending or () if isinstance(i, _Close)]
+            if ends and not self.closed:
+                self.layer.spawn(self.close(wait=False, abort=ends[0].abort, reason=ends[0].reason))
+
+    def end_session(self, reason: str, abort: bool = True) -> None:
+        """End the session for ``reason`` once what came before is handled (engine.io's
+        ``close``: the ``disconnect`` handler, then, unless ``abort``, a CLOSE packet)."""
+        if self.layer.eio.async_handlers:
+            self.layer.spawn(self.close(wait=False, abort=abort, reason=reason))
+        else:
+            self.in_order(_Close(reason, abort))
