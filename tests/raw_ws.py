@@ -48,7 +48,13 @@ class RawWebsocket:
 
     @classmethod
     async def open(
-        cls, port: int, extra: str = "", then: bytes = b"", sid: str = "", rcvbuf: int = 0
+        cls,
+        port: int,
+        extra: str = "",
+        then: bytes = b"",
+        sid: str = "",
+        rcvbuf: int = 0,
+        eio: int = 4,
     ) -> RawWebsocket:
         sock = socket.socket()
         if rcvbuf:  # before connecting: the window the kernel offers follows it
@@ -57,7 +63,7 @@ class RawWebsocket:
         sock.setblocking(False)
         reader, writer = await asyncio.open_connection(sock=sock)
         key = base64.b64encode(os.urandom(16)).decode()
-        query = "EIO=4&transport=websocket" + (f"&sid={sid}" if sid else "")
+        query = f"EIO={eio}&transport=websocket" + (f"&sid={sid}" if sid else "")
         head = HANDSHAKE.format(query=query, port=port, key=key, extra=extra)
         writer.write(head.encode() + then)
         ws = cls(reader, writer)

@@ -406,6 +406,7 @@ class Worker:
             keep_alive=KEEPALIVE_SECONDS,
             # handed-off connections carry one request each: the master routes by request
             close_after_answer=self.handoff_fd != NO_HANDOFF,
+            allow_eio3=eio3 is not None,
         )
 
     def _server(self, user_app: UserApp, origins: Origins) -> socketio.AsyncServer:

@@ -8,12 +8,16 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
+from engineio import packet as eio_packet
 
+from sio_cluster.workers.eio3 import codec as eio3_codec
 from tests.cluster import MasterProcess, until
 from tests.raw_http import RawHttp
+from tests.raw_ws import RawWebsocket
 
 PATH = "/socket.io/?EIO=4&transport=polling"
 
@@ -161,3 +165,62 @@ async def test_a_chunked_post_reaches_the_layer_s_session_through_engine_io(
         assert (await http.request("POST", session, b"1")).text == "OK"
     finally:
         http.close()
+
+
+async def test_engine_io_3_clients_on_the_layer(
+    start_master: Any, redis_client: aioredis.Redis
+) -> None:
+    """An Engine.IO 3 client (``--allow-eio3``) on long-polling, its upgrade to a websocket
+    and one straight on a websocket: the layer serves each, with the v3 payloads, the
+    client's PINGs answered and its binary frames typed."""
+    cluster: MasterProcess = await start_master(workers=1, extra=["--allow-eio3"]).ready()
+    port = cluster.port_of(0)
+    v3 = "/socket.io/?EIO=3&transport=polling"
+    http = await RawHttp.open(port)
+    try:
+        handshake = await http.request("GET", v3)
+        assert "server" not in handshake.headers  # the layer's, not aiohttp's
+        opening, connect = eio3_codec.decode_payload(handshake.body, "text/plain")
+        assert (opening.packet_type, connect.encode()) == (eio_packet.OPEN, "40")
+        sid = opening.data["sid"]
+        session = f"{v3}&sid={sid}"
+        assert (await http.request("POST", session, b"1:2")).text == "OK"
+        assert (await http.request("GET", session)).text == "1:3"  # its PING answered
+        join = '421["join","three"]'
+        body = f"{len(join)}:{join}".encode()
+        assert (await http.request("POST", session, body)).text == "OK"
+        assert (await http.request("GET", session)).text == '14:431[["three"]]'
+        # the upgrade: the same session, now on a websocket of the layer's
+        ws = await RawWebsocket.open(port, sid=sid, eio=3)
+        try:
+            assert b"aiohttp" not in ws.response_head
+            ws.text("2probe")
+            assert await ws.packet() == "3probe"
+            assert (await http.request("GET", session)).text == "1:6"  # the poll ends
+            ws.text("5")
+            await redis_client.publish("ch:bin", json.dumps({"to": "three", "data": "x"}))
+            assert await ws.packet() == '42["bin","x"]'
+            ws.text("2")
+            assert await ws.packet() == "3"
+        finally:
+            ws.close()
+    finally:
+        http.close()
+    direct = await RawWebsocket.open(port, eio=3)
+    try:
+        assert b"aiohttp" not in direct.response_head
+        assert b"permessage-deflate" not in direct.response_head
+        own = json.loads((await direct.packet())[1:])["sid"]
+        assert await direct.packet() == "40"  # in "/" at once, as socket.io 2 expects
+        # a binary event of v3 (its attachment's frame starts with its type), echoed back
+        spec = {"event": "back", "args": [{"_placeholder": True, "num": 0}], "to": own}
+        direct.text("451-1" + json.dumps(["emit", spec]))
+        direct.send(b"\x04\x01\x02", 0x2)
+        got = sorted([(await direct.frame())[1:] for _ in range(3)])
+        assert got == [
+            (0x1, b"431[true]"),
+            (0x1, b'451-["back",{"_placeholder":true,"num":0}]'),
+            (0x2, b"\x04\x01\x02"),
+        ]
+    finally:
+        direct.close()

@@ -1,1 +1,1 @@
-"""The workers' own connection layer for Engine.IO 4 websockets (docs/connection-layer.md)."""
+"""The workers' own connection layer for Engine.IO sessions (docs/connection-layer.md)."""

@@ -1,5 +1,5 @@
-"""One Engine.IO 4 websocket connection: the asyncio protocol, and the engine.io socket
-python-socketio sees, in one slotted object.
+"""One Engine.IO websocket connection (version 4, or 3 with ``--allow-eio3``): the asyncio
+protocol, and the engine.io socket python-socketio sees, in one slotted object.
 
 Why one object, and no task: an idle connection is this object, its transport, its lazy
 environ (kept by python-socketio) and a place in the heartbeat wheel; nothing else. Frames
@@ -24,6 +24,7 @@ from engineio import packet as eio_packet
 from sio_cluster.workers.conn import deflate, ws_frames
 from sio_cluster.workers.conn.session import EioSession, UnknownPacket
 from sio_cluster.workers.conn.ws_frames import FrameError
+from sio_cluster.workers.eio3 import codec as eio3_codec
 from sio_cluster.workers.transport import fast_ws
 from sio_cluster.workers.transport.fast_ws import Counters
 from sio_cluster.workers.transport.ticks import TickWrites
@@ -44,7 +45,7 @@ _ticks: TickWrites[EioConnection] = TickWrites(lambda conn: conn.flush(), "a web
 
 
 class EioConnection(EioSession, asyncio.Protocol):
-    """A websocket client of Engine.IO 4 (see the module docstring)."""
+    """A websocket client of Engine.IO (see the module docstring)."""
 
     __slots__ = (
         "transport",
@@ -66,8 +67,9 @@ class EioConnection(EioSession, asyncio.Protocol):
         sid: str,
         transport: asyncio.Transport,
         agreement: deflate.Agreement | None,
+        eio3: bool = False,
     ) -> None:
-        super().__init__(layer, sid)
+        super().__init__(layer, sid, eio3)
         self.transport = transport
         self.opened = False  # the 101 answer is written: frames may go
         self._out: list[bytes] | None = None
@@ -142,8 +144,9 @@ class EioConnection(EioSession, asyncio.Protocol):
         encoded = pkt.encode()
         if isinstance(encoded, str):
             payload, opcode = encoded.encode(), ws_frames.TEXT
-        else:
-            payload, opcode = encoded, ws_frames.BINARY
+        else:  # an Engine.IO 3 client's binary frame starts with its packet type
+            payload = eio3_codec.websocket_binary(encoded) if self.eio3 else encoded
+            opcode = ws_frames.BINARY
         agreement = self._deflate
         if agreement is not None and len(payload) >= deflate.THRESHOLD:
             compressed = deflate.compress(payload, agreement.window_bits)
@@ -331,8 +334,13 @@ class EioConnection(EioSession, asyncio.Protocol):
         if not text:
             if self._probing is not None:
                 self.give_up_upgrade()  # nothing but the probe comes before the upgrade
-            else:
-                self.layer.on_message(self, payload)
+                return
+            if self.eio3:
+                try:
+                    payload = eio3_codec.websocket_message(payload)  # type: ignore[assignment]
+                except eio3_codec.PayloadError as exc:
+                    raise FrameError(ws_frames.PROTOCOL_ERROR, str(exc)) from None
+            self.layer.on_message(self, payload)
             return
         try:
             message = payload.decode()

@@ -1,8 +1,8 @@
 """The first protocol of every connection a worker accepts: read the request head, then keep
-the connection (an Engine.IO 4 websocket or long-poll, :mod:`workers.conn.layer`) or give it
+the connection (an Engine.IO websocket or long-poll, :mod:`workers.conn.layer`) or give it
 to aiohttp. A long-poll's connection comes back here for its next request (kept alive).
 
-Why a front: the worker's own layer serves the Engine.IO 4 sessions (the connections that
+Why a front: the worker's own layer serves the Engine.IO sessions (the connections that
 hold the memory: thousands of idle websockets), and aiohttp keeps serving everything else
 exactly as before: Engine.IO 3 and socket.io 0.9 clients, the user's routes, ``/healthz``, the
 Admin UI's files, and every request the layer does not recognise or refuses to judge (it is

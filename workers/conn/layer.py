@@ -1,7 +1,7 @@
-"""The worker's own connection layer for Engine.IO 4 sessions under python-socketio.
+"""The worker's own connection layer for Engine.IO sessions under python-socketio.
 
-What it takes (:meth:`Layer.takes`), on engine.io's path, with ``EIO=4``, from an origin
-engine.io would accept:
+What it takes (:meth:`Layer.takes`), on engine.io's path, with ``EIO=4`` (or ``EIO=3`` with
+``--allow-eio3``: socket.io-client 1.x and 2.x), from an origin engine.io would accept:
 
 - a new session straight on the websocket transport, with a valid RFC 6455 handshake;
 - a new long-polling session (``transport=polling``, a ``GET`` without ``sid``), and the
@@ -9,7 +9,10 @@ engine.io would accept:
 - the upgrade of a long-polling session to a websocket (the layer's sessions, and engine.io's).
 
 Everything else goes to aiohttp and engine.io as before (:mod:`workers.conn.front`): JSONP,
-a chunked POST, engine.io's ``cookie`` option, a callable ``cors_allowed_origins``.
+a chunked POST, engine.io's ``cookie`` option, a callable ``cors_allowed_origins``, and
+whatever is not engine.io's. An Engine.IO 3 session's environ carries its
+:class:`~workers.eio3.translate.Eio3Session`, through which the worker's Socket.IO
+translation (:mod:`workers.eio3.translate`) knows it.
 
 What it does with a new session: what python-engineio's ``AsyncServer`` does for that request
 (a session id from ``eio.generate_id``, the socket in ``eio.sockets``, the ``connect`` handler
@@ -51,6 +54,7 @@ from sio_cluster.workers.conn.polling import PollingSession, PollRequest
 from sio_cluster.workers.conn.session import EioSession
 from sio_cluster.workers.conn.wheel import Wheel
 from sio_cluster.workers.conn.ws_frames import TEXT, frame
+from sio_cluster.workers.eio3 import translate as eio3_translate
 from sio_cluster.workers.patches import engineio as eio_patches
 from sio_cluster.workers.transport import fast_ws
 from sio_cluster.workers.transport.fast_ws import Counters
@@ -67,10 +71,12 @@ def _eager_task(
 
 
 class Route(NamedTuple):
-    """What a request the layer takes is: its transport, and its session (None: a new one)."""
+    """What a request the layer takes is: its transport, its session (None: a new one), and
+    whether the client speaks Engine.IO 3."""
 
     transport: str  # "websocket" or "polling"
     sid: str | None
+    eio3: bool
 
 
 class Layer:
@@ -88,6 +94,7 @@ class Layer:
         app: web.Application | None = None,
         keep_alive: float = 75.0,
         close_after_answer: bool = False,
+        allow_eio3: bool = False,
     ) -> None:
         self.eio = eio
         self.path = path if path.endswith("/") else path + "/"
@@ -102,7 +109,10 @@ class Layer:
         self.max_payload = int(eio.max_http_buffer_size)
         self._header_proxies = header_proxies
         self._shared = Shared(app, asgi_state)  # what every connection's environ refers to
-        self._foreign = foreign  # sessions another part of the worker serves (Engine.IO 3)
+        self._foreign = foreign  # engine.io's sessions the worker translates (Engine.IO 3)
+        self.allow_eio3 = allow_eio3  # Engine.IO 3 clients are served too (--allow-eio3)
+        # an Engine.IO 3 client's silence allowed between its PINGs, as Node allows
+        self.client_ping_deadline = eio_patches.client_ping_deadline(eio)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.connections = 0  # open connections the layer serves (websockets, requests)
         self.probing: set[EioConnection] = set()  # upgrades waiting for the client's probe
@@ -124,12 +134,20 @@ class Layer:
             return None
         fields = head.query_fields()
         transport = fields.get("transport")
-        if fields.get("EIO") != ["4"] or transport is None or len(transport) != 1 or "j" in fields:
+        version = fields.get("EIO")
+        eio3 = version == ["3"] and self.allow_eio3
+        if (version != ["4"] and not eio3) or transport is None or len(transport) != 1:
+            return None
+        if "j" in fields:  # JSONP: engine.io's (it refuses it for Engine.IO 3)
             return None
         sids = fields.get("sid")
         if sids is not None and len(sids) != 1:
             return None
         sid = None if sids is None else sids[0]
+        if sid is not None:
+            known = self.eio.sockets.get(sid)
+            if known is None or getattr(known, "eio3", False) != eio3:
+                return None  # engine.io answers: no such session, or not of this version
         kind = transport[0]
         if kind not in self.eio.transports:
             return None
@@ -138,7 +156,7 @@ class Layer:
                 return None
         elif kind != "polling" or not self._polling(head, sid):
             return None
-        return Route(kind, sid) if self._origin_allowed(head) else None
+        return Route(kind, sid, eio3) if self._origin_allowed(head) else None
 
     def _websocket(self, head: http_head.Head, sid: str | None) -> bool:
         if head.method != "GET" or (sid is not None and self.upgradable(sid) is None):
@@ -202,8 +220,8 @@ class Layer:
         self.probing.discard(conn)
 
     def upgradable(self, sid: str) -> Any | None:
-        """The engine.io socket of long-polling session ``sid`` if this layer may take its
-        upgrade (a session of engine.io's own, connected, not upgrading nor closing)."""
+        """The socket of long-polling session ``sid`` if this layer may take its upgrade (a
+        session of the layer's or of engine.io's own, connected, not upgrading nor closing)."""
         sock = self.eio.sockets.get(sid)
         if (
             type(sock) not in (AsyncSocket, PollingSession)
@@ -213,7 +231,7 @@ class Layer:
             or sock.upgrading
             or sock.closing
             or sock.closed
-            or self._foreign(sid)
+            or (type(sock) is AsyncSocket and self._foreign(sid))
         ):
             return None
         return sock
@@ -231,36 +249,41 @@ class Layer:
     ) -> None:
         """Serve the request ``head`` (``rest``: bytes read after it) of ``route``."""
         if route.transport == "polling":
-            self._poll_request(transport, head, route.sid, rest, client, fallback)
+            self._poll_request(transport, head, route, rest, client, fallback)
             return
-        agreement = deflate.negotiate(head.headers.get("sec-websocket-extensions"))
+        # an Engine.IO 3 client's binary frames start with a type byte the compressed
+        # broadcasts do not have: it gets no compression
+        offer = None if route.eio3 else head.headers.get("sec-websocket-extensions")
+        agreement = deflate.negotiate(offer)
         answer = http_head.switching(
             head.headers["sec-websocket-key"], None if agreement is None else agreement.header
         )
         if route.sid is not None:
             self._upgrade(transport, route.sid, agreement, answer, rest)
             return
-        conn = EioConnection(self, self.eio.generate_id(), transport, agreement)
+        conn = EioConnection(self, self.eio.generate_id(), transport, agreement, route.eio3)
         transport.set_protocol(conn)
         self.connections += 1
         conn.hold()
         if rest:
             conn.data_received(rest)
-        environ = self._environ(transport, head, client)
+        environ = self._environ(transport, head, client, route.eio3)
         self.spawn(self._open(conn, environ, answer))
 
     def _environ(
-        self, transport: asyncio.Transport, head: http_head.Head, client: str | None
+        self, transport: asyncio.Transport, head: http_head.Head, client: str | None, eio3: bool
     ) -> HandshakeEnviron:
         """The environ of a new session's request (``client``: what the master's PROXY
-        header named; a trusted balancer's ``X-Forwarded-For`` is believed)."""
+        header named; a trusted balancer's ``X-Forwarded-For`` is believed); an Engine.IO 3
+        client's carries its :class:`~workers.eio3.translate.Eio3Session`, which the
+        translation's ``connect`` hook registers."""
         peer = transport.get_extra_info("peername")
         sockname = transport.get_extra_info("sockname")
         remote = client or (str(peer[0]) if isinstance(peer, tuple) else "")
         forwarded = head.headers.get("x-forwarded-for")
         if forwarded and self._header_proxies is not None and remote in self._header_proxies:
             remote = forwarded_client(forwarded, self._header_proxies) or remote
-        return HandshakeEnviron(
+        environ = HandshakeEnviron(
             head.raw,
             remote,
             # the peer's port, when the address is the peer's (not a balancer's word for it)
@@ -268,6 +291,10 @@ class Layer:
             (str(sockname[0]), int(sockname[1])) if isinstance(sockname, tuple) else None,
             self._shared,
         )
+        if eio3:
+            supports_binary = "b64" not in head.query_fields()
+            environ[eio3_translate.ENVIRON_KEY] = eio3_translate.Eio3Session(supports_binary)
+        return environ
 
     async def _open(self, conn: EioConnection, environ: HandshakeEnviron, answer: bytes) -> None:
         """The handshake: engine.io's ``connect`` handler, then the 101 and the OPEN packet,
@@ -307,7 +334,7 @@ class Layer:
         self,
         transport: asyncio.Transport,
         head: http_head.Head,
-        sid: str | None,
+        route: Route,
         rest: bytes,
         client: str | None,
         fallback: ProtocolFactory,
@@ -315,8 +342,9 @@ class Layer:
         request = PollRequest(self, transport, head, fallback, client)
         transport.set_protocol(request)
         self.connections += 1
+        sid = route.sid
         if sid is None:
-            request.read_body(0, rest, lambda _: self._poll_open(request, head, client))
+            request.read_body(0, rest, lambda _: self._poll_open(request, head, client, route))
             return
         session = self.eio.sockets[sid]
         assert isinstance(session, PollingSession)
@@ -339,13 +367,16 @@ class Layer:
             return
         request.read_body(length, rest, lambda body: session.posted(request, body))
 
-    def _poll_open(self, request: PollRequest, head: http_head.Head, client: str | None) -> None:
-        if self.stopping:
-            request.answer("503 SERVICE UNAVAILABLE", b'"The server is stopping"')
-            return
-        session = PollingSession(self, self.eio.generate_id())
+    def _poll_open(
+        self, request: PollRequest, head: http_head.Head, client: str | None, route: Route
+    ) -> None:
+        environ = self._environ(request.transport, head, client, route.eio3)
+        binary = True
+        if route.eio3:
+            binary = environ[eio3_translate.ENVIRON_KEY].supports_binary
+        session = PollingSession(self, self.eio.generate_id(), route.eio3, binary)
+        request.session = session
         session.hold()
-        environ = self._environ(request.transport, head, client)
         self.spawn(self._open_polling(session, request, environ))
 
     async def _open_polling(
@@ -413,7 +444,7 @@ class Layer:
             transport.write(http_head.refusal("400 BAD REQUEST", b'"Invalid session"'))
             transport.close()
             return
-        conn = EioConnection(self, sid, transport, agreement)
+        conn = EioConnection(self, sid, transport, agreement, getattr(old, "eio3", False))
         transport.set_protocol(conn)
         self.connections += 1
         old.upgrading = True  # engine.io answers a poll meanwhile with a NOOP

@@ -1,4 +1,4 @@
-"""Engine.IO 4 long-polling on the layer: the session, and the HTTP requests that carry it.
+"""Engine.IO long-polling on the layer: the session, and the HTTP requests that carry it.
 
 Why the layer serves it: most browsers start on long-polling (socket.io-client's default
 transports) and upgrade; with engine.io serving that start, every such session was engine.io's
@@ -34,6 +34,7 @@ from engineio import packet as eio_packet
 from sio_cluster.workers.conn import http_head, payload
 from sio_cluster.workers.conn.front import Front
 from sio_cluster.workers.conn.session import EioSession, UnknownPacket
+from sio_cluster.workers.eio3 import codec as eio3_codec
 from sio_cluster.workers.transport import fast_ws
 from sio_cluster.workers.transport.ticks import TickWrites
 
@@ -58,14 +59,15 @@ _ticks: TickWrites[PollingSession] = TickWrites(lambda s: s.flush(), "a long-pol
 
 
 class PollingSession(EioSession):
-    """An Engine.IO 4 session on long-polling (see the module docstring)."""
+    """An Engine.IO session on long-polling (4, or 3) (see the module docstring)."""
 
-    __slots__ = ("upgrading", "_out", "_waiter", "_flushing", "_held_post")
+    __slots__ = ("upgrading", "_out", "_waiter", "_flushing", "_held_post", "_binary")
 
     upgraded = False  # engine.io's flag: not (yet) on a websocket
 
-    def __init__(self, layer: Layer, sid: str) -> None:
-        super().__init__(layer, sid)
+    def __init__(self, layer: Layer, sid: str, eio3: bool = False, binary: bool = True) -> None:
+        super().__init__(layer, sid, eio3)
+        self._binary = binary  # an Engine.IO 3 client takes binary payloads (not b64=1)
         self.upgrading = False  # a websocket is probing: polls are answered with a NOOP
         self._out: list[Any] = []  # engine.io packets the client has not fetched
         self._waiter: Waiter | None = None
@@ -143,21 +145,41 @@ class PollingSession(EioSession):
         if self._waiter is waiter:
             self._waiter = None
 
-    def receive(self, body: bytes) -> None:
+    def encode(self, packets: list[Any]) -> tuple[bytes, str]:
+        """The body answering a poll with ``packets``, and its content type."""
+        if self.eio3:
+            return eio3_codec.encode_payload(packets, self._binary)
+        return payload.encode(packets), TEXT_PLAIN[1]
+
+    def receive(self, body: bytes, content_type: str) -> None:
         """A POST's packets. Raises :class:`~workers.conn.payload.PayloadError` or
         :class:`~workers.conn.session.UnknownPacket`; the packets before the bad one are
         handled."""
+        if self.eio3:
+            self._receive_eio3(body, content_type)
+            return
         for item in payload.decode(body):
             if isinstance(item, bytes):
                 self.layer.on_message(self, item)
             else:
                 self.on_packet(item)
 
+    def _receive_eio3(self, body: bytes, content_type: str) -> None:
+        try:
+            packets = eio3_codec.decode_payload(body, content_type)
+        except eio3_codec.PayloadError as exc:
+            raise payload.PayloadError(f"an undecodable Engine.IO 3 payload ({exc})") from None
+        for pkt in packets:
+            if pkt.packet_type == eio_packet.MESSAGE:
+                self.layer.on_message(self, pkt.data)
+            else:
+                self.on_packet(pkt.encode())
+
     def posted(self, request: PollRequest, body: bytes) -> None:
         """A POST ``request`` with ``body``: handled, then answered ``OK`` (once the handlers
         have caught up, if :data:`~workers.conn.session.PAUSE_AT` messages wait)."""
         try:
-            self.receive(body)
+            self.receive(body, request.head.headers.get("content-type", ""))
         except (payload.PayloadError, UnknownPacket) as exc:
             fast_ws.bad_client(str(exc))
             request.answer("400 BAD REQUEST", b'"Bad Request"')
@@ -197,7 +219,7 @@ class PollingSession(EioSession):
         if length:
             if int(length) > limit:
                 raise eio_exceptions.ContentTooLongError()
-            body = await stream.read(int(length))
+            body = await stream.readexactly(int(length))
         else:
             body = b""
             while chunk := await stream.read(limit + 1 - len(body)):
@@ -205,7 +227,7 @@ class PollingSession(EioSession):
                 if len(body) > limit:
                     raise eio_exceptions.ContentTooLongError()
         try:
-            self.receive(body)
+            self.receive(body, environ.get("CONTENT_TYPE", ""))
         except (payload.PayloadError, UnknownPacket) as exc:
             fast_ws.bad_client(str(exc))
             raise eio_exceptions.UnknownPacketError() from None
@@ -307,8 +329,9 @@ class PollRequest(asyncio.Protocol):
 
     def answer_packets(self, packets: list[Any]) -> None:
         """Answer a GET with engine.io ``packets`` (compressed as engine.io compresses)."""
-        body = payload.encode(packets)
-        headers = [TEXT_PLAIN]
+        assert self.session is not None
+        body, content_type = self.session.encode(packets)
+        headers = [("Content-Type", content_type)]
         eio = self.layer.eio
         if eio.http_compression and len(body) >= eio.compression_threshold:
             accepted = self.head.headers.get("accept-encoding", "")

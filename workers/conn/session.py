@@ -10,6 +10,13 @@ client and come from it. What python-engineio's server, python-socketio and the 
 timeout for the PONG, and the order in which the client's messages and its leaving reach the
 handlers are the same for both, and written once here.
 
+An Engine.IO 3 client (``--allow-eio3``: socket.io-client 1.x and 2.x) is a session with
+``eio3`` set: it pings and the server answers (no PING from the server; a client silent for
+the ping interval, grace and timeout is closed with ``ping timeout``, as Node allows), and it
+may send a binary message as base64 text (``b4...``). How its packets are framed or encoded
+is its transport's (:mod:`workers.eio3.codec`); the Socket.IO side of the translation stays
+with :mod:`workers.eio3.translate`.
+
 A transport says how to send a packet (:meth:`EioSession.send_packet`), how to ping
 (:meth:`EioSession.ping`), how to say the session is closed (:meth:`EioSession.say_close`),
 how its connection ends (:meth:`EioSession.finish`), and how to hold the client back while its
@@ -18,7 +25,11 @@ messages wait (:meth:`EioSession.pause`, :meth:`EioSession.resume`).
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import TYPE_CHECKING, Any
+
+from engineio import packet as eio_packet
 
 if TYPE_CHECKING:
     from sio_cluster.workers.conn.layer import Layer
@@ -29,7 +40,7 @@ PAUSE_AT = 64  # messages waiting for the handler: the client is held back
 
 
 class UnknownPacket(ValueError):
-    """The client sent a packet type Engine.IO 4 does not have."""
+    """The client sent a packet its Engine.IO version does not have."""
 
 
 class _Close:
@@ -55,21 +66,22 @@ class EioSession:
         "_pong_at",
         "_ending",
         "_pending",
+        "eio3",
     )
 
     connected = True  # engine.io's flag: the session's handshake is done
     upgraded = True  # engine.io's flag: on its final transport (a websocket)
     upgrading = False
-    eio3 = False  # for the delivery path: frames of Engine.IO 4
 
-    def __init__(self, layer: Layer, sid: str) -> None:
+    def __init__(self, layer: Layer, sid: str, eio3: bool = False) -> None:
+        self.eio3 = eio3  # an Engine.IO 3 client (the delivery path frames for it too)
         self.sid = sid
         self.layer = layer
         self.closing = False
         self.closed = False
         self._session: dict[str, Any] | None = None
         self._beat = WAIT_PING
-        self._pong_at = 0.0
+        self._pong_at = 0.0  # the last PONG (an Engine.IO 3 client: its last PING)
         self._ending = False  # the transport is ending: nothing more is sent
         self._pending: list[str | bytes | _Close] | None = None  # None: no handler running
 
@@ -159,15 +171,28 @@ class EioSession:
     # ---- the heartbeat -----------------------------------------------------------------
 
     def start_heartbeat(self) -> None:
-        """The first PING goes a ping interval from now."""
+        """The first PING goes a ping interval from now (an Engine.IO 3 client's is awaited
+        within the deadline)."""
+        layer = self.layer
+        if self.eio3:
+            self._pong_at = layer.loop.time()
+            layer.wheel.add(self, layer.client_ping_deadline)
+            return
         self._beat = WAIT_PING
-        self.layer.wheel.add(self, self.layer.ping_interval)
+        layer.wheel.add(self, layer.ping_interval)
 
     def due(self, now: float) -> bool:
-        """The wheel's call: a PING due, or a PONG overdue."""
+        """The wheel's call: a PING due, or a PONG overdue (an Engine.IO 3 client's PING)."""
         if self.closed or self._ending:
             return False
         layer = self.layer
+        if self.eio3:
+            left = self._pong_at + layer.client_ping_deadline - now
+            if left > 0:
+                layer.wheel.add(self, left)
+                return True
+            layer.spawn(self.close(wait=False, abort=False, reason=layer.eio.reason.PING_TIMEOUT))
+            return False
         if self._beat == WAIT_PING:
             self.ping()
             self._beat = WAIT_PONG
@@ -188,11 +213,19 @@ class EioSession:
         if kind == "4":
             self.layer.on_message(self, message[1:])
         elif kind == "3":
-            if self._beat == WAIT_PONG:
+            if self._beat == WAIT_PONG and not self.eio3:
                 self._beat = PONGED
                 self._pong_at = self.layer.loop.time()
         elif kind == "1":
             self.end_session(self.layer.eio.reason.CLIENT_DISCONNECT)
+        elif kind == "2" and self.eio3:  # answered at once, with what it carried ("probe")
+            self._pong_at = self.layer.loop.time()
+            self.send_packet(eio_packet.Packet(eio_packet.PONG, message[1:] or None))
+        elif kind == "b" and self.eio3 and message[1:2] == "4":  # a base64 binary message
+            try:
+                self.layer.on_message(self, base64.b64decode(message[2:], validate=True))
+            except binascii.Error:
+                raise UnknownPacket("a base64 message that is not base64") from None
         elif kind not in "0256":  # OPEN, PING, UPGRADE and NOOP from a client are ignored
             raise UnknownPacket(f"an unknown Engine.IO packet type {kind}")
 
