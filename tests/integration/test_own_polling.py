@@ -127,10 +127,9 @@ async def test_an_oversized_post_ends_its_session_and_is_counted(cluster: Master
     http = await RawHttp.open(cluster.port_of(0))
     try:
         sid = await opened(http)
-        # the head alone: the body is never read, the connection ends after the answer
-        http.writer.write(
-            f"POST {PATH}&sid={sid} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n".encode()
-        )
+        # the body is not read; the answer is, not lost to a reset of the connection
+        head = f"POST {PATH}&sid={sid} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n"
+        http.writer.write(head.encode() + b"4" * 2_000_000)
         refused = await http.answer()
         assert (refused.status, refused.headers["connection"]) == (400, "close")
         assert await http.reader.read() == b""
@@ -224,3 +223,95 @@ async def test_engine_io_3_clients_on_the_layer(
         ]
     finally:
         direct.close()
+
+
+async def test_pipelined_requests_are_answered_in_turn(cluster: MasterProcess) -> None:
+    http = await RawHttp.open(cluster.port_of(0))
+    try:
+        handshake = await http.request("GET", PATH)
+        session = f"{PATH}&sid={json.loads(handshake.body[1:])['sid']}"
+        assert (await http.request("POST", session, b"")).text == "OK"  # an empty POST: nothing
+        assert (await http.request("POST", session, b"40")).text == "OK"
+        # a GET (no body) and a POST in one write: both answered, in order
+        http.send("GET", session)
+        http.send("POST", session, b'421["join","piped"]')
+        assert (await http.answer()).text.startswith('40{"sid":')
+        assert (await http.answer()).text == "OK"
+        assert (await http.request("GET", session)).text == '431[["piped"]]'
+        # a client that waits for "100 Continue" before its body gets it
+        http.writer.write(
+            f"POST {session} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
+        assert await http.reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        http.writer.write(b"6")
+        assert (await http.answer()).text == "OK"
+        assert (await http.request("POST", session, b"1")).text == "OK"
+    finally:
+        http.close()
+
+
+async def test_a_takeover_answers_the_poll_pipelined_behind_the_first(
+    cluster: MasterProcess,
+) -> None:
+    """A's poll waits with a second one pipelined behind it; B polls too. B's poll ends A's
+    first with a NOOP, then A's second (read next) takes over from B's: every GET answered
+    once, and the one still waiting gets what comes."""
+    a, b, c = [await RawHttp.open(cluster.port_of(0)) for _ in range(3)]
+    try:
+        sid = await opened(a)
+        session = f"{PATH}&sid={sid}"
+        a.send("GET", session)
+        a.send("GET", session)
+        # a request after them, answered: both of A's were read before (they came first)
+        assert (await c.request("POST", session, b"6")).text == "OK"
+        b.send("GET", session)
+        assert (await a.answer()).text == "6"
+        assert (await b.answer()).text == "6"
+        assert (await c.request("POST", session, b'421["join","last"]')).text == "OK"
+        assert (await a.answer()).text == '431[["last"]]'
+        assert (await c.request("POST", session, b"1")).text == "OK"
+    finally:
+        for http in (a, b, c):
+            http.close()
+
+
+async def test_what_came_over_long_polling_is_handled_before_the_websocket(
+    start_master: Any,
+) -> None:
+    """A client posts its CONNECTs to ``/`` and ``/chat`` and upgrades while the ``/``
+    connect handler still runs (socket.io-client multiplexes namespaces and upgrades at
+    once): the ``/chat`` CONNECT waiting behind it is handled, before what the websocket
+    brings, and both answers come over the websocket."""
+    cluster: MasterProcess = await start_master(
+        workers=1, app="tests.apps.gated_connect_app:setup"
+    ).ready()
+    port = cluster.port_of(0)
+    http = await RawHttp.open(port)
+    try:
+        handshake = await http.request("GET", PATH)
+        sid = json.loads(handshake.body[1:])["sid"]
+        session = f"{PATH}&sid={sid}"
+        assert (await http.request("POST", session, b"40\x1e40/chat,")).text == "OK"
+        ws = await RawWebsocket.open(port, sid=sid)
+        try:
+            ws.text("2probe")
+            assert await ws.packet() == "3probe"
+            ws.text("5")
+            ws.text('42/chat,1["hello"]')  # on the websocket: handled after the CONNECTs
+            gate = await RawHttp.open(port)
+            try:
+                opener = await gate.request("GET", PATH)
+                gate_session = f"{PATH}&sid={json.loads(opener.body[1:])['sid']}"
+                assert (await gate.request("POST", gate_session, b"40/gate,")).text == "OK"
+            finally:
+                gate.close()
+            answers = [await ws.packet() for _ in range(3)]
+            assert answers[0].startswith('40{"sid":') and answers[1].startswith('40/chat,{"sid":')
+            assert answers[2] == '43/chat,1["hi"]'  # (before its CONNECT, it would be dropped)
+            ws.text("1")
+            assert await ws.closed_with() == 1000
+        finally:
+            ws.close()
+    finally:
+        http.close()

@@ -9,7 +9,7 @@ What it takes (:meth:`Layer.takes`), on engine.io's path, with ``EIO=4`` (or ``E
 - the upgrade of a long-polling session to a websocket (the layer's sessions, and engine.io's).
 
 Everything else goes to aiohttp and engine.io as before (:mod:`workers.conn.front`): JSONP,
-a chunked POST, engine.io's ``cookie`` option, a callable ``cors_allowed_origins``, and
+a chunked POST, engine.io's ``cookie`` option, an origin ``cors_allowed_origins`` refuses, and
 whatever is not engine.io's. An Engine.IO 3 session's environ carries its
 :class:`~workers.eio3.translate.Eio3Session`, through which the worker's Socket.IO
 translation (:mod:`workers.eio3.translate`) knows it.
@@ -175,6 +175,9 @@ class Layer:
             return False
         if head.method == "GET" and (length or "upgrade" in head.headers):
             return False
+        expect = head.headers.get("expect")
+        if expect is not None and expect.lower() != "100-continue":
+            return False  # aiohttp answers what it cannot meet
         if sid is None:  # a new session (engine.io's cookie option is engine.io's to answer)
             return head.method == "GET" and not self.eio.cookie
         session = self.eio.sockets.get(sid)
@@ -183,8 +186,9 @@ class Layer:
         return head.method in ("GET", "POST")
 
     def _origin_allowed(self, head: http_head.Head) -> bool:
-        """engine.io's origin check (``cors_allowed_origins``), for the cases it can be judged
-        without engine.io; a callable, or a refusal, is left to engine.io (False)."""
+        """engine.io's origin check (``cors_allowed_origins``); a refusal is left to engine.io
+        to answer (False). A callable is given the environ of the request's head (without
+        the peer's address: ``REMOTE_ADDR`` is empty)."""
         origin = head.headers.get("origin")
         allowed = self.eio.cors_allowed_origins
         if not origin or allowed == []:  # no origin, or engine.io's CORS handling is off
@@ -202,8 +206,15 @@ class Layer:
             return True
         if isinstance(allowed, str):
             return origin == allowed
-        if callable(allowed):
-            return False
+        if callable(allowed):  # asked as engine.io asks it, with the request's environ
+            environ = HandshakeEnviron(head.raw, "", 0, None, self._shared)
+            try:
+                try:
+                    return bool(allowed(origin, environ))
+                except TypeError:
+                    return bool(allowed(origin))
+            except Exception:  # engine.io's own call will fail the same way, and say so
+                return False
         return "*" in allowed or origin in allowed
 
     def still_upgradable(self, sid: str, old: Any) -> bool:
@@ -459,6 +470,7 @@ class Layer:
         self.probing.discard(conn)
         if isinstance(old, PollingSession):
             conn.session = old.session
+            old.pass_on(conn)  # the handlers get what came over long-polling first
             self.eio.sockets[conn.sid] = conn
             fast_ws.direct_writers[conn.sid] = conn
             for pkt in old.hand_over():

@@ -25,7 +25,10 @@ def encode(packets: Iterable[Any]) -> bytes:
 
 def decode(body: bytes) -> list[str | bytes]:
     """The packets of a POST body: a text packet as its encoding (type digit first), a
-    binary one as its bytes (a binary MESSAGE). Raises :class:`PayloadError`."""
+    binary one as its bytes (a binary MESSAGE); none in an empty body, as python-engineio
+    reads it. Raises :class:`PayloadError`."""
+    if not body:
+        return []
     try:
         text = body.decode()
     except UnicodeDecodeError:

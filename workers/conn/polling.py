@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 TEXT_PLAIN = ("Content-Type", "text/plain; charset=UTF-8")
 NOOP = eio_packet.Packet(eio_packet.NOOP)
 MAX_EARLY = 64 * 1024  # bytes a client may send ahead of an answer (a pipelined request)
+MAX_UNREAD = 1024 * 1024  # bytes of answers a client may leave unread before it is closed
+CLOSE_WAIT = 2.0  # seconds an answered connection waits for the client to close its side
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class Waiter(Protocol):
@@ -127,18 +130,22 @@ class PollingSession(EioSession):
     # ---- the client's requests -----------------------------------------------------------
 
     def poll(self, waiter: Waiter) -> None:
-        """A GET: answered at once with what is queued, else when something is."""
+        """A GET: answered at once with what is queued, else when something is. The state is
+        settled before any answer is written: an answer may hand its connection back to a
+        :class:`~workers.conn.front.Front`, whose next request (pipelined) polls again."""
         if self.upgrading:  # engine.io's answer while a websocket probes
             waiter.answer_packets([NOOP])
             return
         previous, self._waiter = self._waiter, None
-        if previous is not None:
-            previous.answer_packets([NOOP])
-        if self._out:
-            out, self._out = self._out, []
-            waiter.answer_packets(out)
+        out = self._out
+        if out:
+            self._out = []
         else:
             self._waiter = waiter
+        if previous is not None:
+            previous.answer_packets([NOOP])
+        if out:
+            waiter.answer_packets(out)
 
     def unpoll(self, waiter: Waiter) -> None:
         """``waiter``'s client went: what would have gone to it waits for the next GET."""
@@ -152,28 +159,31 @@ class PollingSession(EioSession):
         return payload.encode(packets), TEXT_PLAIN[1]
 
     def receive(self, body: bytes, content_type: str) -> None:
-        """A POST's packets. Raises :class:`~workers.conn.payload.PayloadError` or
-        :class:`~workers.conn.session.UnknownPacket`; the packets before the bad one are
+        """A POST's packets (for the websocket that took the session over, if the upgrade
+        completed while the POST came). Raises :class:`~workers.conn.payload.PayloadError`
+        or :class:`~workers.conn.session.UnknownPacket`; the packets before the bad one are
         handled."""
+        owner = self.heir or self
         if self.eio3:
-            self._receive_eio3(body, content_type)
-            return
-        for item in payload.decode(body):
+            packets = self._eio3_packets(body, content_type)
+        else:
+            packets = payload.decode(body)
+        for item in packets:
             if isinstance(item, bytes):
-                self.layer.on_message(self, item)
+                self.layer.on_message(owner, item)
             else:
-                self.on_packet(item)
+                owner.on_packet(item)
 
-    def _receive_eio3(self, body: bytes, content_type: str) -> None:
+    @staticmethod
+    def _eio3_packets(body: bytes, content_type: str) -> list[str | bytes]:
         try:
             packets = eio3_codec.decode_payload(body, content_type)
         except eio3_codec.PayloadError as exc:
             raise payload.PayloadError(f"an undecodable Engine.IO 3 payload ({exc})") from None
-        for pkt in packets:
-            if pkt.packet_type == eio_packet.MESSAGE:
-                self.layer.on_message(self, pkt.data)
-            else:
-                self.on_packet(pkt.encode())
+        return [
+            pkt.data if pkt.packet_type == eio_packet.MESSAGE and pkt.binary else pkt.encode()
+            for pkt in packets
+        ]
 
     def posted(self, request: PollRequest, body: bytes) -> None:
         """A POST ``request`` with ``body``: handled, then answered ``OK`` (once the handlers
@@ -202,6 +212,10 @@ class PollingSession(EioSession):
     # ---- requests engine.io hands over (:mod:`workers.conn.polling`) ---------------------
 
     async def handle_get_request(self, environ: Any) -> list[Any]:
+        """A GET engine.io read; a websocket upgrade the layer did not take (a malformed
+        handshake) is answered with no packets, and the session goes on polling."""
+        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            return []
         future: asyncio.Future[list[Any]] = self.layer.loop.create_future()
         waiter = _FutureWaiter(future)
         self.poll(waiter)
@@ -288,26 +302,35 @@ class PollRequest(asyncio.Protocol):
         self._early = b""  # what the client sent after this request, before its answer
 
     def read_body(self, length: int, rest: bytes, then: Callable[[bytes], None]) -> None:
-        """Read a ``length``-byte body (``rest`` came with the head), then ``then(body)``;
-        a body slower than the header timeout closes the connection (counted)."""
+        """Read a ``length``-byte body (``rest`` came with the head), then ``then(body)``.
+        The body may pause for at most the header timeout between two reads; a client that
+        does not send it is closed and counted as a late head."""
         self._need = length
         self._on_body = then
+        if length == 0:
+            self._early = rest  # a pipelined request: read once this one is answered
+            self._body_done()
+            return
+        if self.head.headers.get("expect", "").lower() == "100-continue":
+            self.transport.write(CONTINUE)  # what curl and .NET wait for before the body
         self._timer = self.layer.loop.call_later(self.layer.header_timeout, self._late)
         if rest:
             self.data_received(rest)
-        elif length == 0:
-            self._body_done()
 
     def data_received(self, data: bytes) -> None:
         if self._done:
-            return
+            return  # the answer is written: the connection closes, what comes is dropped
         missing = self._need - len(self._body)
         if missing > 0:
             self._body += data[:missing]
             data = data[missing:]
-            if len(self._body) == self._need:
-                self._early += data
-                self._body_done()
+            if len(self._body) < self._need:
+                if self._timer is not None:  # the body is still coming: its deadline moves
+                    self._timer.cancel()
+                    self._timer = self.layer.loop.call_later(self.layer.header_timeout, self._late)
+                return
+            self._early += data
+            self._body_done()
             return
         self._early += data
         if len(self._early) > MAX_EARLY:  # a client that does not wait for answers
@@ -368,7 +391,10 @@ class PollRequest(asyncio.Protocol):
         every.extend(layer.cors_headers(self.head))
         transport.write(http_head.answer(status, every, body, close))
         if close or transport.is_closing():
-            transport.close()  # counted out when it is closed (after the answer is written)
+            self._linger()  # counted out when it is closed (after the answer is written)
+            return
+        if transport.get_write_buffer_size() > MAX_UNREAD:  # answers pile up unread
+            transport.abort()
             return
         self._release()
         front = Front(layer, self.fallback, self.client, reused=True)
@@ -377,6 +403,19 @@ class PollRequest(asyncio.Protocol):
         if self._early:
             early, self._early = self._early, b""
             front.data_received(early)
+
+    def _linger(self) -> None:
+        """End the connection after the answer without losing it: the server sends its end
+        of stream and reads on (discarding) until the client closes, since closing a socket
+        with unread bytes in it (a refused body) resets the connection before the client
+        reads the answer; aborted after :data:`CLOSE_WAIT` seconds."""
+        transport = self.transport
+        self._early = b""
+        if transport.is_closing() or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._timer = self.layer.loop.call_later(CLOSE_WAIT, transport.abort)
 
     def eof_received(self) -> bool:
         return False

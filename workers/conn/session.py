@@ -67,6 +67,7 @@ class EioSession:
         "_ending",
         "_pending",
         "eio3",
+        "heir",
     )
 
     connected = True  # engine.io's flag: the session's handshake is done
@@ -84,6 +85,7 @@ class EioSession:
         self._pong_at = 0.0  # the last PONG (an Engine.IO 3 client: its last PING)
         self._ending = False  # the transport is ending: nothing more is sent
         self._pending: list[str | bytes | _Close] | None = None  # None: no handler running
+        self.heir: EioSession | None = None  # the websocket this session was upgraded to
 
     # ---- what a transport provides ---------------------------------------------------
 
@@ -261,13 +263,18 @@ class EioSession:
         return self._pending is not None and len(self._pending) >= PAUSE_AT
 
     async def _drain(self, item: str | bytes | _Close) -> None:
+        """Hand the waiting items to the handlers, one after the other. Once the session is
+        upgraded (``heir``), what was waiting still goes, in order, and the heir's own
+        messages wait for it (:meth:`pass_on`)."""
         layer = self.layer
         try:
             while True:
                 if isinstance(item, _Close):
-                    await self.close(wait=False, abort=item.abort, reason=item.reason)
-                elif not self.closed:  # a closed session's last messages are dropped
+                    owner = self.heir or self
+                    await owner.close(wait=False, abort=item.abort, reason=item.reason)
+                elif not self.closed or self.heir is not None:
                     await layer.trigger("message", self.sid, item)
+                # (a closed session's last messages are dropped)
                 pending = self._pending
                 if not pending:
                     break
@@ -278,8 +285,19 @@ class EioSession:
             pending, self._pending = self._pending, None
             # cancelled (a handler raised CancelledError): the session's end is not lost
             ends = [i for i in pending or () if isinstance(i, _Close)]
-            if ends and not self.closed:
-                self.layer.spawn(self.close(wait=False, abort=ends[0].abort, reason=ends[0].reason))
+            owner = self.heir or self
+            if ends and not owner.closed:
+                layer.spawn(owner.close(wait=False, abort=ends[0].abort, reason=ends[0].reason))
+            if self.heir is not None:
+                self.heir.release()
+
+    def pass_on(self, heir: EioSession) -> None:
+        """``heir`` (the websocket of an upgrade) is this session from now on. What the
+        client sent before waits for no one; what it sends on the websocket waits until the
+        handlers have had that (:meth:`_drain` releases it)."""
+        self.heir = heir
+        if self._pending is not None:
+            heir.hold()
 
     def end_session(self, reason: str, abort: bool = True) -> None:
         """End the session for ``reason`` once what came before is handled (engine.io's
