@@ -73,37 +73,46 @@ def settled_cpu(pids: set[int], limit: float) -> tuple[float, bool]:
     return last, True
 
 
-def run_layer(layer: str, clients: int, crowds: int, redis_url: str, repo: Path) -> dict[str, Any]:
+def start_server(
+    servers: Processes, layer: str, clients: int, redis_url: str, repo: Path
+) -> tuple[int, set[int], set[int]]:
+    """``python -m sio_cluster`` of ``repo`` with one worker, on the ``--ws`` ``layer``, room
+    for ``clients``: the worker's port, the worker's pid and the master's and worker's pids
+    (as sets, which the /proc readings take). Also ``bench/polling_cost.py``'s server."""
     port = free_port_block(2)
     env = {**os.environ, "PYTHONPATH": str(repo)}  # that checkout's sio_cluster, its probe app
+    master = servers.start(
+        [
+            sys.executable,
+            "-m",
+            "sio_cluster",
+            "--workers",
+            "1",
+            "--worker-ports",
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(port + 1),
+            "--redis-url",
+            redis_url,
+            "--app",
+            "tests.probe_app:setup",
+            "--max-connections",
+            str(clients + 100),
+            *([] if layer == "default" else ["--ws", layer]),
+        ],
+        cwd=repo,
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port, 60)
+    worker = {p for p in descendants(master.pid) if "sio_cluster.workers" in _cmdline(p)}
+    return port, worker, {master.pid} | worker
+
+
+def run_layer(layer: str, clients: int, crowds: int, redis_url: str, repo: Path) -> dict[str, Any]:
     with Processes() as servers, Processes() as crowd:
-        master = servers.start(
-            [
-                sys.executable,
-                "-m",
-                "sio_cluster",
-                "--workers",
-                "1",
-                "--worker-ports",
-                "--port",
-                str(port),
-                "--metrics-port",
-                str(port + 1),
-                "--redis-url",
-                redis_url,
-                "--app",
-                "tests.probe_app:setup",
-                "--max-connections",
-                str(clients + 100),
-                *([] if layer == "default" else ["--ws", layer]),
-            ],
-            cwd=repo,
-            env=env,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_port(port, 60)
-        worker = {p for p in descendants(master.pid) if "sio_cluster.workers" in _cmdline(p)}
-        everyone = {master.pid} | worker
+        port, worker, everyone = start_server(servers, layer, clients, redis_url, repo)
         time.sleep(1)
         idle = {"all": pss_kib(everyone), "worker": pss_kib(worker)}
         cpu_before = cpu_seconds(worker)
