@@ -208,3 +208,13 @@ def test_a_payload_reads_back() -> None:
 def test_payloads_engine_io_4_refuses(body: bytes) -> None:
     with pytest.raises(payload.PayloadError):
         payload.decode(body)
+
+
+@given(st.lists(st.tuples(st.text("abEIO=_-.0123456789", max_size=6), st.booleans()), max_size=6))
+def test_a_query_reads_as_parse_qs_reads_it(pairs: list[tuple[str, bool]]) -> None:
+    from urllib.parse import parse_qs
+
+    query = "&".join(text if equals else text.replace("=", "") for text, equals in pairs)
+    for escaped in (query, query + "&x=a%20b", query + "&y=a+b"):
+        head = http_head.Head("GET", "/", escaped, {}, b"")
+        assert head.query_fields() == parse_qs(escaped)

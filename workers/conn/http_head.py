@@ -54,7 +54,18 @@ class Head:
     keep_alive: bool = True  # HTTP/1.1 without ``Connection: close``
 
     def query_fields(self) -> dict[str, list[str]]:
-        return parse_qs(self.query)
+        """The query's fields, as ``urllib.parse.parse_qs`` reads them (blank values left
+        out); split by hand when nothing in it is escaped, which is every Engine.IO query
+        (``parse_qs`` was 8% of a worker's CPU serving long-polling)."""
+        query = self.query
+        if "%" in query or "+" in query:
+            return parse_qs(query)
+        fields: dict[str, list[str]] = {}
+        for pair in query.split("&"):
+            name, _, value = pair.partition("=")
+            if value:
+                fields.setdefault(name, []).append(value)
+        return fields
 
 
 def head_end(buffer: bytes | bytearray) -> int:

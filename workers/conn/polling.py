@@ -32,10 +32,11 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
 from sio_cluster.workers.conn import http_head, payload
-from sio_cluster.workers.conn.front import Front
+from sio_cluster.workers.conn.front import Front, KeepAlive
 from sio_cluster.workers.conn.session import EioSession, UnknownPacket
 from sio_cluster.workers.eio3 import codec as eio3_codec
 from sio_cluster.workers.transport import fast_ws
+from sio_cluster.workers.transport.fast_ws import Counters
 from sio_cluster.workers.transport.ticks import TickWrites
 
 if TYPE_CHECKING:
@@ -47,8 +48,8 @@ log = logging.getLogger(__name__)
 TEXT_PLAIN = ("Content-Type", "text/plain; charset=UTF-8")
 NOOP = eio_packet.Packet(eio_packet.NOOP)
 MAX_EARLY = 64 * 1024  # bytes a client may send ahead of an answer (a pipelined request)
-MAX_UNREAD = 1024 * 1024  # bytes of answers a client may leave unread before it is closed
-CLOSE_WAIT = 2.0  # seconds an answered connection waits for the client to close its side
+CLOSE_WAIT = 2.0  # seconds a refused request's connection waits for the client to close
+MIN_BODY_RATE = 16 * 1024  # bytes a second a POST's body must at least come at
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -193,7 +194,7 @@ class PollingSession(EioSession):
         except (payload.PayloadError, UnknownPacket) as exc:
             fast_ws.bad_client(str(exc))
             request.answer("400 BAD REQUEST", b'"Bad Request"')
-            self.end_session(self.layer.eio.reason.TRANSPORT_ERROR)
+            (self.heir or self).end_session(self.layer.eio.reason.TRANSPORT_ERROR)
             return
         if self.paused() and not self._ending:
             self._held_post = request
@@ -277,6 +278,7 @@ class PollRequest(asyncio.Protocol):
         "_done",
         "_counted",
         "_early",
+        "kept",
     )
 
     def __init__(
@@ -300,11 +302,12 @@ class PollRequest(asyncio.Protocol):
         self._done = False  # answered (or the connection went)
         self._counted = True  # in the layer's connections (until re-fronted or closed)
         self._early = b""  # what the client sent after this request, before its answer
+        self.kept: KeepAlive | None = None  # the connection's idle timer, once kept alive
 
     def read_body(self, length: int, rest: bytes, then: Callable[[bytes], None]) -> None:
         """Read a ``length``-byte body (``rest`` came with the head), then ``then(body)``.
-        The body may pause for at most the header timeout between two reads; a client that
-        does not send it is closed and counted as a late head."""
+        The body has the header timeout, plus a second per :data:`MIN_BODY_RATE` bytes; a
+        client that does not send it in time is closed and counted as a late head."""
         self._need = length
         self._on_body = then
         if length == 0:
@@ -313,7 +316,8 @@ class PollRequest(asyncio.Protocol):
             return
         if self.head.headers.get("expect", "").lower() == "100-continue":
             self.transport.write(CONTINUE)  # what curl and .NET wait for before the body
-        self._timer = self.layer.loop.call_later(self.layer.header_timeout, self._late)
+        allowed = self.layer.header_timeout + length / MIN_BODY_RATE
+        self._timer = self.layer.loop.call_later(allowed, self._late)
         if rest:
             self.data_received(rest)
 
@@ -368,16 +372,21 @@ class PollRequest(asyncio.Protocol):
     def refuse_unread(self) -> None:
         """Answer 400 and end the connection, the request's body unread."""
         self.head.keep_alive = False
-        self.answer("400 BAD REQUEST", b'"Bad Request"')
+        self.answer("400 BAD REQUEST", b'"Bad Request"', linger=True)
 
     def answer_ok(self) -> None:
         """Answer a POST (engine.io's ``OK``)."""
         self.answer("200 OK", b"OK", [("Content-Type", "text/plain")])
 
     def answer(
-        self, status: str, body: bytes, headers: list[tuple[str, str]] | None = None
+        self,
+        status: str,
+        body: bytes,
+        headers: list[tuple[str, str]] | None = None,
+        linger: bool = False,
     ) -> None:
-        """Write the answer; then the connection reads its next request, or ends."""
+        """Write the answer; then the connection reads its next request, or ends (``linger``:
+        the request's body is unread, see :meth:`_linger`)."""
         if self._done:
             return
         self._done = True
@@ -389,15 +398,23 @@ class PollRequest(asyncio.Protocol):
         close = not self.head.keep_alive or layer.close_after_answer or layer.stopping
         every = list(headers or [("Content-Type", "text/plain")])
         every.extend(layer.cors_headers(self.head))
-        transport.write(http_head.answer(status, every, body, close))
-        if close or transport.is_closing():
-            self._linger()  # counted out when it is closed (after the answer is written)
-            return
-        if transport.get_write_buffer_size() > MAX_UNREAD:  # answers pile up unread
+        unsent = transport.get_write_buffer_size()
+        if unsent > fast_ws.SLOW_CLIENT_BYTES:  # earlier answers still unread: a slow client
+            Counters.dropped += 1
+            Counters.dropped_bytes += unsent + len(body)
+            log.warning("a client is not reading (over %d bytes unsent): closing it", unsent)
             transport.abort()
             return
+        transport.write(http_head.answer(status, every, body, close))
+        if close or transport.is_closing():  # counted out when it is closed
+            if linger:
+                self._linger()
+            else:
+                transport.close()  # after the answer is written
+            return
         self._release()
-        front = Front(layer, self.fallback, self.client, reused=True)
+        kept = self.kept or KeepAlive(transport, layer.loop, layer.keep_alive)
+        front = Front(layer, self.fallback, self.client, kept)
         transport.set_protocol(front)
         front.connection_made(transport)
         if self._early:
@@ -405,10 +422,10 @@ class PollRequest(asyncio.Protocol):
             front.data_received(early)
 
     def _linger(self) -> None:
-        """End the connection after the answer without losing it: the server sends its end
+        """End the connection after a refusal without losing it: the server sends its end
         of stream and reads on (discarding) until the client closes, since closing a socket
-        with unread bytes in it (a refused body) resets the connection before the client
-        reads the answer; aborted after :data:`CLOSE_WAIT` seconds."""
+        with unread bytes in it (the refused body) resets the connection before the client
+        reads the answer; aborted after :data:`CLOSE_WAIT` seconds (the answer is small)."""
         transport = self.transport
         self._early = b""
         if transport.is_closing() or not transport.can_write_eof():
@@ -426,6 +443,8 @@ class PollRequest(asyncio.Protocol):
             self._timer = None
         if self.session is not None:
             self.session.unpoll(self)
+        if self.kept is not None:
+            self.kept.cancel()
         self._done = True
         self._release()
 

@@ -68,6 +68,8 @@ class EioSession:
         "_pending",
         "eio3",
         "heir",
+        "_paused",
+        "_holds_heir",
     )
 
     connected = True  # engine.io's flag: the session's handshake is done
@@ -86,6 +88,8 @@ class EioSession:
         self._ending = False  # the transport is ending: nothing more is sent
         self._pending: list[str | bytes | _Close] | None = None  # None: no handler running
         self.heir: EioSession | None = None  # the websocket this session was upgraded to
+        self._paused = False  # the client is held back (PAUSE_AT messages wait)
+        self._holds_heir = False  # the heir's messages wait for this session's handlers
 
     # ---- what a transport provides ---------------------------------------------------
 
@@ -235,32 +239,43 @@ class EioSession:
 
     def in_order(self, item: str | bytes | _Close) -> None:
         """Hand ``item`` (a message, or the session's end) to the handlers after everything
-        before it: one task drains what arrives while a handler runs; past
-        :data:`PAUSE_AT` waiting, the client is held back until they are handled."""
+        before it: one task drains what arrives while a handler runs; from
+        :data:`PAUSE_AT` waiting, the client is held back until fewer wait."""
         pending = self._pending
         if pending is None:
             self._pending = []
             self.layer.spawn(self._drain(item))
             return
         pending.append(item)
-        if len(pending) == PAUSE_AT and not self._ending:
+        if len(pending) >= PAUSE_AT and not self._paused and not self._ending:
+            self._paused = True
             self.pause()
 
+    def _taken(self, pending: list[str | bytes | _Close]) -> str | bytes | _Close:
+        """The next waiting item, the client read again once few enough wait."""
+        item = pending.pop(0)
+        if self._paused and len(pending) < PAUSE_AT:
+            self._paused = False
+            if not self._ending:
+                self.resume()
+        return item
+
     def hold(self) -> None:
-        """What arrives waits until :meth:`release` (the ``connect`` handler is running)."""
+        """What arrives waits until :meth:`release` (the ``connect`` handler is running, or
+        the session this websocket upgraded is still handling what came before)."""
         self._pending = []
 
     def release(self) -> None:
         """Hand what waited to the handlers, in order."""
         pending = self._pending
         if pending:
-            self.layer.spawn(self._drain(pending.pop(0)))
+            self.layer.spawn(self._drain(self._taken(pending)))
         else:
             self._pending = None
 
     def paused(self) -> bool:
         """True while the client is held back (see :meth:`in_order`)."""
-        return self._pending is not None and len(self._pending) >= PAUSE_AT
+        return self._paused
 
     async def _drain(self, item: str | bytes | _Close) -> None:
         """Hand the waiting items to the handlers, one after the other. Once the session is
@@ -269,18 +284,15 @@ class EioSession:
         layer = self.layer
         try:
             while True:
+                owner = self.heir or self
                 if isinstance(item, _Close):
-                    owner = self.heir or self
                     await owner.close(wait=False, abort=item.abort, reason=item.reason)
-                elif not self.closed or self.heir is not None:
+                elif not owner.closed:  # a closed session's last messages are dropped
                     await layer.trigger("message", self.sid, item)
-                # (a closed session's last messages are dropped)
                 pending = self._pending
                 if not pending:
                     break
-                if len(pending) == PAUSE_AT and not self._ending:
-                    self.resume()
-                item = pending.pop(0)
+                item = self._taken(pending)
         finally:
             pending, self._pending = self._pending, None
             # cancelled (a handler raised CancelledError): the session's end is not lost
@@ -288,7 +300,8 @@ class EioSession:
             owner = self.heir or self
             if ends and not owner.closed:
                 layer.spawn(owner.close(wait=False, abort=ends[0].abort, reason=ends[0].reason))
-            if self.heir is not None:
+            if self._holds_heir and self.heir is not None:
+                self._holds_heir = False
                 self.heir.release()
 
     def pass_on(self, heir: EioSession) -> None:
@@ -297,6 +310,7 @@ class EioSession:
         handlers have had that (:meth:`_drain` releases it)."""
         self.heir = heir
         if self._pending is not None:
+            self._holds_heir = True
             heir.hold()
 
     def end_session(self, reason: str, abort: bool = True) -> None:
