@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -40,7 +39,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/...
 
 from bench.harness import REPO, Options, Processes, markdown_table, write_json  # noqa: E402
-from bench.measure import cpu_seconds, descendants, free_port_block, wait_port  # noqa: E402
+from bench.measure import (  # noqa: E402
+    cpu_seconds,
+    descendants,
+    free_port_block,
+    raise_open_files,
+    wait_port,
+)
 from sio_cluster.master.embedded_redis import EmbeddedRedis  # noqa: E402
 
 LAYERS = ("own", "aiohttp", "default")
@@ -162,11 +167,7 @@ def main() -> None:
     options.add_argument("--only", nargs="*", choices=LAYERS, default=["own", "aiohttp"])
     options.add_argument("--repo", default=str(REPO), help="the checkout whose server runs")
     args = options.parse()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = args.clients + 1024
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        options.error(f"{needed} open files needed, the hard limit is {hard}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, needed), hard))
+    raise_open_files(args.clients + 1024)
     redis = EmbeddedRedis().start()
     results: dict[str, Any] = {
         "clients": args.clients,

@@ -10,6 +10,7 @@ machinery. A single free port comes from the runtime's own picker,
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import time
 from collections.abc import Iterable
@@ -156,3 +157,16 @@ def wait_port(port: int, timeout: float = 30) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def raise_open_files(needed: int) -> dict[str, int]:
+    """Raise this process's soft RLIMIT_NOFILE to ``needed`` (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise SystemExit(
+            f"{needed} open files needed per process, the hard limit is {hard}: raise it "
+            "(ulimit -Hn) or spread the clients over more --crowds"
+        )
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    return {"soft_before": soft, "soft": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 import select
 import subprocess
 import sys
@@ -51,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/
 
 from bench.connection_cost import SETTLE, pss_kib, settled_cpu, start_server  # noqa: E402
 from bench.harness import REPO, Options, Processes, markdown_table, write_json  # noqa: E402
-from bench.measure import cpu_seconds  # noqa: E402
+from bench.measure import cpu_seconds, raise_open_files  # noqa: E402
 from sio_cluster.master.embedded_redis import EmbeddedRedis  # noqa: E402
 
 LAYERS = ("own", "aiohttp")
@@ -166,11 +165,7 @@ def main() -> None:
     options.add_argument("--only", nargs="*", choices=LAYERS, default=list(LAYERS))
     options.add_argument("--repo", default=str(REPO), help="the checkout whose server runs")
     args = options.parse()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = args.clients + 1024
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        options.error(f"{needed} open files needed, the hard limit is {hard}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, needed), hard))
+    raise_open_files(args.clients + 1024)
     server = EmbeddedRedis().start()
     results: dict[str, Any] = {
         "clients": args.clients,

@@ -98,7 +98,6 @@ import asyncio
 import contextlib
 import math
 import os
-import resource
 import signal
 import statistics
 import sys
@@ -111,7 +110,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/
 
 from bench.crowd import Crowd, PhaseFailed, epoch_ms, failed_attempts  # noqa: E402
 from bench.harness import Options, redis_server, write_json  # noqa: E402
-from bench.measure import cpu_times, exited, pss_bytes, rss_bytes  # noqa: E402
+from bench.measure import cpu_times, exited, pss_bytes, raise_open_files, rss_bytes  # noqa: E402
 from bench.peers import (  # noqa: E402
     ROOMS,
     Node,
@@ -141,19 +140,6 @@ SYSTEMS: dict[str, type[System]] = {
     "pysio": PythonSocketIOOnUvicorn,
 }
 EPHEMERAL_PORTS = "/proc/sys/net/ipv4/ip_local_port_range"
-
-
-def raise_open_files(needed: int) -> dict[str, int]:
-    """Raise this process's soft RLIMIT_NOFILE to ``needed`` (children inherit it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        raise SystemExit(
-            f"{needed} open files needed per process, the hard limit is {hard}: raise it "
-            "(ulimit -Hn) or spread the clients over more --crowds"
-        )
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-    return {"soft_before": soft, "soft": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}
 
 
 def check_sources(clients: int, sources: int) -> dict[str, int]:
