@@ -50,7 +50,8 @@ from sio_cluster.workers.conn import deflate, http_head
 from sio_cluster.workers.conn.eio_conn import EioConnection
 from sio_cluster.workers.conn.environ import HandshakeEnviron, Shared
 from sio_cluster.workers.conn.front import Front, KeepAlive, ProtocolFactory
-from sio_cluster.workers.conn.polling import PollingSession, PollRequest
+from sio_cluster.workers.conn.poll_request import PollRequest
+from sio_cluster.workers.conn.polling import PollingSession
 from sio_cluster.workers.conn.session import EioSession
 from sio_cluster.workers.conn.wheel import Wheel
 from sio_cluster.workers.conn.ws_frames import TEXT, frame

@@ -10,10 +10,8 @@ kind of state to the websocket.
 - :class:`PollingSession` keeps the packets not yet fetched and the GET waiting for them
   (at most one: a second GET takes over, the first is answered with a NOOP). Packets given
   during one loop tick go in one answer.
-- :class:`PollRequest` is one request of a keep-alive connection: a POST's body is read
-  (at most engine.io's ``max_http_buffer_size``), a GET is held until there is something to
-  answer; after the answer the connection reads its next request (a new
-  :class:`~workers.conn.front.Front`).
+- :class:`~workers.conn.poll_request.PollRequest` is one request of a keep-alive connection
+  (:mod:`workers.conn.poll_request`).
 - A request for a session of the layer's that the layer does not read itself (a chunked POST,
   a JSONP poll) reaches engine.io, which calls the session's ``handle_get_request`` /
   ``handle_post_request``, as it calls its own sockets'.
@@ -22,35 +20,23 @@ kind of state to the websocket.
 from __future__ import annotations
 
 import asyncio
-import gzip
-import logging
-import zlib
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
-from sio_cluster.workers.conn import http_head, payload
-from sio_cluster.workers.conn.front import Front, KeepAlive
+from sio_cluster.workers.conn import payload
 from sio_cluster.workers.conn.session import EioSession, UnknownPacket
 from sio_cluster.workers.eio3 import codec as eio3_codec
 from sio_cluster.workers.transport import fast_ws
-from sio_cluster.workers.transport.fast_ws import Counters
 from sio_cluster.workers.transport.ticks import TickWrites
 
 if TYPE_CHECKING:
-    from sio_cluster.workers.conn.front import ProtocolFactory
     from sio_cluster.workers.conn.layer import Layer
+    from sio_cluster.workers.conn.poll_request import PollRequest
 
-log = logging.getLogger(__name__)
-
-TEXT_PLAIN = ("Content-Type", "text/plain; charset=UTF-8")
+TEXT_PLAIN = "text/plain; charset=UTF-8"
 NOOP = eio_packet.Packet(eio_packet.NOOP)
-MAX_EARLY = 64 * 1024  # bytes a client may send ahead of an answer (a pipelined request)
-CLOSE_WAIT = 2.0  # seconds a refused request's connection waits for the client to close
-MIN_BODY_RATE = 16 * 1024  # bytes a second a POST's body must at least come at
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class Waiter(Protocol):
@@ -157,7 +143,7 @@ class PollingSession(EioSession):
         """The body answering a poll with ``packets``, and its content type."""
         if self.eio3:
             return eio3_codec.encode_payload(packets, self._binary)
-        return payload.encode(packets), TEXT_PLAIN[1]
+        return payload.encode(packets), TEXT_PLAIN
 
     def receive(self, body: bytes, content_type: str) -> None:
         """A POST's packets (for the websocket that took the session over, if the upgrade
@@ -259,196 +245,3 @@ class _FutureWaiter:
     def answer_packets(self, packets: list[Any]) -> None:
         if not self.future.done():
             self.future.set_result(packets)
-
-
-class PollRequest(asyncio.Protocol):
-    """One long-polling request on a connection (see the module docstring)."""
-
-    __slots__ = (
-        "layer",
-        "transport",
-        "head",
-        "fallback",
-        "client",
-        "session",
-        "_body",
-        "_need",
-        "_on_body",
-        "_timer",
-        "_done",
-        "_counted",
-        "_early",
-        "kept",
-    )
-
-    def __init__(
-        self,
-        layer: Layer,
-        transport: asyncio.Transport,
-        head: http_head.Head,
-        fallback: ProtocolFactory,
-        client: str | None,
-    ) -> None:
-        self.layer = layer
-        self.transport = transport
-        self.head = head
-        self.fallback = fallback
-        self.client = client
-        self.session: PollingSession | None = None
-        self._body = bytearray()
-        self._need = 0
-        self._on_body: Callable[[bytes], None] = lambda body: None
-        self._timer: asyncio.TimerHandle | None = None
-        self._done = False  # answered (or the connection went)
-        self._counted = True  # in the layer's connections (until re-fronted or closed)
-        self._early = b""  # what the client sent after this request, before its answer
-        self.kept: KeepAlive | None = None  # the connection's idle timer, once kept alive
-
-    def read_body(self, length: int, rest: bytes, then: Callable[[bytes], None]) -> None:
-        """Read a ``length``-byte body (``rest`` came with the head), then ``then(body)``.
-        The body has the header timeout, plus a second per :data:`MIN_BODY_RATE` bytes; a
-        client that does not send it in time is closed and counted as a late head."""
-        self._need = length
-        self._on_body = then
-        if length == 0:
-            self._early = rest  # a pipelined request: read once this one is answered
-            self._body_done()
-            return
-        if self.head.headers.get("expect", "").lower() == "100-continue":
-            self.transport.write(CONTINUE)  # what curl and .NET wait for before the body
-        allowed = self.layer.header_timeout + length / MIN_BODY_RATE
-        self._timer = self.layer.loop.call_later(allowed, self._late)
-        if rest:
-            self.data_received(rest)
-
-    def data_received(self, data: bytes) -> None:
-        if self._done:
-            return  # the answer is written: the connection closes, what comes is dropped
-        missing = self._need - len(self._body)
-        if missing > 0:
-            self._body += data[:missing]
-            data = data[missing:]
-            if len(self._body) < self._need:
-                if self._timer is not None:  # the body is still coming: its deadline moves
-                    self._timer.cancel()
-                    self._timer = self.layer.loop.call_later(self.layer.header_timeout, self._late)
-                return
-            self._early += data
-            self._body_done()
-            return
-        self._early += data
-        if len(self._early) > MAX_EARLY:  # a client that does not wait for answers
-            self.transport.close()
-
-    def _body_done(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        body, self._body = bytes(self._body), bytearray()
-        self._on_body(body)
-
-    def _late(self) -> None:
-        self._timer = None
-        self.layer.late_headers()
-        self.transport.close()
-
-    # ---- answers -----------------------------------------------------------------------
-
-    def answer_packets(self, packets: list[Any]) -> None:
-        """Answer a GET with engine.io ``packets`` (compressed as engine.io compresses)."""
-        assert self.session is not None
-        body, content_type = self.session.encode(packets)
-        headers = [("Content-Type", content_type)]
-        eio = self.layer.eio
-        if eio.http_compression and len(body) >= eio.compression_threshold:
-            accepted = self.head.headers.get("accept-encoding", "")
-            for encoding in (e.split(";")[0].strip() for e in accepted.split(",")):
-                if encoding in eio.compression_methods and encoding in ("gzip", "deflate"):
-                    body = gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
-                    headers.append(("Content-Encoding", encoding))
-                    break
-        self.answer("200 OK", body, headers)
-
-    def refuse_unread(self) -> None:
-        """Answer 400 and end the connection, the request's body unread."""
-        self.head.keep_alive = False
-        self.answer("400 BAD REQUEST", b'"Bad Request"', linger=True)
-
-    def answer_ok(self) -> None:
-        """Answer a POST (engine.io's ``OK``)."""
-        self.answer("200 OK", b"OK", [("Content-Type", "text/plain")])
-
-    def answer(
-        self,
-        status: str,
-        body: bytes,
-        headers: list[tuple[str, str]] | None = None,
-        linger: bool = False,
-    ) -> None:
-        """Write the answer; then the connection reads its next request, or ends (``linger``:
-        the request's body is unread, see :meth:`_linger`)."""
-        if self._done:
-            return
-        self._done = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        layer = self.layer
-        transport = self.transport
-        close = not self.head.keep_alive or layer.close_after_answer or layer.stopping
-        every = list(headers or [("Content-Type", "text/plain")])
-        every.extend(layer.cors_headers(self.head))
-        unsent = transport.get_write_buffer_size()
-        if unsent > fast_ws.SLOW_CLIENT_BYTES:  # earlier answers still unread: a slow client
-            Counters.dropped += 1
-            Counters.dropped_bytes += unsent + len(body)
-            log.warning("a client is not reading (over %d bytes unsent): closing it", unsent)
-            transport.abort()
-            return
-        transport.write(http_head.answer(status, every, body, close))
-        if close or transport.is_closing():  # counted out when it is closed
-            if linger:
-                self._linger()
-            else:
-                transport.close()  # after the answer is written
-            return
-        self._release()
-        kept = self.kept or KeepAlive(transport, layer.loop, layer.keep_alive)
-        front = Front(layer, self.fallback, self.client, kept)
-        transport.set_protocol(front)
-        front.connection_made(transport)
-        if self._early:
-            early, self._early = self._early, b""
-            front.data_received(early)
-
-    def _linger(self) -> None:
-        """End the connection after a refusal without losing it: the server sends its end
-        of stream and reads on (discarding) until the client closes, since closing a socket
-        with unread bytes in it (the refused body) resets the connection before the client
-        reads the answer; aborted after :data:`CLOSE_WAIT` seconds (the answer is small)."""
-        transport = self.transport
-        self._early = b""
-        if transport.is_closing() or not transport.can_write_eof():
-            transport.close()
-            return
-        transport.write_eof()
-        self._timer = self.layer.loop.call_later(CLOSE_WAIT, transport.abort)
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self.session is not None:
-            self.session.unpoll(self)
-        if self.kept is not None:
-            self.kept.cancel()
-        self._done = True
-        self._release()
-
-    def _release(self) -> None:
-        if self._counted:
-            self._counted = False
-            self.layer.lost(self)
