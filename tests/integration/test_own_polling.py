@@ -347,3 +347,19 @@ async def test_a_large_answer_arrives_whole(
         assert (await http.request("POST", session, b"1")).text == "OK"
     finally:
         http.close()
+
+
+async def test_engine_io_s_cookie_option_sets_the_session_s_cookie(start_master: Any) -> None:
+    cluster: MasterProcess = await start_master(workers=1, app="tests.apps.cookie_app:sio").ready()
+    http = await RawHttp.open(cluster.port_of(0))
+    try:
+        handshake = await http.request("GET", PATH)
+        assert "server" not in handshake.headers  # the layer answered
+        sid = json.loads(handshake.body[1:])["sid"]
+        assert handshake.headers["set-cookie"] == f"io={sid}; path=/; SameSite=Lax"
+        session = f"{PATH}&sid={sid}"
+        assert (await http.request("POST", session, b"40")).text == "OK"
+        connect = await http.request("GET", session)
+        assert connect.text.startswith('40{"sid":') and "set-cookie" not in connect.headers
+    finally:
+        http.close()

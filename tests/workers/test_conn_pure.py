@@ -218,3 +218,9 @@ def test_a_query_reads_as_parse_qs_reads_it(pairs: list[tuple[str, bool]]) -> No
     for escaped in (query, query + "&x=a%20b", query + "&y=a+b"):
         head = http_head.Head("GET", "/", escaped, {}, b"")
         assert head.query_fields() == parse_qs(escaped)
+
+
+def test_engine_io_s_sid_cookie() -> None:
+    assert http_head.sid_cookie("io", "abc") == "io=abc; path=/; SameSite=Lax"
+    option = {"name": "sticky", "Secure": True, "Max-Age": lambda: "60"}
+    assert http_head.sid_cookie(option, "abc") == "sticky=abc; Secure; Max-Age=60"

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs
 
 import httptools
@@ -153,6 +154,22 @@ def answer(status: str, headers: list[tuple[str, str]], body: bytes, close: bool
     if close:
         lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def sid_cookie(option: str | dict[str, Any], sid: str) -> str:
+    """The ``Set-Cookie`` value engine.io's ``cookie`` option gives a new long-polling session
+    (a name, or a dict of attributes with ``name``; a callable value is called, ``True`` is
+    the bare attribute), as python-engineio writes it."""
+    if not isinstance(option, dict):
+        option = {"name": option, "path": "/", "SameSite": "Lax"}
+    parts = [f"{option.get('name', 'io')}={sid}"]
+    for attribute, value in option.items():
+        if attribute == "name":
+            continue
+        if callable(value):
+            value = value()
+        parts.append(attribute if value is True else f"{attribute}={value}")
+    return "; ".join(parts)
 
 
 def refusal(status: str, body: bytes, content_type: str = "application/json") -> bytes:

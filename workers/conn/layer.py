@@ -9,7 +9,7 @@ What it takes (:meth:`Layer.takes`), on engine.io's path, with ``EIO=4`` (or ``E
 - the upgrade of a long-polling session to a websocket (the layer's sessions, and engine.io's).
 
 Everything else goes to aiohttp and engine.io as before (:mod:`workers.conn.front`): JSONP,
-a chunked POST, engine.io's ``cookie`` option, an origin ``cors_allowed_origins`` refuses, and
+a chunked POST, an origin ``cors_allowed_origins`` refuses, and
 whatever is not engine.io's. An Engine.IO 3 session's environ carries its
 :class:`~workers.eio3.translate.Eio3Session`, through which the worker's Socket.IO
 translation (:mod:`workers.eio3.translate`) knows it.
@@ -177,8 +177,8 @@ class Layer:
         expect = head.headers.get("expect")
         if expect is not None and expect.lower() != "100-continue":
             return False  # aiohttp answers what it cannot meet
-        if sid is None:  # a new session (engine.io's cookie option is engine.io's to answer)
-            return head.method == "GET" and not self.eio.cookie
+        if sid is None:  # a new session
+            return head.method == "GET"
         session = self.eio.sockets.get(sid)
         if type(session) is not PollingSession or session.closed or session.closing:
             return False
@@ -417,6 +417,8 @@ class Layer:
                 request.answer_packets([opening, eio_packet.Packet(eio_packet.CLOSE)])
                 return
             session.start_heartbeat()
+            if eio.cookie:  # engine.io's option: balancers that stick by cookie read it
+                request.cookie = http_head.sid_cookie(eio.cookie, sid)
             session.put_first(opening)  # before what the handler sent
             session.poll(request)
         finally:

@@ -54,6 +54,7 @@ class PollRequest(asyncio.Protocol):
         "_counted",
         "_early",
         "kept",
+        "cookie",
     )
 
     def __init__(
@@ -78,6 +79,7 @@ class PollRequest(asyncio.Protocol):
         self._counted = True  # in the layer's connections (until re-fronted or closed)
         self._early = b""  # what the client sent after this request, before its answer
         self.kept: KeepAlive | None = None  # the connection's idle timer, once kept alive
+        self.cookie: str | None = None  # a handshake's Set-Cookie (engine.io's cookie option)
 
     def read_body(self, length: int, rest: bytes, then: Callable[[bytes], None]) -> None:
         """Read a ``length``-byte body (``rest`` came with the head), then ``then(body)``.
@@ -173,6 +175,8 @@ class PollRequest(asyncio.Protocol):
         close = not self.head.keep_alive or layer.close_after_answer or layer.stopping
         every = list(headers or [("Content-Type", "text/plain")])
         every.extend(layer.cors_headers(self.head))
+        if self.cookie is not None:
+            every.append(("Set-Cookie", self.cookie))
         unsent = transport.get_write_buffer_size()
         if unsent > fast_ws.SLOW_CLIENT_BYTES:  # earlier answers still unread: a slow client
             Counters.dropped += 1
