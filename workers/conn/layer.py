@@ -72,12 +72,14 @@ def _eager_task(
 
 
 class Route(NamedTuple):
-    """What a request the layer takes is: its transport, its session (None: a new one), and
-    whether the client speaks Engine.IO 3."""
+    """What a request the layer takes is: its transport, its session (None: a new one),
+    whether the client speaks Engine.IO 3, and whether it takes binary long-polling payloads
+    (an Engine.IO 3 client that asked for base64, ``b64=1``, does not)."""
 
     transport: str  # "websocket" or "polling"
     sid: str | None
     eio3: bool
+    binary: bool
 
 
 class Layer:
@@ -155,7 +157,9 @@ class Layer:
                 return None
         elif kind != "polling" or not self._polling(head, sid):
             return None
-        return Route(kind, sid, eio3) if self._origin_allowed(head) else None
+        if not self._origin_allowed(head):
+            return None
+        return Route(kind, sid, eio3, not eio3 or "b64" not in fields)
 
     def _websocket(self, head: http_head.Head, sid: str | None) -> bool:
         if head.method != "GET" or (sid is not None and self.upgradable(sid) is None):
@@ -279,11 +283,11 @@ class Layer:
         conn.hold()
         if rest:
             conn.data_received(rest)
-        environ = self._environ(transport, head, client, route.eio3)
+        environ = self._environ(transport, head, client, route)
         self.spawn(self._open(conn, environ, answer))
 
     def _environ(
-        self, transport: asyncio.Transport, head: http_head.Head, client: str | None, eio3: bool
+        self, transport: asyncio.Transport, head: http_head.Head, client: str | None, route: Route
     ) -> HandshakeEnviron:
         """The environ of a new session's request (``client``: what the master's PROXY
         header named; a trusted balancer's ``X-Forwarded-For`` is believed); an Engine.IO 3
@@ -303,10 +307,23 @@ class Layer:
             (str(sockname[0]), int(sockname[1])) if isinstance(sockname, tuple) else None,
             self._shared,
         )
-        if eio3:
-            supports_binary = "b64" not in head.query_fields()
-            environ[eio3_translate.ENVIRON_KEY] = eio3_translate.Eio3Session(supports_binary)
+        if route.eio3:
+            environ[eio3_translate.ENVIRON_KEY] = eio3_translate.Eio3Session(route.binary)
         return environ
+
+    async def _connect(self, session: EioSession, environ: HandshakeEnviron) -> bytes | None:
+        """engine.io's handshake of a new ``session``: in ``eio.sockets``, then the
+        ``connect`` handler. A refusal takes it out again and returns the 401's body (the
+        handler's reason, as JSON); None if the handler accepted it."""
+        eio = self.eio
+        eio.sockets[session.sid] = session
+        refused = await self.trigger("connect", session.sid, environ)
+        if refused is None or refused is True:
+            return None
+        self.forget(session)
+        session.closed = True
+        eio.logger.warning("Application rejected connection")
+        return json.dumps(refused or "Unauthorized").encode()
 
     async def _open(self, conn: EioConnection, environ: HandshakeEnviron, answer: bytes) -> None:
         """The handshake: engine.io's ``connect`` handler, then the 101 and the OPEN packet,
@@ -322,14 +339,9 @@ class Layer:
     ) -> None:
         eio = self.eio
         sid = conn.sid
-        eio.sockets[sid] = conn
-        refused = await self.trigger("connect", sid, environ)
-        if refused is not None and refused is not True:
-            self.forget(conn)
-            conn.closed = True
-            eio.logger.warning("Application rejected connection")
-            body = json.dumps(refused or "Unauthorized").encode()
-            conn.transport.write(http_head.refusal("401 UNAUTHORIZED", body))
+        refusal = await self._connect(conn, environ)
+        if refusal is not None:
+            conn.transport.write(http_head.refusal("401 UNAUTHORIZED", refusal))
             conn.transport.close()
             return
         if conn.transport.is_closing():  # the client left during the connect handler
@@ -384,11 +396,8 @@ class Layer:
     def _poll_open(
         self, request: PollRequest, head: http_head.Head, client: str | None, route: Route
     ) -> None:
-        environ = self._environ(request.transport, head, client, route.eio3)
-        binary = True
-        if route.eio3:
-            binary = environ[eio3_translate.ENVIRON_KEY].supports_binary
-        session = PollingSession(self, self.eio.generate_id(), route.eio3, binary)
+        environ = self._environ(request.transport, head, client, route)
+        session = PollingSession(self, self.eio.generate_id(), route.eio3, route.binary)
         request.session = session
         session.hold()
         self.spawn(self._open_polling(session, request, environ))
@@ -400,15 +409,10 @@ class Layer:
         (and what the handler sent) as the GET's answer, or the 401 of a refusal."""
         eio = self.eio
         sid = session.sid
-        eio.sockets[sid] = session
         try:
-            refused = await self.trigger("connect", sid, environ)
-            if refused is not None and refused is not True:
-                self.forget(session)
-                session.closed = True
-                eio.logger.warning("Application rejected connection")
-                body = json.dumps(refused or "Unauthorized").encode()
-                request.answer("401 UNAUTHORIZED", body, [("Content-Type", "application/json")])
+            refusal = await self._connect(session, environ)
+            if refusal is not None:
+                request.answer("401 UNAUTHORIZED", refusal, [("Content-Type", "application/json")])
                 return
             upgrades = ["websocket"] if eio.allow_upgrades and "websocket" in eio.transports else []
             opening = eio_packet.Packet(eio_packet.OPEN, self._open_fields(sid, upgrades))
@@ -473,30 +477,34 @@ class Layer:
         """The client confirmed the upgrade: ``conn`` is the session's socket from now on,
         with its session dict and whatever had been queued and not yet sent."""
         self.probing.discard(conn)
-        if isinstance(old, PollingSession):
-            conn.session = old.session
-            old.pass_on(conn)  # the handlers get what came over long-polling first
-            self.eio.sockets[conn.sid] = conn
-            fast_ws.direct_writers[conn.sid] = conn
-            for pkt in old.hand_over():
-                if pkt.packet_type != eio_packet.NOOP:
-                    conn.send_packet(pkt)
-            return
-        old.upgrading = False
-        old.closed = True  # engine.io's socket is done: nothing may send through it again
-        timer = eio_patches.ping_timer(old)
-        if timer is not None:
-            timer.cancel()
         conn.session = old.session
         self.eio.sockets[conn.sid] = conn
         fast_ws.direct_writers[conn.sid] = conn
-        queue = old.queue
-        while not queue.empty():
-            pkt = queue.get_nowait()
-            queue.task_done()
+        if isinstance(old, PollingSession):
+            old.pass_on(conn)  # the handlers get what came over long-polling first
+            unsent = old.hand_over()
+        else:
+            unsent = self._retire(old)
+        for pkt in unsent:
             # a NOOP there was for a poll (the probe's, when no poll was waiting)
             if pkt is not None and pkt.packet_type != eio_packet.NOOP:
                 conn.send_packet(pkt)
+
+    @staticmethod
+    def _retire(old: Any) -> list[Any]:
+        """engine.io's socket of an upgraded session is done (nothing may send through it
+        again, its ping timer is cancelled): what it had queued and not yet sent."""
+        old.upgrading = False
+        old.closed = True
+        timer = eio_patches.ping_timer(old)
+        if timer is not None:
+            timer.cancel()
+        queue = old.queue
+        unsent = []
+        while not queue.empty():
+            unsent.append(queue.get_nowait())
+            queue.task_done()
+        return unsent
 
     def _open_fields(self, sid: str, upgrades: list[str]) -> dict[str, Any]:
         """The OPEN packet's data, engine.io's."""

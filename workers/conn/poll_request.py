@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import logging
 import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,14 +20,12 @@ from typing import TYPE_CHECKING, Any
 from sio_cluster.workers.conn import http_head
 from sio_cluster.workers.conn.front import Front, KeepAlive
 from sio_cluster.workers.transport import fast_ws
-from sio_cluster.workers.transport.fast_ws import Counters
 
 if TYPE_CHECKING:
     from sio_cluster.workers.conn.front import ProtocolFactory
     from sio_cluster.workers.conn.layer import Layer
     from sio_cluster.workers.conn.polling import PollingSession
 
-log = logging.getLogger(__name__)
 
 MAX_EARLY = 64 * 1024  # bytes a client may send ahead of an answer (a pipelined request)
 CLOSE_WAIT = 2.0  # seconds a refused request's connection waits for the client to close
@@ -177,12 +174,7 @@ class PollRequest(asyncio.Protocol):
         every.extend(layer.cors_headers(self.head))
         if self.cookie is not None:
             every.append(("Set-Cookie", self.cookie))
-        unsent = transport.get_write_buffer_size()
-        if unsent > fast_ws.SLOW_CLIENT_BYTES:  # earlier answers still unread: a slow client
-            Counters.dropped += 1
-            Counters.dropped_bytes += unsent + len(body)
-            log.warning("a client is not reading (over %d bytes unsent): closing it", unsent)
-            transport.abort()
+        if fast_ws.abort_slow_client(transport, len(body)):  # earlier answers still unread
             return
         transport.write(http_head.answer(status, every, body, close))
         if close or transport.is_closing():  # counted out when it is closed

@@ -111,9 +111,6 @@ class PollingSession(EioSession):
         out, self._out = self._out, []
         waiter.answer_packets(out)
 
-    def idle(self) -> bool:
-        return False  # deliveries queue their packets here (not written straight)
-
     # ---- the client's requests -----------------------------------------------------------
 
     def poll(self, waiter: Waiter) -> None:
@@ -172,13 +169,19 @@ class PollingSession(EioSession):
             for pkt in packets
         ]
 
+    def received(self, body: bytes, content_type: str) -> bool:
+        """:meth:`receive`, and False (counted and logged) if the client broke the protocol."""
+        try:
+            self.receive(body, content_type)
+        except (payload.PayloadError, UnknownPacket) as exc:
+            fast_ws.bad_client(str(exc))
+            return False
+        return True
+
     def posted(self, request: PollRequest, body: bytes) -> None:
         """A POST ``request`` with ``body``: handled, then answered ``OK`` (once the handlers
         have caught up, if :data:`~workers.conn.session.PAUSE_AT` messages wait)."""
-        try:
-            self.receive(body, request.head.headers.get("content-type", ""))
-        except (payload.PayloadError, UnknownPacket) as exc:
-            fast_ws.bad_client(str(exc))
+        if not self.received(body, request.head.headers.get("content-type", "")):
             request.answer("400 BAD REQUEST", b'"Bad Request"')
             (self.heir or self).end_session(self.layer.eio.reason.TRANSPORT_ERROR)
             return
@@ -196,7 +199,7 @@ class PollingSession(EioSession):
         self.finish()
         return out
 
-    # ---- requests engine.io hands over (:mod:`workers.conn.polling`) ---------------------
+    # ---- requests engine.io reads for the session (see the module docstring) -------------
 
     async def handle_get_request(self, environ: Any) -> list[Any]:
         """A GET engine.io read; a websocket upgrade the layer did not take (a malformed
@@ -227,11 +230,8 @@ class PollingSession(EioSession):
                 body += chunk
                 if len(body) > limit:
                     raise eio_exceptions.ContentTooLongError()
-        try:
-            self.receive(body, environ.get("CONTENT_TYPE", ""))
-        except (payload.PayloadError, UnknownPacket) as exc:
-            fast_ws.bad_client(str(exc))
-            raise eio_exceptions.UnknownPacketError() from None
+        if not self.received(body, environ.get("CONTENT_TYPE", "")):
+            raise eio_exceptions.UnknownPacketError()
 
 
 class _FutureWaiter:

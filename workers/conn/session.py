@@ -197,19 +197,18 @@ class EioSession:
             if left > 0:
                 layer.wheel.add(self, left)
                 return True
-            layer.spawn(self.close(wait=False, abort=False, reason=layer.eio.reason.PING_TIMEOUT))
-            return False
-        if self._beat == WAIT_PING:
+        elif self._beat == WAIT_PING:
             self.ping()
             self._beat = WAIT_PONG
             layer.wheel.add(self, layer.ping_timeout)
+            return True
         elif self._beat == PONGED:
             self._beat = WAIT_PING
             layer.wheel.add(self, max(0.0, self._pong_at + layer.ping_interval - now))
-        else:  # closed beside any handler still running, as engine.io's service task does
-            layer.spawn(self.close(wait=False, abort=False, reason=layer.eio.reason.PING_TIMEOUT))
-            return False
-        return True
+            return True
+        # timed out: closed beside any handler still running, as engine.io's service task does
+        layer.spawn(self.close(wait=False, abort=False, reason=layer.eio.reason.PING_TIMEOUT))
+        return False
 
     # ---- what the client sends ---------------------------------------------------------
 

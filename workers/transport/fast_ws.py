@@ -104,11 +104,21 @@ def write_tick(transport: asyncio.Transport, frames: list[bytes]) -> None:
         transport.write(b"".join(frames))
         Counters.coalesced_flushes += 1
     Counters.flushes += 1
-    if (unsent := transport.get_write_buffer_size()) > SLOW_CLIENT_BYTES:
-        Counters.dropped += 1
-        Counters.dropped_bytes += unsent
-        log.warning("a client is not reading (over %d bytes unsent): closing it", SLOW_CLIENT_BYTES)
-        transport.abort()
+    abort_slow_client(transport)
+
+
+def abort_slow_client(transport: asyncio.Transport, unwritten: int = 0) -> bool:
+    """Abort the connection if more than :data:`SLOW_CLIENT_BYTES` wait unsent in it (the
+    client does not read), counting what is lost, with ``unwritten`` bytes not yet given to
+    it; True if it was aborted."""
+    unsent = transport.get_write_buffer_size()
+    if unsent <= SLOW_CLIENT_BYTES:
+        return False
+    Counters.dropped += 1
+    Counters.dropped_bytes += unsent + unwritten
+    log.warning("a client is not reading (over %d bytes unsent): closing it", SLOW_CLIENT_BYTES)
+    transport.abort()
+    return True
 
 
 direct_writers: dict[str, DirectWriter] = {}
