@@ -5,6 +5,8 @@ the layer's session."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
 import json
 from collections.abc import AsyncIterator
@@ -363,3 +365,28 @@ async def test_engine_io_s_cookie_option_sets_the_session_s_cookie(start_master:
         assert connect.text.startswith('40{"sid":') and "set-cookie" not in connect.headers
     finally:
         http.close()
+
+
+async def test_a_trickled_body_is_held_to_its_deadline(start_master: Any) -> None:
+    """A POST body has the header timeout plus a second per 16 KiB, however it trickles in:
+    a byte now and then does not keep the connection."""
+    cluster: MasterProcess = await start_master(workers=1, extra=["--header-timeout", "1"]).ready()
+    late = 'sio_master_header_timeouts{worker="0"}'
+    http = await RawHttp.open(cluster.port_of(0))
+    try:
+        sid = await opened(http)
+        head = f"POST {PATH}&sid={sid} HTTP/1.1\r\nHost: x\r\nContent-Length: 16384\r\n\r\n"
+        http.writer.write(head.encode())
+        started = asyncio.get_running_loop().time()
+        # the deadline is 1 + 16384 / 16384 = 2 s: a byte every 0.25 s for up to 6 s
+        for _ in range(24):
+            http.writer.write(b"4")
+            if http.reader.at_eof():
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(http.reader.read(1), 0.25)
+        assert await http.reader.read() == b""  # closed, unanswered
+        assert asyncio.get_running_loop().time() - started < 5  # (it would last past 6 s)
+    finally:
+        http.close()
+    await until(lambda: cluster.metric(late) == 1, what="counted as a late request")

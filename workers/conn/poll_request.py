@@ -103,9 +103,6 @@ class PollRequest(asyncio.Protocol):
             self._body += data[:missing]
             data = data[missing:]
             if len(self._body) < self._need:
-                if self._timer is not None:  # the body is still coming: its deadline moves
-                    self._timer.cancel()
-                    self._timer = self.layer.loop.call_later(self.layer.header_timeout, self._late)
                 return
             self._early += data
             self._body_done()
