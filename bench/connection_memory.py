@@ -1,46 +1,39 @@
 """Where a worker's memory per websocket connection goes, by allocation site and by task.
 
 Why: ``bench/ten_thousand.py`` measures RSS per connection against Node's; this says what
-the bytes are, so the next cut is chosen by measurement. A python-socketio server set up as
-a worker sets up its websockets (``checks.check``, the coalescing websocket and session loop,
-timer pings) serves ``--clients`` engine.io websocket clients on 127.0.0.1 from another
-process; ``tracemalloc`` compares the server before and after they connected. Printed: the
-tasks per connection (by coroutine), the traced bytes per connection, and the
-allocation sites holding the most per connection. ``--engineio-handler`` and
-``--engineio-pings`` put engine.io's own websocket handler and ping task back, to show what
-each of ours saves.
+the bytes are, so the next cut is chosen by measurement. A python-socketio server served as
+a worker serves it (:mod:`bench.in_process`: the connection layer in front, or with
+``--ws aiohttp`` python-engineio as published) serves ``--clients`` engine.io websocket
+clients on 127.0.0.1 from another process; ``tracemalloc`` compares the server before and
+after they connected. Printed: the tasks per connection (by coroutine), the traced bytes per
+connection, and the allocation sites holding the most per connection.
 
     python bench/connection_memory.py --clients 1000
-    python bench/connection_memory.py --engineio-handler --engineio-pings   # as before issue 11
+    python bench/connection_memory.py --ws aiohttp
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import gc
 import multiprocessing
-import socket
 import sys
 import sysconfig
 import time
 import tracemalloc
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import socketio
 import uvloop
-from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python bench/...
 
 from bench.harness import REPO, Options, markdown_table, write_json  # noqa: E402
-from sio_cluster.workers.patches import checks  # noqa: E402
-from sio_cluster.workers.patches import engineio as eio_patches  # noqa: E402
-from sio_cluster.workers.transport import fast_ws  # noqa: E402
+from bench.in_process import serving  # noqa: E402
 
 STDLIB = sysconfig.get_paths()["stdlib"] + "/"
 
@@ -72,25 +65,13 @@ def _clients(port: int, count: int, connected: EventType) -> None:
     uvloop.run(main())
 
 
-async def measure(
-    count: int, sites: int, engineio_handler: bool, engineio_pings: bool
-) -> dict[str, Any]:
+async def measure(count: int, sites: int, ws: Literal["own", "aiohttp"]) -> dict[str, Any]:
     sio = socketio.AsyncServer(async_mode="aiohttp")
-    paths = checks.check(sio)
-    if engineio_handler:
-        paths = dataclasses.replace(paths, session_loop=False)
-    fast_ws.install(sio.eio, paths)
-    eio_patches.disconnect_without_waiting(sio.eio)
-    if not engineio_pings:
-        eio_patches.timer_pings()
-    app = web.Application()
-    sio.attach(app)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    await web.SockSite(runner, sock).start()
-    port = int(sock.getsockname()[1])
+    async with serving(sio, ws) as port:
+        return await _measure(port, count, sites, ws)
+
+
+async def _measure(port: int, count: int, sites: int, ws: str) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     connected = ctx.Event()
     clients = ctx.Process(target=_clients, args=(port, count, connected), daemon=True)
@@ -115,8 +96,7 @@ async def measure(
         by_site = after.compare_to(before, "lineno")
         return {
             "clients": count,
-            "session_loop": paths.session_loop,
-            "timer_pings": not engineio_pings,
+            "ws": ws,
             "tasks_per_connection": (len(asyncio.all_tasks()) - tasks_before) / count,
             "tasks_by_coroutine": {n: c for n, c in coroutines.most_common() if c >= count},
             "traced_bytes_per_connection": sum(d.size_diff for d in by_site) / count,
@@ -133,8 +113,6 @@ async def measure(
         if clients.is_alive():
             clients.kill()
         clients.join(5)
-        await sio.shutdown()
-        await runner.cleanup()
 
 
 def _short(filename: str) -> str:
@@ -152,19 +130,13 @@ def main() -> None:
     options.add_argument("--clients", type=int, default=1000)
     options.add_argument("--sites", type=int, default=15, help="allocation sites shown")
     options.add_argument(
-        "--engineio-handler",
-        action="store_true",
-        help="serve websockets with engine.io's own handler, not workers/ws_session.py",
-    )
-    options.add_argument(
-        "--engineio-pings",
-        action="store_true",
-        help="engine.io's ping task per connection, not eio_patches.timer_pings",
+        "--ws",
+        choices=("own", "aiohttp"),
+        default="own",
+        help="the worker's connection layer, or python-engineio on aiohttp as published",
     )
     args = options.parse()
-    results = uvloop.run(
-        measure(args.clients, args.sites, args.engineio_handler, args.engineio_pings)
-    )
+    results = uvloop.run(measure(args.clients, args.sites, args.ws))
     path = write_json(args.out, "connection_memory", results)
     print(
         f"{results['clients']} websocket connections: "

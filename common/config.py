@@ -118,6 +118,11 @@ class Config:
             raise ConfigError("--redis-store-09 needs --adapter classic (0.9 uses PUBLISH)")
         if self.max_connections < 1:
             raise ConfigError("--max-connections must be at least 1")
+        if self.allow_eio3 and self.ws != "own":
+            raise ConfigError(
+                "--allow-eio3 needs --ws own: the workers' connection layer serves Engine.IO 3,"
+                " python-engineio does not"
+            )
         if not 0 < self.header_timeout <= 3600:
             raise ConfigError(
                 f"--header-timeout must be above 0 and at most 3600 s, got {self.header_timeout}"

@@ -348,9 +348,9 @@ def entry() -> None:
     default="own",
     envvar="SIO_WS",
     show_envvar=True,
-    help="Who serves Engine.IO 4 clients that open straight on a websocket: the workers' own "
-    "connection layer (about 2 KiB per idle connection), or aiohttp and python-engineio "
-    "(long-polling, upgrades and older clients are always theirs).",
+    help="Who serves Engine.IO clients on websocket and long-polling: the workers' own "
+    "connection layer (about 4 KiB per idle connection), or python-engineio on aiohttp as "
+    "published (no Engine.IO 3, no slow-client abort).",
 )
 @click.option(
     "--allow-eio3/--no-allow-eio3",

@@ -13,14 +13,12 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,14 +26,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 import socketio
-from aiohttp import web
 from redis.exceptions import RedisError
 
 from bench.measure import descendants, free_port_block
 from bench.redis_cluster import RedisCluster
 from sio_cluster.master.embedded_redis import EmbeddedRedis, redis7_binary
-from sio_cluster.workers.patches import checks
-from sio_cluster.workers.transport import fast_ws
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE_APP = "tests.probe_app:setup"
@@ -291,25 +286,6 @@ class Recorder:
 async def op(client: Recorder, name: str, **spec: Any) -> Any:
     """Have ``client``'s worker run the cluster operation ``name`` (``tests/probe_app.py``)."""
     return await client.call("op", {"name": name, **spec})
-
-
-@asynccontextmanager
-async def serving_in_process(sio: socketio.AsyncServer) -> AsyncIterator[int]:
-    """Serve ``sio`` in this process on aiohttp at a free loopback port, set up as a worker
-    sets up its server (dependency check, coalescing websocket); yields the port."""
-    fast_ws.install(sio.eio, checks.check(sio))
-    app = web.Application()
-    sio.attach(app)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    await web.SockSite(runner, sock).start()
-    try:
-        yield int(sock.getsockname()[1])
-    finally:
-        await sio.shutdown()
-        await runner.cleanup()
 
 
 async def publish_until_delivered(

@@ -171,9 +171,13 @@ class Worker:
         if self.recovery is not None:
             self.recovery.refused(eio_sid)
         eio_socket = eio_patches.eio_sockets(sio).get(eio_sid)
-        await sio.eio.disconnect(eio_sid)
-        if eio_socket is not None:
-            eio_patches.stop_writer(eio_socket)  # a websocket gets its close frame too
+        if eio_socket is None:
+            return
+        # not engine.io's disconnect(), which waits for a long-polling client to fetch its
+        # CLOSE: one that never polls again would hold this task (and its session) forever
+        await eio_socket.close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
+        eio_patches.unregister_socket(sio.eio, eio_socket)
+        eio_patches.stop_writer(eio_socket)  # a websocket of engine.io's gets its close frame
 
     def _full(self) -> None:
         Counters.refused += 1
@@ -229,15 +233,15 @@ class Worker:
         lost_sessions.install()
         gone_clients.install()
         try:
-            paths = checks.check(sio)  # the dependency internals we rely on, checked once
+            checks.check(sio)  # the dependency internals we rely on, checked once
         except CompatError as exc:
             self._cannot_start(str(exc))
         if config.allow_eio3:
             try:
-                checks.check_eio3(sio, paths)
+                checks.check_eio3(sio)
             except CompatError as exc:
                 self._cannot_start(str(exc))
-            self.eio3 = Eio3Clients(sio, fast_ws.bad_client)
+            self.eio3 = Eio3Clients(sio)
         refuse = functools.partial(self._refuse_client, sio)
         unfinished = f"a binary packet unfinished after {config.partial_packet_timeout:g} s"
         partial = PartialPackets(
@@ -247,14 +251,7 @@ class Worker:
             lambda eio_sid: sio.start_background_task(refuse, eio_sid, unfinished),
         )
         patches.install(  # in the order workers.patches.install documents
-            sio,
-            # each tick's frames to a connection in one write (see workers.transport.fast_ws)
-            functools.partial(fast_ws.install, paths=paths, eio3=self.eio3),
-            refuse,
-            partial,
-            config.max_connections,
-            self._full,
-            fast_ws.bad_client,
+            sio, refuse, partial, config.max_connections, self._full
         )
         if self.eio3 is not None:
             self.eio3.install()
@@ -264,7 +261,9 @@ class Worker:
                 checks.check_v09(sio)
             except CompatError as exc:
                 self._cannot_start(str(exc))
-            self.v09 = V09Clients(sio, fast_ws.bad_client, _slow_v09_client, paths.coalesced_writes)
+            self.v09 = V09Clients(
+                sio, fast_ws.bad_client, _slow_v09_client, checks.v09_direct_writes()
+            )
             eio_patches.observe_eio_event(sio.eio, "disconnect", self.v09.forget)
             self.manager.fixed_sid = _first_sid(self.v09.sid_for, self.manager.fixed_sid)
         deadline = HeaderDeadline(config.header_timeout, self._late_headers)
@@ -304,7 +303,7 @@ class Worker:
         try:
             # each patch above, seen taking hold
             await checks.exercise(
-                paths, bool(config.connection_state_recovery), config.allow_eio3, config.allow_v09
+                bool(config.connection_state_recovery), config.allow_eio3, config.allow_v09
             )
         except CompatError as exc:
             self._cannot_start(str(exc))
@@ -339,6 +338,12 @@ class Worker:
         )
         await runner.setup()
         self.layer = self._layer(sio, app, bridge, [deadline.middleware, addresses.middleware])
+        if self.layer is None and self.eio3 is not None:
+            self._cannot_start(
+                "--allow-eio3 needs the worker's connection layer, which serves Engine.IO 3"
+                " (python-engineio does not): not with --ws aiohttp, nor with an aiohttp app"
+                " whose own middlewares guard the handshakes"
+            )
         fronting: Fronting = aiohttp_only if self.layer is None else self.layer.fronting
         site: web.BaseSite
         if self.handoff_fd != NO_HANDOFF:
@@ -401,7 +406,6 @@ class Worker:
             self._late_headers,
             TrustedHosts(config.forwarded_allow_ips) if config.proxy_headers else None,
             None if bridge is None else bridge.state,
-            foreign=lambda sid: eio3 is not None and sid in eio3.sessions,
             app=app,
             keep_alive=KEEPALIVE_SECONDS,
             # handed-off connections carry one request each: the master routes by request

@@ -29,6 +29,7 @@ from tests.apps import aiohttp_app, fastapi_app, server_app, starlette_app
 from tests.apps.handlers import EVENTS_FILE, TOKEN
 from tests.cluster import MasterProcess, Recorder, until
 from tests.integration.test_routing import publish
+from tests.raw_ws import RawWebsocket
 
 APPS = {
     "fastapi": ("tests.apps.fastapi_app:app", fastapi_app.PING_INTERVAL),
@@ -132,13 +133,20 @@ async def test_the_apps_own_websocket_route_answers_on_every_worker(
                 assert await ws.receive_str(timeout=10) == f"hi {pids[worker]}"
 
 
-async def test_the_fast_paths_serve_the_users_server(app_cluster: MasterProcess) -> None:
-    """Each worker checked and installed them on the adopted server (its engine.io on aiohttp)."""
-    found = app_cluster.log_matches(
-        r"fast paths: coalesced writes and slow-client abort (\w+), direct writes (\w+),"
-        r" session loop (\w+)"
-    )
-    assert [m.groups() for m in found] == [("on", "on", "on")] * 2
+async def test_the_connection_layer_serves_the_users_server(
+    app_cluster: MasterProcess, kind: str
+) -> None:
+    """Each worker's connection layer answers the adopted server's websocket handshake (its
+    answer is not aiohttp's), and its OPEN packet carries the user's own ping interval."""
+    for worker in (0, 1):
+        ws = await RawWebsocket.open(app_cluster.port_of(worker))
+        try:
+            assert ws.response_head.startswith(b"HTTP/1.1 101")
+            assert b"aiohttp" not in ws.response_head
+            opened = json.loads((await ws.packet())[1:])
+        finally:
+            ws.close()
+        assert opened["pingInterval"] == APPS[kind][1] * 1000
 
 
 async def test_the_lifespan_ran_once_per_worker(app_cluster: MasterProcess, events: Path) -> None:

@@ -28,13 +28,14 @@ from typing import Any
 import pytest
 import socketio
 
+from bench.in_process import serving
 from sio_cluster.common.config import Config
 from sio_cluster.wire.frames import Frame, Request, Response, Sync, Synced
 from sio_cluster.wire.link import FrameLink
 from sio_cluster.wire.rpc import Rpc
 from sio_cluster.workers.manager import ClusterManager
 from sio_cluster.workers.process import Worker
-from tests.cluster import serving_in_process, until
+from tests.cluster import until
 
 SOCKETIO = f"python-socketio {version('python-socketio')}"
 CALLER_PACKAGES = ("socketio", "engineio")
@@ -238,7 +239,7 @@ async def test_every_override_is_called_by_python_socketio() -> None:
     manager_class, calls = recording_class()
     async with linked_worker(manager_class) as (worker, master):
         sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=worker.manager)
-        async with serving_in_process(sio) as port:
+        async with serving(sio) as port:
             url = f"http://127.0.0.1:{port}"
             await exercise(sio, url, master)
         await until(lambda: not worker.manager.rooms.get("/"), what="every socket gone")

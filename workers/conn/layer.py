@@ -6,13 +6,13 @@ What it takes (:meth:`Layer.takes`), on engine.io's path, with ``EIO=4`` (or ``E
 - a new session straight on the websocket transport, with a valid RFC 6455 handshake;
 - a new long-polling session (``transport=polling``, a ``GET`` without ``sid``), and the
   ``GET`` and ``POST`` requests of the long-polling sessions it serves;
-- the upgrade of a long-polling session to a websocket (the layer's sessions, and engine.io's).
+- the upgrade of its long-polling sessions to a websocket.
 
-Everything else goes to aiohttp and engine.io as before (:mod:`workers.conn.front`): JSONP,
-a chunked POST, an origin ``cors_allowed_origins`` refuses, and
-whatever is not engine.io's. An Engine.IO 3 session's environ carries its
-:class:`~workers.eio3.translate.Eio3Session`, through which the worker's Socket.IO
-translation (:mod:`workers.eio3.translate`) knows it.
+Everything else goes to aiohttp and engine.io as before (:mod:`workers.conn.front`): JSONP
+(and the sessions it opens, their upgrade included: plain python-engineio), a chunked POST,
+an origin ``cors_allowed_origins`` refuses, and whatever is not engine.io's. An Engine.IO 3
+session's environ carries its :class:`~workers.eio3.translate.Eio3Session`, through which
+the worker's Socket.IO translation (:mod:`workers.eio3.translate`) knows it.
 
 What it does with a new session: what python-engineio's ``AsyncServer`` does for that request
 (a session id from ``eio.generate_id``, the socket in ``eio.sockets``, the ``connect`` handler
@@ -43,7 +43,6 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 from engineio import packet as eio_packet
-from engineio.async_socket import AsyncSocket
 
 from sio_cluster.common.forwarded import TrustedHosts, forwarded_client
 from sio_cluster.workers.conn import deflate, http_head
@@ -56,7 +55,6 @@ from sio_cluster.workers.conn.session import EioSession
 from sio_cluster.workers.conn.wheel import Wheel
 from sio_cluster.workers.conn.ws_frames import TEXT, frame
 from sio_cluster.workers.eio3 import translate as eio3_translate
-from sio_cluster.workers.patches import engineio as eio_patches
 from sio_cluster.workers.transport import fast_ws
 from sio_cluster.workers.transport.fast_ws import Counters
 
@@ -93,7 +91,6 @@ class Layer:
         late_headers: Callable[[], None],
         header_proxies: TrustedHosts | None = None,
         asgi_state: dict[str, Any] | None = None,
-        foreign: Callable[[str], bool] = lambda sid: False,
         app: web.Application | None = None,
         keep_alive: float = 75.0,
         close_after_answer: bool = False,
@@ -112,10 +109,12 @@ class Layer:
         self.max_payload = int(eio.max_http_buffer_size)
         self._header_proxies = header_proxies
         self._shared = Shared(app, asgi_state)  # what every connection's environ refers to
-        self._foreign = foreign  # engine.io's sessions the worker translates (Engine.IO 3)
         self.allow_eio3 = allow_eio3  # Engine.IO 3 clients are served too (--allow-eio3)
-        # an Engine.IO 3 client's silence allowed between its PINGs, as Node allows
-        self.client_ping_deadline = eio_patches.client_ping_deadline(eio)
+        # an Engine.IO 3 client's silence allowed between its PINGs, as Node allows: the
+        # interval told at the handshake (engine.io adds its grace period) plus the timeout
+        self.client_ping_deadline = float(
+            eio.ping_interval + eio.ping_interval_grace_period + eio.ping_timeout
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self.connections = 0  # open connections the layer serves (websockets, requests)
         self.probing: set[EioConnection] = set()  # upgrades waiting for the client's probe
@@ -233,19 +232,19 @@ class Layer:
     def not_probing(self, conn: EioConnection) -> None:
         self.probing.discard(conn)
 
-    def upgradable(self, sid: str) -> Any | None:
-        """The socket of long-polling session ``sid`` if this layer may take its upgrade (a
-        session of the layer's or of engine.io's own, connected, not upgrading nor closing)."""
+    def upgradable(self, sid: str) -> PollingSession | None:
+        """Long-polling session ``sid`` if this layer may take its upgrade: a session of the
+        layer's, connected, not upgrading nor closing. A session of engine.io's own (a JSONP
+        handshake's) upgrades through engine.io."""
         sock = self.eio.sockets.get(sid)
         if (
-            type(sock) not in (AsyncSocket, PollingSession)
+            type(sock) is not PollingSession
             or not self.eio.allow_upgrades
             or not sock.connected
             or sock.upgraded
             or sock.upgrading
             or sock.closing
             or sock.closed
-            or (type(sock) is AsyncSocket and self._foreign(sid))
         ):
             return None
         return sock
@@ -308,7 +307,7 @@ class Layer:
             self._shared,
         )
         if route.eio3:
-            environ[eio3_translate.ENVIRON_KEY] = eio3_translate.Eio3Session(route.binary)
+            environ[eio3_translate.ENVIRON_KEY] = eio3_translate.Eio3Session()
         return environ
 
     async def _connect(self, session: EioSession, environ: HandshakeEnviron) -> bytes | None:
@@ -473,38 +472,18 @@ class Layer:
         if rest:
             conn.data_received(rest)
 
-    def upgraded(self, conn: EioConnection, old: Any) -> None:
+    def upgraded(self, conn: EioConnection, old: PollingSession) -> None:
         """The client confirmed the upgrade: ``conn`` is the session's socket from now on,
         with its session dict and whatever had been queued and not yet sent."""
         self.probing.discard(conn)
         conn.session = old.session
         self.eio.sockets[conn.sid] = conn
         fast_ws.direct_writers[conn.sid] = conn
-        if isinstance(old, PollingSession):
-            old.pass_on(conn)  # the handlers get what came over long-polling first
-            unsent = old.hand_over()
-        else:
-            unsent = self._retire(old)
-        for pkt in unsent:
+        old.pass_on(conn)  # the handlers get what came over long-polling first
+        for pkt in old.hand_over():
             # a NOOP there was for a poll (the probe's, when no poll was waiting)
             if pkt is not None and pkt.packet_type != eio_packet.NOOP:
                 conn.send_packet(pkt)
-
-    @staticmethod
-    def _retire(old: Any) -> list[Any]:
-        """engine.io's socket of an upgraded session is done (nothing may send through it
-        again, its ping timer is cancelled): what it had queued and not yet sent."""
-        old.upgrading = False
-        old.closed = True
-        timer = eio_patches.ping_timer(old)
-        if timer is not None:
-            timer.cancel()
-        queue = old.queue
-        unsent = []
-        while not queue.empty():
-            unsent.append(queue.get_nowait())
-            queue.task_done()
-        return unsent
 
     def _open_fields(self, sid: str, upgrades: list[str]) -> dict[str, Any]:
         """The OPEN packet's data, engine.io's."""

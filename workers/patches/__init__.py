@@ -9,10 +9,10 @@ and each checked at start (:mod:`workers.patches.checks`).
 ======================  ===========================================================================
 module                  what it patches or reads
 ======================  ===========================================================================
-:mod:`.engineio`        engine.io's driver table, long-poll answers, websocket wrapper, socket
-                        close/receive/ping/POST handling, its sockets and their queues
+:mod:`.engineio`        engine.io's socket table, its sockets' queues and sessions, its CORS
+                        headers, its event handlers
 :mod:`.socketio`        python-socketio's room table, message handling, connect, sent packets
-:mod:`.aiohttp`         the transport under aiohttp's ``WebSocketResponse``
+:mod:`.aiohttp`         the transport under aiohttp's ``WebSocketResponse`` (0.9 clients)
 :mod:`.checks`          what each of them relies on, inspected and exercised at start
 :mod:`.versions`        :class:`CompatError`, and the installed versions named in messages
 ======================  ===========================================================================
@@ -31,28 +31,18 @@ from sio_cluster.workers.patches import engineio, socketio
 
 def install(
     sio: Any,
-    websockets: Callable[[Any], None],
     refused: Callable[[str, str], Awaitable[None]],
     partial: PartialPackets,
     max_connections: int,
     full: Callable[[], None],
-    bad_packet: Callable[[str], None],
 ) -> None:
     """Install the worker's patches on python-socketio server ``sio``, in this order:
 
-    1. ``websockets(sio.eio)``: engine.io's websocket class
-       (:func:`workers.transport.fast_ws.install`), before any connection arrives.
-    2. :func:`.engineio.disconnect_without_waiting`: replaces ``eio.disconnect``, which
-       python-socketio calls through the instance.
-    3. :func:`.engineio.end_polling_sessions_on_client_close`,
-       :func:`.engineio.refuse_unknown_packet_types` (``bad_packet`` counts them) and
-       :func:`.engineio.timer_pings`: class patches of engine.io's ``AsyncSocket``
-       (``receive``, twice; ``schedule_ping`` and ``close``), process-wide and idempotent.
-    4. :func:`.socketio.guard_messages`: REPLACES engine.io's ``message`` handler with a
+    1. :func:`.socketio.guard_messages`: REPLACES engine.io's ``message`` handler with a
        guard around python-socketio's, so it comes before anything that wraps that handler
        (the Engine.IO 3 translation, the admin UI), whose wrappers it would drop; a closed
        connection's unfinished binary packet is forgotten (``partial``).
-    5. :func:`.engineio.refuse_connections_over`: wraps engine.io's ``connect`` handler
+    2. :func:`.engineio.refuse_connections_over`: wraps engine.io's ``connect`` handler
        (python-socketio's) innermost, so a refused connection never reaches python-socketio.
 
     After this the worker installs the features built on these patches, in this order: the
@@ -62,11 +52,6 @@ def install(
     (observes the events last, as they reach the handlers). Then
     :func:`.checks.exercise` runs each of these patches once on throwaway servers.
     """
-    websockets(sio.eio)
-    engineio.disconnect_without_waiting(sio.eio)
-    engineio.end_polling_sessions_on_client_close()
-    engineio.refuse_unknown_packet_types(bad_packet)
-    engineio.timer_pings()
     socketio.guard_messages(sio, refused, partial)
     engineio.observe_eio_event(sio.eio, "disconnect", lambda eio_sid, *_: partial.forget(eio_sid))
     engineio.refuse_connections_over(sio.eio, max_connections, full)

@@ -74,7 +74,9 @@ class V09Clients:
         direct_writes: bool,
     ) -> None:
         self.sio = sio
-        self.direct_writes = direct_writes  # the worker's coalesced writes (FastPaths)
+        self.direct_writes = (
+            direct_writes  # tick writes to the transport (checks.v09_direct_writes)
+        )
         self.eio = sio.eio
         self.sessions: dict[str, V09Socket] = {}
         self.bad_frames = 0  # frames that could not be decoded: each closed its client

@@ -11,12 +11,13 @@ the client sends is translated the other way and handed to engine.io's ``message
 (python-socketio's, behind the worker's guards), as engine.io would. So the socket is an
 ordinary socket for handlers, rooms, emits, the master's routing and cluster operations.
 
-Writes: with the worker's coalesced writes (``FastPaths.coalesced_writes``), the frames a
-websocket client is given during one loop tick are written at the next, in one
-``transport.write``, by one callback for every 0.9 websocket (as
-:mod:`workers.transport.fast_ws` does for current clients), and a client whose transport holds
-more than ``SLOW_CLIENT_BYTES`` unsent is dropped as slow. Otherwise, and for what is left when
-the session ends, the websocket's writer task sends them through aiohttp.
+Writes: where aiohttp shows a websocket's transport
+(:func:`workers.patches.checks.v09_direct_writes`), the frames a websocket client is given
+during one loop tick are written at the next, in one ``transport.write``, by one callback for
+every 0.9 websocket (as :mod:`workers.transport.fast_ws` does for current clients), and a
+client whose transport holds more than ``SLOW_CLIENT_BYTES`` unsent is dropped as slow.
+Otherwise, and for what is left when the session ends, the websocket's writer task sends
+them through aiohttp.
 
 Heartbeats are 0.9's: the server sends ``2::`` every ping interval and closes the session if
 the client has not echoed it within the ping timeout (the same engine.io settings that bound
