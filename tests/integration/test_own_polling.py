@@ -390,3 +390,54 @@ async def test_a_trickled_body_is_held_to_its_deadline(start_master: Any) -> Non
     finally:
         http.close()
     await until(lambda: cluster.metric(late) == 1, what="counted as a late request")
+
+
+def jsonp_payload(body: str) -> str:
+    """The payload in engine.io's JSONP answer ``___eio[0]("<payload, JSON-escaped>");``."""
+    assert body.startswith("___eio[0](") and body.endswith(");"), body
+    payload: str = json.loads(body[len("___eio[0](") : -2])
+    return payload
+
+
+async def test_a_jsonp_session_is_python_engineio_s_as_published(
+    cluster: MasterProcess, redis_client: aioredis.Redis
+) -> None:
+    """An Engine.IO 4 JSONP session (socket.io-client 2's fallback for pages without CORS) is
+    engine.io's own, unpatched: it connects, joins, gets what the cluster routes to it, and
+    upgrades to a websocket through engine.io."""
+    base = f"http://127.0.0.1:{cluster.port_of(0)}{PATH}&j=0"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    async with aiohttp.ClientSession() as client:
+
+        async def get(url: str) -> str:
+            async with client.get(url) as response:
+                assert response.status == 200 and "aiohttp" in response.headers["Server"]
+                return jsonp_payload(await response.text())
+
+        async def post(url: str, payload: str) -> None:
+            async with client.post(url, data={"d": payload}, headers=form) as response:
+                assert (response.status, await response.text()) == (200, "OK")
+
+        opening = await get(base)
+        assert opening.startswith("0")
+        sid = json.loads(opening[1:])["sid"]
+        session = f"{base}&sid={sid}"
+        await post(session, "40")
+        assert (await get(session)).startswith('40{"sid":')
+        await post(session, '420["join","jsonp"]')
+        assert await get(session) == '430[["jsonp"]]'
+        waiting = asyncio.ensure_future(get(session))
+        await redis_client.publish("ch:news", json.dumps({"to": "jsonp", "data": "hi"}))
+        assert await asyncio.wait_for(waiting, 10) == '42["news","hi"]'
+        waiting = asyncio.ensure_future(get(session))
+        ws = await RawWebsocket.open(cluster.port_of(0), sid=sid)
+        try:
+            assert b"aiohttp" in ws.response_head  # engine.io's upgrade, not the layer's
+            ws.text("2probe")
+            assert await ws.packet() == "3probe"
+            assert await asyncio.wait_for(waiting, 10) == "6"  # the poll ends
+            ws.text("5")
+            await redis_client.publish("ch:news", json.dumps({"to": "jsonp", "data": "ws"}))
+            assert await ws.packet() == '42["news","ws"]'
+        finally:
+            ws.close()
