@@ -51,7 +51,6 @@ def message_frames(parts: Sequence[str | bytes], eio3: bool = False) -> bytes:
 class Counters:
     """Per-process counts that show each fast path really runs (tests read them)."""
 
-    direct_writes = 0  # deliveries to one connection that skipped engine.io's queue
     flushes = 0  # transport writes made here: at most one per connection per tick
     coalesced_flushes = 0  # of those, the writes that carried several deliveries
     dropped = 0  # connections aborted for not reading (reported to the master)
