@@ -171,13 +171,9 @@ class Worker:
         if self.recovery is not None:
             self.recovery.refused(eio_sid)
         eio_socket = eio_patches.eio_sockets(sio).get(eio_sid)
-        if eio_socket is None:
-            return
-        # not engine.io's disconnect(), which waits for a long-polling client to fetch its
-        # CLOSE: one that never polls again would hold this task (and its session) forever
-        await eio_socket.close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
-        eio_patches.unregister_socket(sio.eio, eio_socket)
-        eio_patches.stop_writer(eio_socket)  # a websocket of engine.io's gets its close frame
+        await sio.eio.disconnect(eio_sid)
+        if eio_socket is not None:
+            eio_patches.stop_writer(eio_socket)  # a websocket gets its close frame too
 
     def _full(self) -> None:
         Counters.refused += 1

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from engineio import packet as eio_packet
 
 from sio_cluster.workers.eio3 import codec as eio3_codec
-from tests.cluster import MasterProcess, until
+from tests.cluster import MasterProcess, op, until
 from tests.raw_http import RawHttp
 from tests.raw_ws import RawWebsocket
 
@@ -441,3 +441,43 @@ async def test_a_jsonp_session_is_python_engineio_s_as_published(
             assert await ws.packet() == '42["news","ws"]'
         finally:
             ws.close()
+
+
+async def test_a_jsonp_session_is_closed_without_waiting_for_its_poll(
+    cluster: MasterProcess, clients: Any
+) -> None:
+    """engine.io's own ``disconnect`` waits for a long-polling client to fetch its CLOSE; the
+    worker's does not (``workers/patches/engineio.py``): a cluster operation closing a JSONP
+    session with no poll waiting goes on to the next socket, and a POST over ``maxPayload``
+    on another is answered 400 at once (engine.io disconnects it from inside that POST)."""
+    base = f"http://127.0.0.1:{cluster.port_of(0)}{PATH}&j=0"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    async with aiohttp.ClientSession() as client:
+
+        async def opened() -> str:
+            async with client.get(base) as response:
+                opening = jsonp_payload(await response.text())
+            session = f"{base}&sid={json.loads(opening[1:])['sid']}"
+            async with client.post(session, data={"d": "40"}, headers=form) as response:
+                assert response.status == 200
+            async with client.get(session) as response:
+                assert jsonp_payload(await response.text()).startswith('40{"sid":')
+            return session
+
+        closing = await opened()
+        async with client.post(closing, data={"d": '420["join","closing"]'}, headers=form):
+            pass
+        async with client.get(closing) as response:
+            assert jsonp_payload(await response.text()) == '430[["closing"]]'
+        member = await clients(cluster.url(0), "member")
+        await member.call("join", "closing")
+        asker = await clients(cluster.url(1), "asker")
+        assert await op(asker, "disconnect_sockets", to="closing", close=True) == 2
+        await until(lambda: not member.client.connected, what="the member disconnected")
+        async with client.get(closing) as response:  # the session is gone
+            assert response.status == 400
+
+        oversized = await opened()
+        body = "d=" + "4" * 1_000_001
+        async with client.post(oversized, data=body, headers=form) as response:
+            assert response.status == 400

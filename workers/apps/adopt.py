@@ -7,9 +7,10 @@ leave all of those on a server nobody serves. Two parts of it are the cluster's:
 - its client manager: :class:`workers.manager.ClusterManager`, so its rooms and emits span
   every worker and host. A pub/sub manager it was given (``AsyncRedisManager``...) is
   replaced, with one warning line; any other manager of its own is refused.
-- its engine.io driver: the worker serves aiohttp (its fast paths and patches are built on
-  it), so a server made for ``async_mode="asgi"`` gets an aiohttp engine.io server with
-  every engine.io option of the one it had, and python-socketio's handlers on it.
+- its engine.io driver: the worker serves aiohttp (its connection layer stands in front of
+  it, and what the layer leaves to engine.io is served there), so a server made for
+  ``async_mode="asgi"`` gets an aiohttp engine.io server with every engine.io option of the
+  one it had, and python-socketio's handlers on it.
 
 What cannot be honoured is refused at start with the reason (:class:`AppLoadError`).
 """

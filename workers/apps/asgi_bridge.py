@@ -1,8 +1,8 @@
 """Serving an ASGI application (FastAPI, Starlette, anything ASGI 3) from the worker's aiohttp
 server: HTTP, websocket routes and the lifespan.
 
-Why a bridge rather than an ASGI server in the worker: Socket.IO stays on the aiohttp paths
-the worker's fast paths are built on (coalesced websocket writes, direct delivery), so
+Why a bridge rather than an ASGI server in the worker: Socket.IO stays on the worker's
+connection layer in front of aiohttp (one write per connection per tick, direct delivery), so
 mounting an ASGI app costs Socket.IO nothing; only the app's own routes pay the
 translation, a few dict operations per request. (PyPI's ``aiohttp-asgi`` does this too, but
 it is small and little used, and the scope must carry the client's real address and the

@@ -80,7 +80,7 @@ class EioConnection(EioSession, asyncio.Protocol):
         self._parts_text = False
         self._parts_compressed = False
         self._deflate = agreement
-        # while upgrading a long-polling session: engine.io's socket, the probe deadline, and
+        # while upgrading a long-polling session: its PollingSession, the probe deadline, and
         # whether the client has probed
         self._probing: list[Any] | None = None
 

@@ -454,8 +454,8 @@ class Layer:
         answer: bytes,
         rest: bytes,
     ) -> None:
-        """The upgrade of long-polling session ``sid`` to this websocket: engine.io's socket
-        serves the session until the client has probed the websocket and confirmed
+        """The upgrade of long-polling session ``sid`` to this websocket: its
+        :class:`PollingSession` serves it until the client has probed the websocket and confirmed
         (``2probe``, ``3probe``, the NOOP that ends the pending poll, ``5``); then this
         connection takes its place (:meth:`upgraded`)."""
         old = self.upgradable(sid)
@@ -466,7 +466,7 @@ class Layer:
         conn = EioConnection(self, sid, transport, agreement, getattr(old, "eio3", False))
         transport.set_protocol(conn)
         self.connections += 1
-        old.upgrading = True  # engine.io answers a poll meanwhile with a NOOP
+        old.upgrading = True  # a poll meanwhile is answered with a NOOP
         self.probing.add(conn)
         conn.probe(old, answer)
         if rest:

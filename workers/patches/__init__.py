@@ -38,11 +38,14 @@ def install(
 ) -> None:
     """Install the worker's patches on python-socketio server ``sio``, in this order:
 
-    1. :func:`.socketio.guard_messages`: REPLACES engine.io's ``message`` handler with a
+    1. :func:`.engineio.disconnect_without_waiting`: replaces ``eio.disconnect``, which
+       python-socketio, the cluster operations and engine.io itself (a POST over
+       ``maxPayload``) call through the instance.
+    2. :func:`.socketio.guard_messages`: REPLACES engine.io's ``message`` handler with a
        guard around python-socketio's, so it comes before anything that wraps that handler
        (the Engine.IO 3 translation, the admin UI), whose wrappers it would drop; a closed
        connection's unfinished binary packet is forgotten (``partial``).
-    2. :func:`.engineio.refuse_connections_over`: wraps engine.io's ``connect`` handler
+    3. :func:`.engineio.refuse_connections_over`: wraps engine.io's ``connect`` handler
        (python-socketio's) innermost, so a refused connection never reaches python-socketio.
 
     After this the worker installs the features built on these patches, in this order: the
@@ -52,6 +55,7 @@ def install(
     (observes the events last, as they reach the handlers). Then
     :func:`.checks.exercise` runs each of these patches once on throwaway servers.
     """
+    engineio.disconnect_without_waiting(sio.eio)
     socketio.guard_messages(sio, refused, partial)
     engineio.observe_eio_event(sio.eio, "disconnect", lambda eio_sid, *_: partial.forget(eio_sid))
     engineio.refuse_connections_over(sio.eio, max_connections, full)

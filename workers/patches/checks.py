@@ -15,6 +15,8 @@ python-socketio ``manager.rooms[ns][room][sid]``        routing             :cla
 = ``eio_sid``, ``manager.get_participants``
 engine.io ``AsyncServer.sockets``, socket ``queue``     every delivery,     :class:`CompatError`
 (``put_nowait``, ``qsize``) and ``closed``              worker shutdown
+engine.io ``AsyncServer.disconnect`` (replaced on the   disconnects that    :class:`CompatError`
+instance: it waits for a long-polling client)           do not hang         (:func:`exercise`)
 python-socketio ``AsyncServer._handle_eio_message``     the message guard   :class:`CompatError`
 (replaced through ``eio.on``)                                               (:func:`exercise`)
 python-socketio ``AsyncServer._handle_connect``,        connection state    :class:`CompatError`
@@ -31,6 +33,7 @@ engine.io ``AsyncServer._cors_headers``; aiohttp        socket.io 0.9       :cla
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from dataclasses import dataclass
@@ -45,6 +48,7 @@ from sio_cluster.workers.partial_packets import PartialPackets
 from sio_cluster.workers.patches.aiohttp import ws_transport
 from sio_cluster.workers.patches.engineio import (
     cors_headers,
+    disconnect_without_waiting,
     refuse_connections_over,
     register_socket,
 )
@@ -278,6 +282,7 @@ async def exercise(recovery: bool = False, eio3: bool = False, v09: bool = False
     are exercised too (with those options on); ``v09``: a socket of the worker's own in
     engine.io's table is reached by engine.io's ``send`` and ``disconnect``."""
     found = [
+        await _disconnect_problem(),
         await _guard_problem(),
         await _limit_problem(),
         await _connect_hooks_problem() if recovery or eio3 else None,
@@ -290,6 +295,30 @@ async def exercise(recovery: bool = False, eio3: bool = False, v09: bool = False
             + "; ".join(problems)
             + ". Install the versions in setup.cfg or update workers/patches/."
         )
+
+
+def _probe_socket() -> AsyncSocket:
+    """A long-polling engine.io socket of a bare engine.io server, registered there."""
+    eio = engineio.AsyncServer(async_mode="aiohttp")
+    socket = AsyncSocket(eio, "patch-probe")
+    eio.sockets[socket.sid] = socket
+    return socket
+
+
+async def _disconnect_problem() -> str | None:
+    """``eio.disconnect(sid)`` closes at once, without waiting for the client to fetch."""
+    socket = _probe_socket()
+    disconnect_without_waiting(socket.server)
+    try:
+        await asyncio.wait_for(socket.server.disconnect(socket.sid), 1.0)
+    except TimeoutError:
+        return (
+            f"{version('python-engineio')}: AsyncServer.disconnect waits for the client"
+            " to fetch its CLOSE"
+        )
+    if not socket.closed or socket.sid in socket.server.sockets:
+        return f"{version('python-engineio')}: AsyncServer.disconnect left the session open"
+    return None
 
 
 async def _guard_problem() -> str | None:
@@ -375,9 +404,10 @@ class _OwnSocket:
 
 
 async def _own_socket_problem() -> str | None:
-    """engine.io's ``send`` and ``disconnect`` reach a socket registered in its
+    """engine.io's ``send`` and (patched) ``disconnect`` reach a socket registered in its
     table, and its CORS headers answer an allowed origin (0.9 clients)."""
     eio = engineio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*")
+    disconnect_without_waiting(eio)
     socket = _OwnSocket()
     register_socket(eio, socket)
     await eio.send(socket.sid, "probe")

@@ -8,7 +8,8 @@ client's, every client's with ``--ws aiohttp``) run as python-engineio publishes
 
 Internals: the socket table ``AsyncServer.sockets`` (read, and written for the worker's own
 sessions), a socket's ``queue``, ``closed`` and ``session``, ``AsyncServer._cors_headers``
-(0.9 clients' answers) and the ``handlers`` table (wrapped through ``AsyncServer.on``).
+(0.9 clients' answers), the ``handlers`` table (wrapped through ``AsyncServer.on``), and
+``AsyncServer.disconnect``, replaced on the worker's server (not its class).
 """
 
 from __future__ import annotations
@@ -71,6 +72,29 @@ def eio_session(eio_socket: Any) -> dict[str, Any]:
     at ``[namespace]`` (engine.io: ``AsyncSocket.session``)."""
     session: dict[str, Any] = eio_socket.session
     return session
+
+
+def disconnect_without_waiting(eio: Any) -> None:
+    """Make ``eio.disconnect(sid)`` close the session without waiting for the client to
+    fetch its CLOSE packet.
+
+    python-engineio's waits (``close(wait=True)``). A long-polling client that never polls
+    again never fetches it: for example one whose POST was over ``maxPayload``, which
+    engine.io disconnects from inside that POST. The POST then never got its answer, and
+    its connection and body stayed held.
+    """
+    original = eio.disconnect
+
+    async def disconnect(sid: str | None = None) -> None:
+        if sid is None:
+            await original()
+            return
+        eio_socket = eio.sockets.get(sid)
+        if eio_socket is not None:
+            await eio_socket.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+            eio.sockets.pop(sid, None)
+
+    eio.disconnect = disconnect
 
 
 def refuse_connections_over(eio: Any, limit: int, refused: Callable[[], None]) -> None:
