@@ -48,6 +48,7 @@ class Config:
     graceful_timeout: float = 10.0
     worker_health_timeout: float = 30.0
     redis_stall_timeout: float = 10.0  # /readyz: 503 when the subscriber hears nothing this long
+    redis_health_check_interval: float = 15.0  # quiet subscribers are PINGed; remade at 2x
     store: bool = False
     key_prefix: str = "socket.io"
     node_ttl: float = 15.0
@@ -169,6 +170,8 @@ class Config:
             raise ConfigError("--key-prefix must not be empty")
         if self.redis_stall_timeout <= 0:
             raise ConfigError("--redis-stall-timeout must be positive")
+        if not 0 < self.redis_health_check_interval <= 3600:
+            raise ConfigError("--redis-health-check-interval must be above 0 and at most 3600 s")
         if self.graceful_timeout <= 0 or self.worker_health_timeout < 0:
             raise ConfigError("timeouts must be positive (health timeout 0 = off)")
 

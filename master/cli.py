@@ -234,6 +234,16 @@ def entry() -> None:
     "answer) for this long.",
 )
 @click.option(
+    "--redis-health-check-interval",
+    type=float,
+    default=15.0,
+    envvar="SIO_REDIS_HEALTH_CHECK_INTERVAL",
+    show_envvar=True,
+    help="A quiet Redis subscriber connection is PINGed this often (or every third of "
+    "--redis-stall-timeout, if shorter); one silent for twice this (or the stall timeout, "
+    "if longer) is remade.",
+)
+@click.option(
     "--store/--no-store",
     default=False,
     envvar="SIO_STORE",

@@ -43,6 +43,7 @@ from sio_cluster.master.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from sio_cluster.master.first_contact import RedisRefused, first_contact
 from sio_cluster.master.host_ops import ClusterOperations, HostOperations
 from sio_cluster.master.metrics import Metrics, serve_metrics
+from sio_cluster.master.pubsub.liveness import Bounds
 from sio_cluster.master.pubsub.sharded_source import ShardedSource
 from sio_cluster.master.pubsub.source import RedisSource
 from sio_cluster.master.recovery.host import HostRecovery
@@ -92,6 +93,7 @@ class Master:
             self.table, self.supervisor, metrics, config.worker_buffer_bytes, self.recovery.log
         )
         self.host = HostOperations(self.table, self.supervisor)
+        bounds = Bounds(config.redis_stall_timeout, config.redis_health_check_interval)
         transport = RedisTransport(
             commands, cluster=topology.is_cluster, sharded=config.adapter == "sharded"
         )
@@ -104,7 +106,7 @@ class Master:
                     topology,
                     self._reconnect_counter(),
                     f"{client_name()}:ssub",
-                    config.redis_stall_timeout,
+                    bounds,
                     self._subscriber_loss,
                 ),
                 self.host,
@@ -155,7 +157,7 @@ class Master:
             self._on_redis_message,
             on_subscribed=self._reconnect_counter(),
             client_name=f"{client_name()}:sub",
-            stall_timeout=config.redis_stall_timeout,
+            bounds=bounds,
             on_loss=self._subscriber_loss,
         )
         metrics.watch_state(

@@ -4,9 +4,10 @@ Why one module: the classic subscriber (:mod:`master.pubsub.source`, one connect
 shard subscriber (:mod:`master.pubsub.sharded_source`, one connection per primary) must treat
 a mute Redis alike. A Redis that stops answering (paused, swapping, a long blocking command)
 keeps the connection open and delivers nothing, so a quiet connection is PINGed every
-``min(HEALTH_INTERVAL, stall_timeout / 3)``: a live Redis always answers well within
+``min(health_interval, stall_timeout / 3)`` (:class:`Bounds`: ``--redis-health-check-interval``,
+15 s by default, and ``--redis-stall-timeout``): a live Redis always answers well within
 ``stall_timeout``. A silence past it is a stall (``/readyz`` answers 503, logged once, and its
-end too); a silence of ``2 * HEALTH_INTERVAL`` (or the stall timeout, if longer) ends the
+end too); a silence of ``2 * health_interval`` (or the stall timeout, if longer) ends the
 connection, to be remade: the primary may have moved, and a mute connection keeps us deaf.
 
 What a lost connection cost is counted by :class:`Loss` (``on_loss(reason, estimate)``):
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sio_cluster.master.pubsub.resp import SubscriberProtocol
 
@@ -34,23 +36,40 @@ HEALTH_INTERVAL = 15.0  # a quiet subscriber is PINGed; no answer in 2x this: re
 STALL_TIMEOUT = 10.0  # silent this long while PINGed: stalled (reported, not yet remade)
 
 
-def ping_interval(stall_timeout: float) -> float:
-    """How often a connection is checked (and PINGed if quiet)."""
-    return min(HEALTH_INTERVAL, stall_timeout / 3)
+@dataclass(frozen=True)
+class Bounds:
+    """How long a subscriber connection may be silent: ``stall_timeout`` before it is
+    reported stalled, twice ``health_interval`` (or the stall timeout, if longer) before it
+    is given up; the same for every connection of a master."""
+
+    stall_timeout: float = STALL_TIMEOUT
+    health_interval: float = HEALTH_INTERVAL
+
+    @property
+    def ping_interval(self) -> float:
+        """How often a connection is checked (and PINGed if quiet)."""
+        return min(self.health_interval, self.stall_timeout / 3)
+
+    @property
+    def give_up(self) -> float:
+        return max(2 * self.health_interval, self.stall_timeout)
+
+
+DEFAULT_BOUNDS = Bounds()
 
 
 class Liveness:
     """The watch over one subscriber connection; ``name`` says which in the log lines."""
 
     def __init__(
-        self, protocol: SubscriberProtocol, stall_timeout: float, name: str, rate: float = 0.0
+        self, protocol: SubscriberProtocol, bounds: Bounds, name: str, rate: float = 0.0
     ) -> None:
         self.protocol = protocol
         self.name = name
         self.rate = rate  # messages/s read lately, while Redis answered
-        self._stall_timeout = stall_timeout
-        self._interval = ping_interval(stall_timeout)
-        self._give_up = max(HEALTH_INTERVAL * 2, stall_timeout)
+        self._stall_timeout = bounds.stall_timeout
+        self._interval = bounds.ping_interval
+        self._give_up = bounds.give_up
         self._stall_logged = False
         self._pinged = float("-inf")
         self._messages, self._sampled = protocol.messages, time.monotonic()
@@ -60,7 +79,7 @@ class Liveness:
         return max(0.0, time.monotonic() - self.protocol.last_read)
 
     def check(self) -> bool:
-        """Called at least every :func:`ping_interval` (maybe more often): sample the rate,
+        """Called at least every :attr:`Bounds.ping_interval` (maybe more often): sample the rate,
         log a stall's start and end, PING if quiet (once an interval); False once the
         connection is to be given up."""
         now = time.monotonic()

@@ -30,11 +30,11 @@ from typing import Any
 from sio_cluster.common.redis.topology import ShardMap, Topology
 from sio_cluster.common.redis.url import without_password
 from sio_cluster.master.pubsub.liveness import (
-    STALL_TIMEOUT,
+    DEFAULT_BOUNDS,
+    Bounds,
     Liveness,
     Loss,
     LossHandler,
-    ping_interval,
 )
 from sio_cluster.master.pubsub.resp import SubscriberError, connect
 from sio_cluster.master.pubsub.source import backoff_delays
@@ -70,7 +70,7 @@ class ShardedSource:
         topology: Topology,
         on_subscribed: Callable[[], None] = lambda: None,
         client_name: str | None = None,
-        stall_timeout: float = STALL_TIMEOUT,
+        bounds: Bounds = DEFAULT_BOUNDS,
         on_loss: LossHandler = lambda reason, estimate: None,
     ) -> None:
         self._topology = topology
@@ -81,7 +81,7 @@ class ShardedSource:
         self._connections: dict[str, ShardConnection] = {}
         self._map: ShardMap | None = None
         self._changed = asyncio.Event()
-        self._stall_timeout = stall_timeout
+        self._bounds = bounds
         self._on_loss = on_loss
         self._rates: dict[str, float] = {}  # per node: what a lost connection's loss is rated at
         self._losses: list[Loss] = []  # connections lost since the last full subscription
@@ -166,7 +166,7 @@ class ShardedSource:
             changed = asyncio.ensure_future(self._changed.wait())
             await asyncio.wait(
                 [changed, *closed],
-                timeout=ping_interval(self._stall_timeout),
+                timeout=self._bounds.ping_interval,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             changed.cancel()
@@ -226,7 +226,7 @@ class ShardedSource:
             url, self._on_item, on_push=lambda item: self._on_push(holder, item)
         )
         name = f"the shard subscriber on {without_password(url)}"
-        liveness = Liveness(protocol, self._stall_timeout, name, self._rates.get(url, 0.0))
+        liveness = Liveness(protocol, self._bounds, name, self._rates.get(url, 0.0))
         connection = ShardConnection(url, liveness)
         holder.append(connection)
         self._connections[url] = connection

@@ -24,11 +24,11 @@ from collections.abc import Callable, Sequence
 
 from sio_cluster.common.redis.topology import Topology
 from sio_cluster.master.pubsub.liveness import (
-    STALL_TIMEOUT,
+    DEFAULT_BOUNDS,
+    Bounds,
     Liveness,
     Loss,
     LossHandler,
-    ping_interval,
 )
 from sio_cluster.master.pubsub.resp import SubscriberError, SubscriberProtocol, connect
 
@@ -62,7 +62,7 @@ class RedisSource:
         on_message: MessageHandler,
         on_subscribed: Callable[[], None] = lambda: None,
         client_name: str | None = None,
-        stall_timeout: float = STALL_TIMEOUT,
+        bounds: Bounds = DEFAULT_BOUNDS,
         on_loss: LossHandler = lambda reason, estimate: None,
     ) -> None:
         self._topology = topology
@@ -72,7 +72,7 @@ class RedisSource:
         self._on_subscribed = on_subscribed
         self._client_name = client_name
         self._protocol: SubscriberProtocol | None = None
-        self._stall_timeout = stall_timeout
+        self._bounds = bounds
         self._on_loss = on_loss
         self._rate = 0.0  # messages/s read lately, while Redis answered
         self.connected = False
@@ -115,7 +115,7 @@ class RedisSource:
                 outage_logged = False
                 next_delay = backoff_delays(cap=cap)
                 self._on_subscribed()
-                liveness = Liveness(protocol, self._stall_timeout, "the subscriber", self._rate)
+                liveness = Liveness(protocol, self._bounds, "the subscriber", self._rate)
                 reason, stalled = await self._watch(liveness)
                 self._rate = liveness.rate
                 loss = liveness.lost(stalled)
@@ -151,7 +151,7 @@ class RedisSource:
         (see :mod:`master.pubsub.liveness`)."""
         closed = liveness.protocol.closed
         while True:
-            done, _ = await asyncio.wait({closed}, timeout=ping_interval(self._stall_timeout))
+            done, _ = await asyncio.wait({closed}, timeout=self._bounds.ping_interval)
             if done:
                 return closed.result(), False
             if not liveness.check():

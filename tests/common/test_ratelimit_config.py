@@ -53,6 +53,7 @@ def test_one_line_per_key_per_interval_then_the_held_back_count(
         ({"graceful_timeout": 0}, "timeouts"),
         ({"header_timeout": 0}, "--header-timeout"),
         ({"allow_eio3": True, "ws": "aiohttp"}, "--allow-eio3 needs --ws own"),
+        ({"redis_health_check_interval": 0}, "--redis-health-check-interval"),
         ({"connection_state_recovery": -1}, "--connection-state-recovery must be"),
         ({"recovery_buffer_bytes": 10}, "--recovery-buffer-bytes"),
         (

@@ -215,16 +215,23 @@ async def _status(url: str, status: int) -> bool:
 async def test_a_subscriber_remade_after_a_long_stall_is_counted(
     start_master: Any, own_redis: EmbeddedRedis, own_redis_client: aioredis.Redis, clients: Any
 ) -> None:
-    cluster = await start_master(redis_url=own_redis.url).ready()
+    # the health interval cut from 15 s to 2 s, and the stall timeout (10 s, which would
+    # outlast twice the interval) to 1 s: the give-up is the interval's, after 4 s
+    interval = 2.0
+    extra = ["--redis-health-check-interval", str(interval), "--redis-stall-timeout", "1"]
+    cluster = await start_master(redis_url=own_redis.url, extra=extra).ready()
     client = await clients(cluster.url(0), "c")
     await client.call("join", "r")
     assert own_redis.process is not None
     redis_pid = own_redis.process.pid
     os.kill(redis_pid, signal.SIGSTOP)
-    try:  # 30 s without an answer: the subscriber gives up on the connection and remakes it
-        await cluster.wait_log(r"Redis subscriber lost \(no answer to PING", timeout=45)
+    try:  # 4 s without an answer: the subscriber gives up on the connection and remakes it
+        lost = await cluster.wait_log(
+            r"Redis subscriber lost \(no answer to PING for (\d+) s", timeout=4 * interval + 10
+        )
     finally:
         os.kill(redis_pid, signal.SIGCONT)
+    assert int(lost.group(1)) >= 2 * interval  # not before twice the interval
     await cluster.wait_log(r"Redis stopped answering and the subscriber was remade", timeout=20)
     assert cluster.metric('sio_master_loss_events_total{reason="subscriber_stall"}') == 1
     assert cluster.metric('sio_master_loss_events_total{reason="subscriber_cut"}') == 0

@@ -22,7 +22,7 @@ from bench.redis_cluster import RedisCluster
 from sio_cluster.common.redis.topology import OneRedis
 from sio_cluster.master.bus.sharded_wire import MessageType, encode, event_packet, opts_of
 from sio_cluster.master.embedded_redis import EmbeddedRedis
-from sio_cluster.master.pubsub import liveness
+from sio_cluster.master.pubsub.liveness import Bounds
 from sio_cluster.master.pubsub.resp import command
 from sio_cluster.master.pubsub.sharded_source import ShardedSource
 from sio_cluster.wire.operations import Selector
@@ -114,17 +114,19 @@ def redis7() -> Iterator[EmbeddedRedis]:
 
 
 async def test_a_shard_connection_mute_past_its_bound_is_remade_and_counted_as_a_stall(
-    redis7: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    redis7: EmbeddedRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     """In process, with the 15 s health interval cut to 0.5 s: stalled after 0.6 s, given up
-    after 1 s, remade once the node answers, and its loss counted (the master itself gives
-    up after 30 s, as for the classic subscriber: tests/integration/test_overload.py)."""
-    monkeypatch.setattr(liveness, "HEALTH_INTERVAL", 0.5)
+    after 1 s, remade once the node answers, and its loss counted (a master gives up after
+    twice --redis-health-check-interval, as for the classic subscriber:
+    tests/integration/test_overload.py)."""
     caplog.set_level(logging.INFO)
     losses: list[tuple[str, int]] = []
     received: list[tuple[bytes, bytes]] = []
     source = ShardedSource(
-        OneRedis(redis7.url), stall_timeout=0.6, on_loss=lambda *loss: losses.append(loss)
+        OneRedis(redis7.url),
+        bounds=Bounds(stall_timeout=0.6, health_interval=0.5),
+        on_loss=lambda *loss: losses.append(loss),
     )
     source.deliver_to(lambda channel, body: received.append((channel, body)))
     source.add_channels(["socket.io#/#"])
