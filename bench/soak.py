@@ -56,6 +56,9 @@ from bench.soak_report import Outcome, Report, build  # noqa: E402
 
 ROOMS = [f"room{i}" for i in range(8)]
 FAULT_RESERVE = 15.0  # no fault starts this close to the end of the load
+# the load goes on at least this long after the last fault's window closed: a first round
+# that outlasts a short --minutes (or a slow host) still has clean traffic after it
+AFTERMATH = 10.0
 SETTLE_TIMEOUT = 30.0
 
 
@@ -155,7 +158,8 @@ class Soak:
         await self.crowd_b.join(SETTLE_TIMEOUT)
 
     async def load(self) -> tuple[SoakMaster, list[str] | None, Sampler, dict[str, int]]:
-        """Start the cluster, then traffic, clients and faults until ``--minutes`` are up;
+        """Start the cluster, then traffic, clients and faults until ``--minutes`` are up
+        (and at least ``AFTERMATH`` s after the last fault's window);
         returns master A, the Redis keys before any client (with --store), the sampler and
         each process role's open descriptors before any client."""
         a = await self.cluster.start()
@@ -175,6 +179,7 @@ class Soak:
         ]
         self.crowd_a.start(self.clients("A", self.args.clients, lambda: self.cluster.urls(a)))
         await self.faults.run(self.until, FAULT_RESERVE)
+        self.until = max(self.until, self.clock() + AFTERMATH)
         await asyncio.sleep(max(0.0, self.until - self.clock()))
         self.phase(f"{len(self.ledger.windows)} faults injected; the last beacons go out")
         return a, baseline, sampler, idle

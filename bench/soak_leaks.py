@@ -9,7 +9,7 @@ second half of the run, never a process's own first ``WARMUP`` minute.
 The limits, and why:
 - A slope is judged only over at least ``MIN_JUDGED`` (240 s) of samples: over a
   shorter span the normal back-and-forth of a few MB reads as a steep slope, so the
-  60-second test run reports slopes without judging them; a default 10-minute run
+  short test run reports slopes without judging them; a default 10-minute run
   judges 5 minutes.
 - ``RSS_LIMIT``, 32 MB per hour. The soak's traffic is stationary, so a process
   without a leak levels off. A leak that matters leaks per message or per
