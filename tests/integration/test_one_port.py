@@ -358,9 +358,12 @@ async def test_haproxy_in_front_of_two_one_port_hosts(
             masters.append(
                 one_port_master(redis_server.url, 2, "--host", host, "--port", str(port))
             )
-        front, listen = haproxy(tmp_path, port, hosts)
         for master in masters:
             await master.ready(WAIT)
+        # HAProxy only once both hosts listen: a host its first check found down and a later
+        # one up changes the source hash, and a client's next request goes to the other host,
+        # which has no such session
+        front, listen = haproxy(tmp_path, port, hosts)
         url = f"http://127.0.0.1:{listen}"
         await until(lambda: forwards(url), WAIT, "haproxy forwards")
         everyone = await connect_all(url, 12)
