@@ -215,6 +215,15 @@ class MasterProcess:
         await until(lambda: proc.poll() is not None, timeout, "master exit")
         return int(proc.returncode)
 
+    async def start_failure(self, timeout: float = 30.0) -> str:
+        """Why the start failed: the reason a worker gave, from the master's one line, once
+        the master exited 1 (with no traceback logged)."""
+        assert await self.wait_exit(timeout) == 1
+        await until(lambda: bool(self.log_matches("cluster failed to start")), what="the error")
+        [line] = self.log_matches(r"cluster failed to start: worker \d exited with code 1: (.*)$")
+        assert not self.log_matches("Traceback")
+        return line.group(1)
+
     def cleanup(self) -> None:
         """Kill the master and everything it started, whatever state the test left."""
         if self.proc is None:
