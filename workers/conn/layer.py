@@ -11,8 +11,8 @@ What it takes (:meth:`Layer.takes`), on engine.io's path, with ``EIO=4`` (or ``E
 Everything else goes to aiohttp and engine.io as before (:mod:`workers.conn.front`): JSONP
 (and the sessions it opens, their upgrade included: plain python-engineio), a chunked POST,
 an origin ``cors_allowed_origins`` refuses, and whatever is not engine.io's. An Engine.IO 3
-session's environ carries its :class:`~workers.eio3.translate.Eio3Session`, through which
-the worker's Socket.IO translation (:mod:`workers.eio3.translate`) knows it.
+session's environ is marked (``workers.eio3.translate.ENVIRON_KEY``), through which the
+worker's Socket.IO translation (:mod:`workers.eio3.translate`) knows it.
 
 What it does with a new session: what python-engineio's ``AsyncServer`` does for that request
 (a session id from ``eio.generate_id``, the socket in ``eio.sockets``, the ``connect`` handler
@@ -290,8 +290,8 @@ class Layer:
     ) -> HandshakeEnviron:
         """The environ of a new session's request (``client``: what the master's PROXY
         header named; a trusted balancer's ``X-Forwarded-For`` is believed); an Engine.IO 3
-        client's carries its :class:`~workers.eio3.translate.Eio3Session`, which the
-        translation's ``connect`` hook registers."""
+        client's is marked (``workers.eio3.translate.ENVIRON_KEY``), which the translation's
+        ``connect`` hook reads."""
         peer = transport.get_extra_info("peername")
         sockname = transport.get_extra_info("sockname")
         remote = client or (str(peer[0]) if isinstance(peer, tuple) else "")
@@ -307,7 +307,7 @@ class Layer:
             self._shared,
         )
         if route.eio3:
-            environ[eio3_translate.ENVIRON_KEY] = eio3_translate.Eio3Session()
+            environ[eio3_translate.ENVIRON_KEY] = True
         return environ
 
     async def _connect(self, session: EioSession, environ: HandshakeEnviron) -> bytes | None:

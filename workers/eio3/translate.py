@@ -4,8 +4,8 @@ the Socket.IO side.
 Why: teams moving a legacy deployment cannot upgrade every client at once; Node's socket.io
 serves both with ``allowEIO3``, python-engineio refuses ``EIO=3``. With ``--allow-eio3`` the
 worker's connection layer (:mod:`workers.conn`) serves Engine.IO 3 itself: its payloads,
-binary frames and heartbeat (the client pings). It marks a new v3 session by putting an
-:class:`Eio3Session` in the handshake's environ (:data:`ENVIRON_KEY`); python-socketio then
+binary frames and heartbeat (the client pings). It marks a new v3 session's handshake
+environ (:data:`ENVIRON_KEY`, true); python-socketio then
 sees an Engine.IO 4 client, and this module translates at the Socket.IO level (the rules
 are in :mod:`workers.eio3.codec`):
 
@@ -22,25 +22,14 @@ framed once more for v3 clients (see ``workers.delivery``).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sio_cluster.workers.eio3 import codec as eio3_codec
 from sio_cluster.workers.patches import engineio as eio_patches
 from sio_cluster.workers.patches import socketio as sio_patches
 
-log = logging.getLogger(__name__)
-
-ENVIRON_KEY = "sio_cluster.eio3"  # a handshake's new session, until engine.io names it
-
-
-@dataclass(eq=False)
-class Eio3Session:
-    """A v3 client's session, as the connection layer marks it at the handshake."""
-
-    sid: str = ""  # engine.io's sid, once it has one
+ENVIRON_KEY = "sio_cluster.eio3"  # true in a v3 client's handshake environ
 
 
 class Eio3Clients:
@@ -49,7 +38,7 @@ class Eio3Clients:
     def __init__(self, sio: Any) -> None:
         self.sio = sio
         self.eio = sio.eio
-        self.sessions: dict[str, Eio3Session] = {}
+        self.sessions: set[str] = set()  # the engine.io sids of v3 clients
 
     def install(self) -> None:
         """Hook into engine.io and python-socketio; call after the worker's other hooks, so
@@ -69,14 +58,12 @@ class Eio3Clients:
     async def _connect(
         self, handler: Callable[..., Awaitable[Any]], sid: str, environ: Any, *args: Any
     ) -> Any:
-        session = environ.get(ENVIRON_KEY)
-        if session is None:
+        if not environ.get(ENVIRON_KEY):
             return await handler(sid, environ, *args)
-        session.sid = sid
-        self.sessions[sid] = session
+        self.sessions.add(sid)
         accepted = await handler(sid, environ, *args)
         if accepted is not None and accepted is not True:
-            self.sessions.pop(sid, None)
+            self.sessions.discard(sid)
             return accepted
         await self.eio.handlers["message"](sid, "0")  # in "/" at once, as socket.io 4 does
         return accepted
@@ -87,7 +74,7 @@ class Eio3Clients:
         return await handler(sid, data)
 
     def _forget(self, sid: str, *_: Any) -> None:
-        self.sessions.pop(sid, None)
+        self.sessions.discard(sid)
 
     def _downgrade(self, eio_sid: str, pkt: Any) -> Any:
         return eio3_codec.downgrade_reply(pkt) if eio_sid in self.sessions else pkt
